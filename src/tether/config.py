@@ -1,0 +1,336 @@
+"""Typed configuration: defaults < TOML file < ``TETHER_*`` environment < command-line flags.
+
+The file is ``--config``, else ``$TETHER_CONFIG``, else ``<config dir>/config.toml`` when it
+exists. Environment variables map onto keys by lower-casing and splitting on ``__``:
+``TETHER_DATA_DIR`` is ``data_dir``, ``TETHER_GATEWAY__LISTEN`` is ``gateway.listen``.
+Unknown keys in a file are errors; ``TETHER_*`` variables that name no key are ignored.
+
+A bad value raises :class:`~tether.errors.ConfigError` naming the key, the expected type
+and where the value came from. Directories are resolved at load time, so a loaded
+:class:`Config` always has ``data_dir``, ``config_dir`` and ``runtime_dir`` set.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from tether.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "Config",
+    "GatewayConfig",
+    "LedgerConfig",
+    "Limits",
+    "RunnerConfig",
+    "is_loopback_host",
+    "load_config",
+    "parse_listen",
+    "redacted",
+]
+
+DEFAULT_LISTEN = "127.0.0.1:8765"
+ENV_PREFIX = "TETHER_"
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+_SECRET_KEYS = {"database_url"}
+_LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d{1,5})$")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6) and check the port range."""
+    m = _LISTEN.match(value)
+    if not m:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    port = int(m["port"])
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range 0-65535")
+    return (m["v6"] or m["host"]), port
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class Limits(_Section, frozen=True):
+    """Limits enforced on every connection; all of them are tested."""
+
+    max_frame_bytes: Positive = 1024 * 1024
+    max_ws_connections: Positive = 20_000
+    max_ipc_connections: Positive = 128
+    hello_timeout: Seconds = 5.0
+    idle_timeout: Seconds = 90.0
+    send_queue_frames: Positive = 1024
+    max_inflight_requests: Positive = 256
+    request_timeout: Seconds = 30.0
+    shutdown_grace: Seconds = 10.0
+
+
+class GatewayConfig(_Section, frozen=True):
+    """Where and how the gateway listens."""
+
+    listen: str = DEFAULT_LISTEN
+    public_url: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    insecure: bool = False
+    access_log: bool = True
+
+    def __post_init__(self) -> None:
+        try:
+            parse_listen(self.listen)
+        except ValueError as exc:
+            raise ValueError(f"listen: {exc}") from None
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_key: tls_cert and tls_key must be given together")
+
+
+class LedgerConfig(_Section, frozen=True):
+    """Durable storage: SQLite in the data dir unless ``database_url`` names PostgreSQL."""
+
+    database_url: str | None = None
+    event_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    artifact_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 7.0
+    retention_interval: Seconds = 3600.0
+    inline_payload_bytes: Positive = 64 * 1024
+    group_commit_max_rows: Positive = 512
+
+
+class RunnerConfig(_Section, frozen=True):
+    """The runner daemon's own, authoritative local policy (see docs/runner.md)."""
+
+    gateway_url: str | None = None
+    workspaces: dict[str, str] = {}
+    denied_paths: list[str] = msgspec.field(
+        default_factory=lambda: ["~/.ssh", "~/.gnupg", "~/.aws", "~/.config/tether"]
+    )
+    max_concurrency: Positive = 16
+    default_timeout: Seconds = 60.0
+    max_timeout: Seconds = 3600.0
+    output_cap_bytes: Positive = 256 * 1024
+    sandbox: Literal["auto", "bwrap", "off"] = "auto"
+    network: bool = True
+    env_allowlist: list[str] = msgspec.field(
+        default_factory=lambda: ["PATH", "HOME", "LANG", "LC_ALL", "TERM", "USER", "TZ"]
+    )
+    heartbeat_interval: Seconds = 15.0
+    shutdown_grace: Seconds = 10.0
+    reconnect_max_delay: Seconds = 30.0
+
+
+class Config(_Section, frozen=True):
+    """The whole effective configuration."""
+
+    data_dir: str | None = None
+    config_dir: str | None = None
+    runtime_dir: str | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
+    limits: Limits = msgspec.field(default_factory=Limits)
+    ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
+    runner: RunnerConfig = msgspec.field(default_factory=RunnerConfig)
+
+    @property
+    def data_path(self) -> Path:
+        assert self.data_dir is not None, "use load_config(), which resolves directories"
+        return Path(self.data_dir)
+
+    @property
+    def config_path(self) -> Path:
+        assert self.config_dir is not None, "use load_config(), which resolves directories"
+        return Path(self.config_dir)
+
+    @property
+    def runtime_path(self) -> Path:
+        assert self.runtime_dir is not None, "use load_config(), which resolves directories"
+        return Path(self.runtime_dir)
+
+
+def _env_dir(env: Mapping[str, str], name: str, fallback: Path) -> Path:
+    value = env.get(name)
+    return Path(value) if value else fallback
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    return Path(env.get("HOME") or Path.home())
+
+
+def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[keys[-1]] = value
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+_SECTIONS = ("gateway", "limits", "ledger", "runner")
+_ENV_ALIASES = {"TETHER_DATABASE_URL": ["ledger", "database_url"]}
+
+
+def _env_keys(name: str) -> list[str] | None:
+    """The config key path an environment variable names, or None."""
+    if name in _ENV_ALIASES:
+        return _ENV_ALIASES[name]
+    keys = name[len(ENV_PREFIX) :].lower().split("__")
+    if len(keys) == 1 and keys[0] in Config.__struct_fields__ and keys[0] not in _SECTIONS:
+        return keys
+    if len(keys) == 2 and keys[0] in _SECTIONS:
+        section_type = type(getattr(Config(), keys[0]))
+        if keys[1] in section_type.__struct_fields__:
+            return keys
+    return None
+
+
+def _from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    tree: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == "TETHER_CONFIG":
+            continue
+        keys = _env_keys(name)
+        if keys is None:
+            continue
+        parsed: Any = value
+        if keys[-1] == "workspaces":
+            parsed = dict(item.split("=", 1) for item in value.split(",") if "=" in item)
+        elif keys[-1] in {"denied_paths", "env_allowlist"}:
+            parsed = [item for item in value.split(",") if item]
+        _set_path(tree, keys, parsed)
+        sources[".".join(keys)] = f"environment variable {name}"
+    return tree, sources
+
+
+def _flatten_sources(tree: Mapping[str, Any], label: str, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and key in _SECTIONS:
+            out.update(_flatten_sources(value, label, path + "."))
+        else:
+            out[path] = label
+    return out
+
+
+def _convert(data: dict[str, Any], sources: Mapping[str, str]) -> Config:
+    try:
+        return msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        m = re.search(r" - at `\$\.?([^`]*)`", text)
+        key = m.group(1).replace("[", ".").replace("]", "").replace("'", "") if m else ""
+        reason = text[: m.start()] if m else text
+        reason = reason.replace("`", "")
+        field = re.match(r"^([a-z_]+): (.*)$", reason)
+        if field:
+            key, reason = f"{key}.{field[1]}" if key else field[1], field[2]
+        origin = sources.get(key) or sources.get(key.rsplit(".", 1)[0], "")
+        where = f" (from {origin})" if origin else ""
+        if key:
+            raise ConfigError(f"invalid config key {key!r}: {reason}{where}") from exc
+        raise ConfigError(f"invalid config: {reason}") from exc
+
+
+def load_config(
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the effective config (flags > env > file > defaults) and resolve directories."""
+    env = os.environ if env is None else env
+    flags = flags or {}
+    env_tree, sources = _from_env(env)
+
+    explicit = config_file or env.get("TETHER_CONFIG")
+    config_dir = Path(
+        flags.get("config_dir")
+        or env_tree.get("config_dir")
+        or _env_dir(env, "XDG_CONFIG_HOME", _home(env) / ".config") / "tether"
+    )
+    path = Path(explicit) if explicit else config_dir / "config.toml"
+    file_tree: dict[str, Any] = {}
+    if explicit or path.exists():
+        try:
+            file_tree = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
+    all_sources = _flatten_sources(file_tree, f"config file {path}")
+    all_sources.update(sources)
+    all_sources.update(_flatten_sources(flags, "command-line flag"))
+
+    merged = _merge(_merge(file_tree, env_tree), flags)
+    merged.setdefault("config_dir", str(config_dir))
+    config = _convert(merged, all_sources)
+
+    data_dir = Path(
+        config.data_dir or _env_dir(env, "XDG_DATA_HOME", _home(env) / ".local/share") / "tether"
+    ).expanduser()
+    if config.runtime_dir:
+        runtime_dir = Path(config.runtime_dir).expanduser()
+    elif env.get("XDG_RUNTIME_DIR"):
+        runtime_dir = Path(env["XDG_RUNTIME_DIR"]) / "tether"
+    else:
+        runtime_dir = data_dir / "run"
+    return msgspec.structs.replace(
+        config,
+        data_dir=str(data_dir.absolute()),
+        config_dir=str(Path(config.config_dir or config_dir).expanduser().absolute()),
+        runtime_dir=str(runtime_dir.absolute()),
+    )
+
+
+def _redact_url(url: str) -> str:
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The config as plain data with secrets masked, for ``tether config show``."""
+    data: dict[str, Any] = msgspec.to_builtins(config)
+
+    def walk(node: dict[str, Any]) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value)
+            elif key in _SECRET_KEYS and isinstance(value, str):
+                node[key] = _redact_url(value)
+
+    walk(data)
+    return data

@@ -1,0 +1,1 @@
+"""Security primitives, pure: capability tokens, credentials, path policy, redaction."""

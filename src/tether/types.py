@@ -1,0 +1,58 @@
+"""Identifiers and small shared enums.
+
+Ids are ``NewType``\\ s over ``str`` so a run id cannot be passed where a call id is
+expected. New ids are time-ordered (sortable by creation) and carry 80 random bits,
+with a short prefix that says what they name: ``run_01JD5…``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from enum import StrEnum
+from typing import NewType
+
+__all__ = [
+    "ApprovalId",
+    "ArtifactId",
+    "CallId",
+    "ConversationId",
+    "DeliveryId",
+    "Role",
+    "RunId",
+    "RunnerId",
+    "SessionId",
+    "UserId",
+    "new_id",
+]
+
+RunId = NewType("RunId", str)
+SessionId = NewType("SessionId", str)
+ConversationId = NewType("ConversationId", str)
+CallId = NewType("CallId", str)
+RunnerId = NewType("RunnerId", str)
+UserId = NewType("UserId", str)
+ApprovalId = NewType("ApprovalId", str)
+DeliveryId = NewType("DeliveryId", str)
+ArtifactId = NewType("ArtifactId", str)
+
+
+class Role(StrEnum):
+    """What a connection may do; fixed by ``hello`` and checked against the method table."""
+
+    ADMIN = "admin"
+    CLIENT = "client"
+    RUNNER = "runner"
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_id(prefix: str) -> str:
+    """Return ``prefix_`` + 26 Crockford base32 characters: 48 bits of ms time, 80 random bits."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return f"{prefix}_{''.join(reversed(chars))}"
