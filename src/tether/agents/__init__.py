@@ -1,0 +1,1 @@
+"""Placeholder package; its contract arrives with the agents and channels work."""

@@ -1,0 +1,72 @@
+"""How commands reach the gateway: the local Unix socket, or ``--url`` with a token."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from tether.config import Config
+from tether.errors import Unauthorized
+
+if TYPE_CHECKING:
+    from tether.transport.client import RpcClient
+
+__all__ = ["TokenOpt", "UrlOpt", "open_client", "resolve_token"]
+
+UrlOpt = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional
+    typer.Option(
+        "--url",
+        help="Gateway URL (ws://, wss://, http://, https://). Default: the local Unix socket.",
+        show_default=False,
+    ),
+]
+TokenOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--token",
+        help="Bearer token for --url (default: $TETHER_TOKEN, else this machine's admin token).",
+        show_default=False,
+    ),
+]
+
+
+def resolve_token(config: Config, token: str | None) -> str:
+    """--token, else $TETHER_TOKEN, else the admin token file in the data dir."""
+    if token:
+        return token
+    if os.environ.get("TETHER_TOKEN"):
+        return os.environ["TETHER_TOKEN"]
+    path = config.data_path / "admin.token"
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        raise Unauthorized(
+            "no token: pass --token, set TETHER_TOKEN, or run on the gateway's machine"
+        ) from None
+
+
+async def open_client(
+    config: Config, url: str | None, token: str | None, *, role: str = "admin"
+) -> RpcClient:
+    """Connect over WebSocket when ``url`` is given, else over the local Unix socket."""
+    from tether.transport.client import connect_ipc, connect_ws
+
+    timeout = config.limits.request_timeout
+    if url:
+        return await connect_ws(
+            url,
+            token=resolve_token(config, token),
+            role=role,
+            timeout=timeout,
+            insecure=config.gateway.insecure,
+            max_frame_bytes=config.limits.max_frame_bytes,
+        )
+    return await connect_ipc(
+        str(config.runtime_path / "gateway.sock"),
+        role=role,
+        timeout=timeout,
+        max_frame_bytes=config.limits.max_frame_bytes,
+    )

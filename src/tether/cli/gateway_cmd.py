@@ -1,0 +1,119 @@
+"""``tether gateway`` and ``tether up``."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from tether.cli import context
+from tether.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tether.app import Gateway
+    from tether.config import Config
+
+__all__ = ["register"]
+
+ListenOpt = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional
+    typer.Option(
+        "--listen",
+        help="HOST:PORT for HTTP and WebSocket (default 127.0.0.1:8765; port 0 picks a free one).",
+    ),
+]
+CertOpt = Annotated[Optional[str], typer.Option("--tls-cert", help="PEM certificate for TLS.")]  # noqa: UP045
+KeyOpt = Annotated[Optional[str], typer.Option("--tls-key", help="PEM private key for TLS.")]  # noqa: UP045
+InsecureOpt = Annotated[
+    Optional[bool],  # noqa: UP045
+    typer.Option(
+        "--insecure/--no-insecure",
+        help="Allow a non-loopback listen address without TLS (traffic in clear text).",
+        show_default=False,
+    ),
+]
+
+
+def _load(
+    listen: str | None, tls_cert: str | None, tls_key: str | None, insecure: bool | None
+) -> Config:
+    from tether.config import is_loopback_host, parse_listen
+
+    cli = context.current()
+    config = cli.config(
+        **{
+            "gateway.listen": listen,
+            "gateway.tls_cert": tls_cert,
+            "gateway.tls_key": tls_key,
+            "gateway.insecure": insecure,
+        }
+    )
+    host, _ = parse_listen(config.gateway.listen)
+    if (
+        not is_loopback_host(host)
+        and config.gateway.tls_cert is None
+        and not config.gateway.insecure
+    ):
+        raise ConfigError(
+            f"refusing to listen on non-loopback address {config.gateway.listen} without TLS: "
+            "give --tls-cert and --tls-key, or --insecure to accept clear text"
+        )
+    return config
+
+
+def _ready_line(gateway: Gateway) -> None:
+    cli = context.current()
+    server = gateway.server
+    info = {
+        "url": server.url,
+        "ws": server.url.replace("http", "ws", 1) + "/ws",
+        "socket": str(server.socket_path),
+        "admin_token_file": str(gateway.admin_token_path),
+    }
+    cli.emit(
+        info,
+        f"tether gateway ready\n  url      {info['url']}\n  socket   {info['socket']}\n"
+        f"  token    {info['admin_token_file']}",
+    )
+
+
+def gateway(
+    listen: ListenOpt = None,
+    tls_cert: CertOpt = None,
+    tls_key: KeyOpt = None,
+    insecure: InsecureOpt = None,
+) -> None:
+    """Run the gateway in the foreground until SIGTERM or Ctrl-C.
+
+    Serves WebSocket JSON-RPC at /ws, /healthz and /metrics over HTTP, and a Unix socket
+    for local commands. Writes <runtime dir>/gateway.json while it runs.
+    """
+    config = _load(listen, tls_cert, tls_key, insecure)
+    from tether.app import serve_gateway
+
+    context.run_async(serve_gateway(config, on_ready=_ready_line))
+
+
+def up(
+    listen: ListenOpt = None,
+) -> None:
+    """Start everything on this machine for a first run (the gateway on SQLite, in the foreground).
+
+    Prints the URL and where the admin token is. Stop it with Ctrl-C.
+    """
+    config = _load(listen, None, None, None)
+    from tether.app import serve_gateway
+
+    def ready(gateway: Gateway) -> None:
+        _ready_line(gateway)
+        if not context.current().json:
+            sys.stdout.write("Press Ctrl-C to stop.\n")
+            sys.stdout.flush()
+
+    context.run_async(serve_gateway(config, on_ready=ready))
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="gateway")(gateway)
+    app.command(name="up")(up)

@@ -1,0 +1,111 @@
+"""``tether``: the command line.
+
+Heavy modules are imported inside commands, so ``tether --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from tether import __version__
+from tether.cli import context
+from tether.cli.context import Cli
+from tether.errors import TetherError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="tether",
+    help=(
+        "Drive AI coding agents on your own machines from the chats you already use.\n\n"
+        "Start everything on this machine with `tether up`. Commands talk to the local "
+        "gateway over its Unix socket unless given --url."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _global(
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")
+    ] = False,
+    log_level: Annotated[
+        Optional[str],  # noqa: UP045 - typer needs Optional
+        typer.Option("--log-level", help="debug, info, warning or error (default: info)."),
+    ] = None,
+    log_format: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--log-format", help="text or json (default: text)."),
+    ] = None,
+    config_file: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--config",
+            help="TOML config file (default: $TETHER_CONFIG, else ~/.config/tether/config.toml).",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--data-dir",
+            help="Where the ledger and keys live "
+            "(default: $TETHER_DATA_DIR, else ~/.local/share/tether).",
+        ),
+    ] = None,
+) -> None:
+    """Global options apply to every command."""
+    context.set_current(
+        Cli(
+            json=json_output,
+            log_level=log_level,
+            log_format=log_format,
+            config_file=config_file,
+            data_dir=data_dir,
+        )
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the tether version."""
+    cli = context.current()
+    from tether.protocol.handshake import PROTOCOL_VERSIONS
+
+    cli.emit(
+        {
+            "version": __version__,
+            "protocol": list(PROTOCOL_VERSIONS),
+            "python": sys.version.split()[0],
+        },
+        f"tether {__version__} (protocol {max(PROTOCOL_VERSIONS)})",
+    )
+
+
+def _register() -> None:
+    from tether.cli import config_cmd, gateway_cmd, ping_cmd
+
+    gateway_cmd.register(app)
+    ping_cmd.register(app)
+    app.add_typer(config_cmd.app, name="config")
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point of the ``tether`` console script."""
+    try:
+        app()
+    except TetherError as exc:
+        context.current().fail(exc)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        raise SystemExit(130) from None

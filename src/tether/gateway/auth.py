@@ -1,0 +1,111 @@
+"""Who is connecting: bearer token -> :class:`Principal` -> the roles it may take.
+
+Fails closed: an empty, unknown, malformed or revoked token is no principal. Each
+source of credentials is an :class:`Authenticator`; the gateway asks them in turn.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from tether.types import Role
+
+__all__ = [
+    "ADMIN_TOKEN_FILE",
+    "AdminTokenAuthenticator",
+    "Authenticator",
+    "ChainAuthenticator",
+    "Principal",
+    "ensure_admin_token",
+    "local_admin",
+]
+
+log = logging.getLogger(__name__)
+
+ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name, not a secret
+_ADMIN_PREFIX = "tta_"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated party and the roles it may take in ``hello``."""
+
+    id: str
+    roles: frozenset[Role]
+    runner_id: str | None = None
+
+
+def local_admin() -> Principal:
+    """The principal of a same-uid Unix-socket connection."""
+    return Principal("local-admin", frozenset({Role.ADMIN, Role.CLIENT}))
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, token: str) -> Principal | None:
+        """Return the principal for ``token``, or None if this source does not know it."""
+        ...
+
+
+def ensure_admin_token(data_dir: Path) -> tuple[Path, bool]:
+    """Create ``<data dir>/admin.token`` (0600) if missing; return (path, created)."""
+    path = data_dir / ADMIN_TOKEN_FILE
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning("tightening permissions of the admin token file", extra={"path": str(path)})
+            path.chmod(0o600)
+        return path, False
+    token = _ADMIN_PREFIX + secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return path, True
+
+
+class AdminTokenAuthenticator:
+    """The admin token kept in the data dir (re-read when the file changes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._mtime = -1.0
+        self._token = ""
+
+    def _current(self) -> str:
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            self._token = ""
+            return ""
+        if mtime != self._mtime:
+            self._token = self.path.read_text(encoding="utf-8").strip()
+            self._mtime = mtime
+        return self._token
+
+    async def authenticate(self, token: str) -> Principal | None:
+        expected = self._current()
+        if expected and hmac.compare_digest(token.encode(), expected.encode()):
+            return Principal("admin", frozenset({Role.ADMIN, Role.CLIENT}))
+        return None
+
+
+class ChainAuthenticator:
+    """Asks each authenticator in turn; the first that knows the token wins."""
+
+    def __init__(self, sources: Sequence[Authenticator]) -> None:
+        self.sources = list(sources)
+
+    async def authenticate(self, token: str) -> Principal | None:
+        if not token:
+            return None
+        for source in self.sources:
+            principal = await source.authenticate(token)
+            if principal is not None:
+                return principal
+        return None

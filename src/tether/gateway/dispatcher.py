@@ -1,0 +1,34 @@
+"""Which function handles each method on the gateway side.
+
+Handlers take the calling :class:`~tether.gateway.peer.Peer` and the typed params and
+return the result (plain functions run inline on the reader; coroutine functions run
+as their own task). The method table in ``tether.protocol.methods`` decides who may
+call; this only maps names to code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tether.protocol.methods import Method
+
+if TYPE_CHECKING:
+    from tether.gateway.peer import Peer
+
+__all__ = ["Dispatcher"]
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+
+class Dispatcher:
+    """Method name -> handler."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Callable[[Peer, Any], Any]] = {}
+
+    def add(self, method: Method[Any, R], fn: Callable[[Peer, Any], R | Awaitable[R]]) -> None:
+        if method.name in self.handlers:
+            raise ValueError(f"a handler for {method.name!r} is already registered")
+        self.handlers[method.name] = fn

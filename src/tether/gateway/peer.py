@@ -1,0 +1,56 @@
+"""``Peer``: the gateway's view of one connection (who it is, what role it holds)."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from tether.gateway.auth import Principal
+from tether.protocol.methods import Method
+from tether.transport.connection import Connection, Handler
+from tether.types import Role
+
+if TYPE_CHECKING:
+    from tether.gateway.dispatcher import Dispatcher
+
+__all__ = ["Peer"]
+
+
+class Peer:
+    """A connected client or runner, after authentication and before/after ``hello``."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        principal: Principal,
+        dispatcher: Dispatcher,
+        *,
+        transport: str,
+        remote: str,
+    ) -> None:
+        self.conn = conn
+        self.principal = principal
+        self.dispatcher = dispatcher
+        self.transport = transport
+        self.remote = remote
+        self.role: Role | None = None
+        self.protocol = 0
+        self.agent = ""
+        self.runner_id: str | None = principal.runner_id
+        self._bound: dict[str, Handler] = {}
+
+    @property
+    def role_name(self) -> str:
+        return self.role.value if self.role is not None else "none"
+
+    def route(self, method: Method[Any, Any]) -> Handler | None:
+        bound = self._bound.get(method.name)
+        if bound is None:
+            fn = self.dispatcher.handlers.get(method.name)
+            if fn is None:
+                return None
+            bound = self._bound[method.name] = functools.partial(fn, self)
+        return bound
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.conn.name} {self.principal.id} role={self.role_name}>"

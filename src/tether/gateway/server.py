@@ -1,0 +1,366 @@
+"""The gateway's front door: an aiohttp app (``/ws``, ``/healthz``, ``/metrics``) and a Unix socket.
+
+Every connection is authenticated before it is used (a bearer token checked before the
+WebSocket upgrade; the peer uid on the Unix socket), counted against its transport's
+limit, given a ``hello`` deadline and an idle timeout, and wrapped in a
+:class:`~tether.gateway.peer.Peer` whose requests go through the :class:`Dispatcher`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from tether import __version__
+from tether.config import Config, is_loopback_host, parse_listen
+from tether.errors import ConfigError, Overloaded, Unauthorized
+from tether.gateway.auth import Authenticator, local_admin
+from tether.gateway.dispatcher import Dispatcher
+from tether.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from tether.gateway.peer import Peer
+from tether.gateway.runtime import (
+    clear_stale_socket,
+    prepare_runtime_dir,
+    remove_runtime_files,
+    write_gateway_json,
+)
+from tether.protocol.frame import encode_error
+from tether.protocol.session import RpcSession
+from tether.transport.connection import CloseCode, Connection
+from tether.transport.ipc import IpcConnection, IpcProtocol, peer_uid
+from tether.transport.websocket import WebSocketConnection
+
+__all__ = ["GatewayServer"]
+
+log = logging.getLogger(__name__)
+access = logging.getLogger("tether.access")
+
+
+def _bearer(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket (so the real port is known when ``port`` is 0)."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.setblocking(False)
+    return sock
+
+
+def _json_error(status: int, exc: Unauthorized | Overloaded, **headers: str) -> web.Response:
+    body = {"error": {"code": exc.code, "message": exc.message}}
+    return web.json_response(body, status=status, headers=headers or None)
+
+
+class _Refusal:
+    """Answers the first request of a refused connection with ``error``, then closes it.
+
+    Answering the request (rather than writing and closing at once) lets the client see
+    the real reason instead of a broken pipe.
+    """
+
+    def __init__(self, conn: Connection, error: Overloaded, linger: float) -> None:
+        self.conn = conn
+        self.error = error
+        conn.router = self
+        asyncio.get_running_loop().call_later(
+            linger, conn.close_soon, CloseCode.TRY_AGAIN, "refused"
+        )
+
+    def route(self, method: Any) -> Any:
+        return self._refuse
+
+    def _refuse(self, params: Any) -> Any:
+        self.conn.close_soon(CloseCode.TRY_AGAIN, "refused")
+        raise self.error
+
+
+class GatewayServer:
+    """Listens, authenticates, enforces connection limits, and tracks every peer."""
+
+    def __init__(
+        self,
+        config: Config,
+        auth: Authenticator,
+        dispatcher: Dispatcher,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.config = config
+        self.limits = config.limits
+        self.auth = auth
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.peers: dict[str, set[Peer]] = {"ws": set(), "ipc": set()}
+        self.on_peer_closed: list[Callable[[Peer], None]] = []
+        self.started_at = time.time()
+        self.url = ""
+        self.socket_path: Path = config.runtime_path / "gateway.sock"
+        self.draining = False
+        self._runner: web.AppRunner | None = None
+        self._site: web.SockSite | None = None
+        self._unix: asyncio.AbstractServer | None = None
+        self._seq = 0
+        self._loop = asyncio.get_running_loop()
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        gw = self.config.gateway
+        if gw.tls_cert is None or gw.tls_key is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(gw.tls_cert, gw.tls_key)
+        return ctx
+
+    async def start(self) -> None:
+        """Bind the TCP listener and the Unix socket, then write ``gateway.json``."""
+        host, port = parse_listen(self.config.gateway.listen)
+        tls = self._ssl_context()
+        self.socket_path = prepare_runtime_dir(self.config.runtime_path)
+        clear_stale_socket(self.socket_path)
+
+        app = web.Application(client_max_size=self.limits.max_frame_bytes)
+        app.router.add_get("/ws", self._ws_handler)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
+        await self._runner.setup()
+        listener = _listen_socket(host, port)
+        self._site = web.SockSite(self._runner, listener, ssl_context=tls, backlog=1024)
+        await self._site.start()
+        bound = int(listener.getsockname()[1])
+        scheme = "https" if tls else "http"
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"{scheme}://{shown}:{bound}"
+
+        old_umask = os.umask(0o177)
+        try:
+            self._unix = await self._loop.create_unix_server(
+                lambda: IpcProtocol(self._on_ipc_connect, self.limits.max_frame_bytes),
+                str(self.socket_path),
+                backlog=128,
+            )
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.socket_path, 0o600)
+        write_gateway_json(
+            self.config.runtime_path,
+            {
+                "pid": os.getpid(),
+                "url": self.url,
+                "socket": str(self.socket_path),
+                "version": __version__,
+            },
+        )
+        if not is_loopback_host(host) and tls is None:
+            log.warning(
+                "LISTENING WITHOUT TLS ON A NON-LOOPBACK ADDRESS (--insecure): tokens and "
+                "traffic cross the network in clear text",
+                extra={"listen": self.config.gateway.listen},
+            )
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), close every peer, clean up."""
+        self.draining = True
+        if self._unix is not None:
+            self._unix.close()
+        if self._site is not None:
+            await self._site.stop()
+        peers = [p for group in self.peers.values() for p in group]
+        grace = self.limits.shutdown_grace
+        if peers:
+            await asyncio.gather(*(p.conn.drain(grace) for p in peers))
+            await asyncio.gather(
+                *(p.conn.close(CloseCode.GOING_AWAY, "gateway shutting down") for p in peers),
+                return_exceptions=True,
+            )
+        if self._runner is not None:
+            await self._runner.cleanup()
+        remove_runtime_files(self.config.runtime_path, self.socket_path)
+
+    # ---- connection bookkeeping ----------------------------------------------------
+
+    def connection_count(self, transport: str) -> int:
+        return len(self.peers[transport])
+
+    def _limit(self, transport: str) -> int:
+        return (
+            self.limits.max_ws_connections if transport == "ws" else self.limits.max_ipc_connections
+        )
+
+    def _new_session(self) -> RpcSession[asyncio.Future[Any]]:
+        return RpcSession(local="gateway", peer=None, max_frame_bytes=self.limits.max_frame_bytes)
+
+    def _conn_kwargs(self, transport: str) -> dict[str, Any]:
+        self._seq += 1
+        return {
+            "send_queue_frames": self.limits.send_queue_frames,
+            "max_inflight": self.limits.max_inflight_requests,
+            "request_timeout": self.limits.request_timeout,
+            "name": f"{transport}-{self._seq}",
+        }
+
+    def _attach(self, conn: Connection, peer: Peer) -> None:
+        conn.router = peer
+        conn.observer = self._observer(peer)
+        conn.on_close = lambda _c: self._detach(peer)
+        self.peers[peer.transport].add(peer)
+        self.metrics.connections.labels(peer.transport).inc()
+        self.metrics.accepted.labels(peer.transport).inc()
+        self._loop.call_later(self.limits.hello_timeout, self._hello_deadline, peer)
+        self._loop.call_later(self.limits.idle_timeout, self._idle_check, peer)
+        log.debug(
+            "= connected",
+            extra={"conn": conn.name, "principal": peer.principal.id, "remote": peer.remote},
+        )
+
+    def _detach(self, peer: Peer) -> None:
+        if peer in self.peers[peer.transport]:
+            self.peers[peer.transport].discard(peer)
+            self.metrics.connections.labels(peer.transport).dec()
+            self.metrics.closed.labels(peer.transport, peer.conn.close_reason or "closed").inc()
+            log.debug("= closed", extra={"conn": peer.conn.name, "reason": peer.conn.close_reason})
+            for callback in self.on_peer_closed:
+                callback(peer)
+
+    def _observer(self, peer: Peer) -> Callable[[str, float, str], None]:
+        metrics = self.metrics
+        log_requests = self.config.gateway.access_log
+
+        def observe(method: str, seconds: float, code: str) -> None:
+            role = peer.role_name
+            metrics.observe_request(method, role, seconds, code)
+            if log_requests and access.isEnabledFor(logging.INFO):
+                access.info(
+                    method,
+                    extra={
+                        "conn": peer.conn.name,
+                        "role": role,
+                        "principal": peer.principal.id,
+                        "latency_ms": round(seconds * 1000, 3),
+                        "code": code,
+                    },
+                )
+
+        return observe
+
+    def _hello_deadline(self, peer: Peer) -> None:
+        if peer.role is None and not peer.conn.is_closing:
+            log.info("! no hello before the deadline; closing", extra={"conn": peer.conn.name})
+            peer.conn.send_frame(
+                encode_error(None, Unauthorized(f"no hello within {self.limits.hello_timeout:g} s"))
+            )
+            peer.conn.close_soon(CloseCode.POLICY, "hello_timeout")
+
+    def _idle_check(self, peer: Peer) -> None:
+        conn = peer.conn
+        if conn.is_closing:
+            return
+        idle_for = time.monotonic() - conn.last_received
+        remaining = self.limits.idle_timeout - idle_for
+        if remaining > 0:
+            self._loop.call_later(remaining, self._idle_check, peer)
+            return
+        log.info("! idle timeout; closing", extra={"conn": conn.name})
+        conn.close_soon(CloseCode.GOING_AWAY, "idle_timeout")
+
+    # ---- transports ----------------------------------------------------------------
+
+    async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
+        if self.draining:
+            return _json_error(503, Overloaded("the gateway is shutting down"))
+        if {"token", "access_token", "auth"} & set(request.query):
+            self.metrics.refused.labels("ws", "token_in_url").inc()
+            return _json_error(
+                401,
+                Unauthorized("tokens are never accepted in the URL; use the Authorization header"),
+            )
+        token = _bearer(request)
+        principal = await self.auth.authenticate(token) if token else None
+        if principal is None:
+            self.metrics.refused.labels("ws", "unauthorized").inc()
+            reason = "missing bearer token" if not token else "invalid or revoked token"
+            return _json_error(
+                401, Unauthorized(reason), **{"WWW-Authenticate": 'Bearer realm="tether"'}
+            )
+        limit = self._limit("ws")
+        if self.connection_count("ws") >= limit:
+            self.metrics.refused.labels("ws", "limit").inc()
+            return _json_error(
+                503, Overloaded(f"connection limit reached ({limit} WebSocket connections)")
+            )
+        ws = web.WebSocketResponse(
+            compress=False,
+            max_msg_size=self.limits.max_frame_bytes * 2,
+            decode_text=False,
+            autoping=True,
+        )
+        await ws.prepare(request)
+        conn = WebSocketConnection(ws, self._new_session(), **self._conn_kwargs("ws"))
+        peer = Peer(conn, principal, self.dispatcher, transport="ws", remote=request.remote or "")
+        self._attach(conn, peer)
+        try:
+            await conn.run()
+        finally:
+            self._detach(peer)
+        return ws
+
+    def _on_ipc_connect(self, transport: asyncio.Transport) -> IpcConnection | None:
+        uid = peer_uid(transport)
+        if uid != os.getuid():
+            self.metrics.refused.labels("ipc", "peer_uid").inc()
+            log.warning("! refused Unix-socket peer with another uid", extra={"peer_uid": uid})
+            transport.close()
+            return None
+        limit = self._limit("ipc")
+        conn = IpcConnection(transport, self._new_session(), **self._conn_kwargs("ipc"))
+        if self.draining or self.connection_count("ipc") >= limit:
+            self.metrics.refused.labels("ipc", "limit").inc()
+            why = (
+                "the gateway is shutting down"
+                if self.draining
+                else f"connection limit reached ({limit} local connections)"
+            )
+            _Refusal(conn, Overloaded(why), self.limits.hello_timeout)
+            return conn
+        peer = Peer(conn, local_admin(), self.dispatcher, transport="ipc", remote=f"uid:{uid}")
+        self._attach(conn, peer)
+        return conn
+
+    # ---- plain HTTP ----------------------------------------------------------------
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        status = "draining" if self.draining else "ok"
+        body = {
+            "status": status,
+            "version": __version__,
+            "uptime": round(time.time() - self.started_at, 3),
+        }
+        return web.json_response(body, status=503 if self.draining else 200)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})

@@ -1,0 +1,1 @@
+"""The durable ledger: runs, events, leases, tool calls, approvals, deliveries."""

@@ -1,0 +1,1 @@
+"""The runner daemon: connection loop, tools, local policy, sandbox."""

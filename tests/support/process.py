@@ -1,0 +1,156 @@
+"""Real `tether` processes for tests: start, wait until ready, stop, and read their output."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+SCALE = float(os.environ.get("TETHER_TEST_SCALE", "1"))
+
+
+@contextlib.contextmanager
+def short_tempdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="tt-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def tether_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """An environment whose every tether directory lives under ``home``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TETHER_", "XDG_"))}
+    env.update(
+        {
+            "HOME": str(home / "home"),
+            "TETHER_DATA_DIR": str(home / "data"),
+            "TETHER_RUNTIME_DIR": str(home / "run"),
+            "TETHER_CONFIG_DIR": str(home / "config"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    (home / "home").mkdir(exist_ok=True)
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    home: Path, *args: str, env: Mapping[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Run `tether ARGS` to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "tether", *args],
+        env=tether_env(home, env),
+        capture_output=True,
+        text=True,
+        timeout=timeout * SCALE,
+        check=False,
+    )
+
+
+class GatewayProcess:
+    """A `tether gateway` subprocess with its own data and runtime directories."""
+
+    def __init__(
+        self, home: Path, *, env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
+        self.home = home
+        self.env = tether_env(home, env)
+        self.args = args
+        self.proc: subprocess.Popen[str] | None = None
+        self.info: dict[str, Any] = {}
+        self.stderr_path = home / f"gateway-{time.monotonic_ns()}.err"
+
+    @property
+    def runtime_dir(self) -> Path:
+        return Path(self.env["TETHER_RUNTIME_DIR"])
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.env["TETHER_DATA_DIR"])
+
+    @property
+    def socket(self) -> str:
+        return str(self.runtime_dir / "gateway.sock")
+
+    @property
+    def url(self) -> str:
+        return str(self.info["url"])
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http", "ws", 1) + "/ws"
+
+    @property
+    def admin_token(self) -> str:
+        return (self.data_dir / "admin.token").read_text().strip()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 20.0) -> None:
+        listen = () if "--listen" in self.args else ("--listen", "127.0.0.1:0")
+        self._stderr = self.stderr_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tether", "--json", "gateway", *listen, *self.args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout * SCALE
+        line = ""
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line or self.proc.poll() is not None:
+                break
+        if not line:
+            self.proc.kill()
+            raise RuntimeError(f"gateway did not start:\n{self.stderr()}")
+        ready = json.loads(line)
+        gj = json.loads((self.runtime_dir / "gateway.json").read_text())
+        self.info = {**gj, **ready}
+
+    def stderr(self) -> str:
+        try:
+            return self.stderr_path.read_text()
+        except OSError:
+            return ""
+
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout * SCALE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.terminate()
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if hasattr(self, "_stderr"):
+            self._stderr.close()

@@ -1,0 +1,21 @@
+"""Every method a client, admin or runner may send has exactly one gateway handler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tether.app import Gateway
+from tether.config import load_config
+from tether.protocol.methods import METHODS
+
+
+async def test_every_inbound_method_has_a_handler(tmp_path: Path) -> None:
+    config = load_config(env={"HOME": str(tmp_path), "TETHER_DATA_DIR": str(tmp_path / "d")})
+    gateway = Gateway(config)
+    inbound = {
+        name
+        for name, m in METHODS.items()
+        if m.callers & {"admin", "client", "runner"} and not m.is_notification
+    }
+    assert inbound <= set(gateway.dispatcher.handlers), inbound - set(gateway.dispatcher.handlers)
+    assert set(gateway.dispatcher.handlers) <= set(METHODS)
