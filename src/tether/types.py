@@ -48,9 +48,20 @@ class Role(StrEnum):
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
+_last = 0
+
+
 def new_id(prefix: str) -> str:
-    """Return ``prefix_`` + 26 Crockford base32 characters: 48 bits of ms time, 80 random bits."""
+    """Return ``prefix_`` + 26 Crockford base32 characters: 48 bits of ms time, 80 random bits.
+
+    Ids from one process strictly increase, even within a millisecond, so ordering by id
+    is ordering by creation.
+    """
+    global _last
     value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    if value <= _last:
+        value = _last + 1
+    _last = value
     chars = []
     for _ in range(26):
         chars.append(_CROCKFORD[value & 31])
