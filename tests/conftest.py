@@ -39,3 +39,47 @@ def gateway(home: Path) -> Iterator[GatewayProcess]:
 
 def pytest_report_header() -> list[str]:
     return [f"tether tests: python {sys.version.split()[0]}, time scale {SCALE}"]
+
+
+# ---- ledgers on both engines ----------------------------------------------------------
+
+from collections.abc import AsyncIterator  # noqa: E402
+
+from tests.support.databases import PgTemplate, pg_url  # noqa: E402
+from tether.config import LedgerConfig  # noqa: E402
+from tether.ledger import Ledger  # noqa: E402
+
+_template = PgTemplate()
+
+
+def pytest_sessionfinish() -> None:
+    _template.drop_template()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Run the test once on SQLite and once on PostgreSQL."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def database_url(engine: str, tmp_path: Path) -> AsyncIterator[str | None]:
+    """None means SQLite in the data dir; else a fresh PostgreSQL database (dropped after)."""
+    if engine == "sqlite":
+        yield None
+        return
+    await _template.prepare(tmp_path)
+    name = await _template.copy()
+    try:
+        yield pg_url(name)
+    finally:
+        await PgTemplate.drop(name)
+
+
+@pytest.fixture
+async def ledger(database_url: str | None, tmp_path: Path) -> AsyncIterator[Ledger]:
+    led = await Ledger.open(LedgerConfig(database_url=database_url), tmp_path)
+    try:
+        yield led
+    finally:
+        await led.aclose()

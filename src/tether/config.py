@@ -110,6 +110,8 @@ class LedgerConfig(_Section, frozen=True):
     """Durable storage: SQLite in the data dir unless ``database_url`` names PostgreSQL."""
 
     database_url: str | None = None
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    """NORMAL survives a process crash; FULL also survives power loss, at about 3x the cost."""
     event_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     artifact_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 7.0
     retention_interval: Seconds = 3600.0

@@ -1,1 +1,23 @@
-"""The durable ledger: runs, events, leases, tool calls, approvals, deliveries."""
+"""The durable ledger: runs, events, leases, sessions, artifacts (SQLite or PostgreSQL).
+
+The rest of tether uses :class:`Ledger` and the records it returns; nothing outside this
+package builds SQL.
+"""
+
+from tether.ledger.records import Artifact, Event, NewEvent, Run, Session
+from tether.ledger.states import ACTIVE, TERMINAL, TRANSITIONS, RunState, check_transition
+from tether.ledger.store import Ledger
+
+__all__ = [
+    "ACTIVE",
+    "TERMINAL",
+    "TRANSITIONS",
+    "Artifact",
+    "Event",
+    "Ledger",
+    "NewEvent",
+    "Run",
+    "RunState",
+    "Session",
+    "check_transition",
+]

@@ -1,0 +1,151 @@
+"""Run events: append through group commit, read back by (run, seq) or by session.
+
+Payloads larger than ``inline_payload_bytes`` are stored as artifacts and the event
+carries ``{"artifact": id, "size": n}`` instead, so event rows stay small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+
+import msgspec
+from sqlalchemy import and_, func, insert, or_, select
+
+from tether.errors import NotFound
+from tether.ledger.engine import Database
+from tether.ledger.records import Artifact, Event, NewEvent, from_row
+from tether.ledger.schema import artifacts, run_events, runs
+from tether.ledger.writer import EventRow, EventWriter
+from tether.types import new_id
+
+__all__ = ["EventStore"]
+
+_encode = msgspec.json.Encoder().encode
+
+
+class EventStore:
+    """Append and read run events."""
+
+    def __init__(self, db: Database, writer: EventWriter, *, inline_payload_bytes: int) -> None:
+        self.db = db
+        self.writer = writer
+        self.inline_payload_bytes = inline_payload_bytes
+
+    async def append(
+        self, run_id: str, epoch: int, events: Sequence[NewEvent]
+    ) -> Sequence[NewEvent]:
+        """Commit events (returns after the commit). Returns them as stored (large payloads
+        replaced by artifact references). Identical re-appends are no-ops; different
+        content at an existing seq raises Conflict."""
+        limit = self.inline_payload_bytes
+        stored = [
+            e if len(e.payload) * 4 <= limit else await self._offload(run_id, e) for e in events
+        ]
+        rows: list[EventRow] = [
+            (run_id, e.seq, e.kind, e.source, e.payload, e.created_at, epoch) for e in stored
+        ]
+        await self.writer.append(rows)
+        return stored
+
+    async def _offload(self, run_id: str, event: NewEvent) -> NewEvent:
+        """Move a payload over the inline limit into an artifact (short payloads never get here:
+        4 bytes per character is the UTF-8 worst case)."""
+        size = len(event.payload.encode())
+        if size <= self.inline_payload_bytes:
+            return event
+        artifact_id = await self.put_artifact(
+            run_id=run_id,
+            name=f"{event.kind}#{event.seq}",
+            media_type="application/json",
+            content=event.payload.encode(),
+        )
+        ref = _encode(
+            {"artifact": artifact_id, "size": size, "media_type": "application/json"}
+        ).decode()
+        return msgspec.structs.replace(event, payload=ref)
+
+    async def read(self, run_id: str, *, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        query = (
+            select(run_events)
+            .where(run_events.c.run_id == run_id, run_events.c.seq > after_seq)
+            .order_by(run_events.c.seq)
+            .limit(limit)
+        )
+        async with self.db.reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Event(**r._asdict()) for r in rows]
+
+    async def last_seq(self, run_id: str) -> int:
+        async with self.db.reader.connect() as conn:
+            value = (
+                await conn.execute(
+                    select(func.max(run_events.c.seq)).where(run_events.c.run_id == run_id)
+                )
+            ).scalar()
+        return int(value or 0)
+
+    async def read_session(
+        self,
+        session_id: str,
+        *,
+        after_run: str | None = None,
+        after_seq: int = 0,
+        limit: int = 1000,
+    ) -> list[Event]:
+        """Events of a session's runs in (run id, seq) order, after the cursor (run, seq)."""
+        query = (
+            select(run_events)
+            .join(runs, runs.c.id == run_events.c.run_id)
+            .where(runs.c.session_id == session_id)
+            .order_by(run_events.c.run_id, run_events.c.seq)
+            .limit(limit)
+        )
+        if after_run is not None:
+            query = query.where(
+                or_(
+                    run_events.c.run_id > after_run,
+                    and_(run_events.c.run_id == after_run, run_events.c.seq > after_seq),
+                )
+            )
+        async with self.db.reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Event(**r._asdict()) for r in rows]
+
+    async def put_artifact(
+        self,
+        *,
+        run_id: str | None,
+        name: str,
+        media_type: str,
+        content: bytes,
+        ttl: float | None = None,
+        now: float | None = None,
+    ) -> str:
+        now = time.time() if now is None else now
+        artifact_id = new_id("art")
+        async with self.db.engine.begin() as conn:
+            await conn.execute(
+                insert(artifacts).values(
+                    id=artifact_id,
+                    run_id=run_id,
+                    name=name,
+                    media_type=media_type,
+                    size=len(content),
+                    sha256=hashlib.sha256(content).hexdigest(),
+                    content=content,
+                    created_at=now,
+                    expires_at=None if ttl is None else now + ttl,
+                )
+            )
+        return artifact_id
+
+    async def get_artifact(self, artifact_id: str) -> Artifact:
+        async with self.db.reader.connect() as conn:
+            row = (
+                await conn.execute(select(artifacts).where(artifacts.c.id == artifact_id))
+            ).first()
+        if row is None:
+            raise NotFound(f"artifact {artifact_id} does not exist")
+        return from_row(Artifact, row)

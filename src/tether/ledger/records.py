@@ -1,0 +1,90 @@
+"""What the ledger hands back: immutable records of rows, and new events to append."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from sqlalchemy.engine import Row
+
+from tether.ledger.states import TERMINAL, RunState
+
+__all__ = ["Artifact", "Event", "NewEvent", "Run", "Session", "from_row"]
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+
+class Session(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    conversation_id: str | None
+    agent: str
+    runner_id: str | None
+    workspace: str | None
+    policy: str
+    status: str
+    created_by: str | None
+    created_at: float
+    updated_at: float
+
+
+class Run(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    session_id: str
+    agent: str
+    state: RunState
+    reason: str | None
+    input: str
+    output: str | None
+    created_by: str | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    owner: str | None
+    lease_expires_at: float | None
+    epoch: int
+    attempts: int
+    cancel_requested_at: float | None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One committed event. ``payload`` is JSON text."""
+
+    run_id: str
+    seq: int
+    kind: str
+    source: str
+    payload: str
+    created_at: float
+    epoch: int
+
+
+class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An event to append at ``seq``. ``payload`` is JSON text (see ``tether.ledger.events``)."""
+
+    seq: int
+    kind: str
+    source: str
+    payload: str
+    created_at: float
+
+
+class Artifact(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    run_id: str | None
+    name: str
+    media_type: str
+    size: int
+    sha256: str
+    content: bytes
+    created_at: float
+    expires_at: float | None
+
+
+def from_row(cls: type[T], row: Row[Any]) -> T:
+    """Build a record from a result row (column names equal field names)."""
+    return msgspec.convert({str(k): v for k, v in row._mapping.items()}, cls, strict=False)

@@ -1,0 +1,244 @@
+"""The whole current schema, in one place (SQLAlchemy Core metadata).
+
+Alembic migrations in ``tether/ledger/migrations`` produce exactly this schema; a test
+compares the two on SQLite and PostgreSQL. Times are seconds since the epoch (float),
+JSON is stored as text written by msgspec, ids are time-ordered strings
+(``tether.types.new_id``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+__all__ = [
+    "ACTIVE_STATES",
+    "approvals",
+    "artifacts",
+    "conversations",
+    "deliveries",
+    "inbound_receipts",
+    "metadata",
+    "run_events",
+    "runners",
+    "runs",
+    "sessions",
+    "tool_calls",
+    "users",
+]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ACTIVE_STATES = ("running", "waiting")
+_ACTIVE_SQL = "state IN ('running', 'waiting')"
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("roles", Text, nullable=False, server_default="[]"),
+    Column("created_at", Float, nullable=False),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(400), primary_key=True),
+    Column("channel", String(32), nullable=False),
+    Column("chat_id", String(200), nullable=False),
+    Column("thread", String(200), nullable=True),
+    Column("title", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("conversation_id", String(400), ForeignKey("conversations.id"), nullable=True),
+    Column("agent", String(64), nullable=False),
+    Column("runner_id", String(64), nullable=True),
+    Column("workspace", String(200), nullable=True),
+    Column("policy", Text, nullable=False, server_default="{}"),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("created_by", String(200), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index(None, "conversation_id", "status"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("session_id", String(64), ForeignKey("sessions.id"), nullable=False),
+    Column("agent", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", String(64), nullable=True),
+    Column("input", Text, nullable=False),
+    Column("output", Text, nullable=True),
+    Column("created_by", String(200), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Column("owner", String(200), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("epoch", Integer, nullable=False, server_default="0"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("cancel_requested_at", Float, nullable=True),
+    Index(None, "state", "id"),
+    Index(None, "session_id", "id"),
+    Index(None, "state", "lease_expires_at"),
+    # One active run per session, enforced by the database on both engines.
+    Index(
+        "uq_runs_one_active_per_session",
+        "session_id",
+        unique=True,
+        sqlite_where=text(_ACTIVE_SQL),
+        postgresql_where=text(_ACTIVE_SQL),
+    ),
+)
+
+run_events = Table(
+    "run_events",
+    metadata,
+    Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("epoch", Integer, nullable=False),
+    # A rowid table (not WITHOUT ROWID): rows of ~500 bytes append 2.5x faster this way.
+    PrimaryKeyConstraint("run_id", "seq"),
+)
+
+tool_calls = Table(
+    "tool_calls",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), nullable=True),
+    Column("runner_id", String(64), nullable=False),
+    Column("tool", String(64), nullable=False),
+    Column("args", Text, nullable=False),
+    Column("args_sha256", String(64), nullable=False),
+    Column("workspace", String(200), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("decision", String(16), nullable=True),
+    Column("token_id", String(64), nullable=True),
+    Column("result", Text, nullable=True),
+    Column("error_code", String(32), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("requested_by", String(200), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    Index(None, "run_id"),
+    Index(None, "runner_id", "state"),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("call_id", String(64), nullable=True),
+    Column("kind", String(32), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("approvers", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("decision", String(32), nullable=True),
+    Column("decided_by", String(200), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("decided_at", Float, nullable=True),
+    Index(None, "run_id"),
+    Index(None, "state", "expires_at"),
+)
+
+runners = Table(
+    "runners",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("credential_hash", String(128), nullable=True),
+    Column("enrol_code_hash", String(128), nullable=True),
+    Column("enrol_expires_at", Float, nullable=True),
+    Column("version", String(64), nullable=True),
+    Column("info", Text, nullable=False, server_default="{}"),
+    Column("created_at", Float, nullable=False),
+    Column("enrolled_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+    Column("last_seen_at", Float, nullable=True),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("channel", String(32), nullable=False),
+    Column("conversation_id", String(400), nullable=False),
+    Column("run_id", String(64), nullable=True),
+    Column("kind", String(32), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Float, nullable=True),
+    Column("platform_message_id", String(200), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index(None, "state", "next_attempt_at"),
+)
+
+inbound_receipts = Table(
+    "inbound_receipts",
+    metadata,
+    Column("channel", String(32), nullable=False),
+    Column("event_id", String(200), nullable=False),
+    Column("message_id", String(200), nullable=True),
+    Column("conversation_id", String(400), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("run_id", String(64), nullable=True),
+    Column("received_at", Float, nullable=False),
+    PrimaryKeyConstraint("channel", "event_id"),
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), nullable=True),
+    Column("name", String(200), nullable=False),
+    Column("media_type", String(100), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Index(None, "expires_at"),
+    Index(None, "run_id"),
+)

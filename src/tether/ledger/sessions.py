@@ -1,0 +1,98 @@
+"""Conversations and the sessions bound to them."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+
+from tether.errors import NotFound
+from tether.ledger.engine import Database
+from tether.ledger.records import Session, from_row
+from tether.ledger.schema import conversations, sessions
+from tether.types import new_id
+
+__all__ = ["SessionStore", "conversation_key"]
+
+
+def conversation_key(channel: str, chat_id: str, thread: str | None = None) -> str:
+    """``channel:chat_id[:thread]`` — the id of a conversation."""
+    return f"{channel}:{chat_id}" + (f":{thread}" if thread else "")
+
+
+class SessionStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def ensure_conversation(
+        self, channel: str, chat_id: str, thread: str | None = None, *, now: float | None = None
+    ) -> str:
+        key = conversation_key(channel, chat_id, thread)
+        now = time.time() if now is None else now
+        async with self.db.engine.begin() as conn:
+            found = (
+                await conn.execute(select(conversations.c.id).where(conversations.c.id == key))
+            ).first()
+            if found is None:
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(
+                            insert(conversations).values(
+                                id=key,
+                                channel=channel,
+                                chat_id=chat_id,
+                                thread=thread,
+                                created_at=now,
+                            )
+                        )
+                except IntegrityError:
+                    pass  # created concurrently: fine
+        return key
+
+    async def create(
+        self,
+        *,
+        agent: str,
+        conversation_id: str | None = None,
+        runner_id: str | None = None,
+        workspace: str | None = None,
+        created_by: str | None = None,
+        now: float | None = None,
+    ) -> Session:
+        now = time.time() if now is None else now
+        values = {
+            "id": new_id("ses"),
+            "conversation_id": conversation_id,
+            "agent": agent,
+            "runner_id": runner_id,
+            "workspace": workspace,
+            "policy": "{}",
+            "status": "active",
+            "created_by": created_by,
+            "created_at": now,
+            "updated_at": now,
+        }
+        async with self.db.engine.begin() as conn:
+            row = (
+                await conn.execute(insert(sessions).values(**values).returning(*sessions.c))
+            ).one()
+        return from_row(Session, row)
+
+    async def get(self, session_id: str) -> Session:
+        async with self.db.reader.connect() as conn:
+            row = (await conn.execute(select(sessions).where(sessions.c.id == session_id))).first()
+        if row is None:
+            raise NotFound(f"session {session_id} does not exist", data={"session_id": session_id})
+        return from_row(Session, row)
+
+    async def list(
+        self, *, before: str | None = None, limit: int = 50
+    ) -> tuple[list[Session], str | None]:
+        query = select(sessions).order_by(sessions.c.id.desc()).limit(limit + 1)
+        if before is not None:
+            query = query.where(sessions.c.id < before)
+        async with self.db.reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        items = [from_row(Session, r) for r in rows[:limit]]
+        return items, (items[-1].id if len(rows) > limit else None)

@@ -1,0 +1,364 @@
+"""Group commit for run events: many appenders, one transaction per batch.
+
+Appenders hand rows to a writer and wait; the writer takes everything queued (up to
+``max_rows``), commits it in one transaction and wakes every appender of the batch.
+While one batch commits the next gathers, so throughput rises with concurrency instead
+of paying one commit per event. The queue is bounded: appenders wait for room.
+
+Appends are idempotent by content: an identical row at an existing (run_id, seq) is a
+no-op; a different row there fails that appender with :class:`Conflict`. A batch that
+fails as a whole (say a foreign-key error from one unknown run id) is retried item by
+item, so only the faulty appender sees the error.
+
+- :class:`SqliteWriter` runs on a dedicated thread with its own sqlite3 connection and
+  takes work straight from a thread-safe queue (SQLite has one writer at a time; the
+  thread keeps the event loop free and needs no task hop per batch).
+- :class:`PostgresWriter` is a task on a dedicated asyncpg connection inserting each
+  batch with one ``INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tether.errors import (
+    Conflict,
+    ConnectionClosed,
+    InternalError,
+    NotFound,
+    Overloaded,
+    TetherError,
+)
+from tether.ledger.schema import run_events
+
+__all__ = ["EventRow", "EventWriter", "PostgresWriter", "SqliteWriter"]
+
+log = logging.getLogger(__name__)
+
+EventRow = tuple[str, int, str, str, str, float, int]
+"""(run_id, seq, kind, source, payload, created_at, epoch) in table column order."""
+
+COLUMNS = ("run_id", "seq", "kind", "source", "payload", "created_at", "epoch")
+if tuple(c.name for c in run_events.columns) != COLUMNS:  # pragma: no cover - schema guard
+    raise RuntimeError("EventRow must follow the run_events columns")
+_TABLE = run_events.name
+_LOOKUP = f"SELECT kind, source, payload FROM {_TABLE} WHERE run_id = ? AND seq = ?"  # noqa: S608
+
+
+class EventWriter(Protocol):
+    """What the event store needs from a writer."""
+
+    batches: int
+    rows_written: int
+
+    def start(self) -> None: ...
+
+    async def append(self, rows: Sequence[EventRow]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class _Item:
+    rows: Sequence[EventRow]
+    future: asyncio.Future[None]
+    error: BaseException | None = field(default=None)
+
+
+def _conflict(row: EventRow) -> Conflict:
+    return Conflict(
+        f"run {row[0]} already has different content at seq {row[1]}",
+        data={"run_id": row[0], "seq": row[1]},
+    )
+
+
+def _mark(
+    items: Sequence[_Item], existing: Callable[[EventRow], tuple[str, str, str] | None]
+) -> None:
+    """After an insert that skipped some keys: fail items whose rows differ from what is stored."""
+    for item in items:
+        for row in item.rows:
+            if existing(row) != (row[2], row[3], row[4]):
+                item.error = _conflict(row)
+                break
+
+
+class _Backpressure:
+    """Counts queued rows (on the event loop) and makes appenders wait when over the bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.pending = 0
+        self.room = asyncio.Event()
+        self.room.set()
+
+    async def wait(self, n: int) -> None:
+        while self.pending >= self.limit:
+            self.room.clear()
+            await self.room.wait()
+        self.pending += n
+
+    def take(self, n: int) -> bool:
+        """Count ``n`` rows in if there is room now (the common case, no await)."""
+        if self.pending >= self.limit:
+            return False
+        self.pending += n
+        return True
+
+    def release(self, n: int) -> None:
+        self.pending -= n
+        if self.pending < self.limit:
+            self.room.set()
+
+
+def _settle(items: Sequence[_Item], gate: _Backpressure) -> None:
+    for item in items:
+        gate.release(len(item.rows))
+        if item.future.done():
+            continue
+        if item.error is None:
+            item.future.set_result(None)
+        else:
+            item.future.set_exception(item.error)
+
+
+class SqliteWriter:
+    """Group commit on a dedicated thread. See the module docstring."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "NORMAL",
+        max_rows: int = 512,
+        max_pending_rows: int = 65_536,
+    ) -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._max_rows = max_rows
+        self._gate = _Backpressure(max_pending_rows)
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="tether-ledger-writer", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self._insert = (
+            f"INSERT OR IGNORE INTO {_TABLE} ({', '.join(COLUMNS)}) "  # noqa: S608
+            f"VALUES ({', '.join('?' * len(COLUMNS))})"
+        )
+        self.batches = 0
+        self.rows_written = 0
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+
+    async def append(self, rows: Sequence[EventRow]) -> None:
+        if not rows:
+            return
+        if self._closing or self._loop is None:
+            raise ConnectionClosed("the ledger is closed")
+        if not self._gate.take(len(rows)):
+            await self._gate.wait(len(rows))
+        item = _Item(rows, self._loop.create_future())
+        self._queue.put(item)
+        await item.future
+
+    # ---- the writer thread ---------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, timeout=10)
+        for pragma in (
+            "journal_mode=WAL",
+            f"synchronous={self._synchronous}",
+            "foreign_keys=ON",
+            "busy_timeout=10000",
+            # checkpoint less often: hot index pages are then written once per checkpoint
+            "wal_autocheckpoint=10000",
+            "journal_size_limit=67108864",
+        ):
+            conn.execute(f"PRAGMA {pragma}")
+        return conn
+
+    def _run(self) -> None:
+        conn = self._connect()
+        carry: _Item | None = None
+        try:
+            while True:
+                first = carry if carry is not None else self._queue.get()
+                carry = None
+                if first is None:
+                    return
+                batch, count = [first], len(first.rows)
+                while count < self._max_rows:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None or count + len(nxt.rows) > self._max_rows:
+                        carry = nxt
+                        break
+                    batch.append(nxt)
+                    count += len(nxt.rows)
+                self._commit(conn, batch)
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(_settle, batch, self._gate)
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+        rows = [row for item in batch for row in item.rows]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                before = conn.total_changes
+                conn.executemany(self._insert, rows)
+                written = conn.total_changes - before
+                if written != len(rows):
+
+                    def existing(row: EventRow) -> tuple[str, str, str] | None:
+                        found = conn.execute(_LOOKUP, (row[0], row[1])).fetchone()
+                        return None if found is None else (found[0], found[1], found[2])
+
+                    _mark(batch, existing)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            if len(batch) > 1:
+                for item in batch:
+                    self._commit(conn, [item])
+                return
+            batch[0].error = _sqlite_error(exc, batch[0].rows[0][0])
+            return
+        self.batches += 1
+        self.rows_written += written
+
+    async def aclose(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._queue.put(None)
+        if self._thread.is_alive():
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+
+def _sqlite_error(exc: sqlite3.Error, run_id: str) -> TetherError:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return NotFound(f"run {run_id} does not exist", data={"run_id": run_id})
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return Overloaded("the ledger is busy; retry")
+    return InternalError(f"event append failed: {exc}")
+
+
+class PostgresWriter:
+    """Group commit on a dedicated asyncpg connection. See the module docstring."""
+
+    _SQL = (
+        f"INSERT INTO {_TABLE} ({', '.join(COLUMNS)}) "  # noqa: S608
+        "SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], "
+        "$6::float8[], $7::int[]) ON CONFLICT DO NOTHING"
+    )
+    _LOOKUP_PG = (
+        f"SELECT run_id, seq, kind, source, payload FROM {_TABLE} "  # noqa: S608
+        "WHERE (run_id, seq) IN (SELECT * FROM unnest($1::text[], $2::int[]))"
+    )
+
+    def __init__(self, dsn: str, *, max_rows: int = 512, max_pending_rows: int = 65_536) -> None:
+        self._dsn = dsn
+        self._max_rows = max_rows
+        self._gate = _Backpressure(max_pending_rows)
+        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
+        self._conn: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.batches = 0
+        self.rows_written = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="ledger:pg-writer")
+
+    async def append(self, rows: Sequence[EventRow]) -> None:
+        if not rows:
+            return
+        if self._closing:
+            raise ConnectionClosed("the ledger is closed")
+        if not self._gate.take(len(rows)):
+            await self._gate.wait(len(rows))
+        item = _Item(rows, asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(item)
+        await item.future
+
+    async def _run(self) -> None:
+        carry: _Item | None = None
+        while True:
+            first = carry if carry is not None else await self._queue.get()
+            carry = None
+            if first is None:
+                return
+            batch, count = [first], len(first.rows)
+            while count < self._max_rows and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None or count + len(nxt.rows) > self._max_rows:
+                    carry = nxt
+                    break
+                batch.append(nxt)
+                count += len(nxt.rows)
+            await self._commit(batch)
+            _settle(batch, self._gate)
+            if carry is None and self._closing and self._queue.empty():
+                return
+
+    async def _connection(self) -> Any:
+        if self._conn is None or self._conn.is_closed():
+            import asyncpg
+
+            self._conn = await asyncpg.connect(self._dsn)
+        return self._conn
+
+    async def _commit(self, batch: list[_Item]) -> None:
+        import asyncpg
+
+        rows = [row for item in batch for row in item.rows]
+        columns = [list(col) for col in zip(*rows, strict=True)]
+        try:
+            conn = await self._connection()
+            async with conn.transaction():
+                status = await conn.execute(self._SQL, *columns)
+                written = int(status.rsplit(" ", 1)[-1])
+                if written != len(rows):
+                    found = await conn.fetch(self._LOOKUP_PG, columns[0], columns[1])
+                    stored = {(r[0], r[1]): (r[2], r[3], r[4]) for r in found}
+                    _mark(batch, lambda row: stored.get((row[0], row[1])))
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            if len(batch) > 1 and isinstance(exc, asyncpg.PostgresError):
+                for item in batch:
+                    await self._commit([item])
+                return
+            if isinstance(exc, asyncpg.ForeignKeyViolationError):
+                error: TetherError = NotFound(f"run {rows[0][0]} does not exist")
+            else:
+                error = Overloaded(f"event append failed, retry: {exc}")
+            for item in batch:
+                item.error = error
+            return
+        self.batches += 1
+        self.rows_written += written
+
+    async def aclose(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._queue.put_nowait(None)
+        if self._task is not None:
+            await self._task
+        if self._conn is not None:
+            await self._conn.close()

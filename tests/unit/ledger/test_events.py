@@ -1,0 +1,121 @@
+"""Event appends through group commit on both engines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tether.errors import Conflict, NotFound
+from tether.ledger import Ledger, NewEvent
+
+
+def ev(seq: int, payload: str = "{}", kind: str = "agent.message") -> NewEvent:
+    return NewEvent(seq=seq, kind=kind, source="agent", payload=payload, created_at=1.0)
+
+
+async def make_run(ledger: Ledger) -> str:
+    session = await ledger.sessions.create(agent="script")
+    run = await ledger.runs.create(
+        session_id=session.id,
+        agent="script",
+        input="",
+        created_by=None,
+        event=NewEvent(seq=1, kind="run.queued", source="gateway", payload="{}", created_at=1.0),
+    )
+    return run.id
+
+
+async def test_append_read_and_idempotence(ledger: Ledger) -> None:
+    run_id = await make_run(ledger)
+    await ledger.events.append(run_id, 0, [ev(2, '{"a":1}'), ev(3, '{"a":2}')])
+    await ledger.events.append(run_id, 0, [ev(2, '{"a":1}')])  # identical: no-op
+    with pytest.raises(Conflict) as info:
+        await ledger.events.append(run_id, 0, [ev(3, '{"a":"other"}')])
+    assert info.value.data == {"run_id": run_id, "seq": 3}
+    events = await ledger.events.read(run_id)
+    assert [(e.seq, e.payload) for e in events] == [(1, "{}"), (2, '{"a":1}'), (3, '{"a":2}')]
+    assert [e.seq for e in await ledger.events.read(run_id, after_seq=1, limit=1)] == [2]
+    assert await ledger.events.last_seq(run_id) == 3
+
+
+async def test_unknown_run_fails_only_its_appender(ledger: Ledger) -> None:
+    run_id = await make_run(ledger)
+
+    async def good(seq: int) -> None:
+        await ledger.events.append(run_id, 0, [ev(seq)])
+
+    async def bad() -> None:
+        await ledger.events.append("run_missing", 0, [ev(2)])
+
+    results = await asyncio.gather(*(good(s) for s in range(2, 40)), bad(), return_exceptions=True)
+    assert isinstance(results[-1], NotFound)
+    assert all(r is None for r in results[:-1])
+    assert await ledger.events.last_seq(run_id) == 39
+
+
+async def test_many_concurrent_appenders_lose_nothing(ledger: Ledger) -> None:
+    runs = [await make_run(ledger) for _ in range(20)]
+
+    async def stream(run_id: str) -> None:
+        for seq in range(2, 52):
+            await ledger.events.append(run_id, 0, [ev(seq, json.dumps({"n": seq}))])
+
+    await asyncio.gather(*(stream(r) for r in runs))
+    for run_id in runs:
+        seqs = [e.seq for e in await ledger.events.read(run_id)]
+        assert seqs == list(range(1, 52))
+    assert ledger.writer.batches < 20 * 50  # group commit batched them
+
+
+async def test_large_payloads_become_artifacts(ledger: Ledger) -> None:
+    run_id = await make_run(ledger)
+    big = json.dumps({"text": "界" * 40_000})
+    stored = await ledger.events.append(run_id, 0, [ev(2, big)])
+    ref = json.loads(stored[0].payload)
+    assert ref["size"] == len(big.encode())
+    (event,) = await ledger.events.read(run_id, after_seq=1)
+    assert json.loads(event.payload) == ref
+    artifact = await ledger.events.get_artifact(ref["artifact"])
+    assert artifact.content == big.encode()
+    assert artifact.run_id == run_id
+
+
+async def test_session_events_in_run_order(ledger: Ledger) -> None:
+    session = await ledger.sessions.create(agent="script")
+    ids = []
+    for _ in range(3):
+        run = await ledger.runs.create(
+            session_id=session.id,
+            agent="script",
+            input="",
+            created_by=None,
+            event=NewEvent(
+                seq=1, kind="run.queued", source="gateway", payload="{}", created_at=1.0
+            ),
+        )
+        ids.append(run.id)
+        await ledger.events.append(run.id, 0, [ev(2)])
+    events = await ledger.events.read_session(session.id)
+    assert [(e.run_id, e.seq) for e in events] == [(r, s) for r in ids for s in (1, 2)]
+    after = await ledger.events.read_session(session.id, after_run=ids[1], after_seq=1)
+    assert [(e.run_id, e.seq) for e in after] == [(ids[1], 2), (ids[2], 1), (ids[2], 2)]
+
+
+async def test_retention(ledger: Ledger) -> None:
+    from tether.ledger import RunState
+
+    run_id = await make_run(ledger)
+    run = await ledger.runs.claim_next("gw", 30)
+    assert run is not None
+    await ledger.events.append(run_id, 1, [ev(2)])
+    await ledger.runs.transition(run_id, epoch=1, to=RunState.SUCCEEDED, now=1_000.0)
+    await ledger.events.put_artifact(
+        run_id=None, name="tmp", media_type="text/plain", content=b"x", ttl=10, now=0
+    )
+    keep = await make_run(ledger)
+    result = await ledger.purge(now=1_000.0 + 31 * 86_400)
+    assert (result.artifacts, result.events) == (1, 2)
+    assert await ledger.events.read(run_id) == []
+    assert len(await ledger.events.read(keep)) == 1  # unfinished runs keep their events
