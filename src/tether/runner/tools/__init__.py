@@ -1,0 +1,1 @@
+"""The runner's tools: file access, search and shell commands, under the path policy."""
