@@ -26,24 +26,15 @@ from tether.ledger.schema import ACTIVE_STATES, run_events, runs
 from tether.ledger.states import TERMINAL, TRANSITIONS, RunState, check_transition
 from tether.types import new_id
 
-__all__ = ["RunStore", "insert_event", "next_seq"]
+__all__ = ["RunStore", "insert_event"]
 
 
-async def next_seq(conn: AsyncConnection, run_id: str) -> int:
-    """The seq after the last committed event of a run (1 for none)."""
-    last = (
-        await conn.execute(select(func.max(run_events.c.seq)).where(run_events.c.run_id == run_id))
-    ).scalar()
-    return int(last or 0) + 1
-
-
-async def insert_event(conn: AsyncConnection, run_id: str, event: NewEvent, epoch: int) -> int:
-    """Insert one event inside the caller's transaction; ``seq <= 0`` means "next"."""
-    seq = event.seq if event.seq > 0 else await next_seq(conn, run_id)
+async def insert_event(conn: AsyncConnection, run_id: str, event: NewEvent, epoch: int) -> None:
+    """Insert one event inside the caller's transaction."""
     await conn.execute(
         insert(run_events).values(
             run_id=run_id,
-            seq=seq,
+            seq=event.seq,
             kind=event.kind,
             source=event.source,
             payload=event.payload,
@@ -51,7 +42,6 @@ async def insert_event(conn: AsyncConnection, run_id: str, event: NewEvent, epoc
             epoch=epoch,
         )
     )
-    return seq
 
 
 def _active() -> ColumnElement[bool]:
@@ -227,12 +217,24 @@ class RunStore:
             .returning(*runs.c)
         )
         async with self.db.engine.begin() as conn:
-            row = (await conn.execute(stmt)).first()
+            try:
+                row = (await conn.execute(stmt)).first()
+            except IntegrityError as exc:
+                raise Conflict(
+                    f"run {run_id} cannot become {to.value}: its session already has an active run",
+                    data={"run_id": run_id},
+                ) from exc
             if row is None:
                 await self._explain(conn, run_id, epoch, to)
             assert row is not None
             if event is not None:
-                await insert_event(conn, run_id, event, epoch)
+                try:
+                    await insert_event(conn, run_id, event, epoch)
+                except IntegrityError as exc:
+                    raise Conflict(
+                        f"run {run_id} already has an event at seq {event.seq}",
+                        data={"run_id": run_id, "seq": event.seq},
+                    ) from exc
         return from_row(Run, row)
 
     async def _explain(self, conn: AsyncConnection, run_id: str, epoch: int, to: RunState) -> None:

@@ -133,7 +133,11 @@ class LeaseMachine(RuleBasedStateMachine):
         run_id = data.draw(st.sampled_from(sorted(self.runs)))
         m = self.runs[run_id]
         epoch = m.epoch - 1 if stale else m.epoch
-        ok = to in TRANSITIONS[m.state] and epoch == m.epoch
+        active = (RunState.RUNNING, RunState.WAITING)
+        busy = any(
+            x.session == m.session and x.state in active for rid, x in self.runs.items() if rid != run_id
+        )
+        ok = to in TRANSITIONS[m.state] and epoch == m.epoch and not (to in active and busy)
         try:
             self.run(self.ledger.runs.transition(run_id, epoch=epoch, to=to, now=self.now))
         except Conflict:

@@ -129,7 +129,7 @@ async def test_transition_table_and_terminal_states(ledger: Ledger) -> None:
         await ledger.runs.transition(run_id, epoch=1, to=RunState.SUCCEEDED)
     await ledger.runs.transition(run_id, epoch=1, to=RunState.RUNNING)
     done = await ledger.runs.transition(
-        run_id, epoch=1, to=RunState.SUCCEEDED, output="ok", event=ev("run.succeeded", 0)
+        run_id, epoch=1, to=RunState.SUCCEEDED, output="ok", event=ev("run.succeeded", 3)
     )
     assert (done.state, done.output, done.owner) == (RunState.SUCCEEDED, "ok", None)
     assert done.finished_at is not None
@@ -148,7 +148,7 @@ async def test_transition_table_and_terminal_states(ledger: Ledger) -> None:
 async def test_cancel_requests_and_queued_cancel(ledger: Ledger) -> None:
     _, queued = await new_run(ledger)
     cancelled = await ledger.runs.transition(
-        queued, epoch=0, to=RunState.CANCELLED, reason="cancelled", event=ev("run.cancelled", 0)
+        queued, epoch=0, to=RunState.CANCELLED, reason="cancelled", event=ev("run.cancelled", 2)
     )
     assert cancelled.state == RunState.CANCELLED
     _, active = await new_run(ledger)
@@ -173,3 +173,15 @@ async def test_list_pages_newest_first(ledger: Ledger) -> None:
     assert end is None
     queued, _ = await ledger.runs.list(states=["queued"], limit=100)
     assert len(queued) == 5
+
+
+async def test_transition_conflicts_are_clear(ledger: Ledger) -> None:
+    session_id, first = await new_run(ledger)
+    _, second = await new_run(ledger, session_id)
+    run = await ledger.runs.claim_next("gw", 30, now=T0)
+    assert run is not None
+    with pytest.raises(Conflict, match="already has an active run"):
+        await ledger.runs.transition(second, epoch=0, to=RunState.RUNNING)
+    with pytest.raises(Conflict, match="already has an event at seq 1"):
+        await ledger.runs.transition(first, epoch=1, to=RunState.WAITING, event=ev("run.waiting", 1))
+    assert (await ledger.runs.get(first)).state == RunState.RUNNING  # nothing half-done
