@@ -1,1 +1,20 @@
-"""Placeholder package; its contract arrives with the agents and channels work."""
+"""Agent backends: the contract, and the built-in ones (``script`` today)."""
+
+from tether.agents.contract import AgentBackend, Capabilities, Outcome, PastEvent, RunContext
+from tether.agents.script import ScriptAgent
+
+__all__ = [
+    "AgentBackend",
+    "Capabilities",
+    "Outcome",
+    "PastEvent",
+    "RunContext",
+    "ScriptAgent",
+    "builtin",
+]
+
+
+def builtin() -> dict[str, AgentBackend]:
+    """The backends that need no configuration."""
+    agents = [ScriptAgent(), ScriptAgent("script-once", resume=False)]
+    return {a.name: a for a in agents}

@@ -1,0 +1,87 @@
+"""The contract between the orchestrator and an agent backend.
+
+A backend drives one run: it reads the input, emits events through its
+:class:`RunContext`, may mark the run waiting (for a person or a runner), pulls steering
+input if it declares ``steering``, and returns an :class:`Outcome`. It must watch
+``ctx.cancelled`` and return soon after it is set; a backend that does not is cancelled
+hard after the grace period. A backend that declares ``resume`` is started again with
+``ctx.resumed`` set after a gateway restart and can read what it did from
+``ctx.history()``; other backends' interrupted runs end as ``failed``/``interrupted``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+__all__ = ["AgentBackend", "Capabilities", "Outcome", "PastEvent", "RunContext"]
+
+
+class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
+    resume: bool = False
+    """Can continue a run after a gateway restart."""
+    steering: bool = False
+    """Takes extra user input while a run is active (``ctx.take_steering()``)."""
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    state: Literal["succeeded", "failed"]
+    output: str | None = None
+    """The final reply, if any."""
+    reason: str | None = None
+    """Why it failed (a short stable word, e.g. ``agent_error``)."""
+
+
+class PastEvent(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int
+    kind: str
+    source: str
+    payload: Any
+
+
+class RunContext(Protocol):
+    """What a backend may do with the run it drives."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def input(self) -> str: ...
+
+    @property
+    def attempt(self) -> int: ...
+
+    @property
+    def resumed(self) -> bool: ...
+
+    @property
+    def cancelled(self) -> asyncio.Event: ...
+
+    async def emit(self, kind: str, payload: dict[str, Any], *, source: str = "agent") -> int:
+        """Record one event (returns its seq once committed)."""
+        ...
+
+    async def set_waiting(self, waiting: bool, reason: str = "") -> None:
+        """Move the run to ``waiting`` (True) or back to ``running`` (False)."""
+        ...
+
+    def take_steering(self) -> list[str]:
+        """Pull every steering input received so far (oldest first)."""
+        ...
+
+    async def history(self) -> Sequence[PastEvent]:
+        """Every event of this run so far, oldest first."""
+        ...
+
+
+class AgentBackend(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    async def run(self, ctx: RunContext) -> Outcome: ...
