@@ -6,16 +6,22 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
+from tether.agents import AgentBackend, builtin
 from tether.config import Config
 from tether.gateway.auth import AdminTokenAuthenticator, ChainAuthenticator, ensure_admin_token
 from tether.gateway.dispatcher import Dispatcher
+from tether.gateway.fanout import Fanout
 from tether.gateway.metrics import GatewayMetrics
+from tether.gateway.orchestrator import Orchestrator, default_node_id
+from tether.gateway.retention import RetentionJob
+from tether.gateway.runs_api import RunsApi
 from tether.gateway.server import GatewayServer
 from tether.gateway.system import SystemApi
+from tether.ledger import Ledger
 
 __all__ = ["Gateway", "serve_gateway"]
 
@@ -23,28 +29,80 @@ log = logging.getLogger("tether.gateway")
 
 
 class Gateway:
-    """A whole gateway: server, dispatcher and services. Use ``async with`` or start/stop."""
+    """A whole gateway: ledger, orchestrator, server and services. ``async with`` or start/stop."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, *, backends: Mapping[str, AgentBackend] | None = None
+    ) -> None:
         self.config = config
         self.data_dir = config.data_path
+        self.backends = dict(backends) if backends is not None else builtin()
         self.metrics = GatewayMetrics()
         self.dispatcher = Dispatcher()
         self.admin_token_path, self.admin_token_created = ensure_admin_token(self._data_dir())
         self.auth = ChainAuthenticator([AdminTokenAuthenticator(self.admin_token_path)])
         self.server = GatewayServer(config, self.auth, self.dispatcher, self.metrics)
+        self.fanout = Fanout()
         self.system = SystemApi(self.server)
         self.system.install(self.dispatcher)
+        self.runs_api = RunsApi()
+        self.runs_api.install(self.dispatcher)
+        self.server.on_peer_closed.append(self.runs_api.peer_closed)
+        self.ledger: Ledger | None = None
+        self.orchestrator: Orchestrator | None = None
+        self.retention: RetentionJob | None = None
+        self.failure: BaseException | None = None
+        self._stopped = asyncio.Event()
 
     def _data_dir(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return self.data_dir
 
     async def start(self) -> None:
-        await self.server.start()
+        """Lock the runtime dir, open the ledger, recover runs, then listen."""
+        self.server.claim_runtime_dir()
+        try:
+            self.ledger = await Ledger.open(self.config.ledger, self.data_dir)
+            node = self.config.runs.node_id or default_node_id(str(self.data_dir))
+            self.orchestrator = Orchestrator(
+                self.ledger,
+                self.backends,
+                self.fanout,
+                self.config.runs,
+                self.metrics,
+                node=node,
+                on_fatal=self._fatal,
+            )
+            self.runs_api.bind(self.ledger, self.orchestrator, self.fanout, self.metrics)
+            await self.orchestrator.start()
+            self.retention = RetentionJob(
+                self.ledger, self.metrics, self.config.ledger.retention_interval
+            )
+            self.retention.start()
+            await self.server.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _fatal(self, exc: BaseException) -> None:
+        self.failure = exc
+        self._stopped.set()
+
+    async def wait_failed(self) -> BaseException | None:
+        """Return when a supervised part of the gateway died (the caller should stop)."""
+        await self._stopped.wait()
+        return self.failure
 
     async def stop(self) -> None:
+        """Stop listening and close connections, stop runs (leases released), close the ledger."""
         await self.server.stop()
+        if self.retention is not None:
+            await self.retention.aclose()
+        if self.orchestrator is not None:
+            await self.orchestrator.aclose()
+        if self.ledger is not None:
+            await self.ledger.aclose()
+            self.ledger = None
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -65,8 +123,8 @@ async def serve_gateway(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(config)
-    await gateway.start()
     try:
+        await gateway.start()
         log.info(
             "gateway ready",
             extra={"url": gateway.server.url, "socket": str(gateway.server.socket_path)},
@@ -78,11 +136,17 @@ async def serve_gateway(
             )
         if on_ready is not None:
             on_ready(gateway)
-        await stop.wait()
+        stopping = asyncio.create_task(stop.wait(), name="gateway:signal")
+        failing = asyncio.create_task(gateway.wait_failed(), name="gateway:failure")
+        await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        failing.cancel()
         log.info("shutting down")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
         await gateway.stop()
+    if gateway.failure is not None:
+        raise gateway.failure
     log.info("gateway stopped")

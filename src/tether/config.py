@@ -31,9 +31,11 @@ __all__ = [
     "LedgerConfig",
     "Limits",
     "RunnerConfig",
+    "RunsConfig",
     "is_loopback_host",
     "load_config",
     "parse_listen",
+    "redact_url",
     "redacted",
 ]
 
@@ -119,6 +121,24 @@ class LedgerConfig(_Section, frozen=True):
     group_commit_max_rows: Positive = 512
 
 
+class RunsConfig(_Section, frozen=True):
+    """How the gateway executes runs (see docs/operator.md)."""
+
+    default_agent: str = "script"
+    lease_seconds: Seconds = 30.0
+    max_attempts: Positive = 3
+    max_active: Positive = 64
+    max_duration: Seconds = 3600.0
+    stall_timeout: Seconds = 900.0
+    cancel_grace: Seconds = 10.0
+    steering_queue: Positive = 16
+    queue_ttl: Seconds = 86_400.0
+    poll_interval: Seconds = 1.0
+    reap_interval: Seconds = 5.0
+    node_id: str | None = None
+    """Stable name of this gateway (default: host name + a hash of the data dir)."""
+
+
 class RunnerConfig(_Section, frozen=True):
     """The runner daemon's own, authoritative local policy (see docs/runner.md)."""
 
@@ -152,6 +172,7 @@ class Config(_Section, frozen=True):
     gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
     limits: Limits = msgspec.field(default_factory=Limits)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
+    runs: RunsConfig = msgspec.field(default_factory=RunsConfig)
     runner: RunnerConfig = msgspec.field(default_factory=RunnerConfig)
 
     @property
@@ -199,7 +220,7 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-_SECTIONS = ("gateway", "limits", "ledger", "runner")
+_SECTIONS = ("gateway", "limits", "ledger", "runs", "runner")
 _ENV_ALIASES = {"TETHER_DATABASE_URL": ["ledger", "database_url"]}
 
 
@@ -319,7 +340,8 @@ def load_config(
     )
 
 
-def _redact_url(url: str) -> str:
+def redact_url(url: str) -> str:
+    """Mask the password in a URL."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
@@ -332,7 +354,7 @@ def redacted(config: Config) -> dict[str, Any]:
             if isinstance(value, dict):
                 walk(value)
             elif key in _SECRET_KEYS and isinstance(value, str):
-                node[key] = _redact_url(value)
+                node[key] = redact_url(value)
 
     walk(data)
     return data

@@ -76,6 +76,26 @@ class GatewayMetrics:
             ["transport", "reason"],
             registry=r,
         )
+        self.runs_created = Counter("tether_runs_created", "Runs created", registry=r)
+        self.runs_finished = Counter(
+            "tether_runs_finished",
+            "Runs that reached a terminal state",
+            ["state", "reason"],
+            registry=r,
+        )
+        self.runs_active = Gauge(
+            "tether_runs_active", "Runs driven by this gateway now", registry=r
+        )
+        self.leases_lost = Counter(
+            "tether_leases_lost", "Runs this gateway stopped because its lease was lost", registry=r
+        )
+        self.retention_runs = Counter(
+            "tether_retention_runs", "Retention passes", ["outcome"], registry=r
+        )
+        self.retention_deleted = Counter(
+            "tether_retention_deleted", "Rows removed by retention", ["kind"], registry=r
+        )
+        self.subscriptions = Gauge("tether_subscriptions", "Live event subscriptions", registry=r)
         self.info = Gauge("tether_build_info", "Build information", ["version"], registry=r)
         self.info.labels(__version__).set(1)
         self._req_children: dict[tuple[str, str, str], Any] = {}

@@ -37,6 +37,8 @@ class Peer:
         self.protocol = 0
         self.agent = ""
         self.runner_id: str | None = principal.runner_id
+        self.subscriptions: dict[str, Any] = {}
+        """Event subscriptions of this connection, by id (closed with it)."""
         self._bound: dict[str, Handler] = {}
 
     @property

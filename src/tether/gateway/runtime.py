@@ -8,6 +8,7 @@ gateway answers, :class:`GatewayRunning` names its pid.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -20,6 +21,7 @@ __all__ = [
     "GATEWAY_JSON",
     "SOCKET_NAME",
     "clear_stale_socket",
+    "lock_runtime_dir",
     "prepare_runtime_dir",
     "read_gateway_json",
     "remove_runtime_files",
@@ -27,8 +29,26 @@ __all__ = [
 ]
 
 SOCKET_NAME = "gateway.sock"
+LOCK_NAME = "gateway.lock"
 GATEWAY_JSON = "gateway.json"
 _MAX_SOCKET_PATH = 107
+
+
+def lock_runtime_dir(path: Path) -> int:
+    """Take an exclusive lock on ``<runtime dir>/gateway.lock`` for the life of the process.
+
+    Returns the file descriptor (keep it open). Raises GatewayRunning when another
+    gateway holds it, so two gateways never share a runtime directory (or a ledger's
+    dead-incarnation recovery)."""
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        info = read_gateway_json(path) or {}
+        pid = info.get("pid")
+        raise GatewayRunning(pid if isinstance(pid, int) else None) from None
+    return fd
 
 
 def prepare_runtime_dir(path: Path) -> Path:

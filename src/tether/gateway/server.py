@@ -29,6 +29,7 @@ from tether.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from tether.gateway.peer import Peer
 from tether.gateway.runtime import (
     clear_stale_socket,
+    lock_runtime_dir,
     prepare_runtime_dir,
     remove_runtime_files,
     write_gateway_json,
@@ -122,6 +123,7 @@ class GatewayServer:
         self._site: web.SockSite | None = None
         self._unix: asyncio.AbstractServer | None = None
         self._seq = 0
+        self._lock_fd: int | None = None
         self._loop = asyncio.get_running_loop()
 
     # ---- lifecycle -----------------------------------------------------------------
@@ -134,12 +136,24 @@ class GatewayServer:
         ctx.load_cert_chain(gw.tls_cert, gw.tls_key)
         return ctx
 
+    def claim_runtime_dir(self) -> None:
+        """Lock the runtime dir and clear a stale socket; GatewayRunning if one is live."""
+        if self._lock_fd is not None:
+            return
+        self.socket_path = prepare_runtime_dir(self.config.runtime_path)
+        self._lock_fd = lock_runtime_dir(self.config.runtime_path)
+        try:
+            clear_stale_socket(self.socket_path)
+        except BaseException:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise
+
     async def start(self) -> None:
         """Bind the TCP listener and the Unix socket, then write ``gateway.json``."""
         host, port = parse_listen(self.config.gateway.listen)
         tls = self._ssl_context()
-        self.socket_path = prepare_runtime_dir(self.config.runtime_path)
-        clear_stale_socket(self.socket_path)
+        self.claim_runtime_dir()
 
         app = web.Application(client_max_size=self.limits.max_frame_bytes)
         app.router.add_get("/ws", self._ws_handler)
@@ -200,7 +214,10 @@ class GatewayServer:
             )
         if self._runner is not None:
             await self._runner.cleanup()
-        remove_runtime_files(self.config.runtime_path, self.socket_path)
+        if self._lock_fd is not None:
+            remove_runtime_files(self.config.runtime_path, self.socket_path)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # ---- connection bookkeeping ----------------------------------------------------
 

@@ -13,6 +13,7 @@ from typing import Any, Final, Generic, TypeVar
 
 import msgspec
 
+from tether.protocol import runs
 from tether.protocol.handshake import HelloParams, HelloResult
 from tether.protocol.system import Empty, GatewayInfo, PingParams, Pong
 
@@ -94,5 +95,83 @@ GATEWAY_INFO = register(
         GatewayInfo,
         ADMIN,
         "Version, pid, uptime, addresses and connection counts of the gateway.",
+    )
+)
+
+# ---- runs and sessions ----------------------------------------------------------------
+
+RUN_CREATE = register(
+    Method(
+        "run.create",
+        runs.RunCreateParams,
+        runs.RunCreated,
+        CLIENTS,
+        "Start a run (or steer the session's active run); says which happened.",
+    )
+)
+RUN_GET = register(Method("run.get", runs.RunGetParams, runs.RunInfo, CLIENTS, "One run."))
+RUN_LIST = register(
+    Method(
+        "run.list",
+        runs.RunListParams,
+        runs.RunPage,
+        CLIENTS,
+        "Runs, newest first, by session and state.",
+    )
+)
+RUN_EVENTS = register(
+    Method(
+        "run.events",
+        runs.RunEventsParams,
+        runs.EventPage,
+        CLIENTS,
+        "A page of a run's events after a seq.",
+    )
+)
+RUN_SUBSCRIBE = register(
+    Method(
+        "run.subscribe",
+        runs.RunSubscribeParams,
+        runs.Subscribed,
+        CLIENTS,
+        "Follow a run or a session: backlog from the ledger, then live `run.event` notifications.",
+    )
+)
+RUN_UNSUBSCRIBE = register(
+    Method("run.unsubscribe", runs.UnsubscribeParams, Empty, CLIENTS, "Stop a subscription.")
+)
+RUN_CANCEL = register(
+    Method(
+        "run.cancel",
+        runs.RunCancelParams,
+        runs.RunInfo,
+        CLIENTS,
+        "Cancel a run: a queued run ends at once; an active one is stopped by its owner.",
+    )
+)
+SESSION_LIST = register(
+    Method(
+        "session.list", runs.SessionListParams, runs.SessionPage, CLIENTS, "Sessions, newest first."
+    )
+)
+SESSION_GET = register(
+    Method("session.get", runs.SessionGetParams, runs.SessionInfo, CLIENTS, "One session.")
+)
+RUN_EVENT: Method[runs.RunEventNote, None] = register(
+    Method(
+        "run.event",
+        runs.RunEventNote,
+        None,
+        FROM_GATEWAY,
+        "Notification: one event of a subscription.",
+    )
+)
+RUN_RESYNC: Method[runs.RunResyncNote, None] = register(
+    Method(
+        "run.resync",
+        runs.RunResyncNote,
+        None,
+        FROM_GATEWAY,
+        "Notification: a subscriber fell behind; subscribe again from the given cursor.",
     )
 )

@@ -101,6 +101,7 @@ class Connection:
         self._send_queue_frames = send_queue_frames
         self._max_inflight = max_inflight
         self._wakeup: asyncio.Future[None] | None = None
+        self._drained = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
@@ -116,6 +117,21 @@ class Connection:
     @property
     def is_closing(self) -> bool:
         return self._closing
+
+    @property
+    def send_queue_frames(self) -> int:
+        """The outbox bound: a consumer this far behind is closed."""
+        return self._send_queue_frames
+
+    @property
+    def outbox_size(self) -> int:
+        """Frames queued and not yet written."""
+        return len(self._outbox)
+
+    async def wait_drained(self) -> None:
+        """Wait until the outbox has been written out (or the connection closes)."""
+        if self._outbox and not self._closing:
+            await self._drained.wait()
 
     @property
     def inflight(self) -> int:
@@ -292,7 +308,10 @@ class Connection:
                     continue
                 batch = list(outbox)
                 outbox.clear()
+                self._drained.clear()
                 await self._write(batch)
+                if not outbox:
+                    self._drained.set()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a broken transport ends the connection
@@ -365,6 +384,7 @@ class Connection:
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
+        self._drained.set()
         try:
             await asyncio.wait_for(asyncio.shield(self._writer_task), timeout=1.0)
         except (TimeoutError, asyncio.CancelledError):

@@ -1,0 +1,194 @@
+"""Handlers of ``run.*`` and ``session.*``: the ledger and orchestrator as seen over RPC."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from tether.errors import InvalidParams, NotFound
+from tether.gateway.dispatcher import Dispatcher
+from tether.gateway.fanout import Subscription, event_info
+from tether.gateway.peer import Peer
+from tether.ledger import Run, Session
+from tether.protocol import methods as m
+from tether.protocol.runs import (
+    EventPage,
+    RunCancelParams,
+    RunCreated,
+    RunCreateParams,
+    RunEventsParams,
+    RunGetParams,
+    RunInfo,
+    RunListParams,
+    RunPage,
+    RunSubscribeParams,
+    SessionGetParams,
+    SessionInfo,
+    SessionListParams,
+    SessionPage,
+    Subscribed,
+    UnsubscribeParams,
+)
+from tether.protocol.system import Empty
+
+if TYPE_CHECKING:
+    from tether.gateway.fanout import Fanout
+    from tether.gateway.metrics import GatewayMetrics
+    from tether.gateway.orchestrator import Orchestrator
+    from tether.ledger import Ledger
+
+__all__ = ["RunsApi", "run_info", "session_info"]
+
+
+def run_info(run: Run) -> RunInfo:
+    return RunInfo(
+        id=run.id,
+        session_id=run.session_id,
+        agent=run.agent,
+        state=run.state.value,
+        reason=run.reason,
+        input=run.input,
+        output=run.output,
+        created_by=run.created_by,
+        created_at=run.created_at,
+        updated_at=run.updated_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        attempts=run.attempts,
+        epoch=run.epoch,
+        owner=run.owner,
+        cancel_requested=run.cancel_requested_at is not None,
+    )
+
+
+def session_info(session: Session) -> SessionInfo:
+    return msgspec.convert(msgspec.structs.asdict(session), SessionInfo, strict=False)
+
+
+class RunsApi:
+    """Binds the run and session methods to the ledger, orchestrator and fan-out."""
+
+    def __init__(self) -> None:
+        self.ledger: Ledger | None = None
+        self.orchestrator: Orchestrator | None = None
+        self.fanout: Fanout | None = None
+        self.metrics: GatewayMetrics | None = None
+
+    def bind(
+        self, ledger: Ledger, orchestrator: Orchestrator, fanout: Fanout, metrics: GatewayMetrics
+    ) -> None:
+        self.ledger, self.orchestrator, self.fanout, self.metrics = (
+            ledger,
+            orchestrator,
+            fanout,
+            metrics,
+        )
+
+    def install(self, dispatcher: Dispatcher) -> None:
+        dispatcher.add(m.RUN_CREATE, self.create)
+        dispatcher.add(m.RUN_GET, self.get)
+        dispatcher.add(m.RUN_LIST, self.list)
+        dispatcher.add(m.RUN_EVENTS, self.events)
+        dispatcher.add(m.RUN_SUBSCRIBE, self.subscribe)
+        dispatcher.add(m.RUN_UNSUBSCRIBE, self.unsubscribe)
+        dispatcher.add(m.RUN_CANCEL, self.cancel)
+        dispatcher.add(m.SESSION_LIST, self.list_sessions)
+        dispatcher.add(m.SESSION_GET, self.get_session)
+
+    def _parts(self) -> tuple[Ledger, Orchestrator, Fanout]:
+        assert self.ledger is not None
+        assert self.orchestrator is not None
+        assert self.fanout is not None
+        return self.ledger, self.orchestrator, self.fanout
+
+    async def create(self, peer: Peer, p: RunCreateParams) -> RunCreated:
+        _, orch, _ = self._parts()
+        run, disposition = await orch.submit(
+            session_id=p.session_id,
+            agent=p.agent,
+            text=p.input,
+            created_by=peer.principal.id,
+            steer=p.steer,
+        )
+        return RunCreated(run=run_info(run), disposition=disposition)  # type: ignore[arg-type]
+
+    async def get(self, peer: Peer, p: RunGetParams) -> RunInfo:
+        ledger, _, _ = self._parts()
+        return run_info(await ledger.runs.get(p.run_id))
+
+    async def list(self, peer: Peer, p: RunListParams) -> RunPage:
+        ledger, _, _ = self._parts()
+        runs, cursor = await ledger.runs.list(
+            session_id=p.session_id, states=p.states, before=p.cursor, limit=p.limit
+        )
+        return RunPage(runs=[run_info(r) for r in runs], next_cursor=cursor)
+
+    async def events(self, peer: Peer, p: RunEventsParams) -> EventPage:
+        ledger, _, _ = self._parts()
+        run = await ledger.runs.get(p.run_id)
+        events = await ledger.events.read(p.run_id, after_seq=p.after_seq, limit=p.limit)
+        last = events[-1].seq if events else await ledger.events.last_seq(p.run_id)
+        return EventPage(
+            events=[event_info(e) for e in events],
+            state=run.state.value,
+            last_seq=last,
+        )
+
+    async def subscribe(self, peer: Peer, p: RunSubscribeParams) -> Subscribed:
+        ledger, _, fanout = self._parts()
+        if (p.run_id is None) == (p.session_id is None):
+            raise InvalidParams(
+                "give exactly one of run_id and session_id", data={"field": "params.run_id"}
+            )
+        if p.run_id is not None:
+            await ledger.runs.get(p.run_id)
+            after = {p.run_id: p.after_seq}
+        else:
+            assert p.session_id is not None
+            await ledger.sessions.get(p.session_id)
+            after = dict(p.after)
+        sub = Subscription(
+            peer.conn,
+            fanout,
+            run_id=p.run_id,
+            session_id=p.session_id,
+            after=after,
+            since_run=p.since_run,
+            max_buffer=max(64, peer.conn.send_queue_frames),
+            outbox_limit=max(8, peer.conn.send_queue_frames * 3 // 4),
+            on_end=lambda s: self._ended(peer, s),
+        )
+        peer.subscriptions[sub.id] = sub
+        if self.metrics is not None:
+            self.metrics.subscriptions.inc()
+        sub.start(ledger)  # last: the reply goes out before any event of the backlog
+        return Subscribed(subscription=sub.id)
+
+    def _ended(self, peer: Peer, sub: Subscription) -> None:
+        if peer.subscriptions.pop(sub.id, None) is not None and self.metrics is not None:
+            self.metrics.subscriptions.dec()
+
+    def unsubscribe(self, peer: Peer, p: UnsubscribeParams) -> Empty:
+        sub: Any = peer.subscriptions.get(p.subscription)
+        if sub is None:
+            raise NotFound(f"no subscription {p.subscription} on this connection")
+        sub.close()
+        return Empty()
+
+    def peer_closed(self, peer: Peer) -> None:
+        for sub in list(peer.subscriptions.values()):
+            sub.close()
+
+    async def cancel(self, peer: Peer, p: RunCancelParams) -> RunInfo:
+        _, orch, _ = self._parts()
+        return run_info(await orch.cancel(p.run_id, p.reason))
+
+    async def list_sessions(self, peer: Peer, p: SessionListParams) -> SessionPage:
+        ledger, _, _ = self._parts()
+        sessions, cursor = await ledger.sessions.list(before=p.cursor, limit=p.limit)
+        return SessionPage(sessions=[session_info(s) for s in sessions], next_cursor=cursor)
+
+    async def get_session(self, peer: Peer, p: SessionGetParams) -> SessionInfo:
+        ledger, _, _ = self._parts()
+        return session_info(await ledger.sessions.get(p.session_id))
