@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,11 +12,12 @@ from tether.errors import Unauthorized
 
 if TYPE_CHECKING:
     from tether.transport.client import RpcClient
+    from tether.transport.connection import Router
 
 __all__ = ["TokenOpt", "UrlOpt", "open_client", "resolve_token"]
 
 UrlOpt = Annotated[
-    Optional[str],  # noqa: UP045 - typer needs Optional
+    str | None,
     typer.Option(
         "--url",
         help="Gateway URL (ws://, wss://, http://, https://). Default: the local Unix socket.",
@@ -24,7 +25,7 @@ UrlOpt = Annotated[
     ),
 ]
 TokenOpt = Annotated[
-    Optional[str],  # noqa: UP045
+    str | None,
     typer.Option(
         "--token",
         help="Bearer token for --url (default: $TETHER_TOKEN, else this machine's admin token).",
@@ -49,7 +50,12 @@ def resolve_token(config: Config, token: str | None) -> str:
 
 
 async def open_client(
-    config: Config, url: str | None, token: str | None, *, role: str = "admin"
+    config: Config,
+    url: str | None,
+    token: str | None,
+    *,
+    role: str = "admin",
+    router: Router | None = None,
 ) -> RpcClient:
     """Connect over WebSocket when ``url`` is given, else over the local Unix socket."""
     from tether.transport.client import connect_ipc, connect_ws
@@ -60,6 +66,7 @@ async def open_client(
             url,
             token=resolve_token(config, token),
             role=role,
+            router=router,
             timeout=timeout,
             insecure=config.gateway.insecure,
             max_frame_bytes=config.limits.max_frame_bytes,
@@ -67,6 +74,7 @@ async def open_client(
     return await connect_ipc(
         str(config.runtime_path / "gateway.sock"),
         role=role,
+        router=router,
         timeout=timeout,
         max_frame_bytes=config.limits.max_frame_bytes,
     )

@@ -57,7 +57,7 @@ class Cli:
     def emit(self, data: Any, human: Callable[[], None] | str) -> None:
         """Print ``data`` as JSON with ``--json``, else the human rendering."""
         if self.json:
-            sys.stdout.write(json.dumps(msgspec.to_builtins(data), ensure_ascii=False) + "\n")
+            sys.stdout.write(msgspec.json.encode(data).decode() + "\n")
         elif isinstance(human, str):
             sys.stdout.write(human + "\n")
         else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,16 +17,16 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 ListenOpt = Annotated[
-    Optional[str],  # noqa: UP045 - typer needs Optional
+    str | None,
     typer.Option(
         "--listen",
         help="HOST:PORT for HTTP and WebSocket (default 127.0.0.1:8765; port 0 picks a free one).",
     ),
 ]
-CertOpt = Annotated[Optional[str], typer.Option("--tls-cert", help="PEM certificate for TLS.")]  # noqa: UP045
-KeyOpt = Annotated[Optional[str], typer.Option("--tls-key", help="PEM private key for TLS.")]  # noqa: UP045
+CertOpt = Annotated[str | None, typer.Option("--tls-cert", help="PEM certificate for TLS.")]
+KeyOpt = Annotated[str | None, typer.Option("--tls-key", help="PEM private key for TLS.")]
 InsecureOpt = Annotated[
-    Optional[bool],  # noqa: UP045
+    bool | None,
     typer.Option(
         "--insecure/--no-insecure",
         help="Allow a non-loopback listen address without TLS (traffic in clear text).",

@@ -6,7 +6,7 @@ Heavy modules are imported inside commands, so ``tether --help`` stays fast.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -38,22 +38,22 @@ def _global(
         bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")
     ] = False,
     log_level: Annotated[
-        Optional[str],  # noqa: UP045 - typer needs Optional
+        str | None,
         typer.Option("--log-level", help="debug, info, warning or error (default: info)."),
     ] = None,
     log_format: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option("--log-format", help="text or json (default: text)."),
     ] = None,
     config_file: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option(
             "--config",
             help="TOML config file (default: $TETHER_CONFIG, else ~/.config/tether/config.toml).",
         ),
     ] = None,
     data_dir: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option(
             "--data-dir",
             help="Where the ledger and keys live "
@@ -90,10 +90,13 @@ def version() -> None:
 
 
 def _register() -> None:
-    from tether.cli import config_cmd, gateway_cmd, ping_cmd
+    from tether.cli import config_cmd, db_cmd, gateway_cmd, ping_cmd, runs_cmd
 
     gateway_cmd.register(app)
     ping_cmd.register(app)
+    app.add_typer(runs_cmd.runs_app, name="runs")
+    app.add_typer(runs_cmd.sessions_app, name="sessions")
+    app.add_typer(db_cmd.app, name="db")
     app.add_typer(config_cmd.app, name="config")
 
 

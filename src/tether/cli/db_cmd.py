@@ -1,0 +1,79 @@
+"""``tether db``: the ledger's schema migrations."""
+
+from __future__ import annotations
+
+import typer
+
+from tether.cli import context
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Inspect and migrate the ledger database.", no_args_is_help=True)
+
+
+def _database() -> tuple[object, str]:
+    from tether.config import redact_url
+    from tether.ledger.engine import Database, database_url
+
+    config = context.current().config()
+    url = database_url(config.ledger.database_url, config.data_path)
+    shown = redact_url(url.render_as_string(hide_password=False))
+    return Database(url, sqlite_synchronous=config.ledger.sqlite_synchronous), shown
+
+
+@app.command("status")
+def status() -> None:
+    """Show the database, its schema revision and whether migrations are pending."""
+    from tether.ledger.engine import HEAD_REVISION, Database
+
+    db, shown = _database()
+    assert isinstance(db, Database)
+
+    async def go() -> str | None:
+        try:
+            return await db.revision()
+        finally:
+            await db.aclose()
+
+    current = context.run_async(go())
+    data = {
+        "database": shown,
+        "revision": current,
+        "head": HEAD_REVISION,
+        "pending": current != HEAD_REVISION,
+    }
+    context.current().emit(
+        data,
+        f"database  {shown}\n"
+        f"revision  {current or 'none (empty database)'}\n"
+        f"head      {HEAD_REVISION}\n"
+        + (
+            "status    migrations pending: run `tether db upgrade`"
+            if data["pending"]
+            else "status    up to date"
+        ),
+    )
+
+
+@app.command("upgrade")
+def upgrade() -> None:
+    """Apply pending migrations (the gateway also does this at start)."""
+    from tether.ledger.engine import Database
+
+    db, shown = _database()
+    assert isinstance(db, Database)
+
+    async def go() -> tuple[str | None, str]:
+        try:
+            before = await db.revision()
+            return before, await db.upgrade()
+        finally:
+            await db.aclose()
+
+    before, after = context.run_async(go())
+    context.current().emit(
+        {"database": shown, "from": before, "to": after},
+        f"{shown}: already at {after}"
+        if before == after
+        else f"{shown}: migrated {before or 'empty'} -> {after}",
+    )

@@ -1,0 +1,308 @@
+"""``tether runs`` and ``tether sessions``: look at, start, follow and cancel runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from tether.cli import context
+from tether.cli.connect import TokenOpt, UrlOpt, open_client
+
+if TYPE_CHECKING:
+    from tether.protocol.runs import EventInfo, RunInfo
+    from tether.transport.client import RpcClient
+
+__all__ = ["runs_app", "sessions_app"]
+
+T = TypeVar("T")
+
+runs_app = typer.Typer(help="Look at, start, follow and cancel runs.", no_args_is_help=True)
+sessions_app = typer.Typer(help="Look at sessions.", no_args_is_help=True)
+
+RunArg = Annotated[str, typer.Argument(help="The run id (run_…).", show_default=False)]
+
+
+def _call(url: str | None, token: str | None, fn: Callable[[RpcClient], Awaitable[T]]) -> T:
+    cli = context.current()
+    config = cli.config()
+
+    async def go() -> T:
+        async with await open_client(config, url, token) as client:
+            return await fn(client)
+
+    return context.run_async(go())
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _short(text: str | None, width: int = 48) -> str:
+    text = (text or "").replace("\n", " ⏎ ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _print_run(run: RunInfo) -> None:
+    rows = [
+        ("run", run.id),
+        ("session", run.session_id),
+        ("agent", run.agent),
+        ("state", run.state + (f" ({run.reason})" if run.reason else "")),
+        ("created", _when(run.created_at)),
+        ("started", _when(run.started_at)),
+        ("finished", _when(run.finished_at)),
+        ("attempts", str(run.attempts)),
+        ("owner", run.owner or "-"),
+        ("cancel requested", "yes" if run.cancel_requested else "no"),
+        ("input", _short(run.input, 200)),
+        ("output", _short(run.output, 200) or "-"),
+    ]
+    for key, value in rows:
+        typer.echo(f"{key:>16}  {value}")
+
+
+def _event_line(event: EventInfo) -> str:
+    payload = json.loads(bytes(event.payload))
+    detail = (
+        payload.get("text")
+        if isinstance(payload, dict) and "text" in payload
+        else json.dumps(payload, ensure_ascii=False)
+    )
+    when = _when(event.created_at)
+    return f"{event.seq:>6}  {when}  {event.source:<7}  {event.kind:<22}  {_short(str(detail), 80)}"
+
+
+@runs_app.command("start")
+def start(
+    text: Annotated[
+        str,
+        typer.Argument(
+            help="The input (for the script agent: one command per line; '-' reads stdin)."
+        ),
+    ],
+    session: Annotated[
+        str | None, typer.Option("--session", help="Add to this session (default: a new one).")
+    ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            "--agent", help="Agent backend (default: the session's, else runs.default_agent)."
+        ),
+    ] = None,
+    no_steer: Annotated[
+        bool, typer.Option("--no-steer", help="Always queue a new run, never steer the active one.")
+    ] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Print the run's events until it ends.")
+    ] = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Start a run, or steer the session's active run (the answer says which)."""
+    from tether.protocol.methods import RUN_CREATE
+    from tether.protocol.runs import RunCreateParams
+
+    cli = context.current()
+    body = sys.stdin.read() if text == "-" else text
+    params = RunCreateParams(input=body, session_id=session, agent=agent, steer=not no_steer)
+    created = _call(url, token, lambda c: c.call(RUN_CREATE, params))
+    cli.emit(
+        created, f"{created.run.id}  {created.disposition}  (session {created.run.session_id})"
+    )
+    if follow and created.disposition in ("started", "queued"):
+        _tail(created.run.id, 0, url, token)
+
+
+@runs_app.command("list")
+def list_(
+    session: Annotated[str | None, typer.Option("--session", help="Only this session.")] = None,
+    state: Annotated[
+        list[str] | None, typer.Option("--state", help="Only these states (repeatable).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="Continue after this run id.")
+    ] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """List runs, newest first."""
+    import msgspec
+
+    from tether.protocol.methods import RUN_LIST
+    from tether.protocol.runs import RunListParams
+
+    cli = context.current()
+    try:
+        params = msgspec.convert(
+            {"session_id": session, "states": state, "limit": limit, "cursor": cursor},
+            RunListParams,
+        )
+    except msgspec.ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    page = _call(url, token, lambda c: c.call(RUN_LIST, params))
+
+    def human() -> None:
+        if not page.runs:
+            typer.echo("no runs")
+        for run in page.runs:
+            state_text = run.state + (f"/{run.reason}" if run.reason else "")
+            typer.echo(
+                f"{run.id}  {state_text:<20}  {_when(run.created_at)}  "
+                f"{run.agent:<8}  {_short(run.input, 40)}"
+            )
+        if page.next_cursor:
+            typer.echo(f"more: --cursor {page.next_cursor}")
+
+    cli.emit(page, human)
+
+
+@runs_app.command("show")
+def show(run_id: RunArg, url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """Show one run."""
+    from tether.protocol.methods import RUN_GET
+    from tether.protocol.runs import RunGetParams
+
+    run = _call(url, token, lambda c: c.call(RUN_GET, RunGetParams(run_id=run_id)))
+    context.current().emit(run, lambda: _print_run(run))
+
+
+@runs_app.command("events")
+def events(
+    run_id: RunArg,
+    after: Annotated[int, typer.Option("--after", min=0, help="Only events after this seq.")] = 0,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 500,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Print a page of a run's events."""
+    from tether.protocol.methods import RUN_EVENTS
+    from tether.protocol.runs import RunEventsParams
+
+    page = _call(
+        url,
+        token,
+        lambda c: c.call(RUN_EVENTS, RunEventsParams(run_id=run_id, after_seq=after, limit=limit)),
+    )
+
+    def human() -> None:
+        for event in page.events:
+            typer.echo(_event_line(event))
+        typer.echo(f"state {page.state}, last seq {page.last_seq}")
+
+    context.current().emit(page, human)
+
+
+def _tail(run_id: str, after: int, url: str | None, token: str | None) -> None:
+    from tether.transport.follow import follow
+
+    cli = context.current()
+    config = cli.config()
+
+    def reconnecting(attempt: int, exc: BaseException) -> None:
+        sys.stderr.write(f"connection lost ({exc}); reconnecting (attempt {attempt})\n")
+
+    async def go() -> None:
+        async for event in follow(
+            lambda router: open_client(config, url, token, router=router),
+            run_id,
+            after_seq=after,
+            on_reconnect=reconnecting,
+        ):
+            if cli.json:
+                cli.emit(event, "")
+            else:
+                typer.echo(_event_line(event))
+
+    context.run_async(go())
+
+
+@runs_app.command("tail")
+def tail(
+    run_id: RunArg,
+    after: Annotated[
+        int, typer.Option("--after", min=0, help="Start after this seq (default: from the start).")
+    ] = 0,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Follow a run's events live until it ends; reconnects and resumes if the connection drops."""
+    _tail(run_id, after, url, token)
+
+
+@runs_app.command("cancel")
+def cancel(
+    run_id: RunArg,
+    reason: Annotated[str, typer.Option("--reason", help="Recorded with the cancellation.")] = "",
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Cancel a run: a queued run ends now; an active run is stopped after a grace period."""
+    from tether.protocol.methods import RUN_CANCEL
+    from tether.protocol.runs import RunCancelParams
+
+    run = _call(
+        url, token, lambda c: c.call(RUN_CANCEL, RunCancelParams(run_id=run_id, reason=reason))
+    )
+    note = (
+        "cancelled"
+        if run.state == "cancelled"
+        else (
+            f"cancel requested (state {run.state})"
+            if run.cancel_requested
+            else f"already {run.state}"
+        )
+    )
+    context.current().emit(run, f"{run.id}  {note}")
+
+
+@sessions_app.command("list")
+def sessions_list(
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20,
+    cursor: Annotated[str | None, typer.Option("--cursor")] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """List sessions, newest first."""
+    from tether.protocol.methods import SESSION_LIST
+    from tether.protocol.runs import SessionListParams
+
+    page = _call(
+        url, token, lambda c: c.call(SESSION_LIST, SessionListParams(limit=limit, cursor=cursor))
+    )
+
+    def human() -> None:
+        for s in page.sessions:
+            typer.echo(
+                f"{s.id}  {s.status:<7}  {s.agent:<8}  {_when(s.created_at)}  "
+                f"{s.conversation_id or '-'}"
+            )
+        if page.next_cursor:
+            typer.echo(f"more: --cursor {page.next_cursor}")
+
+    context.current().emit(page, human)
+
+
+@sessions_app.command("show")
+def sessions_show(
+    session_id: Annotated[str, typer.Argument(help="The session id (ses_…).")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Show one session."""
+    from tether.protocol.methods import SESSION_GET
+    from tether.protocol.runs import SessionGetParams
+
+    s = _call(url, token, lambda c: c.call(SESSION_GET, SessionGetParams(session_id=session_id)))
+    data: dict[str, Any] = {f: getattr(s, f) for f in s.__struct_fields__}
+
+    def human() -> None:
+        for key, value in data.items():
+            typer.echo(f"{key:>16}  {value}")
+
+    context.current().emit(s, human)
