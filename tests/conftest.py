@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -83,3 +83,24 @@ async def ledger(database_url: str | None, tmp_path: Path) -> AsyncIterator[Ledg
         yield led
     finally:
         await led.aclose()
+
+
+@pytest.fixture
+def make_gateway(home: Path, database_url: str | None) -> Iterator[Callable[..., GatewayProcess]]:
+    """Start `tether gateway` processes on this test's database (SQLite or PostgreSQL)."""
+    started: list[GatewayProcess] = []
+
+    def make(**env: str) -> GatewayProcess:
+        full = dict(env)
+        if database_url is not None:
+            full.setdefault("TETHER_DATABASE_URL", database_url)
+        proc = GatewayProcess(home, env=full)
+        proc.start()
+        started.append(proc)
+        return proc
+
+    try:
+        yield make
+    finally:
+        for proc in started:
+            proc.stop()

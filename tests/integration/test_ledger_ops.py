@@ -1,0 +1,126 @@
+"""Operating the ledger through real entry points: `tether db`, retention, metrics, resync."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import unit
+from tests.support import runs as r
+from tests.support.process import GatewayProcess, run_cli
+from tether.protocol.methods import RUN_EVENT, RUN_RESYNC, RUN_SUBSCRIBE, Method
+from tether.protocol.runs import RunSubscribeParams
+from tether.transport.client import connect_ipc
+from tether.transport.connection import Handler
+from tether.transport.follow import follow
+
+MakeGateway = Callable[..., GatewayProcess]
+
+
+def test_db_status_and_upgrade(home: Path, database_url: str | None) -> None:
+    if database_url:
+        # trust auth ignores the password; it is there to prove it is never printed
+        database_url = database_url.replace("postgres@", "postgres:s3cretpw@")
+    env = {"TETHER_DATABASE_URL": database_url} if database_url else {}
+    if database_url:
+        # a fresh, empty PostgreSQL database
+        import asyncpg
+
+        async def reset() -> None:
+            conn = await asyncpg.connect(database_url)
+            await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+            await conn.close()
+
+        asyncio.run(reset())
+    before = run_cli(home, "--json", "db", "status", env=env)
+    assert before.returncode == 0, before.stderr
+    assert json.loads(before.stdout)["pending"] is True
+    assert json.loads(before.stdout)["revision"] is None
+    up = run_cli(home, "db", "upgrade", env=env)
+    assert up.returncode == 0, up.stderr
+    assert "migrated empty -> 0001" in up.stdout
+    after = json.loads(run_cli(home, "--json", "db", "status", env=env).stdout)
+    assert (after["revision"], after["pending"]) == ("0001", False)
+    again = run_cli(home, "db", "upgrade", env=env)
+    assert "already at 0001" in again.stdout
+    for out in (before.stdout, up.stdout, again.stdout):
+        assert "s3cretpw" not in out
+
+
+async def test_retention_job_runs_on_schedule(make_gateway: MakeGateway) -> None:
+    gw = make_gateway(
+        TETHER_LEDGER__EVENT_RETENTION_DAYS="0",
+        TETHER_LEDGER__RETENTION_INTERVAL="0.3",
+    )
+    async with await connect_ipc(gw.socket) as c:
+        created = await r.start(c, "say bye")
+        await r.wait_state(c, created.run.id)
+        for _ in range(100):
+            if not await r.events(c, created.run.id):
+                break
+            await asyncio.sleep(0.1)
+        assert await r.events(c, created.run.id) == []
+        assert (await r.wait_state(c, created.run.id)).state == "succeeded"  # the run stays
+    async with aiohttp.ClientSession() as http, http.get(gw.url + "/metrics") as resp:
+        text = await resp.text()
+    assert 'tether_retention_runs_total{outcome="ok"}' in text
+    deleted = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('tether_retention_deleted_total{kind="events"}')
+    )
+    assert float(deleted.split()[-1]) >= 3
+    assert 'tether_runs_finished_total{reason="",state="succeeded"}' in text
+
+
+async def test_slow_subscriber_is_told_to_resync_and_follow_catches_up(
+    make_gateway: MakeGateway,
+) -> None:
+    gw = make_gateway(TETHER_LIMITS__SEND_QUEUE_FRAMES="32")
+    async with await connect_ipc(gw.socket) as c:
+        created = await r.start(c, "events 3000 2000", agent="script-once")
+
+    notes: list[str] = []
+
+    class Slow:
+        def route(self, method: Method[object, object]) -> Handler | None:
+            if method is RUN_RESYNC:
+                return lambda note: notes.append(note.reason)  # type: ignore[attr-defined]
+            if method is RUN_EVENT:
+                return lambda _note: None
+            return None
+
+    async with await connect_ipc(gw.socket, router=Slow()) as slow:  # type: ignore[arg-type]
+        slow.conn.transport.pause_reading()  # stop reading: the gateway's outbox fills
+        await asyncio.sleep(0)
+        sub_task = asyncio.create_task(
+            slow.call(RUN_SUBSCRIBE, RunSubscribeParams(run_id=created.run.id))
+        )
+        await asyncio.sleep(1.0)
+        slow.conn.transport.resume_reading()
+        await sub_task
+        for _ in range(100):
+            if notes:
+                break
+            await asyncio.sleep(0.05)
+    assert notes
+    assert notes[0] in ("slow_consumer", "buffer_full")
+
+    # the client library resubscribes on resync: a slow follower still sees every event once
+    seen: list[int] = []
+
+    async def connect(router: object) -> object:
+        return await connect_ipc(gw.socket, router=router)  # type: ignore[arg-type]
+
+    async def slow_follow() -> None:
+        async for event in follow(connect, created.run.id):  # type: ignore[arg-type]
+            seen.append(event.seq)
+            if len(seen) % 200 == 0:
+                await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(slow_follow(), unit(60))
+    assert seen == list(range(1, len(seen) + 1))
