@@ -1,0 +1,69 @@
+"""Runner credentials and enrolment codes: random secrets, stored only as hashes.
+
+A runner credential is ``ttr_<runner id>.<secret>``: the id makes lookup direct, the
+secret (256 bits) is compared against a SHA-256 hash in constant time. An enrolment
+code is short enough to paste (``ABCD-EFGH-JKMN-PQRS``, 80 bits), works once, and
+expires within minutes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+__all__ = [
+    "hash_secret",
+    "new_enrolment_code",
+    "new_secret",
+    "normalize_code",
+    "parse_runner_credential",
+    "runner_credential",
+    "verify_secret",
+]
+
+_PREFIX = "ttr_"
+_CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 of a high-entropy secret (a slow KDF adds nothing for 256-bit randoms)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def verify_secret(secret: str, stored_hash: str | None) -> bool:
+    if not stored_hash:
+        return False
+    return hmac.compare_digest(hash_secret(secret), stored_hash)
+
+
+def new_secret() -> tuple[str, str]:
+    """A fresh 256-bit secret and the hash to store for it."""
+    secret = secrets.token_urlsafe(32)
+    return secret, hash_secret(secret)
+
+
+def runner_credential(runner_id: str, secret: str) -> str:
+    """The credential a runner presents: ``ttr_<runner id>.<secret>``."""
+    return f"{_PREFIX}{runner_id}.{secret}"
+
+
+def parse_runner_credential(credential: str) -> tuple[str, str] | None:
+    """Split a credential into (runner id, secret), or None when it is not one."""
+    if not credential.startswith(_PREFIX) or "." not in credential:
+        return None
+    runner_id, _, secret = credential[len(_PREFIX) :].partition(".")
+    if not runner_id or len(secret) < 32:
+        return None
+    return runner_id, secret
+
+
+def new_enrolment_code() -> str:
+    """Sixteen characters from an unambiguous alphabet, in groups of four."""
+    chars = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(16))
+    return "-".join(chars[i : i + 4] for i in range(0, 16, 4))
+
+
+def normalize_code(code: str) -> str:
+    """Upper-case, without spaces or dashes (so a code survives being retyped)."""
+    return "".join(c for c in code.upper() if c.isalnum())
