@@ -2,7 +2,8 @@
 
 It owns the database engines, runs migrations at open, and exposes domain stores:
 ``ledger.runs`` (runs, leases, transitions), ``ledger.events`` (group-committed
-events, artifacts) and ``ledger.sessions``. Nothing outside ``tether.ledger`` builds
+events, artifacts), ``ledger.sessions``, ``ledger.runners`` (enrolment, credentials)
+and ``ledger.tool_calls``. Nothing outside ``tether.ledger`` builds
 queries.
 """
 
@@ -16,8 +17,10 @@ from tether.config import LedgerConfig
 from tether.ledger.engine import Database, database_url
 from tether.ledger.events import EventStore
 from tether.ledger.retention import PurgeResult, purge
+from tether.ledger.runners import RunnerStore
 from tether.ledger.runs import RunStore
 from tether.ledger.sessions import SessionStore
+from tether.ledger.tool_calls import ToolCallStore
 from tether.ledger.writer import EventWriter, PostgresWriter, SqliteWriter
 
 __all__ = ["Ledger"]
@@ -43,6 +46,8 @@ class Ledger:
         self.runs = RunStore(db)
         self.events = EventStore(db, self.writer, inline_payload_bytes=config.inline_payload_bytes)
         self.sessions = SessionStore(db)
+        self.runners = RunnerStore(db)
+        self.tool_calls = ToolCallStore(db)
 
     @classmethod
     async def open(cls, config: LedgerConfig, data_dir: Path, *, migrate: bool = True) -> Ledger:

@@ -13,7 +13,7 @@ from typing import Any, Final, Generic, TypeVar
 
 import msgspec
 
-from tether.protocol import runs
+from tether.protocol import runners, runs
 from tether.protocol.handshake import HelloParams, HelloResult
 from tether.protocol.system import Empty, GatewayInfo, PingParams, Pong
 
@@ -173,5 +173,79 @@ RUN_RESYNC: Method[runs.RunResyncNote, None] = register(
         None,
         FROM_GATEWAY,
         "Notification: a subscriber fell behind; subscribe again from the given cursor.",
+    )
+)
+
+# ---- runners and tools ----------------------------------------------------------------
+
+RUNNER_REGISTER = register(
+    Method(
+        "runner.register",
+        runners.RunnerRegisterParams,
+        runners.RunnerRegistered,
+        RUNNERS,
+        "A runner announces its tools, workspaces, agents, version and capacity.",
+    )
+)
+RUNNER_HEARTBEAT = register(
+    Method(
+        "runner.heartbeat",
+        runners.HeartbeatParams,
+        Empty,
+        RUNNERS,
+        "A runner says it is alive and how busy.",
+    )
+)
+TOOL_PROGRESS: Method[runners.ToolProgressNote, None] = register(
+    Method(
+        "tool.progress",
+        runners.ToolProgressNote,
+        None,
+        RUNNERS,
+        "Notification: output of a running tool call.",
+    )
+)
+TOOL_EXECUTE = register(
+    Method(
+        "tool.execute",
+        runners.ToolExecuteParams,
+        runners.ToolOutput,
+        FROM_GATEWAY,
+        "Run one tool call under a capability token (verified by the runner).",
+    )
+)
+TOOL_CANCEL = register(
+    Method(
+        "tool.cancel", runners.ToolCancelParams, Empty, FROM_GATEWAY, "Stop a running tool call."
+    )
+)
+RUNNER_ADD = register(
+    Method(
+        "runner.add",
+        runners.RunnerAddParams,
+        runners.RunnerAdded,
+        ADMIN,
+        "Create a runner (or rotate one) and return a one-time enrolment code.",
+    )
+)
+RUNNER_LIST = register(
+    Method("runner.list", Empty, runners.RunnerList, CLIENTS, "Runners with their status and load.")
+)
+RUNNER_REVOKE = register(
+    Method(
+        "runner.revoke",
+        runners.RunnerRevokeParams,
+        runners.RunnerInfo,
+        ADMIN,
+        "Revoke a runner: its credential stops working and it is disconnected at once.",
+    )
+)
+TOOL_CALL = register(
+    Method(
+        "tool.call",
+        runners.ToolCallParams,
+        runners.ToolCallResult,
+        ADMIN,
+        "Diagnostics: call a tool on a runner (with a capability token and the runner's policy).",
     )
 )
