@@ -12,16 +12,27 @@ from types import TracebackType
 
 from tether.agents import AgentBackend, builtin
 from tether.config import Config
-from tether.gateway.auth import AdminTokenAuthenticator, ChainAuthenticator, ensure_admin_token
+from tether.gateway.auth import (
+    AdminTokenAuthenticator,
+    ChainAuthenticator,
+    RunnerAuthenticator,
+    ensure_admin_token,
+)
 from tether.gateway.dispatcher import Dispatcher
 from tether.gateway.fanout import Fanout
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.orchestrator import Orchestrator, default_node_id
+from tether.gateway.registry import RunnerRegistry
 from tether.gateway.retention import RetentionJob
+from tether.gateway.runners_api import RunnersApi
 from tether.gateway.runs_api import RunsApi
 from tether.gateway.server import GatewayServer
 from tether.gateway.system import SystemApi
+from tether.gateway.tools import ToolDispatcher
 from tether.ledger import Ledger
+from tether.security.capability import CapabilityIssuer, load_or_create_signing_key
+
+SIGNING_KEY_FILE = "gateway.key"
 
 __all__ = ["Gateway", "serve_gateway"]
 
@@ -48,6 +59,12 @@ class Gateway:
         self.runs_api = RunsApi()
         self.runs_api.install(self.dispatcher)
         self.server.on_peer_closed.append(self.runs_api.peer_closed)
+        self.registry = RunnerRegistry()
+        self.runners_api = RunnersApi(config, self.server, self.registry)
+        self.runners_api.install(self.dispatcher)
+        self.server.on_peer_closed.append(self.runners_api.peer_closed)
+        self.issuer = CapabilityIssuer(load_or_create_signing_key(self.data_dir / SIGNING_KEY_FILE))
+        self.tools: ToolDispatcher | None = None
         self.ledger: Ledger | None = None
         self.orchestrator: Orchestrator | None = None
         self.retention: RetentionJob | None = None
@@ -63,6 +80,9 @@ class Gateway:
         self.server.claim_runtime_dir()
         try:
             self.ledger = await Ledger.open(self.config.ledger, self.data_dir)
+            self.auth.sources.append(RunnerAuthenticator(self.ledger))
+            self.tools = ToolDispatcher(self.ledger, self.registry, self.issuer, self.config.limits)
+            self.runners_api.bind(self.ledger, self.tools, self.issuer.public_pem)
             node = self.config.runs.node_id or default_node_id(str(self.data_dir))
             self.orchestrator = Orchestrator(
                 self.ledger,
@@ -72,6 +92,7 @@ class Gateway:
                 self.metrics,
                 node=node,
                 on_fatal=self._fatal,
+                tools=self.tools,
             )
             self.runs_api.bind(self.ledger, self.orchestrator, self.fanout, self.metrics)
             await self.orchestrator.start()

@@ -87,6 +87,10 @@ class Limits(_Section, frozen=True):
     max_inflight_requests: Positive = 256
     request_timeout: Seconds = 30.0
     shutdown_grace: Seconds = 10.0
+    runner_grace: Seconds = 5.0
+    """How long a call waits for its runner to come back after the connection drops."""
+    max_runner_inflight: Positive = 64
+    """Tool calls in flight per runner (also capped by what the runner advertises)."""
 
 
 class GatewayConfig(_Section, frozen=True):

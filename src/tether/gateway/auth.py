@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from tether.errors import NotFound
+from tether.ledger import Ledger
+from tether.security.credentials import parse_runner_credential, verify_secret
 from tether.types import Role
 
 __all__ = [
@@ -23,6 +26,7 @@ __all__ = [
     "Authenticator",
     "ChainAuthenticator",
     "Principal",
+    "RunnerAuthenticator",
     "ensure_admin_token",
     "local_admin",
 ]
@@ -93,6 +97,26 @@ class AdminTokenAuthenticator:
         if expected and hmac.compare_digest(token.encode(), expected.encode()):
             return Principal("admin", frozenset({Role.ADMIN, Role.CLIENT}))
         return None
+
+
+class RunnerAuthenticator:
+    """Runner credentials (``ttr_<id>.<secret>``), checked against the ledger's hash."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    async def authenticate(self, token: str) -> Principal | None:
+        parsed = parse_runner_credential(token)
+        if parsed is None:
+            return None
+        runner_id, secret = parsed
+        try:
+            record = await self.ledger.runners.get(runner_id)
+        except NotFound:
+            return None
+        if record.status != "enrolled" or not verify_secret(secret, record.credential_hash):
+            return None
+        return Principal(f"runner:{record.name}", frozenset({Role.RUNNER}), runner_id=record.id)
 
 
 class ChainAuthenticator:

@@ -25,6 +25,7 @@ from tether.errors import Conflict, InvalidParams
 from tether.gateway.fanout import Fanout
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.run_task import RunTask, encode_payload
+from tether.gateway.tools import ToolDispatcher
 from tether.ledger import TERMINAL, Event, Ledger, NewEvent, Run, RunState
 from tether.types import new_id
 
@@ -52,6 +53,7 @@ class Orchestrator:
         *,
         node: str,
         on_fatal: Callable[[BaseException], None] | None = None,
+        tools: ToolDispatcher | None = None,
     ) -> None:
         self.ledger = ledger
         self.backends = dict(backends)
@@ -61,6 +63,8 @@ class Orchestrator:
         self.node = node
         self.owner = f"{node}:{new_id('inc')}"
         self.on_fatal = on_fatal
+        self.tools = tools
+        self.tool_timeout = 60.0
         self.tasks: dict[str, RunTask] = {}
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from tether.agents.contract import AgentBackend, Outcome, PastEvent
-from tether.errors import Conflict, TetherError
+from tether.errors import Conflict, RunnerOffline, TetherError
 from tether.ledger import Event, NewEvent, Run, RunState
-from tether.security.redaction import redact
+from tether.security.redaction import redact, redact_value
+from tether.types import new_id
 
 if TYPE_CHECKING:
     from tether.gateway.orchestrator import Orchestrator
@@ -64,6 +65,9 @@ class RunTask:
         self.last_progress = time.monotonic()
         self.started = time.monotonic()
         self.task: asyncio.Task[None] | None = None
+        self.calls: set[str] = set()
+        self._side: set[asyncio.Task[Any]] = set()
+        """Tool calls in flight (cancelled on the runner when the run stops)."""
 
     # ---- RunContext ----------------------------------------------------------------
 
@@ -133,6 +137,75 @@ class RunTask:
             for e in events
         ]
 
+    async def call_tool(
+        self,
+        *,
+        runner: str,
+        tool: str,
+        args: dict[str, Any],
+        workspace: str = "",
+        timeout: float | None = None,
+    ) -> Any:
+        orch = self.orch
+        if orch.tools is None:
+            raise RunnerOffline("this gateway has no tool dispatcher")
+        record = await orch.ledger.runners.find(runner)
+        live = orch.tools.registry.get(record.id)
+        if not workspace and live is not None and len(live.workspaces) == 1:
+            workspace = live.workspaces[0]
+        call_id = new_id("call")
+        await self.emit(
+            "tool.call.requested",
+            {
+                "call_id": call_id,
+                "runner": record.name,
+                "tool": tool,
+                "args": redact_value(args),
+                "workspace": workspace,
+            },
+            source="gateway",
+        )
+        outputs: set[asyncio.Task[int]] = set()
+
+        def progress(stream: str, text: str) -> None:
+            payload = {"call_id": call_id, "stream": stream, "text": redact(text)}
+            task = asyncio.get_running_loop().create_task(
+                self.emit("tool.call.output", payload, source="runner")
+            )
+            outputs.add(task)
+
+        self.calls.add(call_id)
+        try:
+            outcome = await orch.tools.execute(
+                call_id=call_id,
+                runner_id=record.id,
+                tool=tool,
+                args=args,
+                workspace=workspace,
+                timeout=timeout or orch.tool_timeout,
+                run_id=self.run_id,
+                requested_by=self.record.created_by,
+                progress=progress,
+            )
+        except TetherError as exc:
+            await asyncio.gather(*outputs, return_exceptions=True)
+            await self.emit(
+                "tool.call.failed",
+                {"call_id": call_id, "code": exc.code, "message": exc.message},
+                source="gateway",
+            )
+            raise
+        finally:
+            self.calls.discard(call_id)
+        await asyncio.gather(*outputs, return_exceptions=True)
+        result = msgspec.json.decode(outcome.result)
+        await self.emit(
+            "tool.call.succeeded",
+            {"call_id": call_id, "duration": round(outcome.duration, 6), "result": result},
+            source="gateway",
+        )
+        return result
+
     # ---- control from outside ------------------------------------------------------
 
     def steer(self, text: str) -> bool:
@@ -148,6 +221,17 @@ class RunTask:
             self.stop_reason = reason
             self.stop_detail = detail
         self._stop.set()
+        tools = self.orch.tools
+        if tools is not None and reason != "shutdown":
+            for call_id in list(self.calls):
+                self._spawn_cancel(tools, call_id)
+
+    def _spawn_cancel(self, tools: Any, call_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(
+            tools.cancel(call_id), name=f"run:{self.run_id}:cancel"
+        )
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
 
     def _fence(self, why: str) -> None:
         if not self.fenced:

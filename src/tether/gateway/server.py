@@ -14,7 +14,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,9 @@ class GatewayServer:
         self._unix: asyncio.AbstractServer | None = None
         self._seq = 0
         self._lock_fd: int | None = None
+        self._routes: list[
+            tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
+        ] = []
         self._loop = asyncio.get_running_loop()
 
     # ---- lifecycle -----------------------------------------------------------------
@@ -135,6 +138,15 @@ class GatewayServer:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(gw.tls_cert, gw.tls_key)
         return ctx
+
+    def add_route(
+        self,
+        method: str,
+        path: str,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> None:
+        """Serve an extra HTTP endpoint (add before :meth:`start`)."""
+        self._routes.append((method, path, handler))
 
     def claim_runtime_dir(self) -> None:
         """Lock the runtime dir and clear a stale socket; GatewayRunning if one is live."""
@@ -159,6 +171,8 @@ class GatewayServer:
         app.router.add_get("/ws", self._ws_handler)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
+        for method, path, handler in self._routes:
+            app.router.add_route(method, path, handler)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )

@@ -1,0 +1,227 @@
+"""The tool dispatcher: sends one tool call to one runner under a fresh capability token.
+
+Every call is recorded in the ledger (``tool_calls``: token id, decision, outcome)
+before it is sent. A runner that is not connected fails the call at once with
+``runner_offline``. If the runner's connection drops mid-call, the call waits at most
+``limits.runner_grace`` for the *same runner process* (same boot id) to come back, then
+sends the call again with ``resend``: the runner attaches to it or returns its recorded
+outcome, so the call runs once and its outcome arrives once. Otherwise it fails with
+``runner_offline`` — well before its own deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from tether.config import Limits
+from tether.errors import (
+    ConnectionClosed,
+    InvalidParams,
+    NotFound,
+    Overloaded,
+    RequestTimeout,
+    RunnerOffline,
+    TetherError,
+    ToolTimeout,
+)
+from tether.gateway.registry import LiveRunner, RunnerRegistry
+from tether.ledger import Ledger
+from tether.protocol.methods import TOOL_CANCEL, TOOL_EXECUTE
+from tether.protocol.runners import ToolCancelParams, ToolExecuteParams, ToolOutput
+from tether.security.capability import CapabilityIssuer, args_digest
+from tether.security.redaction import redact, redact_value
+from tether.types import new_id
+
+__all__ = ["CallOutcome", "Progress", "ToolDispatcher"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, str], None]
+_SLACK = 5.0
+"""Seconds the gateway waits beyond a call's own timeout (the runner enforces the timeout)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    call_id: str
+    runner_id: str
+    result: msgspec.Raw
+    duration: float
+
+
+@dataclass(slots=True)
+class _Active:
+    runner_id: str
+    boot_id: str
+    progress: Progress | None
+
+
+class ToolDispatcher:
+    """Executes tool calls on runners. See the module docstring."""
+
+    def __init__(
+        self, ledger: Ledger, registry: RunnerRegistry, issuer: CapabilityIssuer, limits: Limits
+    ) -> None:
+        self.ledger = ledger
+        self.registry = registry
+        self.issuer = issuer
+        self.limits = limits
+        self.active: dict[str, _Active] = {}
+        self._cancels: set[asyncio.Task[None]] = set()
+
+    def progress(self, runner_id: str | None, call_id: str, stream: str, text: str) -> None:
+        """Route a ``tool.progress`` notification to the call's listener (own calls only)."""
+        active = self.active.get(call_id)
+        if active is None or active.runner_id != runner_id:
+            return
+        if active.progress is not None:
+            active.progress(stream, text)
+
+    async def execute(
+        self,
+        *,
+        runner_id: str,
+        tool: str,
+        args: dict[str, Any],
+        workspace: str,
+        timeout: float,
+        run_id: str = "",
+        requested_by: str | None = None,
+        decision: str = "allow",
+        progress: Progress | None = None,
+        call_id: str | None = None,
+    ) -> CallOutcome:
+        live = self._check(runner_id, tool, workspace)
+        call_id = call_id or new_id("call")
+        token, cap = self.issuer.mint(
+            runner_id=runner_id,
+            call_id=call_id,
+            tool=tool,
+            args=args,
+            workspace=workspace,
+            run_id=run_id,
+            ttl=int(max(30, min(timeout, 300))),
+        )
+        await self.ledger.tool_calls.create(
+            call_id=call_id,
+            run_id=run_id or None,
+            runner_id=runner_id,
+            tool=tool,
+            args=msgspec.json.encode(redact_value(args)).decode(),
+            args_sha256=args_digest(args),
+            workspace=workspace,
+            decision=decision,
+            token_id=cap.token_id,
+            requested_by=requested_by,
+        )
+        params = ToolExecuteParams(
+            call_id=call_id,
+            tool=tool,
+            args=args,
+            workspace=workspace,
+            token=token,
+            timeout=timeout,
+            run_id=run_id,
+        )
+        self.active[call_id] = _Active(runner_id, live.boot_id, progress)
+        live.inflight += 1
+        start = time.monotonic()
+        try:
+            output = await self._send(live, params, deadline=start + timeout + _SLACK)
+        except TetherError as exc:
+            state = {"tool_timeout": "timeout", "timeout": "timeout"}.get(exc.code, "failed")
+            await self.ledger.tool_calls.finish(
+                call_id, state=state, error_code=exc.code, error=redact(exc.message)
+            )
+            raise
+        finally:
+            self.active.pop(call_id, None)
+            current = self.registry.get(runner_id)
+            if current is not None and current.boot_id == live.boot_id:
+                current.inflight = max(0, current.inflight - 1)
+        await self.ledger.tool_calls.finish(
+            call_id, state="succeeded", result=redact(bytes(output.result).decode())
+        )
+        return CallOutcome(call_id, runner_id, output.result, output.duration)
+
+    def _check(self, runner_id: str, tool: str, workspace: str) -> LiveRunner:
+        live = self.registry.get(runner_id)
+        if live is None:
+            raise RunnerOffline(
+                f"runner {runner_id} is not connected", data={"runner_id": runner_id}
+            )
+        if tool not in live.tools:
+            raise NotFound(
+                f"runner {live.name} does not offer the tool {tool!r}", data={"tool": tool}
+            )
+        if workspace not in live.workspaces:
+            known = ", ".join(live.workspaces) or "none"
+            raise InvalidParams(
+                f"runner {live.name} has no workspace {workspace!r} (it has: {known})",
+                data={"field": "params.workspace"},
+            )
+        if live.inflight >= live.max_concurrency:
+            raise Overloaded(
+                f"runner {live.name} already runs {live.inflight} calls (its limit)",
+                data={"runner_id": runner_id},
+            )
+        return live
+
+    async def _send(
+        self, live: LiveRunner, params: ToolExecuteParams, *, deadline: float
+    ) -> ToolOutput:
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return await live.peer.conn.call(TOOL_EXECUTE, params, timeout=max(0.1, remaining))
+            except RequestTimeout as exc:
+                self._cancel_on(live, params.call_id)
+                raise ToolTimeout(
+                    f"{params.tool} did not finish in time", data={"call_id": params.call_id}
+                ) from exc
+            except ConnectionClosed:
+                grace = min(self.limits.runner_grace, max(0.0, deadline - time.monotonic()))
+                back = await self.registry.wait_back(live.runner_id, grace, gone=live.peer)
+                if back is None:
+                    raise RunnerOffline(
+                        f"runner {live.name} went away during the call",
+                        data={"runner_id": live.runner_id, "call_id": params.call_id},
+                    ) from None
+                if back.boot_id != live.boot_id:
+                    raise RunnerOffline(
+                        f"runner {live.name} restarted during the call; its outcome is unknown",
+                        data={"runner_id": live.runner_id, "call_id": params.call_id},
+                    ) from None
+                log.info(
+                    "re-sending a call after the runner reconnected",
+                    extra={"call_id": params.call_id},
+                )
+                live = back  # its in-flight count carried over at registration
+                params = msgspec.structs.replace(params, resend=True)
+
+    async def cancel(self, call_id: str) -> bool:
+        """Ask the runner to stop a call (it kills the process group); False if not active."""
+        active = self.active.get(call_id)
+        live = self.registry.get(active.runner_id) if active is not None else None
+        if live is None:
+            return False
+        self._cancel_on(live, call_id)
+        return True
+
+    def _cancel_on(self, live: LiveRunner, call_id: str) -> None:
+        async def send() -> None:
+            try:
+                await live.peer.conn.call(TOOL_CANCEL, ToolCancelParams(call_id=call_id), timeout=5)
+            except TetherError as exc:
+                log.info("cancel not delivered", extra={"call_id": call_id, "error": exc.message})
+
+        task = asyncio.get_running_loop().create_task(send(), name=f"tool:{call_id}:cancel")
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
