@@ -79,6 +79,21 @@ class RunContext(Protocol):
         """Every event of this run so far, oldest first."""
         ...
 
+    async def call_tool(
+        self,
+        *,
+        runner: str,
+        tool: str,
+        args: dict[str, Any],
+        workspace: str = "",
+        timeout: float | None = None,
+    ) -> Any:
+        """Run a tool on a runner (by name or id) and return its JSON result.
+
+        The call, its output and its outcome are recorded as run events; failures raise
+        the matching :class:`~tether.errors.TetherError`."""
+        ...
+
 
 class AgentBackend(Protocol):
     name: str

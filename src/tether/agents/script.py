@@ -11,6 +11,8 @@ without a model. One command per line:
     fail REASON         end as failed with REASON
     crash               raise an exception (ends as failed/agent_error)
     hang                ignore cancellation and never return (tests escalation)
+    tool RUNNER TOOL JSON [WORKSPACE]
+                        call a tool on a runner; its JSON result becomes the output
 
 ``script`` declares ``resume`` and ``steering``: after a restart it skips the lines it
 had finished (each is recorded as an ``agent.step`` event). ``script-once`` is the same
@@ -21,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shlex
 
 from tether.agents.contract import Capabilities, Outcome, RunContext
+from tether.errors import TetherError
 
 __all__ = ["ScriptAgent"]
 
@@ -70,6 +74,29 @@ class ScriptAgent:
                 return Outcome(
                     state="failed", reason=args[0] if args else "script_failed", output=output
                 )
+            elif verb == "tool":
+                if len(args) < 3:
+                    return Outcome(
+                        state="failed",
+                        reason="bad_script",
+                        output="tool RUNNER TOOL JSON [WORKSPACE]",
+                    )
+                try:
+                    tool_args = json.loads(args[2])
+                except ValueError as exc:
+                    return Outcome(
+                        state="failed", reason="bad_script", output=f"line {index + 1}: {exc}"
+                    )
+                try:
+                    result = await ctx.call_tool(
+                        runner=args[0],
+                        tool=args[1],
+                        args=tool_args,
+                        workspace=args[3] if len(args) > 3 else "",
+                    )
+                except TetherError as exc:
+                    return Outcome(state="failed", reason=exc.code, output=exc.message)
+                output = json.dumps(result, ensure_ascii=False)
             elif verb == "crash":
                 raise RuntimeError("the script asked to crash")
             elif verb == "hang":
