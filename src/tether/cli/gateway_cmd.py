@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -35,7 +34,7 @@ InsecureOpt = Annotated[
 ]
 
 
-def _load(
+def load_gateway_config(
     listen: str | None, tls_cert: str | None, tls_key: str | None, insecure: bool | None
 ) -> Config:
     from tether.config import is_loopback_host, parse_listen
@@ -62,7 +61,7 @@ def _load(
     return config
 
 
-def _ready_line(gateway: Gateway) -> None:
+def ready_line(gateway: Gateway) -> None:
     cli = context.current()
     server = gateway.server
     info = {
@@ -89,31 +88,14 @@ def gateway(
     Serves WebSocket JSON-RPC at /ws, /healthz and /metrics over HTTP, and a Unix socket
     for local commands. Writes <runtime dir>/gateway.json while it runs.
     """
-    config = _load(listen, tls_cert, tls_key, insecure)
+    config = load_gateway_config(listen, tls_cert, tls_key, insecure)
     from tether.app import serve_gateway
 
-    context.run_async(serve_gateway(config, on_ready=_ready_line))
-
-
-def up(
-    listen: ListenOpt = None,
-) -> None:
-    """Start everything on this machine for a first run (the gateway on SQLite, in the foreground).
-
-    Prints the URL and where the admin token is. Stop it with Ctrl-C.
-    """
-    config = _load(listen, None, None, None)
-    from tether.app import serve_gateway
-
-    def ready(gateway: Gateway) -> None:
-        _ready_line(gateway)
-        if not context.current().json:
-            sys.stdout.write("Press Ctrl-C to stop.\n")
-            sys.stdout.flush()
-
-    context.run_async(serve_gateway(config, on_ready=ready))
+    context.run_async(serve_gateway(config, on_ready=ready_line))
 
 
 def register(app: typer.Typer) -> None:
     app.command(name="gateway")(gateway)
+    from tether.cli.up_cmd import up
+
     app.command(name="up")(up)

@@ -90,12 +90,23 @@ def version() -> None:
 
 
 def _register() -> None:
-    from tether.cli import config_cmd, db_cmd, gateway_cmd, ping_cmd, runs_cmd
+    from tether.cli import (
+        config_cmd,
+        db_cmd,
+        gateway_cmd,
+        ping_cmd,
+        runner_cmd,
+        runners_cmd,
+        runs_cmd,
+    )
 
     gateway_cmd.register(app)
     ping_cmd.register(app)
     app.add_typer(runs_cmd.runs_app, name="runs")
     app.add_typer(runs_cmd.sessions_app, name="sessions")
+    app.add_typer(runner_cmd.app, name="runner")
+    app.add_typer(runners_cmd.runners_app, name="runners")
+    app.add_typer(runners_cmd.tools_app, name="tools")
     app.add_typer(db_cmd.app, name="db")
     app.add_typer(config_cmd.app, name="config")
 

@@ -1,0 +1,168 @@
+"""``tether runner`` (the daemon on a user's machine) and ``tether runner enroll``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tether.cli import context
+from tether.errors import ConfigError
+
+__all__ = ["app", "parse_workspaces"]
+
+app = typer.Typer(invoke_without_command=True)
+
+WorkspaceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--workspace",
+        "-w",
+        help="A workspace as NAME=PATH (repeatable). Adds to [runner.workspaces] in the config.",
+        show_default=False,
+    ),
+]
+InsecureOpt = Annotated[
+    bool, typer.Option("--insecure", help="Allow plain ws:// or http:// to a non-loopback gateway.")
+]
+
+
+def parse_workspaces(items: list[str] | None) -> dict[str, str]:
+    """``NAME=PATH`` items -> {name: absolute path}; a clear error for anything else."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--workspace takes NAME=PATH, got {item!r}")
+        out[name] = str(Path(path).expanduser().absolute())
+    return out
+
+
+def _workspaces(
+    configured: dict[str, str], enrolled: dict[str, str], flags: dict[str, str]
+) -> dict[str, Path]:
+    merged = {**enrolled, **configured, **flags}
+    roots: dict[str, Path] = {}
+    for name, raw in merged.items():
+        path = Path(raw).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"workspace {name!r}: {path} is not a directory")
+        roots[name] = path.resolve()
+    return roots
+
+
+@app.callback()
+def runner(
+    ctx: typer.Context,
+    workspace: WorkspaceOpt = None,
+    insecure: InsecureOpt = False,
+) -> None:
+    """Run the daemon in the foreground (after `tether runner enroll`); SIGTERM stops it cleanly.
+
+    Workspaces come from [runner.workspaces] in the config file, from --workspace given at
+    enrolment, and from --workspace here. Denied paths, timeouts, the output cap and the
+    sandbox are local policy in [runner]; the gateway cannot widen them.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    cli = context.current()
+    config = cli.config()
+    from tether.runner.daemon import RunnerDaemon
+    from tether.runner.executor import CallExecutor
+    from tether.runner.identity import load_identity
+    from tether.runner.sandbox import detect
+    from tether.security.capability import CapabilityVerifier
+
+    identity = load_identity(config.config_path)
+    roots = _workspaces(config.runner.workspaces, identity.workspaces, parse_workspaces(workspace))
+    if not roots:
+        raise ConfigError("no workspaces: give --workspace NAME=PATH or set [runner.workspaces]")
+    sandbox = detect(config.runner.sandbox)
+    verifier = CapabilityVerifier(identity.gateway_public_key, identity.runner_id)
+
+    async def go() -> int:
+        executor = CallExecutor(
+            config=config.runner, workspaces=roots, verifier=verifier, sandbox=sandbox
+        )
+        daemon = RunnerDaemon(
+            identity,
+            executor,
+            heartbeat_interval=config.runner.heartbeat_interval,
+            shutdown_grace=config.runner.shutdown_grace,
+            reconnect_max_delay=config.runner.reconnect_max_delay,
+            insecure=insecure or config.gateway.insecure,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.stop.set)
+        ready = asyncio.create_task(daemon.registered.wait(), name="runner:ready")
+        ready.add_done_callback(
+            lambda _t: _announce(identity.name, identity.gateway_url, roots, sandbox.reason)
+        )
+        try:
+            return await daemon.run()
+        finally:
+            ready.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+
+    code = context.run_async(go())
+    if code:
+        raise typer.Exit(code)
+
+
+def _announce(name: str, url: str, roots: dict[str, Path], sandbox: str) -> None:
+    cli = context.current()
+    data = {
+        "runner": name,
+        "gateway": url,
+        "workspaces": {k: str(v) for k, v in roots.items()},
+        "sandbox": sandbox,
+    }
+    spaces = ", ".join(f"{k}={v}" for k, v in roots.items())
+    cli.emit(
+        data, f"runner {name} connected to {url}\n  workspaces {spaces}\n  sandbox    {sandbox}"
+    )
+    sys.stdout.flush()
+
+
+@app.command("enroll")
+def enroll(
+    gateway: Annotated[
+        str, typer.Option("--gateway", help="The gateway URL printed by `tether runners add`.")
+    ],
+    code: Annotated[str, typer.Option("--code", help="The one-time enrolment code.")],
+    workspace: WorkspaceOpt = None,
+    insecure: InsecureOpt = False,
+) -> None:
+    """Enrol this machine: trade the one-time code for a credential (stored 0600 in the config dir)."""
+    from tether import __version__
+    from tether.runner.enroll import enroll as do_enroll
+
+    cli = context.current()
+    config = cli.config()
+    spaces = parse_workspaces(workspace)
+    for name, where in spaces.items():
+        if not Path(where).is_dir():
+            raise ConfigError(f"workspace {name!r}: {where} is not a directory")
+    identity, path = context.run_async(
+        do_enroll(
+            gateway,
+            code,
+            config.config_path,
+            workspaces=spaces,
+            insecure=insecure,
+            version=__version__,
+        )
+    )
+    cli.emit(
+        {"runner_id": identity.runner_id, "name": identity.name, "identity_file": str(path)},
+        f"enrolled as runner {identity.name} ({identity.runner_id})\ncredential saved to {path}\n"
+        "start it with: tether runner",
+    )
