@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.process import GatewayProcess, short_tempdir
+from tests.support.process import GatewayProcess, RunnerProcess, short_tempdir
 
 SCALE = float(os.environ.get("TETHER_TEST_SCALE", "1"))
 
@@ -104,3 +104,33 @@ def make_gateway(home: Path, database_url: str | None) -> Iterator[Callable[...,
     finally:
         for proc in started:
             proc.stop()
+
+
+@pytest.fixture
+def make_runner(home: Path) -> Iterator[Callable[..., RunnerProcess]]:
+    """Enrol (through the CLI) and start `tether runner` processes; stopped afterwards."""
+    started: list[RunnerProcess] = []
+
+    def make(
+        gateway: GatewayProcess,
+        name: str = "box",
+        workspaces: dict[str, Path] | None = None,
+        env: dict[str, str] | None = None,
+        start: bool = True,
+    ) -> RunnerProcess:
+        if workspaces is None:
+            ws = home / f"ws-{name}"
+            ws.mkdir(exist_ok=True)
+            workspaces = {"app": ws}
+        runner = RunnerProcess(home, name, env=env)
+        runner.enroll(gateway, workspaces)
+        if start:
+            runner.start()
+        started.append(runner)
+        return runner
+
+    try:
+        yield make
+    finally:
+        for runner in started:
+            runner.stop()

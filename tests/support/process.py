@@ -154,3 +154,114 @@ class GatewayProcess:
             self.proc.stdout.close()
         if hasattr(self, "_stderr"):
             self._stderr.close()
+
+
+class RunnerProcess:
+    """A `tether runner` subprocess with its own config dir (its identity lives there)."""
+
+    def __init__(
+        self,
+        home: Path,
+        name: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
+        self.home = home
+        self.name = name
+        self.config_dir = home / f"runner-{name}"
+        self.env = tether_env(home, {"TETHER_CONFIG_DIR": str(self.config_dir), **(env or {})})
+        self.args = args
+        self.proc: subprocess.Popen[str] | None = None
+        self.info: dict[str, Any] = {}
+        self.stderr_path = home / f"runner-{name}-{time.monotonic_ns()}.err"
+
+    def enroll(
+        self, gateway: GatewayProcess, workspaces: Mapping[str, Path], *, rotate: bool = False
+    ) -> None:
+        add = ["--json", "runners", "add", self.name] + (["--rotate"] if rotate else [])
+        added = run_cli(gateway.home, *add)
+        assert added.returncode == 0, added.stderr
+        code = json.loads(added.stdout)["code"]
+        spaces = [f"--workspace={k}={v}" for k, v in workspaces.items()]
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tether",
+                "runner",
+                "enroll",
+                "--gateway",
+                gateway.url,
+                "--code",
+                code,
+                *spaces,
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30 * SCALE,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+
+    def start(self, timeout: float = 20.0, *, wait: bool = True) -> None:
+        self._stderr = self.stderr_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tether", "--json", "runner", *self.args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            start_new_session=True,
+        )
+        if not wait:
+            return
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout * SCALE
+        line = ""
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line or self.proc.poll() is not None:
+                break
+        if not line:
+            self.proc.kill()
+            raise RuntimeError(f"runner did not connect:\n{self.stderr()}")
+        self.info = json.loads(line)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stderr(self) -> str:
+        try:
+            return self.stderr_path.read_text()
+        except OSError:
+            return ""
+
+    def wait(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout * SCALE)
+
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout * SCALE)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.terminate()
+            if self.proc.poll() is None:
+                self.kill()
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if hasattr(self, "_stderr"):
+            self._stderr.close()

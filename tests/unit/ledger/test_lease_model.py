@@ -135,7 +135,9 @@ class LeaseMachine(RuleBasedStateMachine):
         epoch = m.epoch - 1 if stale else m.epoch
         active = (RunState.RUNNING, RunState.WAITING)
         busy = any(
-            x.session == m.session and x.state in active for rid, x in self.runs.items() if rid != run_id
+            x.session == m.session and x.state in active
+            for rid, x in self.runs.items()
+            if rid != run_id
         )
         ok = to in TRANSITIONS[m.state] and epoch == m.epoch and not (to in active and busy)
         try:

@@ -183,5 +183,7 @@ async def test_transition_conflicts_are_clear(ledger: Ledger) -> None:
     with pytest.raises(Conflict, match="already has an active run"):
         await ledger.runs.transition(second, epoch=0, to=RunState.RUNNING)
     with pytest.raises(Conflict, match="already has an event at seq 1"):
-        await ledger.runs.transition(first, epoch=1, to=RunState.WAITING, event=ev("run.waiting", 1))
+        await ledger.runs.transition(
+            first, epoch=1, to=RunState.WAITING, event=ev("run.waiting", 1)
+        )
     assert (await ledger.runs.get(first)).state == RunState.RUNNING  # nothing half-done

@@ -1,0 +1,348 @@
+"""A real gateway and real `tether runner` processes: enrolment, every tool, cancel, drops."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import unit
+from tests.support import runs as r
+from tests.support.process import GatewayProcess, RunnerProcess, run_cli
+from tests.support.proxy import Proxy
+from tether.errors import (
+    Forbidden,
+    InvalidParams,
+    PolicyDenied,
+    RunnerOffline,
+    ToolFailed,
+    ToolTimeout,
+    Unauthorized,
+)
+from tether.protocol.methods import GATEWAY_INFO, RUN_CREATE, RUNNER_ADD, RUNNER_LIST, TOOL_CALL
+from tether.protocol.runners import RunnerAddParams, ToolCallParams
+from tether.protocol.runs import RunCreateParams
+from tether.protocol.system import Empty
+from tether.transport.client import RpcClient, connect_ipc, connect_ws
+
+MakeGateway = Callable[..., GatewayProcess]
+MakeRunner = Callable[..., RunnerProcess]
+
+
+async def call(
+    c: RpcClient, tool: str, timeout: float | None = None, runner: str = "box", **args: Any
+) -> Any:
+    out = await c.call(
+        TOOL_CALL, ToolCallParams(runner=runner, tool=tool, args=args, timeout=timeout), timeout=60
+    )
+    return json.loads(bytes(out.result))
+
+
+async def test_enrol_register_list(make_gateway: MakeGateway, make_runner: MakeRunner) -> None:
+    gw = make_gateway()
+    runner = make_runner(gw)
+    assert runner.info["runner"] == "box"
+    async with await connect_ipc(gw.socket) as c:
+        listing = await c.call(RUNNER_LIST, Empty())
+    (info,) = listing.runners
+    assert (info.name, info.status, info.online, info.workspaces) == (
+        "box",
+        "enrolled",
+        True,
+        ["app"],
+    )
+    assert set(info.tools) == {
+        "read_file",
+        "write_file",
+        "edit_file",
+        "list_dir",
+        "glob",
+        "grep",
+        "shell",
+    }
+    assert info.version
+    ident = runner.config_dir / "runner.json"
+    assert ident.stat().st_mode & 0o777 == 0o600
+    text = run_cli(gw.home, "runners", "list").stdout
+    assert "box" in text
+    assert "online" in text
+
+
+async def test_every_tool_through_the_full_path(
+    make_gateway: MakeGateway, make_runner: MakeRunner, home: Path
+) -> None:
+    gw = make_gateway()
+    make_runner(gw)
+    ws = home / "ws-box"
+    async with await connect_ipc(gw.socket) as c:
+        w = await call(c, "write_file", path="src/a.py", content="x = 1\ny = 2\n")
+        assert w["created"] is True
+        assert (ws / "src/a.py").read_text() == "x = 1\ny = 2\n"
+        rd = await call(c, "read_file", path="src/a.py", offset=1, limit=1)
+        assert (rd["content"], rd["total_lines"]) == ("y = 2\n", 2)
+        await call(c, "edit_file", path="src/a.py", old="y = 2", new="y = 3")
+        assert "y = 3" in (ws / "src/a.py").read_text()
+        with pytest.raises(ToolFailed) as info:
+            await call(c, "edit_file", path="src/a.py", old="nothing", new="x")
+        assert info.value.data["reason"] == "no_match"
+        listing = await call(c, "list_dir", path="src")
+        assert [e["name"] for e in listing["entries"]] == ["a.py"]
+        found = await call(c, "glob", pattern="**/*.py")
+        assert found["paths"] == ["src/a.py"]
+        hits = await call(c, "grep", pattern="y = 3")
+        assert [(m["path"], m["line"]) for m in hits["matches"]] == [("src/a.py", 2)]
+        sh = await call(c, "shell", command="echo $((6*7)); pwd")
+        assert sh["exit_code"] == 0
+        assert sh["output"].split() == ["42", str(ws)]
+        failing = await call(c, "shell", command="exit 3")
+        assert failing["exit_code"] == 3
+        with pytest.raises(InvalidParams):
+            await call(c, "read_file", nope=1)
+    calls = [line for line in gw.stderr().splitlines() if "tool.call" in line]
+    assert calls  # every call went through the access log
+
+
+async def test_timeout_output_cap_and_sandbox(
+    make_gateway: MakeGateway, make_runner: MakeRunner, home: Path
+) -> None:
+    gw = make_gateway()
+    make_runner(gw, env={"TETHER_RUNNER__OUTPUT_CAP_BYTES": "1000"})
+    outside = Path("/var/tmp") / f"tether-test-{os.getpid()}-{time.time_ns()}"
+    async with await connect_ipc(gw.socket) as c:
+        start = time.monotonic()
+        with pytest.raises(ToolTimeout):
+            await call(c, "shell", command="sleep 30", timeout=1)
+        assert time.monotonic() - start < unit(10)
+        big = await call(c, "shell", command="head -c 100000 /dev/zero | tr '\\0' x")
+        assert big["truncated"] is True
+        assert "output truncated" in big["output"]
+        assert len(big["output"]) < 2000
+        sandboxed = await call(c, "shell", command=f"touch {outside}; echo done")
+        if sandboxed["sandboxed"]:
+            assert not outside.exists()
+            assert "Read-only file system" in sandboxed["output"]
+            scratch = await call(c, "shell", command="touch /tmp/scratch && echo ok")
+            assert scratch["output"].strip() == "ok"  # a private /tmp inside the sandbox
+        else:
+            outside.unlink(missing_ok=True)
+            pytest.skip("bubblewrap is not installed here")
+
+
+async def test_policy_denials_come_from_the_runner(
+    make_gateway: MakeGateway, make_runner: MakeRunner, home: Path
+) -> None:
+    gw = make_gateway()
+    ws = home / "ws-box"
+    ws.mkdir()
+    (ws / ".ssh").mkdir()
+    (ws / ".ssh" / "id").write_text("secret")
+    secret = home / "secret.txt"
+    secret.write_text("top secret")
+    (ws / "link").symlink_to(secret)
+    make_runner(gw, workspaces={"app": ws}, env={"TETHER_RUNNER__DENIED_PATHS": f"{ws / '.ssh'}"})
+    async with await connect_ipc(gw.socket) as c:
+        for path in ("../secret.txt", "link", str(secret), ".ssh/id"):
+            with pytest.raises(PolicyDenied) as info:
+                await call(c, "read_file", path=path)
+            assert info.value.data["reason"] in ("outside_workspace", "denied_path"), path
+        with pytest.raises(PolicyDenied):
+            await call(c, "write_file", path="../escape.txt", content="x")
+        assert not (home / "escape.txt").exists()
+
+
+async def test_cancel_kills_the_process_group(
+    make_gateway: MakeGateway, make_runner: MakeRunner
+) -> None:
+    gw = make_gateway()
+    make_runner(gw)
+    marker = f"{time.time_ns() % 100000 + 1000}.5"
+    async with await connect_ipc(gw.socket) as c:
+        script = f'tool box shell \'{{"command": "sleep {marker} & sleep {marker}; wait"}}\''
+        created = await c.call(RUN_CREATE, RunCreateParams(input=script))
+        for _ in range(100):
+            if _sleepers(marker):
+                break
+            await asyncio.sleep(0.05)
+        assert _sleepers(marker), "the command did not start"
+        from tether.protocol.methods import RUN_CANCEL
+        from tether.protocol.runs import RunCancelParams
+
+        await c.call(RUN_CANCEL, RunCancelParams(run_id=created.run.id))
+        done = await r.wait_state(c, created.run.id, timeout=15)
+        assert done.state == "cancelled"
+        for _ in range(100):
+            if not _sleepers(marker):
+                break
+            await asyncio.sleep(0.05)
+        assert _sleepers(marker) == [], "orphans left behind"
+        kinds = await r.kinds(c, created.run.id)
+        assert "tool.call.requested" in kinds
+
+
+def _sleepers(marker: str) -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if cmd[:2] == [b"sleep", marker.encode()] and state != "Z":
+            found.append(int(pid))
+    return found
+
+
+async def test_kill9_runner_mid_call_fails_promptly(
+    make_gateway: MakeGateway, make_runner: MakeRunner
+) -> None:
+    gw = make_gateway(TETHER_LIMITS__RUNNER_GRACE="1")
+    runner = make_runner(gw)
+    async with await connect_ipc(gw.socket) as c:
+        task = asyncio.create_task(call(c, "shell", command="sleep 60", timeout=120))
+        await asyncio.sleep(1.0)
+        start = time.monotonic()
+        runner.kill()
+        with pytest.raises(RunnerOffline):
+            await task
+        assert time.monotonic() - start < unit(10)  # the deadline was 120 s
+        with pytest.raises(RunnerOffline):
+            await call(c, "shell", command="true")  # offline: refused at once
+
+
+async def test_reconnect_within_grace_delivers_the_outcome_once(
+    make_gateway: MakeGateway, home: Path
+) -> None:
+    gw = make_gateway(TETHER_LIMITS__RUNNER_GRACE="20")
+    proxy = Proxy(int(gw.url.rsplit(":", 1)[1]))
+    await proxy.start()
+    try:
+        ws = home / "ws"
+        ws.mkdir()
+        runner = RunnerProcess(home, "box", env={"TETHER_RUNNER__RECONNECT_MAX_DELAY": "1"})
+        added = json.loads(run_cli(gw.home, "--json", "runners", "add", "box").stdout)
+        # the proxy runs on this event loop: block in threads, not on the loop
+        enrol = await asyncio.to_thread(
+            run_cli,
+            home,
+            "runner",
+            "enroll",
+            "--gateway",
+            proxy.url,
+            "--code",
+            added["code"],
+            f"--workspace=app={ws}",
+            env={"TETHER_CONFIG_DIR": str(runner.config_dir)},
+        )
+        assert enrol.returncode == 0, enrol.stderr
+        await asyncio.to_thread(runner.start)
+        async with await connect_ipc(gw.socket) as c:
+            task = asyncio.create_task(
+                call(
+                    c, "shell", command="echo ran >> count.txt; sleep 2; echo finished", timeout=60
+                )
+            )
+            await asyncio.sleep(0.8)
+            assert proxy.cut() > 0  # the network drops mid-call
+            result = await asyncio.wait_for(task, unit(30))
+        assert result["output"].strip() == "finished"
+        assert (ws / "count.txt").read_text() == "ran\n"  # executed exactly once
+        assert proxy.connections >= 2
+        assert "re-sending a call" in gw.stderr()
+        await asyncio.to_thread(runner.stop)
+    finally:
+        await proxy.aclose()
+
+
+async def test_revoked_runner_is_cut_off(
+    make_gateway: MakeGateway, make_runner: MakeRunner
+) -> None:
+    gw = make_gateway()
+    runner = make_runner(gw)
+    identity = json.loads((runner.config_dir / "runner.json").read_text())
+    revoke = run_cli(gw.home, "runners", "revoke", "box")
+    assert revoke.returncode == 0, revoke.stderr
+    assert runner.wait(timeout=20) == 3  # disconnected at once, then refused: it stops
+    assert "rejected this runner's credential" in runner.stderr()
+    with pytest.raises(Unauthorized):
+        await connect_ws(gw.url, token=identity["credential"], role="runner")
+    async with await connect_ipc(gw.socket) as c:
+        (info,) = (await c.call(RUNNER_LIST, Empty())).runners
+        assert (info.status, info.online) == ("revoked", False)
+
+
+async def test_enrolment_codes_work_once_and_expire(make_gateway: MakeGateway, home: Path) -> None:
+    gw = make_gateway()
+    async with await connect_ipc(gw.socket) as c:
+        added = await c.call(RUNNER_ADD, RunnerAddParams(name="once"))
+        short = await c.call(RUNNER_ADD, RunnerAddParams(name="short", code_ttl=1))
+
+    def enrol(code: str, name: str) -> Any:
+        return run_cli(
+            home,
+            "runner",
+            "enroll",
+            "--gateway",
+            gw.url,
+            "--code",
+            code,
+            env={"TETHER_CONFIG_DIR": str(home / f"cfg-{name}")},
+        )
+
+    assert enrol(added.code, "a").returncode == 0
+    reused = enrol(added.code, "b")
+    assert reused.returncode == 1
+    assert "unknown, already used or expired" in reused.stderr
+    await asyncio.sleep(1.5)
+    expired = enrol(short.code, "c")
+    assert expired.returncode == 1
+    assert "expired" in expired.stderr
+    garbage = enrol("AAAA-BBBB-CCCC-DDDD", "d")
+    assert garbage.returncode == 1
+
+
+async def test_runner_role_cannot_call_gateway_methods(
+    make_gateway: MakeGateway, make_runner: MakeRunner
+) -> None:
+    gw = make_gateway()
+    runner = make_runner(gw, start=False)
+    credential = json.loads((runner.config_dir / "runner.json").read_text())["credential"]
+    async with await connect_ws(gw.url, token=credential, role="runner") as rc:
+        for method, params in (
+            (GATEWAY_INFO, Empty()),
+            (RUN_CREATE, RunCreateParams(input="say x")),
+            (RUNNER_ADD, RunnerAddParams(name="evil")),
+            (TOOL_CALL, ToolCallParams(runner="box", tool="shell", args={"command": "id"})),
+        ):
+            with pytest.raises(Forbidden):
+                await rc.call(method, params)
+    with pytest.raises(Forbidden):
+        await connect_ws(
+            gw.url, token=credential, role="admin"
+        )  # a runner credential is only a runner
+
+
+def test_cli_tools_call_and_runners_add(make_gateway: MakeGateway, make_runner: MakeRunner) -> None:
+    gw = make_gateway()
+    make_runner(gw)
+    out = run_cli(gw.home, "tools", "call", "box", "shell", "--args", '{"command": "echo hello"}')
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("hello")
+    assert "[exit 0" in out.stdout
+    bad = run_cli(gw.home, "tools", "call", "box", "shell", "--args", "not json")
+    assert bad.returncode == 2
+    missing = run_cli(gw.home, "tools", "call", "nobody", "shell")
+    assert missing.returncode == 1
+    assert "no runner named" in missing.stderr
+    dup = run_cli(gw.home, "runners", "add", "box")
+    assert dup.returncode == 1
+    assert "--rotate" in dup.stderr
+    bad_name = run_cli(gw.home, "runners", "add", "no spaces")
+    assert bad_name.returncode == 2
