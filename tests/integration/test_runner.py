@@ -65,6 +65,7 @@ async def test_enrol_register_list(make_gateway: MakeGateway, make_runner: MakeR
         "glob",
         "grep",
         "shell",
+        "noop",
     }
     assert info.version
     ident = runner.config_dir / "runner.json"
@@ -100,6 +101,7 @@ async def test_every_tool_through_the_full_path(
         sh = await call(c, "shell", command="echo $((6*7)); pwd")
         assert sh["exit_code"] == 0
         assert sh["output"].split() == ["42", str(ws)]
+        assert await call(c, "noop", echo="hi") == {"ok": True, "echo": "hi"}
         failing = await call(c, "shell", command="exit 3")
         assert failing["exit_code"] == 3
         with pytest.raises(InvalidParams):

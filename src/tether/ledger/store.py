@@ -47,7 +47,7 @@ class Ledger:
         self.events = EventStore(db, self.writer, inline_payload_bytes=config.inline_payload_bytes)
         self.sessions = SessionStore(db)
         self.runners = RunnerStore(db)
-        self.tool_calls = ToolCallStore(db)
+        self.tool_calls = ToolCallStore(db, self.writer)
 
     @classmethod
     async def open(cls, config: LedgerConfig, data_dir: Path, *, migrate: bool = True) -> Ledger:

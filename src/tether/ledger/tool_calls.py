@@ -6,12 +6,13 @@ import time
 from typing import Any
 
 import msgspec
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 
 from tether.errors import NotFound
 from tether.ledger.engine import Database
 from tether.ledger.records import from_row
 from tether.ledger.schema import tool_calls
+from tether.ledger.writer import EventWriter, Op
 
 __all__ = ["ToolCallRecord", "ToolCallStore"]
 
@@ -37,8 +38,11 @@ class ToolCallRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ToolCallStore:
-    def __init__(self, db: Database) -> None:
+    """Tool-call records ride the event writer's group commits (they are frequent and small)."""
+
+    def __init__(self, db: Database, writer: EventWriter) -> None:
         self.db = db
+        self.writer = writer
 
     async def create(
         self,
@@ -55,26 +59,28 @@ class ToolCallStore:
         requested_by: str | None,
         now: float | None = None,
     ) -> None:
-        """Record a call as ``dispatched`` before it is sent."""
+        """Record a call as ``dispatched``; returns once committed (before it is sent)."""
         now = time.time() if now is None else now
-        async with self.db.engine.begin() as conn:
-            await conn.execute(
-                insert(tool_calls).values(
-                    id=call_id,
-                    run_id=run_id or None,
-                    runner_id=runner_id,
-                    tool=tool,
-                    args=args,
-                    args_sha256=args_sha256,
-                    workspace=workspace,
-                    state="dispatched",
-                    decision=decision,
-                    token_id=token_id,
-                    requested_by=requested_by,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+        params: dict[str, Any] = {
+            "id": call_id,
+            "run_id": run_id or None,
+            "runner_id": runner_id,
+            "tool": tool,
+            "args": args,
+            "args_sha256": args_sha256,
+            "workspace": workspace,
+            "state": "dispatched",
+            "decision": decision,
+            "token_id": token_id,
+            "result": None,
+            "error_code": None,
+            "error": None,
+            "requested_by": requested_by,
+            "created_at": now,
+            "updated_at": now,
+            "finished_at": None,
+        }
+        await self.writer.apply([Op("tool_call.insert", params)])
 
     async def finish(
         self,
@@ -88,17 +94,16 @@ class ToolCallStore:
     ) -> None:
         """Record the outcome (``succeeded``, ``failed``, ``timeout``, ``cancelled``) once."""
         now = time.time() if now is None else now
-        values: dict[str, Any] = {"state": state, "updated_at": now, "finished_at": now}
-        if result is not None:
-            values["result"] = result
-        if error_code is not None:
-            values["error_code"] = error_code
-            values["error"] = error
-        stmt = update(tool_calls).where(
-            tool_calls.c.id == call_id, tool_calls.c.finished_at.is_(None)
-        )
-        async with self.db.engine.begin() as conn:
-            await conn.execute(stmt.values(**values))
+        params = {
+            "call_id": call_id,
+            "state": state,
+            "result": result,
+            "error_code": error_code,
+            "error": error,
+            "updated_at": now,
+            "finished_at": now,
+        }
+        await self.writer.apply([Op("tool_call.finish", params)])
 
     async def get(self, call_id: str) -> ToolCallRecord:
         async with self.db.reader.connect() as conn:

@@ -15,6 +15,10 @@ item, so only the faulty appender sees the error.
   thread keeps the event loop free and needs no task hop per batch).
 - :class:`PostgresWriter` is a task on a dedicated asyncpg connection inserting each
   batch with one ``INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING``.
+
+Besides events, a writer applies ops (:class:`Op`): small, frequent writes (tool-call
+records) that ride in the same group commits instead of paying a transaction each. The
+statements are SQLAlchemy Core from ``tether.ledger.schema``, compiled once per dialect.
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+from sqlalchemy.sql import ClauseElement
+
 from tether.errors import (
     Conflict,
     ConnectionClosed,
@@ -36,9 +45,9 @@ from tether.errors import (
     Overloaded,
     TetherError,
 )
-from tether.ledger.schema import run_events
+from tether.ledger.schema import run_events, tool_calls
 
-__all__ = ["EventRow", "EventWriter", "PostgresWriter", "SqliteWriter"]
+__all__ = ["STATEMENTS", "EventRow", "EventWriter", "Op", "PostgresWriter", "SqliteWriter"]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +61,54 @@ _TABLE = run_events.name
 _LOOKUP = f"SELECT kind, source, payload FROM {_TABLE} WHERE run_id = ? AND seq = ?"  # noqa: S608
 
 
+STATEMENTS: dict[str, ClauseElement] = {
+    "tool_call.insert": insert(tool_calls).values(
+        {c.name: bindparam(c.name) for c in tool_calls.columns}
+    ),
+    "tool_call.finish": update(tool_calls)
+    .where(tool_calls.c.id == bindparam("call_id"), tool_calls.c.finished_at.is_(None))
+    .values(
+        state=bindparam("state"),
+        result=bindparam("result"),
+        error_code=bindparam("error_code"),
+        error=bindparam("error"),
+        updated_at=bindparam("updated_at"),
+        finished_at=bindparam("finished_at"),
+    ),
+}
+"""Writes that may be batched, by name."""
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One batched write: a statement from :data:`STATEMENTS` and its parameters."""
+
+    statement: str
+    params: dict[str, Any]
+
+
+def _compile_all(dialect: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
+    out = {}
+    for name, stmt in STATEMENTS.items():
+        compiled = stmt.compile(dialect=dialect)
+        order = getattr(compiled, "positiontup", None) or ()
+        out[name] = (str(compiled), tuple(order))
+    return out
+
+
+def _grouped(
+    batch: Sequence[_Item], compiled: dict[str, tuple[str, tuple[str, ...]]]
+) -> dict[str, list[tuple[Any, ...]]]:
+    groups: dict[str, list[tuple[Any, ...]]] = {}
+    for item in batch:
+        for op in item.ops:
+            sql, names = compiled[op.statement]
+            groups.setdefault(sql, []).append(tuple(op.params.get(n) for n in names))
+    return groups
+
+
 class EventWriter(Protocol):
-    """What the event store needs from a writer."""
+    """What the stores need from a writer."""
 
     batches: int
     rows_written: int
@@ -62,6 +117,8 @@ class EventWriter(Protocol):
 
     async def append(self, rows: Sequence[EventRow]) -> None: ...
 
+    async def apply(self, ops: Sequence[Op]) -> None: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -69,7 +126,12 @@ class EventWriter(Protocol):
 class _Item:
     rows: Sequence[EventRow]
     future: asyncio.Future[None]
+    ops: Sequence[Op] = ()
     error: BaseException | None = field(default=None)
+
+    @property
+    def size(self) -> int:
+        return len(self.rows) + len(self.ops)
 
 
 def _conflict(row: EventRow) -> Conflict:
@@ -120,7 +182,7 @@ class _Backpressure:
 
 def _settle(items: Sequence[_Item], gate: _Backpressure) -> None:
     for item in items:
-        gate.release(len(item.rows))
+        gate.release(item.size)
         if item.future.done():
             continue
         if item.error is None:
@@ -152,6 +214,7 @@ class SqliteWriter:
             f"INSERT OR IGNORE INTO {_TABLE} ({', '.join(COLUMNS)}) "  # noqa: S608
             f"VALUES ({', '.join('?' * len(COLUMNS))})"
         )
+        self._compiled = _compile_all(sqlite_dialect.dialect(paramstyle="qmark"))
         self.batches = 0
         self.rows_written = 0
 
@@ -160,13 +223,20 @@ class SqliteWriter:
         self._thread.start()
 
     async def append(self, rows: Sequence[EventRow]) -> None:
-        if not rows:
-            return
+        if rows:
+            await self._submit(rows, ())
+
+    async def apply(self, ops: Sequence[Op]) -> None:
+        if ops:
+            await self._submit((), ops)
+
+    async def _submit(self, rows: Sequence[EventRow], ops: Sequence[Op]) -> None:
         if self._closing or self._loop is None:
             raise ConnectionClosed("the ledger is closed")
-        if not self._gate.take(len(rows)):
-            await self._gate.wait(len(rows))
-        item = _Item(rows, self._loop.create_future())
+        size = len(rows) + len(ops)
+        if not self._gate.take(size):
+            await self._gate.wait(size)
+        item = _Item(rows, self._loop.create_future(), ops)
         self._queue.put(item)
         await item.future
 
@@ -195,17 +265,17 @@ class SqliteWriter:
                 carry = None
                 if first is None:
                     return
-                batch, count = [first], len(first.rows)
+                batch, count = [first], first.size
                 while count < self._max_rows:
                     try:
                         nxt = self._queue.get_nowait()
                     except queue.Empty:
                         break
-                    if nxt is None or count + len(nxt.rows) > self._max_rows:
+                    if nxt is None or count + nxt.size > self._max_rows:
                         carry = nxt
                         break
                     batch.append(nxt)
-                    count += len(nxt.rows)
+                    count += nxt.size
                 self._commit(conn, batch)
                 assert self._loop is not None
                 self._loop.call_soon_threadsafe(_settle, batch, self._gate)
@@ -217,6 +287,8 @@ class SqliteWriter:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                for sql, params in _grouped(batch, self._compiled).items():
+                    conn.executemany(sql, params)
                 before = conn.total_changes
                 conn.executemany(self._insert, rows)
                 written = conn.total_changes - before
@@ -237,7 +309,8 @@ class SqliteWriter:
                 for item in batch:
                     self._commit(conn, [item])
                 return
-            batch[0].error = _sqlite_error(exc, batch[0].rows[0][0])
+            run_id = batch[0].rows[0][0] if batch[0].rows else ""
+            batch[0].error = _sqlite_error(exc, run_id)
             return
         self.batches += 1
         self.rows_written += written
@@ -280,6 +353,7 @@ class PostgresWriter:
         self._conn: Any = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._compiled = _compile_all(asyncpg_dialect.dialect())  # type: ignore[no-untyped-call]
         self.batches = 0
         self.rows_written = 0
 
@@ -287,13 +361,20 @@ class PostgresWriter:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ledger:pg-writer")
 
     async def append(self, rows: Sequence[EventRow]) -> None:
-        if not rows:
-            return
+        if rows:
+            await self._submit(rows, ())
+
+    async def apply(self, ops: Sequence[Op]) -> None:
+        if ops:
+            await self._submit((), ops)
+
+    async def _submit(self, rows: Sequence[EventRow], ops: Sequence[Op]) -> None:
         if self._closing:
             raise ConnectionClosed("the ledger is closed")
-        if not self._gate.take(len(rows)):
-            await self._gate.wait(len(rows))
-        item = _Item(rows, asyncio.get_running_loop().create_future())
+        size = len(rows) + len(ops)
+        if not self._gate.take(size):
+            await self._gate.wait(size)
+        item = _Item(rows, asyncio.get_running_loop().create_future(), ops)
         self._queue.put_nowait(item)
         await item.future
 
@@ -304,14 +385,14 @@ class PostgresWriter:
             carry = None
             if first is None:
                 return
-            batch, count = [first], len(first.rows)
+            batch, count = [first], first.size
             while count < self._max_rows and not self._queue.empty():
                 nxt = self._queue.get_nowait()
-                if nxt is None or count + len(nxt.rows) > self._max_rows:
+                if nxt is None or count + nxt.size > self._max_rows:
                     carry = nxt
                     break
                 batch.append(nxt)
-                count += len(nxt.rows)
+                count += nxt.size
             await self._commit(batch)
             _settle(batch, self._gate)
             if carry is None and self._closing and self._queue.empty():
@@ -328,12 +409,16 @@ class PostgresWriter:
         import asyncpg
 
         rows = [row for item in batch for row in item.rows]
-        columns = [list(col) for col in zip(*rows, strict=True)]
+        columns = [list(col) for col in zip(*rows, strict=True)] if rows else []
         try:
             conn = await self._connection()
             async with conn.transaction():
-                status = await conn.execute(self._SQL, *columns)
-                written = int(status.rsplit(" ", 1)[-1])
+                for sql, params in _grouped(batch, self._compiled).items():
+                    await conn.executemany(sql, params)
+                written = 0
+                if rows:
+                    status = await conn.execute(self._SQL, *columns)
+                    written = int(status.rsplit(" ", 1)[-1])
                 if written != len(rows):
                     found = await conn.fetch(self._LOOKUP_PG, columns[0], columns[1])
                     stored = {(r[0], r[1]): (r[2], r[3], r[4]) for r in found}
@@ -344,7 +429,7 @@ class PostgresWriter:
                     await self._commit([item])
                 return
             if isinstance(exc, asyncpg.ForeignKeyViolationError):
-                error: TetherError = NotFound(f"run {rows[0][0]} does not exist")
+                error: TetherError = NotFound(f"run {rows[0][0] if rows else '?'} does not exist")
             else:
                 error = Overloaded(f"event append failed, retry: {exc}")
             for item in batch:

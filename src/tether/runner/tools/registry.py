@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tether.runner.tools import files, search, shell
+from tether.runner.tools import files, noop, search, shell
 from tether.runner.tools.base import ToolSpec
 
 __all__ = ["TOOLS", "describe"]
@@ -78,6 +78,15 @@ _SPECS: list[ToolSpec[Any]] = [
         risk="exec",
         path_params=("cwd",),
         run=shell.shell,
+    ),
+    ToolSpec(
+        name="noop",
+        summary="Do nothing and return `echo`: checks the tool-call path end to end.",
+        params=noop.NoopParams,
+        result=noop.NoopResult,
+        risk="read",
+        path_params=(),
+        run=noop.noop,
     ),
 ]
 
