@@ -238,3 +238,17 @@ def test_cli_runs_commands(make_gateway: MakeGateway) -> None:
     assert bad.returncode == 2
     sessions = run_cli(gw.home, "sessions", "list")
     assert json.loads(started.stdout)["run"]["session_id"] in sessions.stdout
+
+
+async def test_secrets_in_agent_output_never_reach_the_ledger(make_gateway: MakeGateway) -> None:
+    gw = make_gateway()
+    secret = "tta_" + "s3cr3t" * 8
+    async with await connect_ipc(gw.socket) as c:
+        created = await r.start(c, f"say here is the key {secret}")
+        run = await r.wait_state(c, created.run.id)
+        assert run.output is not None
+        assert secret not in run.output
+        payloads = json.dumps([p for _, _, p in await r.events(c, run.id)])
+    assert "here is the key" in payloads
+    assert secret not in payloads
+    assert "[redacted]" in payloads

@@ -48,7 +48,7 @@ async def _ensure_identity(
     from tether.protocol.runners import RunnerAddParams
     from tether.protocol.system import Empty
     from tether.runner.enroll import enroll
-    from tether.runner.identity import load_identity
+    from tether.runner.identity import load_identity, save_identity
     from tether.transport.client import connect_ipc
 
     async with await connect_ipc(str(gateway.server.socket_path)) as admin:
@@ -56,12 +56,15 @@ async def _ensure_identity(
             identity = load_identity(runner_dir)
         except ConfigError:
             identity = None
-        if identity is not None and identity.gateway_url == gateway.server.url:
+        if identity is not None:
             known = await admin.call(RUNNER_LIST, Empty())
             enrolled = any(
                 r.id == identity.runner_id and r.status == "enrolled" for r in known.runners
             )
             if enrolled and identity.workspaces == spaces:
+                if identity.gateway_url != gateway.server.url:  # e.g. another --listen port
+                    identity.gateway_url = gateway.server.url
+                    save_identity(runner_dir, identity)
                 return
         added = await admin.call(
             RUNNER_ADD, RunnerAddParams(name=LOCAL_RUNNER, rotate=True, code_ttl=60)

@@ -35,7 +35,8 @@ _encoder = msgspec.json.Encoder()
 
 
 def encode_payload(payload: dict[str, Any]) -> str:
-    return _encoder.encode(payload).decode()
+    """Event payload JSON, with secrets redacted (nothing secret reaches the ledger)."""
+    return _encoder.encode(redact_value(payload)).decode()
 
 
 class Fenced(Exception):
@@ -311,8 +312,9 @@ class RunTask:
                 await self._transition(RunState.RUNNING, "run.running", {})
         else:
             target, kind = RunState.FAILED, "run.failed"
-        payload: dict[str, Any] = {"reason": outcome.reason, "output": outcome.output}
-        await self._transition(target, kind, payload, reason=outcome.reason, output=outcome.output)
+        output = redact(outcome.output) if outcome.output is not None else None
+        payload: dict[str, Any] = {"reason": outcome.reason, "output": output}
+        await self._transition(target, kind, payload, reason=outcome.reason, output=output)
 
     async def _transition(
         self,
