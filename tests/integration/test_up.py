@@ -14,7 +14,16 @@ from tests.support.process import SCALE, run_cli, tether_env
 
 def start_up(home: Path, workspace: Path) -> tuple[subprocess.Popen[str], dict[str, object]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tether", "--json", "up", "--listen", "127.0.0.1:0", f"--workspace=proj={workspace}"],
+        [
+            sys.executable,
+            "-m",
+            "tether",
+            "--json",
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            f"--workspace=proj={workspace}",
+        ],
         env=tether_env(home),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -33,7 +42,7 @@ def test_up_runs_a_tool_on_the_local_runner_and_stops_cleanly(home: Path) -> Non
     try:
         assert info["runner"] == "local"
         assert info["workspaces"] == {"proj": str(workspace)}
-        script = "tool local write_file '{\"path\": \"hello.txt\", \"content\": \"hi\"}'"
+        script = 'tool local write_file \'{"path": "hello.txt", "content": "hi"}\''
         started = run_cli(home, "--json", "runs", "start", script)
         assert started.returncode == 0, started.stderr
         run_id = json.loads(started.stdout)["run"]["id"]

@@ -58,18 +58,104 @@ def run_cli(
     )
 
 
-class GatewayProcess:
+class TetherProcess:
+    """A long-running `tether ...` subprocess that prints one JSON line when it is ready."""
+
+    kind = "tether"
+
+    def __init__(self, home: Path, env: dict[str, str], args: tuple[str, ...]) -> None:
+        self.home = home
+        self.env = env
+        self.args = args
+        self.proc: subprocess.Popen[str] | None = None
+        self.info: dict[str, Any] = {}
+        self.stderr_path = home / f"{self.kind}-{time.monotonic_ns()}.err"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 20.0, *, wait: bool = True) -> None:
+        self._stderr = self.stderr_path.open("w")
+        self.proc = subprocess.Popen(
+            self.command(),
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            start_new_session=True,
+        )
+        if not wait:
+            return
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout * SCALE
+        line = ""
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line or self.proc.poll() is not None:
+                break
+        if not line:
+            self.proc.kill()
+            raise RuntimeError(f"{self.kind} did not start:\n{self.stderr()}")
+        self.info = json.loads(line)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stderr(self) -> str:
+        try:
+            return self.stderr_path.read_text()
+        except OSError:
+            return ""
+
+    def wait(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout * SCALE)
+
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout * SCALE)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.terminate()
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if hasattr(self, "_stderr"):
+            self._stderr.close()
+
+
+class GatewayProcess(TetherProcess):
     """A `tether gateway` subprocess with its own data and runtime directories."""
+
+    kind = "gateway"
 
     def __init__(
         self, home: Path, *, env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()
     ) -> None:
-        self.home = home
-        self.env = tether_env(home, env)
-        self.args = args
-        self.proc: subprocess.Popen[str] | None = None
-        self.info: dict[str, Any] = {}
-        self.stderr_path = home / f"gateway-{time.monotonic_ns()}.err"
+        super().__init__(home, tether_env(home, env), args)
+
+    def command(self) -> list[str]:
+        listen = () if "--listen" in self.args else ("--listen", "127.0.0.1:0")
+        return [sys.executable, "-m", "tether", "--json", "gateway", *listen, *self.args]
+
+    def start(self, timeout: float = 20.0, *, wait: bool = True) -> None:
+        super().start(timeout, wait=wait)
+        if wait:
+            self.info = {**json.loads((self.runtime_dir / "gateway.json").read_text()), **self.info}
 
     @property
     def runtime_dir(self) -> Path:
@@ -95,69 +181,11 @@ class GatewayProcess:
     def admin_token(self) -> str:
         return (self.data_dir / "admin.token").read_text().strip()
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
-    def start(self, timeout: float = 20.0) -> None:
-        listen = () if "--listen" in self.args else ("--listen", "127.0.0.1:0")
-        self._stderr = self.stderr_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tether", "--json", "gateway", *listen, *self.args],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout * SCALE
-        line = ""
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if line or self.proc.poll() is not None:
-                break
-        if not line:
-            self.proc.kill()
-            raise RuntimeError(f"gateway did not start:\n{self.stderr()}")
-        ready = json.loads(line)
-        gj = json.loads((self.runtime_dir / "gateway.json").read_text())
-        self.info = {**gj, **ready}
-
-    def stderr(self) -> str:
-        try:
-            return self.stderr_path.read_text()
-        except OSError:
-            return ""
-
-    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout * SCALE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.terminate()
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-        if hasattr(self, "_stderr"):
-            self._stderr.close()
-
-
-class RunnerProcess:
+class RunnerProcess(TetherProcess):
     """A `tether runner` subprocess with its own config dir (its identity lives there)."""
+
+    kind = "runner"
 
     def __init__(
         self,
@@ -167,14 +195,14 @@ class RunnerProcess:
         env: Mapping[str, str] | None = None,
         args: tuple[str, ...] = (),
     ) -> None:
-        self.home = home
         self.name = name
         self.config_dir = home / f"runner-{name}"
-        self.env = tether_env(home, {"TETHER_CONFIG_DIR": str(self.config_dir), **(env or {})})
-        self.args = args
-        self.proc: subprocess.Popen[str] | None = None
-        self.info: dict[str, Any] = {}
-        self.stderr_path = home / f"runner-{name}-{time.monotonic_ns()}.err"
+        super().__init__(
+            home, tether_env(home, {"TETHER_CONFIG_DIR": str(self.config_dir), **(env or {})}), args
+        )
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "tether", "--json", "runner", *self.args]
 
     def enroll(
         self, gateway: GatewayProcess, workspaces: Mapping[str, Path], *, rotate: bool = False
@@ -204,64 +232,3 @@ class RunnerProcess:
             check=False,
         )
         assert done.returncode == 0, done.stderr
-
-    def start(self, timeout: float = 20.0, *, wait: bool = True) -> None:
-        self._stderr = self.stderr_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tether", "--json", "runner", *self.args],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            start_new_session=True,
-        )
-        if not wait:
-            return
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout * SCALE
-        line = ""
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if line or self.proc.poll() is not None:
-                break
-        if not line:
-            self.proc.kill()
-            raise RuntimeError(f"runner did not connect:\n{self.stderr()}")
-        self.info = json.loads(line)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stderr(self) -> str:
-        try:
-            return self.stderr_path.read_text()
-        except OSError:
-            return ""
-
-    def wait(self, timeout: float = 20.0) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout * SCALE)
-
-    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout * SCALE)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.terminate()
-            if self.proc.poll() is None:
-                self.kill()
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-        if hasattr(self, "_stderr"):
-            self._stderr.close()

@@ -26,7 +26,7 @@ from tether.gateway.fanout import Fanout
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.run_task import RunTask, encode_payload
 from tether.gateway.tools import ToolDispatcher
-from tether.ledger import TERMINAL, Event, Ledger, NewEvent, Run, RunState
+from tether.ledger import TERMINAL, Ledger, NewEvent, Run, RunState
 from tether.types import new_id
 
 __all__ = ["Orchestrator", "default_node_id"]
@@ -201,18 +201,7 @@ class Orchestrator:
         return ended
 
     def _publish(self, run: Run, event: NewEvent) -> None:
-        self.fanout.publish(
-            run.session_id,
-            Event(
-                run_id=run.id,
-                seq=event.seq,
-                kind=event.kind,
-                source=event.source,
-                payload=event.payload,
-                created_at=event.created_at,
-                epoch=run.epoch,
-            ),
-        )
+        self.fanout.publish(run.session_id, event.committed(run.id, run.epoch))
 
     async def _launch(self, run: Run, *, resumed: bool) -> None:
         backend = self.backends.get(run.agent)

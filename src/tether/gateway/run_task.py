@@ -21,7 +21,7 @@ import msgspec
 
 from tether.agents.contract import AgentBackend, Outcome, PastEvent
 from tether.errors import Conflict, RunnerOffline, TetherError
-from tether.ledger import Event, NewEvent, Run, RunState
+from tether.ledger import NewEvent, Run, RunState
 from tether.security.redaction import redact, redact_value
 from tether.types import new_id
 
@@ -359,18 +359,7 @@ class RunTask:
             raise Fenced from exc
 
     def _publish(self, event: NewEvent) -> None:
-        self.orch.fanout.publish(
-            self.session_id,
-            Event(
-                run_id=self.run_id,
-                seq=event.seq,
-                kind=event.kind,
-                source=event.source,
-                payload=event.payload,
-                created_at=event.created_at,
-                epoch=self.epoch,
-            ),
-        )
+        self.orch.fanout.publish(self.session_id, event.committed(self.run_id, self.epoch))
 
     # ---- side loops ----------------------------------------------------------------
 

@@ -72,6 +72,18 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
     payload: str
     created_at: float
 
+    def committed(self, run_id: str, epoch: int) -> Event:
+        """The record this event is once committed to ``run_id`` under ``epoch``."""
+        return Event(
+            run_id=run_id,
+            seq=self.seq,
+            kind=self.kind,
+            source=self.source,
+            payload=self.payload,
+            created_at=self.created_at,
+            epoch=epoch,
+        )
+
 
 class Artifact(msgspec.Struct, frozen=True, kw_only=True):
     id: str

@@ -48,6 +48,17 @@ def _active() -> ColumnElement[bool]:
     return runs.c.state.in_(ACTIVE_STATES)
 
 
+def _stale(now: float, dead_owners: str | None, alive_owner: str) -> ColumnElement[bool]:
+    """Unowned, lease expired, or owned by a dead incarnation (owner prefix) other than us."""
+    stale = or_(
+        runs.c.owner.is_(None), runs.c.lease_expires_at.is_(None), runs.c.lease_expires_at < now
+    )
+    if dead_owners is None:
+        return stale
+    dead = and_(runs.c.owner.startswith(dead_owners, autoescape=True), runs.c.owner != alive_owner)
+    return or_(stale, dead)
+
+
 class RunStore:
     """Domain operations on runs."""
 
@@ -261,17 +272,7 @@ class RunStore:
     ) -> Sequence[Run]:
         """Active runs whose lease expired or is unowned, or held by a dead incarnation (prefix)."""
         now = time.time() if now is None else now
-        stale = or_(
-            runs.c.owner.is_(None), runs.c.lease_expires_at.is_(None), runs.c.lease_expires_at < now
-        )
-        if dead_owners is not None:
-            stale = or_(
-                stale,
-                and_(
-                    runs.c.owner.startswith(dead_owners, autoescape=True),
-                    runs.c.owner != exclude_owner,
-                ),
-            )
+        stale = _stale(now, dead_owners, exclude_owner)
         query = select(runs).where(_active(), stale).order_by(runs.c.id).limit(limit)
         async with self.db.reader.connect() as conn:
             rows = (await conn.execute(query)).all()
@@ -289,14 +290,7 @@ class RunStore:
     ) -> Run | None:
         """Take over a stale active run (epoch+1, attempts+1); None if someone else did."""
         now = time.time() if now is None else now
-        stale = or_(
-            runs.c.owner.is_(None), runs.c.lease_expires_at.is_(None), runs.c.lease_expires_at < now
-        )
-        if dead_owners is not None:
-            stale = or_(
-                stale,
-                and_(runs.c.owner.startswith(dead_owners, autoescape=True), runs.c.owner != owner),
-            )
+        stale = _stale(now, dead_owners, owner)
         stmt = (
             update(runs)
             .where(runs.c.id == run_id, runs.c.epoch == epoch, _active(), stale)

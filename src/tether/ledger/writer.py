@@ -191,7 +191,37 @@ def _settle(items: Sequence[_Item], gate: _Backpressure) -> None:
             item.future.set_exception(item.error)
 
 
-class SqliteWriter:
+class _Writer:
+    """What both writers share: the bounded, awaitable submission of rows and ops."""
+
+    _gate: _Backpressure
+    _closing: bool
+
+    async def append(self, rows: Sequence[EventRow]) -> None:
+        """Return once ``rows`` are committed; Conflict if a key holds other content."""
+        if rows:
+            await self._submit(rows, ())
+
+    async def apply(self, ops: Sequence[Op]) -> None:
+        """Return once ``ops`` are committed."""
+        if ops:
+            await self._submit((), ops)
+
+    async def _submit(self, rows: Sequence[EventRow], ops: Sequence[Op]) -> None:
+        if self._closing:
+            raise ConnectionClosed("the ledger is closed")
+        size = len(rows) + len(ops)
+        if not self._gate.take(size):
+            await self._gate.wait(size)
+        item = _Item(rows, asyncio.get_running_loop().create_future(), ops)
+        self._enqueue(item)
+        await item.future
+
+    def _enqueue(self, item: _Item) -> None:
+        raise NotImplementedError
+
+
+class SqliteWriter(_Writer):
     """Group commit on a dedicated thread. See the module docstring."""
 
     def __init__(
@@ -222,23 +252,10 @@ class SqliteWriter:
         self._loop = asyncio.get_running_loop()
         self._thread.start()
 
-    async def append(self, rows: Sequence[EventRow]) -> None:
-        if rows:
-            await self._submit(rows, ())
-
-    async def apply(self, ops: Sequence[Op]) -> None:
-        if ops:
-            await self._submit((), ops)
-
-    async def _submit(self, rows: Sequence[EventRow], ops: Sequence[Op]) -> None:
-        if self._closing or self._loop is None:
-            raise ConnectionClosed("the ledger is closed")
-        size = len(rows) + len(ops)
-        if not self._gate.take(size):
-            await self._gate.wait(size)
-        item = _Item(rows, self._loop.create_future(), ops)
+    def _enqueue(self, item: _Item) -> None:
+        if self._loop is None:
+            raise ConnectionClosed("the ledger writer is not started")
         self._queue.put(item)
-        await item.future
 
     # ---- the writer thread ---------------------------------------------------------
 
@@ -332,7 +349,7 @@ def _sqlite_error(exc: sqlite3.Error, run_id: str) -> TetherError:
     return InternalError(f"event append failed: {exc}")
 
 
-class PostgresWriter:
+class PostgresWriter(_Writer):
     """Group commit on a dedicated asyncpg connection. See the module docstring."""
 
     _SQL = (
@@ -360,23 +377,8 @@ class PostgresWriter:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ledger:pg-writer")
 
-    async def append(self, rows: Sequence[EventRow]) -> None:
-        if rows:
-            await self._submit(rows, ())
-
-    async def apply(self, ops: Sequence[Op]) -> None:
-        if ops:
-            await self._submit((), ops)
-
-    async def _submit(self, rows: Sequence[EventRow], ops: Sequence[Op]) -> None:
-        if self._closing:
-            raise ConnectionClosed("the ledger is closed")
-        size = len(rows) + len(ops)
-        if not self._gate.take(size):
-            await self._gate.wait(size)
-        item = _Item(rows, asyncio.get_running_loop().create_future(), ops)
+    def _enqueue(self, item: _Item) -> None:
         self._queue.put_nowait(item)
-        await item.future
 
     async def _run(self) -> None:
         carry: _Item | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
@@ -12,21 +12,9 @@ from tether.config import is_loopback_host
 from tether.errors import ConnectionClosed, PolicyDenied, Unauthorized
 from tether.protocol.runners import Enrolled, EnrolRequest
 from tether.runner.identity import RunnerIdentity, save_identity
+from tether.transport.client import http_url
 
-__all__ = ["enroll", "http_base"]
-
-
-def http_base(url: str) -> str:
-    """``ws(s)://host:port[/ws]`` or ``http(s)://host:port`` -> ``http(s)://host:port``."""
-    parts = urlsplit(url)
-    scheme = {"ws": "http", "wss": "https", "http": "http", "https": "https"}.get(parts.scheme)
-    if scheme is None or not parts.hostname:
-        raise ValueError(
-            f"not a gateway URL: {url!r} (expected http://, https://, ws:// or wss://)"
-        )
-    path = parts.path.rstrip("/")
-    path = path.removesuffix("/ws")
-    return urlunsplit((scheme, parts.netloc, path, "", ""))
+__all__ = ["enroll"]
 
 
 async def enroll(
@@ -40,7 +28,7 @@ async def enroll(
     timeout: float = 15.0,
 ) -> tuple[RunnerIdentity, Path]:
     """POST the code to ``/enroll``, then save the identity (credential + pinned key)."""
-    base = http_base(gateway_url)
+    base = http_url(gateway_url)
     host = urlsplit(base).hostname or ""
     if base.startswith("http://") and not insecure and not is_loopback_host(host):
         raise PolicyDenied(

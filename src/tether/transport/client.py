@@ -34,7 +34,7 @@ from tether.transport.connection import Connection, Router
 from tether.transport.ipc import IpcConnection, IpcProtocol
 from tether.transport.websocket import WebSocketConnection
 
-__all__ = ["RpcClient", "connect_ipc", "connect_ws", "ws_url"]
+__all__ = ["RpcClient", "connect_ipc", "connect_ws", "http_url", "ws_url"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -140,18 +140,29 @@ async def connect_ipc(
     return RpcClient(conn, hello, None, target=path)
 
 
-def ws_url(url: str) -> str:
-    """Normalise ``http(s)://host:port`` or ``ws(s)://host:port[/ws]`` to the ``/ws`` endpoint."""
+def _gateway_url(url: str, schemes: dict[str, str]) -> tuple[str, str, str]:
     parts = urlsplit(url)
-    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    scheme = schemes.get(parts.scheme)
     if scheme is None or not parts.hostname:
         raise ValueError(
             f"not a gateway URL: {url!r} (expected ws://, wss://, http:// or https://)"
         )
-    path = parts.path.rstrip("/")
-    if not path.endswith("/ws"):
-        path += "/ws"
-    return urlunsplit((scheme, parts.netloc, path, "", ""))
+    return scheme, parts.netloc, parts.path.rstrip("/").removesuffix("/ws")
+
+
+def ws_url(url: str) -> str:
+    """Normalise ``http(s)://host:port`` or ``ws(s)://host:port[/ws]`` to the ``/ws`` endpoint."""
+    scheme, netloc, path = _gateway_url(
+        url, {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+    )
+    return urlunsplit((scheme, netloc, path + "/ws", "", ""))
+
+
+def http_url(url: str) -> str:
+    """The gateway's HTTP base (``http(s)://host:port``) for any form of its URL."""
+    schemes = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
+    scheme, netloc, path = _gateway_url(url, schemes)
+    return urlunsplit((scheme, netloc, path, "", ""))
 
 
 async def connect_ws(

@@ -16,7 +16,7 @@ from typing import Any
 
 from tether.errors import ConnectionClosed, RequestTimeout
 from tether.protocol.methods import RUN_EVENT, RUN_RESYNC, RUN_SUBSCRIBE, Method
-from tether.protocol.runs import TERMINAL_EVENTS, EventInfo, RunSubscribeParams
+from tether.protocol.runs import TERMINAL_EVENTS, EventInfo, RunEventNote, RunSubscribeParams
 from tether.transport.client import RpcClient
 from tether.transport.connection import Connection, Handler, Router
 
@@ -73,9 +73,9 @@ async def follow(
                 item = await inbox.queue.get()
                 if item is _CLOSED:
                     raise ConnectionClosed("connection to the gateway lost")
-                if getattr(item, "subscription", None) != sub.subscription:
-                    continue
-                if hasattr(item, "event"):
+                if item.subscription != sub.subscription:
+                    continue  # a notification of an earlier subscription
+                if isinstance(item, RunEventNote):
                     event: EventInfo = item.event
                     if event.run_id != run_id or event.seq <= after_seq:
                         continue

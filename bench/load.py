@@ -1,0 +1,346 @@
+"""Load helpers for bench/tools.py: bulk enrolment, child processes, and the two load hosts.
+
+- :func:`enrol_many` enrols runners through the real path (``runner.add`` over the
+  gateway's Unix socket, then ``POST /enroll``), concurrently and bounded.
+- :func:`runner_host` (``python bench/tools.py --runner-host SPEC``) hosts many runners
+  in one process, each built from the real classes: ``RunnerDaemon`` + ``CallExecutor`` +
+  ``CapabilityVerifier`` + the ``off`` sandbox (real token checks and policy per call).
+- :func:`idle_host` (``python bench/tools.py --idle-host SPEC``) holds idle runner
+  connections: ``connect_ws`` as ``runner``, ``runner.register`` with the real tool list,
+  then ``runner.heartbeat`` every interval. It reads target counts on stdin.
+
+Both hosts print one JSON line per answer on stdout and stop at EOF on stdin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import resource
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from tether import __version__
+from tether.config import RunnerConfig
+from tether.errors import TetherError
+from tether.protocol.methods import RUNNER_ADD, RUNNER_HEARTBEAT, RUNNER_REGISTER
+from tether.protocol.runners import (
+    Enrolled,
+    EnrolRequest,
+    HeartbeatParams,
+    RunnerAddParams,
+    RunnerRegisterParams,
+    ToolInfo,
+)
+from tether.runner.identity import RunnerIdentity
+from tether.transport.client import RpcClient, connect_ipc, connect_ws
+
+HERE = Path(__file__).resolve().parent
+
+
+def raise_nofile() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (children inherit it); return both."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def thread_cpu(pid: int) -> tuple[float, float]:
+    """(CPU seconds of the main thread, CPU seconds of all other threads) from /proc."""
+    main = other = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if int(task.name) == pid:
+            main += seconds
+        else:
+            other += seconds
+    return main, other
+
+
+# ---- child processes ----------------------------------------------------------------
+
+
+class Children:
+    """Asyncio child processes that are always stopped: SIGTERM, then SIGKILL."""
+
+    def __init__(self) -> None:
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def start(self, *args: str, env: dict[str, str] | None = None, stdin: bool = False) -> Any:
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            env=env,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,
+        )
+        self.procs.append(proc)
+        return proc
+
+    async def stop(self, proc: asyncio.subprocess.Process, grace: float = 15.0) -> None:
+        """Close its stdin (the hosts' stop signal), then terminate; kill after ``grace``."""
+        if proc.stdin is not None and not proc.stdin.is_closing():
+            proc.stdin.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), grace)
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+
+    async def close(self) -> None:
+        for proc in reversed(self.procs):
+            await self.stop(proc)
+        self.procs.clear()
+
+
+async def ask(proc: asyncio.subprocess.Process, line: str | None, timeout: float) -> dict[str, Any]:
+    """Send a line to a host (if any) and read its JSON answer, waiting at most ``timeout``."""
+    assert proc.stdout is not None
+    if line is not None:
+        assert proc.stdin is not None
+        proc.stdin.write(line.encode() + b"\n")
+        await proc.stdin.drain()
+    raw = await asyncio.wait_for(proc.stdout.readline(), timeout)
+    if not raw:
+        raise RuntimeError(f"load host {proc.pid} exited (code {await proc.wait()})")
+    answer: dict[str, Any] = json.loads(raw)
+    return answer
+
+
+# ---- enrolment ----------------------------------------------------------------------
+
+
+async def enrol_many(
+    socket_path: str,
+    gateway_url: str,
+    names: list[str],
+    *,
+    workspace: str = "",
+    concurrency: int = 32,
+) -> list[RunnerIdentity]:
+    """Enrol ``names`` through the real path: ``runner.add`` (IPC) then ``POST /enroll``."""
+    admins = [await connect_ipc(socket_path) for _ in range(min(4, concurrency))]
+    slots = asyncio.Semaphore(concurrency)
+    headers = {"Content-Type": "application/json"}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+
+            async def one(i: int, name: str) -> RunnerIdentity:
+                async with slots:
+                    added = await admins[i % len(admins)].call(
+                        RUNNER_ADD, RunnerAddParams(name=name), timeout=60
+                    )
+                    body = msgspec.json.encode(EnrolRequest(code=added.code, version=__version__))
+                    async with http.post(
+                        f"{gateway_url}/enroll", data=body, headers=headers
+                    ) as resp:
+                        raw = await resp.read()
+                        if resp.status != 200:
+                            raise RuntimeError(f"enrolment of {name} failed: HTTP {resp.status}")
+                got = msgspec.json.decode(raw, type=Enrolled)
+                return RunnerIdentity(
+                    gateway_url=gateway_url,
+                    runner_id=got.runner_id,
+                    name=got.name,
+                    credential=got.credential,
+                    gateway_public_key=got.gateway_public_key,
+                    workspaces={"app": workspace} if workspace else {},
+                )
+
+            return list(await asyncio.gather(*(one(i, n) for i, n in enumerate(names))))
+    finally:
+        for admin in admins:
+            await admin.aclose()
+
+
+def save_identities(path: Path, identities: list[RunnerIdentity]) -> Path:
+    """Write the identities (credentials!) for a load host, mode 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(msgspec.json.encode(identities))
+    return path
+
+
+def _load(path: str) -> list[RunnerIdentity]:
+    return msgspec.json.decode(Path(path).read_bytes(), type=list[RunnerIdentity])
+
+
+def _emit(data: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.flush()
+
+
+async def _stdin() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+def _quiet() -> None:
+    raise_nofile()
+    logging.basicConfig(level=logging.ERROR, format="load host: %(name)s: %(message)s")
+
+
+# ---- runner host --------------------------------------------------------------------
+
+
+async def runner_host(spec: str) -> None:
+    """Host one real ``RunnerDaemon`` per identity until stdin closes."""
+    from tether.runner.daemon import RunnerDaemon
+    from tether.runner.executor import CallExecutor
+    from tether.runner.sandbox import detect
+    from tether.security.capability import CapabilityVerifier
+
+    _quiet()
+    config = RunnerConfig(sandbox="off")
+    sandbox = detect("off")
+    daemons = []
+    for ident in _load(spec):
+        roots = {name: Path(p).resolve() for name, p in ident.workspaces.items()}
+        verifier = CapabilityVerifier(ident.gateway_public_key, ident.runner_id)
+        executor = CallExecutor(
+            config=config, workspaces=roots, verifier=verifier, sandbox=sandbox
+        )
+        daemons.append(
+            RunnerDaemon(
+                ident,
+                executor,
+                heartbeat_interval=config.heartbeat_interval,
+                shutdown_grace=2.0,
+                reconnect_max_delay=config.reconnect_max_delay,
+            )
+        )
+    tasks = [asyncio.create_task(d.run()) for d in daemons]
+    t0 = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(d.registered.wait() for d in daemons)), 120)
+    _emit({"ready": len(daemons), "seconds": time.perf_counter() - t0})
+    stdin = await _stdin()
+    while await stdin.readline():
+        _emit({"calls": sum(len(d.executor.calls) for d in daemons)})
+    for d in daemons:
+        d.stop.set()
+    await asyncio.wait(tasks, timeout=10)
+
+
+# ---- idle host ----------------------------------------------------------------------
+
+
+class _Idle:
+    """Counters shared by the idle runners of one host."""
+
+    def __init__(self) -> None:
+        self.heartbeats = 0
+        self.failures = 0
+        self.clients: list[RpcClient] = []
+        self.next = 0
+        """Index of the first identity not tried yet."""
+        self.tasks: list[asyncio.Task[None]] = []
+        self.tools = [ToolInfo(**t) for t in _describe()]
+
+
+def _describe() -> list[dict[str, Any]]:
+    from tether.runner.tools.registry import describe
+
+    return describe()
+
+
+async def _idle_runner(state: _Idle, ident: RunnerIdentity, interval: float) -> None:
+    """Connect, register, and start heartbeating (random phase, then every interval)."""
+    client = await connect_ws(
+        ident.gateway_url,
+        token=ident.credential,
+        role="runner",
+        agent=f"tether-runner/{__version__}",
+        timeout=60,
+    )
+    params = RunnerRegisterParams(
+        version=__version__,
+        boot_id=secrets.token_hex(8),
+        tools=state.tools,
+        workspaces=["app"],
+        max_concurrency=16,
+        sandbox="none",
+    )
+    reg = await client.call(RUNNER_REGISTER, params, timeout=60)
+    state.clients.append(client)
+    every = min(interval, reg.heartbeat_interval)
+
+    async def beat() -> None:
+        await asyncio.sleep(random.uniform(0, every))
+        while not client.closed:
+            try:
+                await client.call(RUNNER_HEARTBEAT, HeartbeatParams(inflight=0), timeout=every)
+                state.heartbeats += 1
+            except TetherError:
+                state.failures += 1
+            await asyncio.sleep(every)
+
+    state.tasks.append(asyncio.create_task(beat()))
+
+
+async def idle_host(spec: str) -> None:
+    """Read a target count per stdin line, connect up to it, answer with JSON; EOF stops."""
+    _quiet()
+    identities = _load(spec)
+    interval = RunnerConfig().heartbeat_interval
+    state = _Idle()
+    stdin = await _stdin()
+    while line := (await stdin.readline()).strip():
+        if line == b"stats":
+            _emit(
+                {
+                    "heartbeats": state.heartbeats,
+                    "failures": state.failures,
+                    "open": sum(not c.closed for c in state.clients),
+                }
+            )
+            continue
+        target = min(int(line), len(identities))
+        todo = identities[state.next : target]
+        state.next = max(state.next, target)
+        slots = asyncio.Semaphore(64)
+        errors: list[str] = []
+
+        async def one(ident: RunnerIdentity) -> None:
+            async with slots:
+                try:
+                    await _idle_runner(state, ident, interval)
+                except (TetherError, OSError) as exc:
+                    errors.append(repr(exc))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in todo))
+        _emit(
+            {
+                "connected": len(state.clients),
+                "seconds": time.perf_counter() - t0,
+                "errors": len(errors),
+                "first_error": errors[0] if errors else "",
+            }
+        )
+    # thousands of graceful closes would take longer than the gateway needs to notice
+    # the sockets closing with the process
+    os._exit(0)
