@@ -1,4 +1,4 @@
-"""Load helpers for bench/tools.py: bulk enrolment, child processes, and the two load hosts.
+"""Load helpers for bench/tools.py: enrolment, child processes, load generators, load hosts.
 
 - :func:`enrol_many` enrols runners through the real path (``runner.add`` over the
   gateway's Unix socket, then ``POST /enroll``), concurrently and bounded.
@@ -8,6 +8,8 @@
 - :func:`idle_host` (``python bench/tools.py --idle-host SPEC``) holds idle runner
   connections: ``connect_ws`` as ``runner``, ``runner.register`` with the real tool list,
   then ``runner.heartbeat`` every interval. It reads target counts on stdin.
+- :func:`echo_baselines` times the raw echo servers of bench/baselines.py; :func:`drive`
+  keeps many ``tool.call`` in flight from admin clients on the Unix socket.
 
 Both hosts print one JSON line per answer on stdout and stop at EOF on stdin.
 """
@@ -15,9 +17,11 @@ Both hosts print one JSON line per answer on stdout and stop at EOF on stdin.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import resource
@@ -30,22 +34,32 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from common import cpu_seconds, percentile
+from ping import LineClient, spawn_baseline
 from tether import __version__
 from tether.config import RunnerConfig
 from tether.errors import TetherError
-from tether.protocol.methods import RUNNER_ADD, RUNNER_HEARTBEAT, RUNNER_REGISTER
+from tether.protocol.methods import RUNNER_ADD, RUNNER_HEARTBEAT, RUNNER_REGISTER, TOOL_CALL
 from tether.protocol.runners import (
     Enrolled,
     EnrolRequest,
     HeartbeatParams,
     RunnerAddParams,
     RunnerRegisterParams,
+    ToolCallParams,
     ToolInfo,
 )
 from tether.runner.identity import RunnerIdentity
 from tether.transport.client import RpcClient, connect_ipc, connect_ws
 
 HERE = Path(__file__).resolve().parent
+_HEAD = b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"payload":"'
+FRAME = _HEAD + b"x" * (300 - len(_HEAD) - 3) + b'"}}'
+"""A ~300-byte JSON-RPC frame for the echo baselines."""
+WINDOW = 64
+"""Frames in flight for the pipelined echo baseline."""
+PER_CONN = 200
+"""tool.call lanes per admin connection (the gateway allows 256 in flight on one)."""
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -82,7 +96,9 @@ class Children:
     def __init__(self) -> None:
         self.procs: list[asyncio.subprocess.Process] = []
 
-    async def start(self, *args: str, env: dict[str, str] | None = None, stdin: bool = False) -> Any:
+    async def start(
+        self, *args: str, env: dict[str, str] | None = None, stdin: bool = False
+    ) -> Any:
         proc = await asyncio.create_subprocess_exec(
             *args,
             env=env,
@@ -204,6 +220,138 @@ def _quiet() -> None:
     logging.basicConfig(level=logging.ERROR, format="load host: %(name)s: %(message)s")
 
 
+# ---- measurements ---------------------------------------------------------------
+
+
+async def echo_baselines(n: int, pipelined: int, home: Path) -> dict[str, Any]:
+    """Raw echo servers (bench/baselines.py): RTTs, and CPU per round trip with 64 in flight."""
+    ws_proc, port = spawn_baseline("ws")
+    sock = str(home / "echo.sock")
+    ipc_proc, _ = spawn_baseline("ipc", sock)
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(f"http://127.0.0.1:{port}/ws", compress=0, decode_text=False)
+
+            async def ws_one() -> None:
+                await ws.send_frame(FRAME, aiohttp.WSMsgType.TEXT)
+                await ws.receive()
+
+            ws_rtts = [await timed(ws_one) for _ in range(n + 300)][300:]
+            window = asyncio.Semaphore(WINDOW)
+
+            async def writer() -> None:
+                for _ in range(pipelined):
+                    await window.acquire()
+                    await ws.send_frame(FRAME, aiohttp.WSMsgType.TEXT)
+
+            cpu0, t0 = cpu_seconds(ws_proc.pid), time.perf_counter()
+            task = asyncio.create_task(writer())
+            for _ in range(pipelined):
+                await ws.receive()
+                window.release()
+            await task
+            elapsed, cpu = time.perf_counter() - t0, cpu_seconds(ws_proc.pid) - cpu0
+            await ws.close()
+        _, proto = await asyncio.get_running_loop().create_unix_connection(LineClient, sock)
+
+        async def ipc_one() -> None:
+            await proto.request(FRAME)
+
+        ipc_rtts = [await timed(ipc_one) for _ in range(n + 300)][300:]
+        proto.transport.close()
+    finally:
+        for proc in (ws_proc, ipc_proc):
+            proc.terminate()
+            proc.wait(10)
+    return {
+        "frame_bytes": len(FRAME),
+        "ws_echo_p50_us": percentile(ws_rtts, 50),
+        "ws_echo_p99_us": percentile(ws_rtts, 99),
+        "ws_echo_msgs_per_s_64": pipelined / elapsed,
+        "ws_echo_server_cpu_us_64": cpu / pipelined * 1e6,
+        "ipc_echo_p50_us": percentile(ipc_rtts, 50),
+        "ipc_echo_p99_us": percentile(ipc_rtts, 99),
+    }
+
+
+async def timed(fn: Any) -> float:
+    t = time.perf_counter_ns()
+    await fn()
+    return (time.perf_counter_ns() - t) / 1000
+
+
+async def drive(
+    socket: str,
+    names: list[str],
+    per_runner: int,
+    warmup: float,
+    seconds: float,
+    pids: dict[str, int],
+) -> dict[str, Any]:
+    """Keep ``per_runner`` tool.call noop in flight per runner; measure one steady window."""
+    lanes = len(names) * per_runner
+    clients = [await connect_ipc(socket) for _ in range(math.ceil(lanes / PER_CONN))]
+    state = {"stop": False, "measuring": False, "done": 0}
+    errors: collections.Counter[str] = collections.Counter()
+    latencies: list[float] = []
+
+    async def lane(j: int) -> None:
+        client = clients[j % len(clients)]
+        params = ToolCallParams(runner=names[j % len(names)], tool="noop", args={"echo": ""})
+        while not state["stop"]:
+            t = time.perf_counter_ns()
+            try:
+                await client.call(TOOL_CALL, params, timeout=60)
+            except TetherError as exc:
+                errors[exc.code] += 1
+                await asyncio.sleep(0.01)
+                continue
+            state["done"] += 1
+            if state["measuring"]:
+                latencies.append((time.perf_counter_ns() - t) / 1000)
+
+    def snapshot() -> dict[str, Any]:
+        return {
+            "t": time.perf_counter(),
+            "done": state["done"],
+            "cpu": {k: cpu_seconds(p) for k, p in pids.items()},
+            "gw_threads": thread_cpu(pids["gateway"]),
+        }
+
+    tasks = [asyncio.create_task(lane(j)) for j in range(lanes)]
+    try:
+        await asyncio.sleep(warmup)
+        a = snapshot()
+        state["measuring"] = True
+        await asyncio.sleep(seconds)
+        b = snapshot()
+        state["stop"] = True
+        _, pending = await asyncio.wait(tasks, timeout=60)
+    finally:
+        state["stop"] = True
+        for task in tasks:
+            task.cancel()
+        for client in clients:
+            await client.aclose()
+    elapsed, calls = b["t"] - a["t"], b["done"] - a["done"]
+    cpu = {k: b["cpu"][k] - a["cpu"][k] for k in pids}
+    return {
+        "lanes": lanes,
+        "admin_connections": len(clients),
+        "seconds": elapsed,
+        "calls": calls,
+        "calls_per_s": calls / elapsed,
+        "p50_us": percentile(latencies, 50),
+        "p99_us": percentile(latencies, 99),
+        "errors": dict(errors),
+        "unfinished_lanes": len(pending),
+        "cpu_cores": {k: v / elapsed for k, v in cpu.items()},
+        "cpu_us_per_call": {k: v / max(1, calls) * 1e6 for k, v in cpu.items()},
+        "gateway_main_thread_cores": (b["gw_threads"][0] - a["gw_threads"][0]) / elapsed,
+        "gateway_other_threads_cores": (b["gw_threads"][1] - a["gw_threads"][1]) / elapsed,
+    }
+
+
 # ---- runner host --------------------------------------------------------------------
 
 
@@ -221,9 +369,7 @@ async def runner_host(spec: str) -> None:
     for ident in _load(spec):
         roots = {name: Path(p).resolve() for name, p in ident.workspaces.items()}
         verifier = CapabilityVerifier(ident.gateway_public_key, ident.runner_id)
-        executor = CallExecutor(
-            config=config, workspaces=roots, verifier=verifier, sandbox=sandbox
-        )
+        executor = CallExecutor(config=config, workspaces=roots, verifier=verifier, sandbox=sandbox)
         daemons.append(
             RunnerDaemon(
                 ident,
@@ -301,6 +447,16 @@ async def _idle_runner(state: _Idle, ident: RunnerIdentity, interval: float) -> 
     state.tasks.append(asyncio.create_task(beat()))
 
 
+async def _bounded(
+    slots: asyncio.Semaphore, errors: list[str], state: _Idle, ident: RunnerIdentity, every: float
+) -> None:
+    async with slots:
+        try:
+            await _idle_runner(state, ident, every)
+        except (TetherError, OSError) as exc:
+            errors.append(repr(exc))
+
+
 async def idle_host(spec: str) -> None:
     """Read a target count per stdin line, connect up to it, answer with JSON; EOF stops."""
     _quiet()
@@ -323,16 +479,8 @@ async def idle_host(spec: str) -> None:
         state.next = max(state.next, target)
         slots = asyncio.Semaphore(64)
         errors: list[str] = []
-
-        async def one(ident: RunnerIdentity) -> None:
-            async with slots:
-                try:
-                    await _idle_runner(state, ident, interval)
-                except (TetherError, OSError) as exc:
-                    errors.append(repr(exc))
-
         t0 = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in todo))
+        await asyncio.gather(*(_bounded(slots, errors, state, i, interval) for i in todo))
         _emit(
             {
                 "connected": len(state.clients),

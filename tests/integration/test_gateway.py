@@ -331,3 +331,21 @@ def test_gateway_json_points_at_the_process(gateway: GatewayProcess) -> None:
     assert set(info) >= {"pid", "url", "socket", "version"}
     assert info["socket"] == gateway.socket
     assert subprocess.run(["kill", "-0", str(info["pid"])], check=False).returncode == 0
+
+
+def test_invalid_config_names_the_key_and_exits_2(home: Path) -> None:
+    bad = run_cli(home, "config", "show", env={"TETHER_LIMITS__MAX_FRAME_BYTES": "lots"})
+    assert bad.returncode == 2
+    assert "limits.max_frame_bytes" in bad.stderr
+    assert "Expected int" in bad.stderr
+    assert "TETHER_LIMITS__MAX_FRAME_BYTES" in bad.stderr
+    (home / "c.toml").write_text("[gateway]\nlisen = 1\n")
+    typo = run_cli(home, "--config", str(home / "c.toml"), "config", "show")
+    assert typo.returncode == 2
+    assert "lisen" in typo.stderr
+    shown = run_cli(
+        home, "--json", "config", "show", env={"TETHER_DATABASE_URL": "postgresql://u:hunter2@db/x"}
+    )
+    assert shown.returncode == 0
+    assert "hunter2" not in shown.stdout
+    assert json.loads(shown.stdout)["limits"]["max_frame_bytes"] == 1048576

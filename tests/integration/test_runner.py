@@ -348,3 +348,50 @@ def test_cli_tools_call_and_runners_add(make_gateway: MakeGateway, make_runner: 
     assert "--rotate" in dup.stderr
     bad_name = run_cli(gw.home, "runners", "add", "no spaces")
     assert bad_name.returncode == 2
+
+
+async def test_sigterm_lets_calls_finish_or_cancels_them(
+    make_gateway: MakeGateway, make_runner: MakeRunner
+) -> None:
+    gw = make_gateway(TETHER_LIMITS__RUNNER_GRACE="1")
+    runner = make_runner(gw, env={"TETHER_RUNNER__SHUTDOWN_GRACE": "2"})
+    async with await connect_ipc(gw.socket) as c:
+        quick = asyncio.create_task(call(c, "shell", command="sleep 0.5; echo ok", timeout=30))
+        slow = asyncio.create_task(call(c, "shell", command="sleep 30", timeout=60))
+        await asyncio.sleep(0.3)
+        code = await asyncio.to_thread(runner.terminate)
+        assert code == 0
+        assert (await quick)["output"].strip() == "ok"  # finished within the grace period
+        with pytest.raises(ToolFailed) as info:
+            await slow  # cancelled after the grace period, its process group killed
+        assert info.value.data["reason"] == "cancelled"
+
+
+async def test_every_call_is_recorded_with_its_token(
+    make_gateway: MakeGateway, make_runner: MakeRunner, database_url: str | None
+) -> None:
+    from sqlalchemy import select
+
+    from tether.config import LedgerConfig
+    from tether.ledger import Ledger
+    from tether.ledger.schema import tool_calls
+
+    gw = make_gateway()
+    make_runner(gw)
+    async with await connect_ipc(gw.socket) as c:
+        await call(c, "noop", echo="x")
+        with pytest.raises(PolicyDenied):
+            await call(c, "read_file", path="../x")
+    led = await Ledger.open(LedgerConfig(database_url=database_url), gw.data_dir)
+    try:
+        async with led.db.reader.connect() as conn:
+            rows = (await conn.execute(select(tool_calls).order_by(tool_calls.c.id))).all()
+    finally:
+        await led.aclose()
+    assert [(row.tool, row.state, row.decision) for row in rows] == [
+        ("noop", "succeeded", "allow"),
+        ("read_file", "failed", "allow"),
+    ]
+    assert all(row.token_id and row.args_sha256 and row.finished_at for row in rows)
+    assert rows[1].error_code == "policy_denied"
+    assert rows[0].requested_by == "local-admin"
