@@ -225,10 +225,10 @@ async def test_reconnect_within_grace_delivers_the_outcome_once(
     gw = make_gateway(TETHER_LIMITS__RUNNER_GRACE="20")
     proxy = Proxy(int(gw.url.rsplit(":", 1)[1]))
     await proxy.start()
+    ws = home / "ws"
+    ws.mkdir()
+    runner = RunnerProcess(home, "box", env={"TETHER_RUNNER__RECONNECT_MAX_DELAY": "1"})
     try:
-        ws = home / "ws"
-        ws.mkdir()
-        runner = RunnerProcess(home, "box", env={"TETHER_RUNNER__RECONNECT_MAX_DELAY": "1"})
         added = json.loads(run_cli(gw.home, "--json", "runners", "add", "box").stdout)
         # the proxy runs on this event loop: block in threads, not on the loop
         enrol = await asyncio.to_thread(
@@ -258,8 +258,8 @@ async def test_reconnect_within_grace_delivers_the_outcome_once(
         assert (ws / "count.txt").read_text() == "ran\n"  # executed exactly once
         assert proxy.connections >= 2
         assert "re-sending a call" in gw.stderr()
-        await asyncio.to_thread(runner.stop)
     finally:
+        await asyncio.to_thread(runner.stop)
         await proxy.aclose()
 
 
