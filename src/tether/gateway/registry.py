@@ -8,6 +8,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import msgspec
+
 from tether.gateway.peer import Peer
 from tether.protocol.runners import RunnerRegisterParams, ToolInfo
 from tether.transport.connection import CloseCode
@@ -41,6 +43,9 @@ class RunnerRegistry:
     def __init__(self) -> None:
         self.live: dict[str, LiveRunner] = {}
         self._back: dict[str, asyncio.Event] = {}
+        self._by_name: dict[str, LiveRunner] = {}
+        self._tools: dict[bytes, ToolInfo] = {}
+        self._stale_names = True
 
     def attach(
         self, peer: Peer, name: str, params: RunnerRegisterParams, max_inflight: int
@@ -59,7 +64,7 @@ class RunnerRegistry:
             peer=peer,
             boot_id=params.boot_id,
             version=params.version,
-            tools={t.name: t for t in params.tools},
+            tools={t.name: self._shared(t) for t in params.tools},
             workspaces=list(params.workspaces),
             agents=list(params.agents),
             sandbox=params.sandbox,
@@ -67,10 +72,20 @@ class RunnerRegistry:
             inflight=old.inflight if old is not None else 0,
         )
         self.live[peer.runner_id] = live
+        self._stale_names = True
         event = self._back.pop(peer.runner_id, None)
         if event is not None:
             event.set()
         return live
+
+    def _shared(self, tool: ToolInfo) -> ToolInfo:
+        """One copy of each distinct tool description, however many runners offer it
+        (their JSON schemas would otherwise cost ~20 KiB per runner)."""
+        key = msgspec.json.encode(tool)
+        shared = self._tools.get(key)
+        if shared is None:
+            shared = self._tools[key] = tool
+        return shared
 
     def detach(self, peer: Peer) -> None:
         if peer.runner_id is None:
@@ -78,9 +93,20 @@ class RunnerRegistry:
         live = self.live.get(peer.runner_id)
         if live is not None and live.peer is peer:
             del self.live[peer.runner_id]
+            self._stale_names = True
 
     def get(self, runner_id: str) -> LiveRunner | None:
         return self.live.get(runner_id)
+
+    def find(self, name_or_id: str) -> LiveRunner | None:
+        """A connected runner by id or by name."""
+        live = self.live.get(name_or_id)
+        if live is not None:
+            return live
+        if self._stale_names:
+            self._by_name = {r.name: r for r in self.live.values()}
+            self._stale_names = False
+        return self._by_name.get(name_or_id)
 
     async def wait_back(
         self, runner_id: str, timeout: float, *, gone: Peer | None = None
@@ -104,5 +130,6 @@ class RunnerRegistry:
         live = self.live.pop(runner_id, None)
         if live is None:
             return False
+        self._stale_names = True
         live.peer.conn.close_soon(CloseCode.POLICY, reason)
         return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from aiohttp import web
 
-from tether.errors import Forbidden, InvalidParams, RunnerOffline, Unauthorized
+from tether.errors import Forbidden, InvalidParams, RunnerOffline, TetherError, Unauthorized
 from tether.gateway.dispatcher import Dispatcher
 from tether.gateway.peer import Peer
 from tether.gateway.registry import RunnerRegistry
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["RunnersApi"]
 
 log = logging.getLogger(__name__)
-_TOUCH_EVERY = 60.0
 
 
 class RunnersApi:
@@ -61,7 +61,7 @@ class RunnersApi:
         self.ledger: Ledger | None = None
         self.tools: ToolDispatcher | None = None
         self.public_key = ""
-        self._touched: dict[str, float] = {}
+        self._side: set[asyncio.Task[None]] = set()
 
     def bind(self, ledger: Ledger, tools: ToolDispatcher, public_key: str) -> None:
         self.ledger, self.tools, self.public_key = ledger, tools, public_key
@@ -169,7 +169,6 @@ class RunnersApi:
             "max_concurrency": live.max_concurrency,
         }
         await self._ledger().runners.seen(record.id, version=p.version, info=info)
-        self._touched[record.id] = time.monotonic()
         log.info(
             "runner registered",
             extra={
@@ -179,20 +178,18 @@ class RunnersApi:
             },
         )
         return RunnerRegistered(
-            runner_id=record.id,
+            runner_id=live.runner_id,
             name=record.name,
             heartbeat_interval=self.config.limits.idle_timeout / 4,
         )
 
-    async def heartbeat(self, peer: Peer, p: HeartbeatParams) -> Empty:
+    def heartbeat(self, peer: Peer, p: HeartbeatParams) -> Empty:
+        """Kept in memory (cheap at 10k runners); the ledger learns ``last_seen`` when the
+        runner registers and when it disconnects."""
         live = self.registry.get(peer.runner_id or "")
         if live is None or live.peer is not peer:
             raise RunnerOffline("register before sending heartbeats")
         live.last_seen = time.time()
-        now = time.monotonic()
-        if now - self._touched.get(live.runner_id, 0.0) > _TOUCH_EVERY:
-            self._touched[live.runner_id] = now
-            await self._ledger().runners.seen(live.runner_id)
         return Empty()
 
     def progress(self, peer: Peer, p: ToolProgressNote) -> None:
@@ -200,15 +197,31 @@ class RunnersApi:
         self.tools.progress(peer.runner_id, p.call_id, p.stream, p.text)
 
     def peer_closed(self, peer: Peer) -> None:
+        live = self.registry.get(peer.runner_id or "")
+        if live is None or live.peer is not peer or self.ledger is None:
+            return
         self.registry.detach(peer)
+        task = asyncio.get_running_loop().create_task(
+            self._record_seen(live.runner_id, live.last_seen), name=f"runner:{live.name}:seen"
+        )
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
+
+    async def _record_seen(self, runner_id: str, when: float) -> None:
+        try:
+            await self._ledger().runners.seen(runner_id, now=when)
+        except TetherError as exc:
+            log.warning(
+                "! could not record when a runner was last seen", extra={"error": exc.message}
+            )
 
     # ---- diagnostics ---------------------------------------------------------------
 
     async def call(self, peer: Peer, p: ToolCallParams) -> ToolCallResult:
         assert self.tools is not None
-        record = await self._ledger().runners.find(p.runner)
-        live = self.registry.get(record.id)
-        if live is None:
+        live = self.registry.find(p.runner)
+        if live is None:  # not connected: the ledger says whether it exists at all
+            record = await self._ledger().runners.find(p.runner)
             raise RunnerOffline(
                 f"runner {record.name} is not connected", data={"runner": record.name}
             )
@@ -216,12 +229,12 @@ class RunnersApi:
         if not workspace:
             if len(live.workspaces) != 1:
                 raise InvalidParams(
-                    f"say which workspace (runner {record.name} has: {', '.join(live.workspaces) or 'none'})",
+                    f"say which workspace (runner {live.name} has: {', '.join(live.workspaces) or 'none'})",
                     data={"field": "params.workspace"},
                 )
             workspace = live.workspaces[0]
         outcome = await self.tools.execute(
-            runner_id=record.id,
+            runner_id=live.runner_id,
             tool=p.tool,
             args=p.args,
             workspace=workspace,
@@ -230,7 +243,7 @@ class RunnersApi:
         )
         return ToolCallResult(
             call_id=outcome.call_id,
-            runner_id=record.id,
+            runner_id=live.runner_id,
             result=outcome.result,
             duration=outcome.duration,
         )
