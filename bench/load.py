@@ -8,8 +8,9 @@
 - :func:`idle_host` (``python bench/tools.py --idle-host SPEC``) holds idle runner
   connections: ``connect_ws`` as ``runner``, ``runner.register`` with the real tool list,
   then ``runner.heartbeat`` every interval. It reads target counts on stdin.
-- :func:`echo_baselines` times the raw echo servers of bench/baselines.py; :func:`drive`
-  keeps many ``tool.call`` in flight from admin clients on the Unix socket.
+- :func:`echo_baselines` times the raw echo servers of bench/baselines.py;
+  :func:`ledger_costs` times, in-process, what one ``tool.call`` asks of the ledger;
+  :func:`drive` keeps many ``tool.call`` in flight from admin clients on the Unix socket.
 
 Both hosts print one JSON line per answer on stdout and stop at EOF on stdin.
 """
@@ -34,10 +35,10 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from common import cpu_seconds, percentile
+from common import cpu_seconds, median, percentile
 from ping import LineClient, spawn_baseline
 from tether import __version__
-from tether.config import RunnerConfig
+from tether.config import LedgerConfig, RunnerConfig
 from tether.errors import TetherError
 from tether.protocol.methods import RUNNER_ADD, RUNNER_HEARTBEAT, RUNNER_REGISTER, TOOL_CALL
 from tether.protocol.runners import (
@@ -280,6 +281,51 @@ async def timed(fn: Any) -> float:
     return (time.perf_counter_ns() - t) / 1000
 
 
+async def ledger_costs(n: int, home: Path) -> dict[str, float]:
+    """What one tool.call asks of the ledger, in-process on SQLite: the runner lookup
+    (``RunnerStore.find``), alone and 64 at a time, and the two tool-call writes."""
+    from tether.ledger import Ledger
+
+    ledger = await Ledger.open(LedgerConfig(), home / "ledger")
+    try:
+        rec = await ledger.runners.add("bench", code_hash="0" * 64, expires_at=time.time() + 600)
+
+        async def find() -> None:
+            await ledger.runners.find("bench")
+
+        finds = [await timed(find) for _ in range(n + 50)][50:]
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        left = [n * 2]
+
+        async def lane() -> None:
+            while left[0] > 0:
+                left[0] -= 1
+                await find()
+
+        await asyncio.gather(*(lane() for _ in range(64)))
+        finds_per_s = n * 2 / (time.perf_counter() - t0)
+        find_cpu = (time.process_time() - cpu0) / (n * 2) * 1e6  # all threads of this process
+        writes = []
+        for i in range(n):
+            t = time.perf_counter_ns()
+            await ledger.tool_calls.create(
+                call_id=f"call_{i}", run_id=None, runner_id=rec.id, tool="noop", args="{}",
+                args_sha256="0" * 64, workspace="app", decision="allow", token_id=f"t{i}",
+                requested_by="admin",
+            )  # fmt: skip
+            await ledger.tool_calls.finish(f"call_{i}", state="succeeded", result="{}")
+            writes.append((time.perf_counter_ns() - t) / 1000)
+        return {
+            "find_us": median(finds),
+            "find_per_s_64": finds_per_s,
+            "find_cpu_us": find_cpu,
+            "create_finish_us": median(writes),
+            "reader_pool": float(ledger.db.reader.pool.size()),  # type: ignore[attr-defined]
+        }
+    finally:
+        await ledger.aclose()
+
+
 async def drive(
     socket: str,
     names: list[str],
@@ -293,6 +339,7 @@ async def drive(
     clients = [await connect_ipc(socket) for _ in range(math.ceil(lanes / PER_CONN))]
     state = {"stop": False, "measuring": False, "done": 0}
     errors: collections.Counter[str] = collections.Counter()
+    examples: dict[str, str] = {}
     latencies: list[float] = []
 
     async def lane(j: int) -> None:
@@ -304,6 +351,7 @@ async def drive(
                 await client.call(TOOL_CALL, params, timeout=60)
             except TetherError as exc:
                 errors[exc.code] += 1
+                examples.setdefault(exc.code, exc.message)
                 await asyncio.sleep(0.01)
                 continue
             state["done"] += 1
@@ -344,6 +392,7 @@ async def drive(
         "p50_us": percentile(latencies, 50),
         "p99_us": percentile(latencies, 99),
         "errors": dict(errors),
+        "error_examples": examples,
         "unfinished_lanes": len(pending),
         "cpu_cores": {k: v / elapsed for k, v in cpu.items()},
         "cpu_us_per_call": {k: v / max(1, calls) * 1e6 for k, v in cpu.items()},

@@ -11,17 +11,24 @@
    hosted in one load process) with 16 ``tool.call noop`` in flight each. Targets:
    >= 8,000 calls/s; gateway CPU per call <= 4x the aiohttp echo's CPU per round trip
    with 64 in flight.
-3. Idle runners: 1k, 5k, 10k connected runners heartbeating every 15 s. Targets at the
-   largest size: gateway RSS <= 30 KiB per runner; heartbeats < 10 % of one core.
+3. Idle runners: 1k, 5k, 10k connected runners heartbeating every 15 s (enrolled through
+   ``runner.add`` + ``POST /enroll``, held by one load process), each size measured over
+   75 s: 5 heartbeat intervals, long enough to include the gateway's once-a-minute
+   ``last_seen`` write per runner. Targets at the largest size: gateway RSS <= 30 KiB per
+   runner; gateway CPU < 10 % of one core.
 
-Everything runs on 127.0.0.1; CPU and RSS come from /proc. Results: bench/results/tools.json.
+``--quick`` runs 200/500/1000 idle runners with 8 s windows and shorter loads. As context
+the run also times, in-process, what one tool.call asks of the ledger. Everything runs on
+127.0.0.1; CPU and RSS come from /proc. Results: bench/results/tools.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,6 +58,7 @@ from load import (
     echo_baselines,
     enrol_many,
     idle_host,
+    ledger_costs,
     raise_nofile,
     runner_host,
     save_identities,
@@ -72,7 +80,7 @@ FULL = {
     "warmup_s": 5.0,
     "load_s": 15.0,
     "idle_sizes": [1000, 5000, 10_000],
-    "idle_windows_s": [30.0, 30.0, 75.0],
+    "idle_windows_s": [75.0, 75.0, 75.0],
 }
 QUICK = {
     **FULL,
@@ -116,50 +124,6 @@ def crypto_costs(n: int) -> dict[str, float]:
         "verify_p99_us": percentile(verifies, 99),
         "token_bytes": len(token),
     }
-
-
-async def ledger_costs(n: int, home: Path) -> dict[str, float]:
-    """What one tool.call asks of the ledger, in-process on SQLite: the runner lookup
-    (``RunnerStore.find``), alone and 64 at a time, and the two tool-call writes."""
-    from tether.config import LedgerConfig
-    from tether.ledger import Ledger
-
-    ledger = await Ledger.open(LedgerConfig(), home / "ledger")
-    try:
-        rec = await ledger.runners.add("bench", code_hash="0" * 64, expires_at=time.time() + 600)
-
-        async def find() -> None:
-            await ledger.runners.find("bench")
-
-        finds = [await timed(find) for _ in range(n + 50)][50:]
-        t0 = time.perf_counter()
-        left = [n * 2]
-
-        async def lane() -> None:
-            while left[0] > 0:
-                left[0] -= 1
-                await find()
-
-        await asyncio.gather(*(lane() for _ in range(64)))
-        finds_per_s = n * 2 / (time.perf_counter() - t0)
-        writes = []
-        for i in range(n):
-            t = time.perf_counter_ns()
-            await ledger.tool_calls.create(
-                call_id=f"call_{i}", run_id=None, runner_id=rec.id, tool="noop", args="{}",
-                args_sha256="0" * 64, workspace="app", decision="allow", token_id=f"t{i}",
-                requested_by="admin",
-            )  # fmt: skip
-            await ledger.tool_calls.finish(f"call_{i}", state="succeeded", result="{}")
-            writes.append((time.perf_counter_ns() - t) / 1000)
-        return {
-            "find_us": median(finds),
-            "find_per_s_64": finds_per_s,
-            "create_finish_us": median(writes),
-            "reader_pool": float(ledger.db.reader.pool.size()),  # type: ignore[attr-defined]
-        }
-    finally:
-        await ledger.aclose()
 
 
 # ---- 1. round trip through one real runner ------------------------------------------
@@ -231,14 +195,8 @@ async def throughput(gw: Gateway, home: Path, kids: Children, p: dict[str, Any])
     async with await connect_ipc(gw.info["socket"]) as admin:
         await wait_online(admin, set(names), 60)
     pids = {"gateway": gw.pid, "runner_host": host.pid, "load_driver": os.getpid()}
-    result = await drive(
-        gw.info["socket"],
-        names,
-        p["inflight_per_runner"],
-        p["warmup_s"],
-        p["load_s"],
-        pids,
-    )
+    socket, per_runner = gw.info["socket"], p["inflight_per_runner"]
+    result = await drive(socket, names, per_runner, p["warmup_s"], p["load_s"], pids)
     await kids.stop(host)
     return {**result, "runners": len(names), "enrol_s": enrol_s, "host_ready_s": ready["seconds"]}
 
@@ -284,6 +242,7 @@ async def idle(home: Path, kids: Children, p: dict[str, Any], nofile: int) -> di
             sys.executable, str(HERE / "tools.py"), "--idle-host", str(spec), stdin=True
         )
         for n, window in zip(sizes, windows, strict=True):
+            prev = (rows[-1]["runners"], rows[-1]["rss_bytes"]) if rows else (0, rss0)
             got = await ask(host, str(n), 120 + n * 0.05)
             seen = await gateway_ws_connections(gw)
             await asyncio.sleep(2.0)
@@ -304,6 +263,7 @@ async def idle(home: Path, kids: Children, p: dict[str, Any], nofile: int) -> di
                     "connect_s": got["seconds"],
                     "rss_bytes": rss,
                     "rss_per_runner_kib": (rss - rss0) / n / 1024,
+                    "rss_marginal_kib": (rss - prev[1]) / (n - prev[0]) / 1024,
                     "window_s": t1 - t0,
                     "heartbeats": beats,
                     "heartbeat_failures": b["failures"] - a["failures"],
@@ -329,8 +289,8 @@ async def idle(home: Path, kids: Children, p: dict[str, Any], nofile: int) -> di
 # ---- the report ---------------------------------------------------------------------
 
 
-def report(r: dict[str, Any], p: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Print the tables; return the targets and the notes."""
+def report(r: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
+    """Print the tables; return the derived numbers, the targets and the notes."""
     base, crypto, rtt, tp, idl = r["baselines"], r["crypto"], r["rtt"], r["throughput"], r["idle"]
     led = r["ledger"]
     a = base["ws_echo_p50_us"] + crypto["mint_us"] + crypto["verify_us"]
@@ -345,8 +305,8 @@ def report(r: dict[str, Any], p: dict[str, Any]) -> tuple[dict[str, Any], list[s
             ["raw Unix-socket echo", base["ipc_echo_p50_us"], base["ipc_echo_p99_us"], "", ""],
             ["CapabilityIssuer.mint", crypto["mint_us"], crypto["mint_p99_us"], "", ""],
             ["CapabilityVerifier.verify", crypto["verify_us"], crypto["verify_p99_us"], "", ""],
-            ["ledger: RunnerStore.find (each tool.call)", led["find_us"], "", "", ""],
-            ["ledger: tool_calls.create + finish", led["create_finish_us"], "", "", ""],
+            ["ledger: RunnerStore.find (in-process)", led["find_us"], "", "", ""],
+            ["ledger: tool_calls.create + finish (in-proc)", led["create_finish_us"], "", "", ""],
             ["(a) WS echo + mint + verify (baseline)", a, "", 1.0, a / b],
             ["(b) (a) + Unix-socket echo (both hops)", b, "", b / a, 1.0],
             ["tool.call through gateway + real runner", rtt["p50_us"], rtt["p99_us"],
@@ -384,10 +344,10 @@ def report(r: dict[str, Any], p: dict[str, Any]) -> tuple[dict[str, Any], list[s
         f"Idle runners (heartbeat every 15 s; enrolled {max(idl['sizes'], default=0)} in "
         f"{idl.get('enrol_s', 0):.1f} s; gateway RSS before any runner "
         f"{idl.get('rss0_bytes', 0) / 2**20:.1f} MiB)",
-        ["runners", "connect s", "gateway RSS MiB", "KiB/runner", "window s", "heartbeats",
-         "gateway % core", "µs/heartbeat", "host % core"],
+        ["runners", "connect s", "gateway RSS MiB", "KiB/runner", "marginal KiB", "window s",
+         "heartbeats", "gateway % core", "gateway µs/heartbeat", "host % core"],
         [[x["runners"], x["connect_s"], x["rss_bytes"] / 2**20, x["rss_per_runner_kib"],
-          x["window_s"], x["heartbeats"], x["gateway_cores"] * 100,
+          x["rss_marginal_kib"], x["window_s"], x["heartbeats"], x["gateway_cores"] * 100,
           x["gateway_cpu_us_per_heartbeat"], x["host_cores"] * 100] for x in rows],
     )  # fmt: skip
     top = rows[-1] if rows else None
@@ -420,48 +380,59 @@ def report(r: dict[str, Any], p: dict[str, Any]) -> tuple[dict[str, Any], list[s
     print("\nNotes")
     for note in notes:
         print(f"  - {note}")
-    return targets, notes
+    derived = {
+        "baseline_a_us": a,
+        "baseline_b_us": b,
+        "rtt_p50_ratio_a": rtt["p50_us"] / a,
+        "rtt_p50_ratio_b": rtt["p50_us"] / b,
+        "gateway_cpu_ratio": gw_cpu / echo_cpu,
+    }
+    return {"derived": derived, "targets": targets, "notes": notes}
 
 
 def _notes(r: dict[str, Any], gw_cpu: float) -> list[str]:
     """Plain-language reading of the numbers: where the time went, who was saturated."""
     crypto, led, rtt, tp, idl = r["crypto"], r["ledger"], r["rtt"], r["throughput"], r["idle"]
-    base, cores = r["baselines"], tp["cpu_cores"]
+    base, cores, cpus = r["baselines"], tp["cpu_cores"], os.cpu_count() or 1
     b = base["ws_echo_p50_us"] + base["ipc_echo_p50_us"] + crypto["mint_us"] + crypto["verify_us"]
-    gw_main, gw_other = tp["gateway_main_thread_cores"], tp["gateway_other_threads_cores"]
+    gw_cores = tp["gateway_main_thread_cores"] + tp["gateway_other_threads_cores"]
+    crypto_us = crypto["mint_us"] + crypto["verify_us"]
     notes = [
-        f"tool.call p50 exceeds baseline (b) by {rtt['p50_us'] - b:.0f} µs; in-process, the "
-        f"runner lookup it does first (RunnerStore.find) takes {led['find_us']:.0f} µs and "
-        f"the two tool-call ledger writes {led['create_finish_us']:.0f} µs",
-        f"gateway CPU per call {gw_cpu:.0f} µs under load: one mint is "
-        f"{crypto['mint_us']:.0f} µs ({crypto['mint_us'] / gw_cpu:.0%}), one RunnerStore.find "
-        f"~{led['find_us']:.0f} µs ({min(1.0, led['find_us'] / gw_cpu):.0%}); signing does not "
-        "limit the gateway",
-        f"in-process, RunnerStore.find alone tops out at {led['find_per_s_64']:,.0f}/s with 64 "
-        f"callers (reader pool of {led['reader_pool']:.0f} connections, SQLAlchemy + "
-        f"aiosqlite), vs {tp['calls_per_s']:,.0f} tool.call/s measured",
-        f"gateway threads: event loop {gw_main:.0%} of a core, others (SQLite writer, "
-        f"aiosqlite readers) {gw_other:.0%}; they share one GIL",
+        f"tool.call p50 is {rtt['p50_us'] - b:.0f} µs above baseline (b). For scale, "
+        f"in-process on SQLite: a ledger runner lookup (RunnerStore.find) takes "
+        f"{led['find_us']:.0f} µs ({led['find_cpu_us']:.0f} µs of CPU, at most "
+        f"{led['find_per_s_64']:,.0f}/s with 64 callers on a reader pool of "
+        f"{led['reader_pool']:.0f}); recording a call (create + finish) takes "
+        f"{led['create_finish_us']:.0f} µs",
+        f"gateway CPU per call {gw_cpu:.0f} µs under load, of which one mint is "
+        f"{crypto['mint_us']:.0f} µs ({crypto['mint_us'] / gw_cpu:.0%})",
         f"runner host: {cores['runner_host']:.0%} of a core, "
         f"{tp['cpu_us_per_call']['runner_host']:.0f} µs per call (one verify alone is "
-        f"{crypto['verify_us']:.0f} µs: one core verifies at most "
-        f"{1e6 / crypto['verify_us']:,.0f} tokens/s)",
-        f"load driver: {cores['load_driver']:.0%} of a core; the three processes used "
-        f"{sum(cores.values()):.2f} of the machine's {os.cpu_count()} cores",
+        f"{crypto['verify_us']:.0f} µs); load driver: {cores['load_driver']:.0%} of a core; "
+        f"the three processes used {sum(cores.values()):.2f} of the machine's {cpus} cores",
+        f"mint + verify cost {crypto_us:.0f} µs of CPU per call: with gateway and runners "
+        f"sharing this machine's {cpus} cores, signing and verifying alone cap tool calls at "
+        f"~{cpus * 1e6 / crypto_us:,.0f}/s",
     ]
-    if gw_main + gw_other > 0.85:
+    if gw_cores > 0.85:
         notes.append(
-            "the gateway was the bottleneck: its threads together used about one core (one "
-            "GIL), most of it on the ledger runner lookup, not on signing"
+            f"the gateway was the bottleneck: its threads used {gw_cores:.2f} of a core "
+            "together and share one GIL"
         )
-    elif sum(cores.values()) > 0.9 * (os.cpu_count() or 1):
+    elif cores["runner_host"] > 0.7:
+        notes.append(
+            "the runner host was the busiest process: its 100 runners share one process "
+            "(one core, one GIL) here, where a real fleet has a machine each"
+        )
+    elif sum(cores.values()) > 0.9 * cpus:
         notes.append("the machine's cores were saturated: the processes competed for CPU")
     if tp["errors"]:
-        notes.append(f"errors during the load: {tp['errors']}")
+        said = "; ".join(f"{k}: {v!r}" for k, v in tp["error_examples"].items())
+        notes.append(f"errors during the load: {tp['errors']} ({said})")
     notes.append(
-        f"RTT p50 over the first half of the calls {rtt['first_half_p50_us']:.0f} µs, second "
-        f"half {rtt['second_half_p50_us']:.0f} µs (the runner keeps every call id it ran and "
-        "counts its in-flight calls by scanning them)"
+        f"RTT p50 over the first half of the calls {rtt['first_half_p50_us']:.0f} µs, over "
+        f"the second half {rtt['second_half_p50_us']:.0f} µs (the runner remembers the calls "
+        "it ran)"
     )
     if idl["skipped"]:
         notes.append(f"idle sizes skipped (RLIMIT_NOFILE too low): {idl['skipped']}")
@@ -473,9 +444,8 @@ def _notes(r: dict[str, Any], gw_cpu: float) -> list[str]:
             )
     notes.append(
         f"idle gateway with no runners: {idl.get('gateway_cores_no_runners', 0):.2%} of a "
-        "core. Besides answering heartbeats, the gateway writes last_seen to the ledger (one "
-        "transaction) on a runner's first heartbeat 60 s or more after the last write: only "
-        "windows that start >= 60 s after runners connected, or last >= 75 s, include those"
+        "core. Idle windows include whatever the gateway does per runner at most once a "
+        "minute only if they last >= 75 s (the full run's do; --quick's do not)"
     )
     return notes
 
@@ -507,6 +477,21 @@ async def run_all(p: dict[str, Any], nofile: tuple[int, int]) -> dict[str, Any]:
     return r
 
 
+def _source() -> dict[str, Any]:
+    """The commit measured and the files under src/ that differ from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    diff = git("diff", "HEAD", "--", "../src").encode()
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "modified": git("status", "--porcelain", "--", "../src").splitlines(),
+        "diff_sha256": hashlib.sha256(diff).hexdigest(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -525,20 +510,27 @@ def main() -> None:
 
     p = QUICK if args.quick else FULL
     nofile = raise_nofile()
+    source = _source()
     start = time.perf_counter()
     results = uvloop.run(run_all(p, nofile))
-    targets, notes = report(results, p)
-    print(f"\n  total time {time.perf_counter() - start:.0f} s; RLIMIT_NOFILE {nofile}")
+    summary = report(results, p)
+    print(
+        f"\n  total time {time.perf_counter() - start:.0f} s; RLIMIT_NOFILE {nofile}; "
+        f"src at {source['commit'][:10]} with {len(source['modified'])} modified file(s)"
+    )
+    if _source() != source:
+        print("  WARNING: files under src/ changed during the run")
+        source["changed_during_run"] = True
     write_json(
         "tools",
         {
             "quick": args.quick,
             "parameters": p,
             "rlimit_nofile": list(nofile),
+            "source": source,
             "memory_total_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
             **results,
-            "targets": targets,
-            "notes": notes,
+            **summary,
         },
         args.out,
     )
