@@ -7,6 +7,7 @@ with a short prefix that says what they name: ``run_01JD5…``.
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from enum import StrEnum
@@ -46,6 +47,7 @@ class Role(StrEnum):
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_TO_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD)
 
 
 _last = 0
@@ -62,8 +64,7 @@ def new_id(prefix: str) -> str:
     if value <= _last:
         value = _last + 1
     _last = value
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return f"{prefix}_{''.join(reversed(chars))}"
+    # 130 bits (two leading zero bits) in standard base32, mapped onto Crockford's
+    # alphabet, which sorts like the numbers it encodes.
+    encoded = base64.b32encode((value << 6).to_bytes(17, "big"))[:26].decode()
+    return f"{prefix}_{encoded.translate(_TO_CROCKFORD)}"

@@ -49,6 +49,7 @@ ProgressSink = Callable[[str, str, str], None]
 
 _KEEP_SECONDS = 600.0
 _KEEP_MAX = 10_000
+_POLICY_TTL = 5.0
 
 
 @dataclass
@@ -69,9 +70,14 @@ class CallExecutor:
     draining: bool = False
     calls: collections.OrderedDict[str, _Call] = field(default_factory=collections.OrderedDict)
 
+    running: int = 0
+    _policies: dict[tuple[str, tuple[str, ...]], tuple[float, PathPolicy]] = field(
+        default_factory=dict
+    )
+
     @property
     def inflight(self) -> int:
-        return sum(1 for c in self.calls.values() if not c.task.done())
+        return self.running
 
     async def execute(self, p: ToolExecuteParams) -> ToolOutput:
         known = self.calls.get(p.call_id)
@@ -169,6 +175,28 @@ class CallExecutor:
         return ToolOutput(
             call_id=p.call_id, result=msgspec.Raw(msgspec.json.encode(result)), duration=duration
         )
+
+    def _ended(self, call: _Call) -> None:
+        call.finished_at = time.monotonic()
+        self.running -= 1
+
+    def _policy(self, workspace: str, root: Path, paths: tuple[str, ...]) -> PathPolicy:
+        """The path policy for a workspace and a token's allowed paths, rebuilt every few
+        seconds (it resolves the root and denied paths, which costs a few syscalls)."""
+        key = (workspace, paths)
+        now = time.monotonic()
+        cached = self._policies.get(key)
+        if cached is not None and now - cached[0] < _POLICY_TTL:
+            return cached[1]
+        allowed = [root if part in ("", ".") else root / part for part in paths]
+        policy = PathPolicy(
+            root, denied=self.config.denied_paths, allowed_roots=allowed, home=self.home
+        )
+        policy.check_root()
+        if len(self._policies) > 256:
+            self._policies.clear()
+        self._policies[key] = (now, policy)
+        return policy
 
     def cancel(self, call_id: str) -> bool:
         call = self.calls.get(call_id)

@@ -103,6 +103,8 @@ class Connection:
         self._wakeup: asyncio.Future[None] | None = None
         self._drained = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._inflight = 0
+        """Requests whose handler has not replied yet (a task may linger briefly after)."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._closing = False
@@ -136,7 +138,7 @@ class Connection:
     @property
     def inflight(self) -> int:
         """Incoming requests whose handlers are still running."""
-        return len(self._tasks)
+        return self._inflight
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
@@ -191,7 +193,7 @@ class Connection:
             self._reply_error(event, exc, start)
             return
         if type(outcome) is types.CoroutineType:
-            if len(self._tasks) >= self._max_inflight:
+            if self._inflight >= self._max_inflight:
                 outcome.close()
                 self._reply_error(
                     event,
@@ -201,6 +203,7 @@ class Connection:
                     start,
                 )
                 return
+            self._inflight += 1
             self._spawn(self._finish(event, outcome, start), f"{self.name}:{event.method.name}")
             return
         self._reply(event, outcome, start)
@@ -209,11 +212,14 @@ class Connection:
         try:
             result = await coro
         except asyncio.CancelledError:
+            self._inflight -= 1
             self._reply_error(event, ConnectionClosed("the gateway is shutting down"), start)
             raise
         except Exception as exc:  # noqa: BLE001
+            self._inflight -= 1
             self._reply_error(event, exc, start)
             return
+        self._inflight -= 1
         self._reply(event, result, start)
 
     def _reply(self, event: RequestReceived, result: Any, start: float) -> None:
