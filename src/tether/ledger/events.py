@@ -1,11 +1,13 @@
 """Run events: append through group commit, read back by (run, seq) or by session.
 
 Payloads larger than ``inline_payload_bytes`` are stored as artifacts and the event
-carries ``{"artifact": id, "size": n}`` instead, so event rows stay small.
+carries ``{"artifact": id, "size": n, "media_type": t}`` instead, so event rows stay
+small; :meth:`EventStore.full_payload` turns such a reference back into the payload.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 from collections.abc import Sequence
@@ -55,11 +57,16 @@ class EventStore:
         size = len(event.payload.encode())
         if size <= self.inline_payload_bytes:
             return event
+        content = event.payload.encode()
+        # the id follows from (run, seq, content): re-appending the same event yields the
+        # same reference, so it stays a no-op like any identical re-append
+        digest = hashlib.sha256(f"{run_id}\0{event.seq}\0".encode() + content).digest()
         artifact_id = await self.put_artifact(
             run_id=run_id,
             name=f"{event.kind}#{event.seq}",
             media_type="application/json",
-            content=event.payload.encode(),
+            content=content,
+            artifact_id="art_" + base64.b32encode(digest).decode()[:26],
         )
         ref = _encode(
             {"artifact": artifact_id, "size": size, "media_type": "application/json"}
@@ -122,9 +129,20 @@ class EventStore:
         content: bytes,
         ttl: float | None = None,
         now: float | None = None,
+        artifact_id: str | None = None,
     ) -> str:
+        """Store an artifact; returns its id. With ``artifact_id`` given and already
+        stored, nothing is written (callers derive such ids from the content)."""
         now = time.time() if now is None else now
-        artifact_id = new_id("art")
+        if artifact_id is None:
+            artifact_id = new_id("art")
+        else:
+            async with self.db.reader.connect() as conn:
+                found = await conn.execute(
+                    select(artifacts.c.id).where(artifacts.c.id == artifact_id)
+                )
+                if found.first() is not None:
+                    return artifact_id
         async with self.db.engine.begin() as conn:
             await conn.execute(
                 insert(artifacts).values(
@@ -140,6 +158,16 @@ class EventStore:
                 )
             )
         return artifact_id
+
+    async def full_payload(self, event: Event) -> str:
+        """The event's payload, with an artifact reference (see the module docstring)
+        replaced by the payload it stands for."""
+        if not event.payload.startswith('{"artifact":'):
+            return event.payload
+        ref = msgspec.json.decode(event.payload)
+        if not isinstance(ref, dict) or set(ref) != {"artifact", "size", "media_type"}:
+            return event.payload
+        return (await self.get_artifact(str(ref["artifact"]))).content.decode()
 
     async def get_artifact(self, artifact_id: str) -> Artifact:
         async with self.db.reader.connect() as conn:

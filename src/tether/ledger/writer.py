@@ -6,9 +6,15 @@ While one batch commits the next gathers, so throughput rises with concurrency i
 of paying one commit per event. The queue is bounded: appenders wait for room.
 
 Appends are idempotent by content: an identical row at an existing (run_id, seq) is a
-no-op; a different row there fails that appender with :class:`Conflict`. A batch that
-fails as a whole (say a foreign-key error from one unknown run id) is retried item by
-item, so only the faulty appender sees the error.
+no-op; a different row there fails that appender with :class:`Conflict`. Appends are
+fenced: a row is written only while its epoch is the run's current lease epoch, so a
+gateway that lost its lease cannot add events; its appender gets :class:`Conflict` with
+``data["reason"] == "fenced"``. On PostgreSQL the insert share-locks the runs it
+writes to, so a takeover (an UPDATE of the run's epoch) waits for a batch already in
+flight and the new owner sees that batch; without the lock such a batch could land
+after the takeover, under the new owner's feet. A batch that fails as a whole (say a
+foreign-key error from one unknown run id) is retried item by item, so only the faulty
+appender sees the error.
 
 - :class:`SqliteWriter` runs on a dedicated thread with its own sqlite3 connection and
   takes work straight from a thread-safe queue (SQLite has one writer at a time; the
@@ -45,7 +51,7 @@ from tether.errors import (
     Overloaded,
     TetherError,
 )
-from tether.ledger.schema import run_events, tool_calls
+from tether.ledger.schema import run_events, runs, tool_calls
 
 __all__ = ["STATEMENTS", "EventRow", "EventWriter", "Op", "PostgresWriter", "SqliteWriter"]
 
@@ -59,6 +65,7 @@ if tuple(c.name for c in run_events.columns) != COLUMNS:  # pragma: no cover - s
     raise RuntimeError("EventRow must follow the run_events columns")
 _TABLE = run_events.name
 _LOOKUP = f"SELECT kind, source, payload FROM {_TABLE} WHERE run_id = ? AND seq = ?"  # noqa: S608
+_EPOCH = f"SELECT epoch FROM {runs.name} WHERE id = ?"  # noqa: S608
 
 
 STATEMENTS: dict[str, ClauseElement] = {
@@ -142,14 +149,28 @@ def _conflict(row: EventRow) -> Conflict:
 
 
 def _mark(
-    items: Sequence[_Item], existing: Callable[[EventRow], tuple[str, str, str] | None]
+    items: Sequence[_Item],
+    existing: Callable[[EventRow], tuple[str, str, str] | None],
+    epoch_of: Callable[[str], int | None],
 ) -> None:
-    """After an insert that skipped some keys: fail items whose rows differ from what is stored."""
+    """After an insert that skipped some rows: fail the items whose rows were not written
+    and are not stored as they are (a different row at the key, a stale epoch, no run)."""
     for item in items:
         for row in item.rows:
-            if existing(row) != (row[2], row[3], row[4]):
+            stored = existing(row)
+            if stored == (row[2], row[3], row[4]):
+                continue
+            current = epoch_of(row[0])
+            if current is None:
+                item.error = NotFound(f"run {row[0]} does not exist", data={"run_id": row[0]})
+            elif current != row[6]:
+                item.error = Conflict(
+                    f"run {row[0]} is now held under lease epoch {current}, not {row[6]}",
+                    data={"run_id": row[0], "reason": "fenced", "epoch": current},
+                )
+            else:
                 item.error = _conflict(row)
-                break
+            break
 
 
 class _Backpressure:
@@ -242,7 +263,8 @@ class SqliteWriter(_Writer):
         self._closing = False
         self._insert = (
             f"INSERT OR IGNORE INTO {_TABLE} ({', '.join(COLUMNS)}) "  # noqa: S608
-            f"VALUES ({', '.join('?' * len(COLUMNS))})"
+            f"SELECT {', '.join('?' * len(COLUMNS))} "
+            f"WHERE EXISTS (SELECT 1 FROM {runs.name} WHERE id = ?1 AND epoch = ?7)"
         )
         self._compiled = _compile_all(sqlite_dialect.dialect(paramstyle="qmark"))
         self.batches = 0
@@ -315,7 +337,11 @@ class SqliteWriter(_Writer):
                         found = conn.execute(_LOOKUP, (row[0], row[1])).fetchone()
                         return None if found is None else (found[0], found[1], found[2])
 
-                    _mark(batch, existing)
+                    def epoch_of(run_id: str) -> int | None:
+                        found = conn.execute(_EPOCH, (run_id,)).fetchone()
+                        return None if found is None else int(found[0])
+
+                    _mark(batch, existing, epoch_of)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -354,9 +380,12 @@ class PostgresWriter(_Writer):
 
     _SQL = (
         f"INSERT INTO {_TABLE} ({', '.join(COLUMNS)}) "  # noqa: S608
-        "SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], "
-        "$6::float8[], $7::int[]) ON CONFLICT DO NOTHING"
+        f"SELECT u.* FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], "
+        f"$6::float8[], $7::int[]) AS u({', '.join(COLUMNS)}) "
+        f"JOIN {runs.name} r ON r.id = u.run_id AND r.epoch = u.epoch "
+        "FOR SHARE OF r ON CONFLICT DO NOTHING"
     )
+    _EPOCHS_PG = f"SELECT id, epoch FROM {runs.name} WHERE id = ANY($1::text[])"  # noqa: S608
     _LOOKUP_PG = (
         f"SELECT run_id, seq, kind, source, payload FROM {_TABLE} "  # noqa: S608
         "WHERE (run_id, seq) IN (SELECT * FROM unnest($1::text[], $2::int[]))"
@@ -424,7 +453,9 @@ class PostgresWriter(_Writer):
                 if written != len(rows):
                     found = await conn.fetch(self._LOOKUP_PG, columns[0], columns[1])
                     stored = {(r[0], r[1]): (r[2], r[3], r[4]) for r in found}
-                    _mark(batch, lambda row: stored.get((row[0], row[1])))
+                    ids = list(set(columns[0]))
+                    epochs = {r[0]: r[1] for r in await conn.fetch(self._EPOCHS_PG, ids)}
+                    _mark(batch, lambda row: stored.get((row[0], row[1])), epochs.get)
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             if len(batch) > 1 and isinstance(exc, asyncpg.PostgresError):
                 for item in batch:

@@ -55,6 +55,102 @@ async def test_unknown_run_fails_only_its_appender(ledger: Ledger) -> None:
     assert await ledger.events.last_seq(run_id) == 39
 
 
+async def test_a_gateway_that_lost_its_lease_cannot_append(ledger: Ledger) -> None:
+    run_id = await make_run(ledger)
+    first = await ledger.runs.claim_next("gw-a", 30, now=100.0)
+    assert first is not None
+    assert first.id == run_id
+    await ledger.events.append(run_id, first.epoch, [ev(2, '{"by":"a"}')])
+    # gw-a stalls past its lease; gw-b takes the run over
+    second = await ledger.runs.reclaim(
+        run_id, epoch=first.epoch, owner="gw-b", lease_seconds=30, now=200.0
+    )
+    assert second is not None
+    assert second.epoch == first.epoch + 1
+
+    async def stale(seq: int) -> None:
+        await ledger.events.append(run_id, first.epoch, [ev(seq, '{"by":"a"}')])
+
+    async def current(seq: int) -> None:
+        await ledger.events.append(run_id, second.epoch, [ev(seq, '{"by":"b"}')])
+
+    # in one group commit: the stale owner's rows are refused, the new owner's written
+    results = await asyncio.gather(
+        stale(3), current(3), current(4), stale(5), return_exceptions=True
+    )
+    for refused in (results[0], results[3]):
+        assert isinstance(refused, Conflict)
+        assert refused.data == {"run_id": run_id, "reason": "fenced", "epoch": second.epoch}
+    assert results[1:3] == [None, None]
+    await stale(2)  # what it wrote while it held the lease is stored as is: a no-op
+    events = await ledger.events.read(run_id)
+    assert [(e.seq, e.payload, e.epoch) for e in events] == [
+        (1, "{}", 0),
+        (2, '{"by":"a"}', first.epoch),
+        (3, '{"by":"b"}', second.epoch),
+        (4, '{"by":"b"}', second.epoch),
+    ]
+
+
+async def _lock_waiters(conn: object, database: str) -> int:
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'"
+    return int(await conn.fetchval(query, database))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("engine", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_an_append_in_flight_during_a_takeover_never_lands_after_it(
+    ledger: Ledger, database_url: str
+) -> None:
+    """PostgreSQL commits the writer's batch and a takeover concurrently (SQLite serializes
+    them). An append whose transaction is still open when another gateway reclaims the run
+    must land before the takeover, never after it: the new owner numbers its events from
+    what it reads once it holds the lease."""
+    import asyncpg
+
+    run_id = await make_run(ledger)
+    first = await ledger.runs.claim_next("gw-a", 30, now=100.0)
+    assert first is not None
+    database = database_url.rsplit("/", 1)[-1]
+    blocker = await asyncpg.connect(database_url)
+    watcher = await asyncpg.connect(database_url)  # activity is frozen inside a transaction
+    try:
+        # an uncommitted row at seq 2 holds gw-a's append mid-transaction (unique index wait)
+        held = blocker.transaction()
+        await held.start()
+        await blocker.execute(
+            "INSERT INTO run_events (run_id, seq, kind, source, payload, created_at, epoch) "
+            "VALUES ($1, 2, 'x', 'agent', '{}', 1.0, $2)",
+            run_id,
+            first.epoch,
+        )
+        stalled = asyncio.create_task(ledger.events.append(run_id, first.epoch, [ev(2)]))
+        for _ in range(200):
+            if await _lock_waiters(watcher, database) >= 1:
+                break
+            await asyncio.sleep(0.01)
+        assert await _lock_waiters(watcher, database) >= 1
+
+        async def take_over() -> tuple[object, list[int]]:
+            second = await ledger.runs.reclaim(
+                run_id, epoch=first.epoch, owner="gw-b", lease_seconds=30, now=200.0
+            )
+            return second, [e.seq for e in await ledger.events.read(run_id)]
+
+        takeover = asyncio.create_task(take_over())
+        for _ in range(200):  # the takeover either finishes or waits behind gw-a's append
+            if takeover.done() or await _lock_waiters(watcher, database) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        await held.rollback()
+        await stalled
+        second, seen_by_new_owner = await takeover
+    finally:
+        await blocker.close()
+        await watcher.close()
+    assert second is not None
+    assert [e.seq for e in await ledger.events.read(run_id)] == seen_by_new_owner == [1, 2]
+
+
 async def test_many_concurrent_appenders_lose_nothing(ledger: Ledger) -> None:
     runs = [await make_run(ledger) for _ in range(20)]
 
@@ -80,6 +176,15 @@ async def test_large_payloads_become_artifacts(ledger: Ledger) -> None:
     artifact = await ledger.events.get_artifact(ref["artifact"])
     assert artifact.content == big.encode()
     assert artifact.run_id == run_id
+    assert await ledger.events.full_payload(event) == big  # what a resumed agent sees
+    (first,) = await ledger.events.read(run_id, limit=1)
+    assert await ledger.events.full_payload(first) == first.payload
+    # re-appending the same large event is a no-op, like any identical re-append
+    again = await ledger.events.append(run_id, 0, [ev(2, big)])
+    assert again[0].payload == stored[0].payload
+    with pytest.raises(Conflict):
+        await ledger.events.append(run_id, 0, [ev(2, json.dumps({"text": "x" * 90_000}))])
+    assert [e.payload for e in await ledger.events.read(run_id, after_seq=1)] == [event.payload]
 
 
 async def test_session_events_in_run_order(ledger: Ledger) -> None:
