@@ -136,6 +136,8 @@ class Orchestrator:
         for run in await self.ledger.runs.reclaimable(dead_owners=prefix, exclude_owner=self.owner):
             if run.id in self.tasks:
                 continue
+            if len(self.tasks) >= self.config.max_active and self._would_resume(run):
+                continue  # it stays reclaimable; a later pass takes it when a slot is free
             taken = await self.ledger.runs.reclaim(
                 run.id,
                 epoch=run.epoch,
@@ -150,6 +152,15 @@ class Orchestrator:
             await self._end_unowned(
                 run, RunState.EXPIRED, "run.expired", "queue_ttl", "waited in the queue too long"
             )
+
+    def _would_resume(self, run: Run) -> bool:
+        """Whether reclaiming ``run`` (attempt + 1) would start it again, taking a slot."""
+        backend = self.backends.get(run.agent)
+        return (
+            backend is not None
+            and backend.capabilities.resume
+            and run.attempts + 1 <= self.config.max_attempts
+        )
 
     async def _recover(self, run: Run) -> None:
         backend = self.backends.get(run.agent)
@@ -208,9 +219,8 @@ class Orchestrator:
         if backend is None:
             await self._end_owned(run, "unknown_agent", f"agent {run.agent!r} is not available")
             return
-        next_seq = await self.ledger.events.last_seq(run.id) + 1
-        task = RunTask(self, run, backend, resumed=resumed, next_seq=next_seq)
-        self.tasks[run.id] = task
+        task = RunTask(self, run, backend, resumed=resumed)
+        self.tasks[run.id] = task  # before any await: steering finds a run it holds
         self.metrics.runs_active.set(len(self.tasks))
         task.task = asyncio.get_running_loop().create_task(
             self._supervise(task), name=f"run:{run.id}"

@@ -33,7 +33,6 @@ class LiveRunner:
     agents: list[str]
     sandbox: str
     max_concurrency: int
-    inflight: int = 0
     last_seen: float = field(default_factory=time.time)
 
 
@@ -69,7 +68,6 @@ class RunnerRegistry:
             agents=list(params.agents),
             sandbox=params.sandbox,
             max_concurrency=min(params.max_concurrency, max_inflight),
-            inflight=old.inflight if old is not None else 0,
         )
         self.live[peer.runner_id] = live
         self._stale_names = True

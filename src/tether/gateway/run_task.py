@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from tether.agents.contract import AgentBackend, Outcome, PastEvent
-from tether.errors import Conflict, RunnerOffline, TetherError
+from tether.errors import Conflict, NotFound, RunnerOffline, TetherError
 from tether.ledger import NewEvent, Run, RunState
 from tether.security.redaction import redact, redact_value
 from tether.types import new_id
@@ -47,8 +47,16 @@ class RunTask:
     """Drives one run. See the module docstring."""
 
     def __init__(
-        self, orch: Orchestrator, run: Run, backend: AgentBackend, *, resumed: bool, next_seq: int
+        self,
+        orch: Orchestrator,
+        run: Run,
+        backend: AgentBackend,
+        *,
+        resumed: bool,
+        next_seq: int | None = None,
     ) -> None:
+        """``next_seq`` None: read from the ledger on first use, so the orchestrator can
+        register the task the moment it holds the run (steering then finds it)."""
         self.orch = orch
         self.record = run
         self.epoch = run.epoch
@@ -69,6 +77,12 @@ class RunTask:
         self.calls: set[str] = set()
         self._side: set[asyncio.Task[Any]] = set()
         """Tool calls in flight (cancelled on the runner when the run stops)."""
+
+    async def _next_seq(self) -> int:
+        """The seq of the next event (call with the lock held)."""
+        if self._seq is None:
+            self._seq = await self.orch.ledger.events.last_seq(self.run_id) + 1
+        return self._seq
 
     # ---- RunContext ----------------------------------------------------------------
 
@@ -100,8 +114,9 @@ class RunTask:
         if self.fenced:
             raise Conflict(f"run {self.run_id} is no longer held by this gateway")
         async with self._lock:
+            seq = await self._next_seq()
             event = NewEvent(
-                seq=self._seq,
+                seq=seq,
                 kind=kind,
                 source=source,
                 payload=encode_payload(payload),
@@ -112,7 +127,7 @@ class RunTask:
             except Conflict:
                 self._fence("append conflict")
                 raise
-            self._seq += 1
+            self._seq = seq + 1
         self.last_progress = time.monotonic()
         self._publish(stored)
         return stored.seq
@@ -130,10 +145,14 @@ class RunTask:
         return items
 
     async def history(self) -> Sequence[PastEvent]:
-        events = await self.orch.ledger.events.read(self.run_id, limit=100_000)
+        store = self.orch.ledger.events
+        events = await store.read(self.run_id, limit=100_000)
         return [
             PastEvent(
-                seq=e.seq, kind=e.kind, source=e.source, payload=msgspec.json.decode(e.payload)
+                seq=e.seq,
+                kind=e.kind,
+                source=e.source,
+                payload=msgspec.json.decode(await store.full_payload(e)),
             )
             for e in events
         ]
@@ -150,22 +169,24 @@ class RunTask:
         orch = self.orch
         if orch.tools is None:
             raise RunnerOffline("this gateway has no tool dispatcher")
-        record = await orch.ledger.runners.find(runner)
-        live = orch.tools.registry.get(record.id)
-        if not workspace and live is not None and len(live.workspaces) == 1:
-            workspace = live.workspaces[0]
         call_id = new_id("call")
-        await self.emit(
-            "tool.call.requested",
-            {
-                "call_id": call_id,
-                "runner": record.name,
-                "tool": tool,
-                "args": redact_value(args),
-                "workspace": workspace,
-            },
-            source="gateway",
-        )
+        requested = {
+            "call_id": call_id,
+            "runner": runner,
+            "tool": tool,
+            "args": redact_value(args),
+            "workspace": workspace,
+        }
+        try:
+            live, workspace = await orch.tools.target(runner, workspace)
+        except NotFound:
+            raise  # no such runner: nothing was requested
+        except TetherError as exc:  # offline, or the workspace must be named
+            await self.emit("tool.call.requested", requested, source="gateway")
+            await self._call_failed(call_id, exc)
+            raise
+        requested.update(runner=live.name, workspace=workspace)
+        await self.emit("tool.call.requested", requested, source="gateway")
         outputs: set[asyncio.Task[int]] = set()
 
         def progress(stream: str, text: str) -> None:
@@ -179,7 +200,7 @@ class RunTask:
         try:
             outcome = await orch.tools.execute(
                 call_id=call_id,
-                runner_id=record.id,
+                runner_id=live.runner_id,
                 tool=tool,
                 args=args,
                 workspace=workspace,
@@ -190,11 +211,7 @@ class RunTask:
             )
         except TetherError as exc:
             await asyncio.gather(*outputs, return_exceptions=True)
-            await self.emit(
-                "tool.call.failed",
-                {"call_id": call_id, "code": exc.code, "message": exc.message},
-                source="gateway",
-            )
+            await self._call_failed(call_id, exc)
             raise
         finally:
             self.calls.discard(call_id)
@@ -206,6 +223,13 @@ class RunTask:
             source="gateway",
         )
         return result
+
+    async def _call_failed(self, call_id: str, exc: TetherError) -> None:
+        await self.emit(
+            "tool.call.failed",
+            {"call_id": call_id, "code": exc.code, "message": exc.message},
+            source="gateway",
+        )
 
     # ---- control from outside ------------------------------------------------------
 
@@ -328,8 +352,9 @@ class RunTask:
         if self.fenced:
             raise Fenced
         async with self._lock:
+            seq = await self._next_seq()
             event = NewEvent(
-                seq=self._seq,
+                seq=seq,
                 kind=kind,
                 source="gateway",
                 payload=encode_payload(payload),
@@ -347,7 +372,7 @@ class RunTask:
             except Conflict as exc:
                 self._fence(exc.message)
                 raise Fenced from exc
-            self._seq += 1
+            self._seq = seq + 1
             self.state = target
         self.last_progress = time.monotonic()
         self._publish(event)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from aiohttp import web
 
-from tether.errors import Forbidden, InvalidParams, RunnerOffline, TetherError, Unauthorized
+from tether.errors import Forbidden, RunnerOffline, TetherError, Unauthorized
 from tether.gateway.dispatcher import Dispatcher
 from tether.gateway.peer import Peer
 from tether.gateway.registry import RunnerRegistry
@@ -146,7 +146,7 @@ class RunnersApi:
             max_concurrency=live.max_concurrency
             if live
             else int(offered.get("max_concurrency", 0)),
-            inflight=live.inflight if live else 0,
+            inflight=self.tools.inflight[record.id] if self.tools else 0,
             created_at=record.created_at,
             enrolled_at=record.enrolled_at,
             last_seen_at=live.last_seen if live else record.last_seen_at,
@@ -219,20 +219,7 @@ class RunnersApi:
 
     async def call(self, peer: Peer, p: ToolCallParams) -> ToolCallResult:
         assert self.tools is not None
-        live = self.registry.find(p.runner)
-        if live is None:  # not connected: the ledger says whether it exists at all
-            record = await self._ledger().runners.find(p.runner)
-            raise RunnerOffline(
-                f"runner {record.name} is not connected", data={"runner": record.name}
-            )
-        workspace = p.workspace
-        if not workspace:
-            if len(live.workspaces) != 1:
-                raise InvalidParams(
-                    f"say which workspace (runner {live.name} has: {', '.join(live.workspaces) or 'none'})",
-                    data={"field": "params.workspace"},
-                )
-            workspace = live.workspaces[0]
+        live, workspace = await self.tools.target(p.runner, p.workspace)
         outcome = await self.tools.execute(
             runner_id=live.runner_id,
             tool=p.tool,

@@ -12,9 +12,11 @@ outcome, so the call runs once and its outcome arrives once. Otherwise it fails 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +37,7 @@ from tether.gateway.registry import LiveRunner, RunnerRegistry
 from tether.ledger import Ledger
 from tether.protocol.methods import TOOL_CANCEL, TOOL_EXECUTE
 from tether.protocol.runners import ToolCancelParams, ToolExecuteParams, ToolOutput
-from tether.security.capability import CapabilityIssuer, args_digest
+from tether.security.capability import CapabilityIssuer, args_digest, new_token_id
 from tether.security.redaction import redact, redact_value
 from tether.types import new_id
 
@@ -74,6 +76,8 @@ class ToolDispatcher:
         self.issuer = issuer
         self.limits = limits
         self.active: dict[str, _Active] = {}
+        self.inflight: collections.Counter[str] = collections.Counter()
+        """Calls in flight per runner id."""
         self._cancels: set[asyncio.Task[None]] = set()
 
     def progress(self, runner_id: str | None, call_id: str, stream: str, text: str) -> None:
@@ -83,6 +87,27 @@ class ToolDispatcher:
             return
         if active.progress is not None:
             active.progress(stream, text)
+
+    async def target(self, runner: str, workspace: str = "") -> tuple[LiveRunner, str]:
+        """The connected runner called ``runner`` (name or id) and the workspace to use: the
+        one given, else the runner's only one. Raises ``runner_offline`` for a known runner
+        that is not connected (the ledger is read only then), ``not_found`` for an unknown
+        one, ``invalid_params`` when a workspace must be named."""
+        live = self.registry.find(runner)
+        if live is None:
+            record = await self.ledger.runners.find(runner)
+            raise RunnerOffline(
+                f"runner {record.name} is not connected", data={"runner": record.name}
+            )
+        if not workspace:
+            if len(live.workspaces) != 1:
+                known = ", ".join(live.workspaces) or "none"
+                raise InvalidParams(
+                    f"say which workspace (runner {live.name} has: {known})",
+                    data={"field": "params.workspace"},
+                )
+            workspace = live.workspaces[0]
+        return live, workspace
 
     async def execute(
         self,
@@ -100,56 +125,79 @@ class ToolDispatcher:
     ) -> CallOutcome:
         live = self._check(runner_id, tool, workspace)
         call_id = call_id or new_id("call")
-        token, cap = self.issuer.mint(
-            runner_id=runner_id,
-            call_id=call_id,
-            tool=tool,
-            args=args,
-            workspace=workspace,
-            run_id=run_id,
-            ttl=int(max(30, min(timeout, 300))),
-        )
-        await self.ledger.tool_calls.create(
-            call_id=call_id,
-            run_id=run_id or None,
-            runner_id=runner_id,
-            tool=tool,
-            args=msgspec.json.encode(redact_value(args)).decode(),
-            args_sha256=args_digest(args),
-            workspace=workspace,
-            decision=decision,
-            token_id=cap.token_id,
-            requested_by=requested_by,
-        )
-        params = ToolExecuteParams(
-            call_id=call_id,
-            tool=tool,
-            args=args,
-            workspace=workspace,
-            token=token,
-            timeout=timeout,
-            run_id=run_id,
-        )
-        self.active[call_id] = _Active(runner_id, live.boot_id, progress)
-        live.inflight += 1
-        start = time.monotonic()
-        try:
-            output = await self._send(live, params, deadline=start + timeout + _SLACK)
-        except TetherError as exc:
-            state = {"tool_timeout": "timeout", "timeout": "timeout"}.get(exc.code, "failed")
-            await self.ledger.tool_calls.finish(
-                call_id, state=state, error_code=exc.code, error=redact(exc.message)
+        with self._slot(runner_id):
+            token_id, digest = new_token_id(), args_digest(args)
+            # The call is committed to the ledger before anything is sent; the token is
+            # signed while the ledger's writer commits (one step yields so it is queued).
+            recorded = asyncio.ensure_future(
+                self.ledger.tool_calls.create(
+                    call_id=call_id,
+                    run_id=run_id or None,
+                    runner_id=runner_id,
+                    tool=tool,
+                    args=msgspec.json.encode(redact_value(args)).decode(),
+                    args_sha256=digest,
+                    workspace=workspace,
+                    decision=decision,
+                    token_id=token_id,
+                    requested_by=requested_by,
+                )
             )
-            raise
+            try:
+                await asyncio.sleep(0)
+                token, _cap = self.issuer.mint(
+                    runner_id=runner_id,
+                    call_id=call_id,
+                    tool=tool,
+                    args=args,
+                    workspace=workspace,
+                    run_id=run_id,
+                    ttl=int(max(30, min(timeout, 300))),
+                    token_id=token_id,
+                    args_sha256=digest,
+                )
+            finally:
+                await recorded
+            params = ToolExecuteParams(
+                call_id=call_id,
+                tool=tool,
+                args=args,
+                workspace=workspace,
+                token=token,
+                timeout=timeout,
+                run_id=run_id,
+            )
+            self.active[call_id] = _Active(runner_id, live.boot_id, progress)
+            start = time.monotonic()
+            try:
+                output = await self._send(live, params, deadline=start + timeout + _SLACK)
+            except TetherError as exc:
+                state = {"tool_timeout": "timeout", "timeout": "timeout"}.get(exc.code, "failed")
+                await self.ledger.tool_calls.finish(
+                    call_id, state=state, error_code=exc.code, error=redact(exc.message)
+                )
+                raise
+            finally:
+                self.active.pop(call_id, None)
+            await self.ledger.tool_calls.finish(
+                call_id, state="succeeded", result=redact(bytes(output.result).decode())
+            )
+            return CallOutcome(call_id, runner_id, output.result, output.duration)
+
+    @contextlib.contextmanager
+    def _slot(self, runner_id: str) -> Iterator[None]:
+        """Count a call in flight on a runner. Taken before the call's first await, so
+        concurrent calls cannot all pass the check; kept per runner id, so a reconnect
+        does not reset it."""
+        self.inflight[runner_id] += 1
+        try:
+            yield
         finally:
-            self.active.pop(call_id, None)
-            current = self.registry.get(runner_id)
-            if current is not None and current.boot_id == live.boot_id:
-                current.inflight = max(0, current.inflight - 1)
-        await self.ledger.tool_calls.finish(
-            call_id, state="succeeded", result=redact(bytes(output.result).decode())
-        )
-        return CallOutcome(call_id, runner_id, output.result, output.duration)
+            left = self.inflight[runner_id] - 1
+            if left > 0:
+                self.inflight[runner_id] = left
+            else:
+                del self.inflight[runner_id]
 
     def _check(self, runner_id: str, tool: str, workspace: str) -> LiveRunner:
         live = self.registry.get(runner_id)
@@ -167,9 +215,10 @@ class ToolDispatcher:
                 f"runner {live.name} has no workspace {workspace!r} (it has: {known})",
                 data={"field": "params.workspace"},
             )
-        if live.inflight >= live.max_concurrency:
+        running = self.inflight[runner_id]
+        if running >= live.max_concurrency:
             raise Overloaded(
-                f"runner {live.name} already runs {live.inflight} calls (its limit)",
+                f"runner {live.name} already runs {running} calls (its limit)",
                 data={"runner_id": runner_id},
             )
         return live

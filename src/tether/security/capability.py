@@ -40,6 +40,7 @@ __all__ = [
     "args_digest",
     "canonical_args",
     "load_or_create_signing_key",
+    "new_token_id",
     "public_key_pem",
 ]
 
@@ -115,6 +116,11 @@ def _capability(claims: dict[str, Any]) -> Capability:
     )
 
 
+def new_token_id() -> str:
+    """A fresh, unguessable token id (the ``jti`` claim)."""
+    return secrets.token_urlsafe(16)
+
+
 class CapabilityIssuer:
     """Mints tokens with the gateway's private key."""
 
@@ -134,18 +140,23 @@ class CapabilityIssuer:
         run_id: str = "",
         paths: Sequence[str] = (".",),
         ttl: int = 60,
+        token_id: str | None = None,
+        args_sha256: str | None = None,
     ) -> tuple[str, Capability]:
+        """Sign a token for one call. ``token_id`` (from :func:`new_token_id`) and
+        ``args_sha256`` (from :func:`args_digest`) may be chosen up front by a caller that
+        records them before the token exists."""
         now = int(self._clock())
         claims = {
             "iss": ISSUER,
             "aud": runner_id,
-            "jti": secrets.token_urlsafe(16),
+            "jti": token_id or new_token_id(),
             "iat": now,
             "exp": now + ttl,
             "run": run_id,
             "call": call_id,
             "tool": tool,
-            "args": args_digest(args),
+            "args": args_sha256 or args_digest(args),
             "ws": workspace,
             "paths": list(paths),
         }
