@@ -76,7 +76,7 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 class Limits(_Section, frozen=True):
-    """Limits enforced on every connection; all of them are tested."""
+    """Limits enforced on every connection (see docs/operator.md)."""
 
     max_frame_bytes: Positive = 1024 * 1024
     max_ws_connections: Positive = 20_000
@@ -86,6 +86,7 @@ class Limits(_Section, frozen=True):
     send_queue_frames: Positive = 1024
     max_inflight_requests: Positive = 256
     request_timeout: Seconds = 30.0
+    """Deadline for a request that names none (the CLI's calls; the gateway's own calls)."""
     shutdown_grace: Seconds = 10.0
     runner_grace: Seconds = 5.0
     """How long a call waits for its runner to come back after the connection drops."""

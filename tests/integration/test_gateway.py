@@ -177,11 +177,18 @@ async def test_idle_connection_is_closed(home: Path) -> None:
     gw.start()
     try:
         client = await connect_ipc(gw.socket)
-        await asyncio.sleep(0.3)
-        await client.call(PING, PingParams())  # activity keeps it open
+        for _ in range(6):  # 1.8 s of activity, three idle timeouts' worth: still open
+            await asyncio.sleep(0.3)
+            await client.call(PING, PingParams())
+        assert not client.closed
+        quiet = time.monotonic()
         await asyncio.wait_for(client.wait_closed(), unit(5))
-        assert client.closed
+        assert time.monotonic() - quiet >= 0.5  # closed for being idle, not before
         await client.aclose()
+        async with aiohttp.ClientSession() as http, http.get(gw.url + "/metrics") as resp:
+            assert 'tether_connections_closed_total{reason="idle_timeout",transport="ipc"} 1.0' in (
+                await resp.text()
+            )
     finally:
         gw.stop()
 
@@ -208,6 +215,16 @@ async def test_connection_limits(home: Path) -> None:
         with pytest.raises(Overloaded):
             await connect_ws(gw.url, token=gw.admin_token, role="admin")
         await w.aclose()
+        await asyncio.sleep(0.1)
+        # many upgrades at once still get one slot between them
+        tries = await asyncio.gather(
+            *(connect_ws(gw.url, token=gw.admin_token, role="admin") for _ in range(10)),
+            return_exceptions=True,
+        )
+        won = [t for t in tries if not isinstance(t, BaseException)]
+        assert len(won) == 1
+        assert all(isinstance(t, Overloaded) for t in tries if t not in won)
+        await won[0].aclose()
     finally:
         gw.stop()
 

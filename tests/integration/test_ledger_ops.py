@@ -124,3 +124,67 @@ async def test_slow_subscriber_is_told_to_resync_and_follow_catches_up(
 
     await asyncio.wait_for(slow_follow(), unit(60))
     assert seen == list(range(1, len(seen) + 1))
+
+
+async def test_a_long_backlog_is_paced_to_the_reader_not_dropped(
+    make_gateway: MakeGateway,
+) -> None:
+    # a send queue of 32 frames and a finished run with 1,500 events: the backlog must be
+    # paced by the connection (no resync, no slow_consumer close), every event once
+    gw = make_gateway(TETHER_LIMITS__SEND_QUEUE_FRAMES="32")
+    async with await connect_ipc(gw.socket) as c:
+        created = await r.start(c, "events 1500 0", agent="script-once")
+        assert (await r.wait_state(c, created.run.id, timeout=60)).state == "succeeded"
+    seqs: list[int] = []
+    resyncs: list[str] = []
+    done = asyncio.Event()
+
+    class Reader:
+        def route(self, method: Method[object, object]) -> Handler | None:
+            if method is RUN_RESYNC:
+                return lambda note: resyncs.append(note.reason)  # type: ignore[attr-defined]
+            if method is RUN_EVENT:
+
+                def on_event(note: object) -> None:
+                    seqs.append(note.event.seq)  # type: ignore[attr-defined]
+                    if note.event.kind == "run.succeeded":  # type: ignore[attr-defined]
+                        done.set()
+
+                return on_event
+            return None
+
+    async with await connect_ipc(gw.socket, router=Reader()) as sub:  # type: ignore[arg-type]
+        await sub.call(RUN_SUBSCRIBE, RunSubscribeParams(run_id=created.run.id))
+        await asyncio.wait_for(done.wait(), unit(60))
+        assert not sub.closed
+    assert resyncs == []
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert len(seqs) > 1500
+    async with aiohttp.ClientSession() as http, http.get(gw.url + "/metrics") as resp:
+        assert 'reason="slow_consumer"' not in await resp.text()
+
+
+async def test_a_client_that_stops_reading_is_closed_as_a_slow_consumer(
+    make_gateway: MakeGateway,
+) -> None:
+    gw = make_gateway(TETHER_LIMITS__SEND_QUEUE_FRAMES="32")
+    reader, writer = await asyncio.open_unix_connection(gw.socket)
+    hello = b'{"jsonrpc":"2.0","id":0,"method":"hello","params":{"protocol":[1],"role":"admin"}}'
+    writer.write(hello + b"\n")
+    assert b'"result"' in await asyncio.wait_for(reader.readline(), unit(10))
+    ping = b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"payload":"%s"}}\n' % (b"x" * 900)
+    try:
+        for _ in range(40):  # ~3.6 MB of replies that this client never reads
+            writer.write(ping * 100)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass  # the gateway closed the connection while we were still writing
+    text = ""
+    for _ in range(100):
+        async with aiohttp.ClientSession() as http, http.get(gw.url + "/metrics") as resp:
+            text = await resp.text()
+        if 'tether_connections_closed_total{reason="slow_consumer",transport="ipc"}' in text:
+            break
+        await asyncio.sleep(0.1)
+    assert 'tether_connections_closed_total{reason="slow_consumer",transport="ipc"} 1.0' in text
+    writer.close()

@@ -6,10 +6,13 @@ below what it already sent (a per-run seq cursor). Because events are published 
 after they are committed, this gives every subscriber every event once, in seq order
 per run, with no gap.
 
-Each subscription's buffer is bounded, and live sending stops when the connection's
-outbox is three-quarters full: the subscriber is then sent ``run.resync`` with its
-cursor and the subscription ends. The client subscribes again from there, reading the
-missed part from the ledger, instead of the gateway holding unbounded memory.
+The backlog is paced by the connection: when its outbox reaches the limit, sending waits
+until it is half empty, so a long history reaches a slow reader without tripping the
+connection's send-queue bound. Each subscription's buffer is bounded, and live sending
+stops when the connection's outbox is three-quarters full: the subscriber is then sent
+``run.resync`` with its cursor and the subscription ends. The client subscribes again
+from there, reading the missed part from the ledger, instead of the gateway holding
+unbounded memory.
 """
 
 from __future__ import annotations
@@ -78,11 +81,6 @@ class Fanout:
             if subs:
                 for sub in list(subs):
                     sub.offer(session_id, event)
-
-    def subscriber_count(self) -> int:
-        return sum(len(s) for s in self._by_run.values()) + sum(
-            len(s) for s in self._by_session.values()
-        )
 
 
 class Subscription:
@@ -159,6 +157,7 @@ class Subscription:
             self._resync("backlog_failed")
             return
         while self._buffer and not self.closed:
+            await self._room()
             session_id, event = self._buffer.popleft()
             self._send(session_id, event)
         self.live = True
@@ -172,14 +171,18 @@ class Subscription:
                 run_id, after_seq=self.sent.get(run_id, 0), limit=BACKLOG_PAGE
             )
             for event in page:
+                await self._room()
                 self._send(sid, event)
                 if self.closed:
                     return
             if len(page) < BACKLOG_PAGE:
                 return
-            await self._wait_for_room()
 
-    async def _wait_for_room(self) -> None:
+    async def _room(self) -> None:
+        """Before sending backlog: if the outbox is at the limit, wait until it is half
+        empty (the backlog is paced by the reader; live events meanwhile are buffered)."""
+        if self.conn.outbox_size < self.outbox_limit:
+            return
         while self.conn.outbox_size > self.outbox_limit // 2 and not self.conn.is_closing:
             await self.conn.wait_drained()
 

@@ -123,6 +123,8 @@ class GatewayServer:
         self._site: web.SockSite | None = None
         self._unix: asyncio.AbstractServer | None = None
         self._seq = 0
+        self._upgrading = 0
+        """WebSocket upgrades between the limit check and the attach."""
         self._lock_fd: int | None = None
         self._routes: list[
             tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
@@ -339,7 +341,8 @@ class GatewayServer:
                 401, Unauthorized(reason), **{"WWW-Authenticate": 'Bearer realm="tether"'}
             )
         limit = self._limit("ws")
-        if self.connection_count("ws") >= limit:
+        # upgrades still in progress count too: the slot is held across the await below
+        if self.connection_count("ws") + self._upgrading >= limit:
             self.metrics.refused.labels("ws", "limit").inc()
             return _json_error(
                 503, Overloaded(f"connection limit reached ({limit} WebSocket connections)")
@@ -350,10 +353,16 @@ class GatewayServer:
             decode_text=False,
             autoping=True,
         )
-        await ws.prepare(request)
-        conn = WebSocketConnection(ws, self._new_session(), **self._conn_kwargs("ws"))
-        peer = Peer(conn, principal, self.dispatcher, transport="ws", remote=request.remote or "")
-        self._attach(conn, peer)
+        self._upgrading += 1
+        try:
+            await ws.prepare(request)
+            conn = WebSocketConnection(ws, self._new_session(), **self._conn_kwargs("ws"))
+            peer = Peer(
+                conn, principal, self.dispatcher, transport="ws", remote=request.remote or ""
+            )
+            self._attach(conn, peer)
+        finally:
+            self._upgrading -= 1
         try:
             await conn.run()
         finally:

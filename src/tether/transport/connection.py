@@ -298,6 +298,7 @@ class Connection:
             self.close_reason = "slow_consumer"
             return
         self._outbox.append(frame)
+        self._drained.clear()
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
