@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +13,20 @@ from tests.conftest import unit
 from tests.support import runs as r
 from tests.support.process import GatewayProcess, run_cli
 from tether.errors import InvalidParams, NotFound
-from tether.protocol.methods import RUN_CANCEL, RUN_LIST, SESSION_GET, SESSION_LIST
-from tether.protocol.runs import RunCancelParams, RunListParams, SessionGetParams, SessionListParams
+from tether.protocol.methods import (
+    ARTIFACT_GET,
+    RUN_CANCEL,
+    RUN_LIST,
+    SESSION_GET,
+    SESSION_LIST,
+)
+from tether.protocol.runs import (
+    ArtifactGetParams,
+    RunCancelParams,
+    RunListParams,
+    SessionGetParams,
+    SessionListParams,
+)
 from tether.transport.client import connect_ipc
 from tether.transport.follow import follow
 
@@ -64,6 +77,28 @@ async def test_one_active_run_per_session_in_order(make_gateway: MakeGateway) ->
         assert done1.finished_at is not None
         assert done2.started_at is not None
         assert done1.finished_at <= done2.started_at
+
+
+async def test_max_active_holds_runs_queued_and_queue_ttl_expires_them(
+    make_gateway: MakeGateway,
+) -> None:
+    gw = make_gateway(
+        TETHER_RUNS__MAX_ACTIVE="1",
+        TETHER_RUNS__QUEUE_TTL="1.5",
+        TETHER_RUNS__REAP_INTERVAL="0.2",
+    )
+    async with await connect_ipc(gw.socket) as c:
+        busy = await r.start(c, "sleep 4\nsay done")
+        await r.wait_state(c, busy.run.id, {"running"})
+        waiting = await r.start(c, "say never")  # another session: only max_active holds it
+        await asyncio.sleep(0.6)
+        assert (await r.wait_state(c, waiting.run.id, {"queued", "expired"})).state == "queued"
+        expired = await r.wait_state(c, waiting.run.id, {"expired"})
+        assert (expired.reason, expired.started_at) == ("queue_ttl", None)
+        assert (await r.kinds(c, waiting.run.id))[-1] == "run.expired"
+        assert (await r.wait_state(c, busy.run.id)).state == "succeeded"
+        after = await r.start(c, "say next")
+        assert (await r.wait_state(c, after.run.id)).output == "next"
 
 
 async def test_cancel_queued_running_and_escalation(make_gateway: MakeGateway) -> None:
@@ -238,6 +273,39 @@ def test_cli_runs_commands(make_gateway: MakeGateway) -> None:
     assert bad.returncode == 2
     sessions = run_cli(gw.home, "sessions", "list")
     assert json.loads(started.stdout)["run"]["session_id"] in sessions.stdout
+
+
+async def test_large_payloads_are_fetched_as_artifacts(
+    make_gateway: MakeGateway, home: Path
+) -> None:
+    gw = make_gateway()
+    async with await connect_ipc(gw.socket) as c:
+        created = await r.start(c, "events 1 300000")  # one 300 kB event: over the inline cap
+        await r.wait_state(c, created.run.id)
+        ((_seq, _kind, ref),) = [
+            e for e in await r.events(c, created.run.id) if e[1] == "agent.delta"
+        ]
+        assert set(ref) == {"artifact", "size", "media_type"}
+        chunks = []
+        offset = 0
+        while True:  # page through it over RPC
+            chunk = await c.call(
+                ARTIFACT_GET,
+                ArtifactGetParams(artifact_id=ref["artifact"], offset=offset, limit=100_000),
+            )
+            chunks.append(chunk.data)
+            offset += len(chunk.data)
+            if chunk.eof:
+                break
+        assert len(chunks) == 4
+        assert json.loads(b"".join(chunks)) == {"i": 0, "text": "x" * 300_000}
+        with pytest.raises(NotFound):
+            await c.call(ARTIFACT_GET, ArtifactGetParams(artifact_id="art_missing"))
+    out = home / "payload.json"
+    fetched = run_cli(gw.home, "runs", "artifact", ref["artifact"], "--out", str(out))
+    assert fetched.returncode == 0, fetched.stderr
+    assert json.loads(out.read_text())["text"] == "x" * 300_000
+    assert "300" in fetched.stdout
 
 
 async def test_secrets_in_agent_output_never_reach_the_ledger(make_gateway: MakeGateway) -> None:

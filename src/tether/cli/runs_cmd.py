@@ -235,6 +235,49 @@ def tail(
     _tail(run_id, after, url, token)
 
 
+@runs_app.command("artifact")
+def artifact(
+    artifact_id: Annotated[
+        str, typer.Argument(help="The artifact id (art_…), as an event names it.")
+    ],
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")
+    ] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Fetch an artifact, such as an event payload too large to carry inline."""
+    import hashlib
+
+    from tether.errors import InternalError
+    from tether.protocol.methods import ARTIFACT_GET
+    from tether.protocol.runs import ArtifactGetParams
+
+    async def fetch(c: RpcClient) -> tuple[Any, bytes]:
+        data = bytearray()
+        while True:
+            chunk = await c.call(
+                ARTIFACT_GET, ArtifactGetParams(artifact_id=artifact_id, offset=len(data))
+            )
+            data += chunk.data
+            if chunk.eof or not chunk.data:
+                return chunk, bytes(data)
+
+    meta, content = _call(url, token, fetch)
+    if hashlib.sha256(content).hexdigest() != meta.sha256:
+        raise InternalError(f"artifact {artifact_id} arrived damaged (sha256 mismatch)")
+    if out is not None:
+        with open(out, "wb") as fh:
+            fh.write(content)
+        context.current().emit(
+            {"artifact": meta.id, "size": meta.size, "file": out},
+            f"{meta.id}: {meta.size} bytes ({meta.media_type}) written to {out}",
+        )
+    else:
+        sys.stdout.buffer.write(content)
+        sys.stdout.flush()
+
+
 @runs_app.command("cancel")
 def cancel(
     run_id: RunArg,

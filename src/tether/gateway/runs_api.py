@@ -13,6 +13,8 @@ from tether.gateway.peer import Peer
 from tether.ledger import Run, Session
 from tether.protocol import methods as m
 from tether.protocol.runs import (
+    ArtifactChunk,
+    ArtifactGetParams,
     EventPage,
     RunCancelParams,
     RunCreated,
@@ -90,6 +92,7 @@ class RunsApi:
         dispatcher.add(m.RUN_GET, self.get)
         dispatcher.add(m.RUN_LIST, self.list)
         dispatcher.add(m.RUN_EVENTS, self.events)
+        dispatcher.add(m.ARTIFACT_GET, self.artifact)
         dispatcher.add(m.RUN_SUBSCRIBE, self.subscribe)
         dispatcher.add(m.RUN_UNSUBSCRIBE, self.unsubscribe)
         dispatcher.add(m.RUN_CANCEL, self.cancel)
@@ -123,6 +126,22 @@ class RunsApi:
             session_id=p.session_id, states=p.states, before=p.cursor, limit=p.limit
         )
         return RunPage(runs=[run_info(r) for r in runs], next_cursor=cursor)
+
+    async def artifact(self, peer: Peer, p: ArtifactGetParams) -> ArtifactChunk:
+        ledger, _, _ = self._parts()
+        art = await ledger.events.get_artifact(p.artifact_id)
+        data = art.content[p.offset : p.offset + p.limit]
+        return ArtifactChunk(
+            id=art.id,
+            run_id=art.run_id,
+            name=art.name,
+            media_type=art.media_type,
+            size=art.size,
+            sha256=art.sha256,
+            offset=p.offset,
+            data=data,
+            eof=p.offset + len(data) >= art.size,
+        )
 
     async def events(self, peer: Peer, p: RunEventsParams) -> EventPage:
         ledger, _, _ = self._parts()

@@ -128,6 +128,15 @@ RUN_EVENTS = register(
         "A page of a run's events after a seq.",
     )
 )
+ARTIFACT_GET = register(
+    Method(
+        "artifact.get",
+        runs.ArtifactGetParams,
+        runs.ArtifactChunk,
+        CLIENTS,
+        "A slice of an artifact, such as a large event payload (page with offset/limit).",
+    )
+)
 RUN_SUBSCRIBE = register(
     Method(
         "run.subscribe",

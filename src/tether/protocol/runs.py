@@ -8,6 +8,8 @@ import msgspec
 
 __all__ = [
     "TERMINAL_EVENTS",
+    "ArtifactChunk",
+    "ArtifactGetParams",
     "EventInfo",
     "EventPage",
     "RunCancelParams",
@@ -122,6 +124,29 @@ class RunEventsParams(_Params):
     run_id: Id
     after_seq: Annotated[int, msgspec.Meta(ge=0)] = 0
     limit: Limit = 500
+
+
+class ArtifactGetParams(_Params):
+    """A slice of an artifact (large event payloads are stored as artifacts; an event
+    then carries ``{"artifact": id, "size": n, "media_type": t}``)."""
+
+    artifact_id: Id
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=512 * 1024)] = 256 * 1024
+
+
+class ArtifactChunk(msgspec.Struct, kw_only=True):
+    id: str
+    run_id: str | None
+    name: str
+    media_type: str
+    size: int
+    sha256: str
+    offset: int
+    data: bytes
+    """Base64 in JSON."""
+    eof: bool
+    """True when this slice reaches the end of the artifact."""
 
 
 class EventPage(msgspec.Struct, kw_only=True):
