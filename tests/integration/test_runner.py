@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.conftest import unit
@@ -19,6 +22,7 @@ from tests.support.proxy import Proxy
 from tether.errors import (
     Forbidden,
     InvalidParams,
+    Overloaded,
     PolicyDenied,
     RunnerOffline,
     ToolFailed,
@@ -110,6 +114,81 @@ async def test_every_tool_through_the_full_path(
     assert calls  # every call went through the access log
 
 
+async def test_calls_per_runner_are_capped_at_the_gateway(
+    make_gateway: MakeGateway, make_runner: MakeRunner, home: Path
+) -> None:
+    gw = make_gateway(TETHER_LIMITS__MAX_RUNNER_INFLIGHT="2")
+    make_runner(gw)
+    gate = home / "ws-box" / "go"
+    wait = f"for i in $(seq 1 1000); do [ -e {gate} ] && exit 0; sleep 0.02; done; exit 1"
+    async with await connect_ipc(gw.socket) as c:
+        calls = [asyncio.ensure_future(call(c, "shell", command=wait)) for _ in range(3)]
+        done, _pending = await asyncio.wait(
+            calls, timeout=unit(15), return_when=asyncio.FIRST_COMPLETED
+        )
+        (refused,) = done
+        with pytest.raises(Overloaded, match="already runs 2 calls"):
+            refused.result()
+        (info,) = (await c.call(RUNNER_LIST, Empty())).runners
+        assert info.inflight == 2
+        gate.touch()
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(t for t in calls if t is not refused)), unit(30)
+        )
+        assert [o["exit_code"] for o in outcomes] == [0, 0]
+        assert (await call(c, "noop", echo="again"))["echo"] == "again"
+        (info,) = (await c.call(RUNNER_LIST, Empty())).runners
+        assert info.inflight == 0
+
+
+async def test_requests_in_flight_per_connection_are_capped(
+    make_gateway: MakeGateway, make_runner: MakeRunner
+) -> None:
+    gw = make_gateway(TETHER_LIMITS__MAX_INFLIGHT_REQUESTS="2")
+    make_runner(gw)
+    async with await connect_ipc(gw.socket) as c:
+        slow = [asyncio.ensure_future(call(c, "shell", command="sleep 1")) for _ in range(2)]
+        await asyncio.sleep(0.3)
+        with pytest.raises(Overloaded, match="more than 2 requests in flight"):
+            await call(c, "noop")
+        assert [o["exit_code"] for o in await asyncio.gather(*slow)] == [0, 0]
+        assert (await call(c, "noop", echo="free again"))["echo"] == "free again"
+
+
+async def test_sigterm_lets_requests_in_flight_finish_then_closes_with_1001(
+    make_gateway: MakeGateway, make_runner: MakeRunner
+) -> None:
+    gw = make_gateway()
+    make_runner(gw)
+    headers = {"Authorization": f"Bearer {gw.admin_token}"}
+    request = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tool.call",
+        "params": {"runner": "box", "tool": "shell", "args": {"command": "sleep 1; echo ok"}},
+    }
+    async with aiohttp.ClientSession() as http, http.ws_connect(gw.ws_url, headers=headers) as ws:
+        await ws.send_json(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "hello",
+                "params": {"protocol": [1], "role": "admin"},
+            }
+        )
+        assert "result" in await ws.receive_json(timeout=unit(10))
+        await ws.send_json(request)
+        await asyncio.sleep(0.3)
+        exited = asyncio.ensure_future(asyncio.to_thread(gw.terminate, signal.SIGTERM))
+        reply = await ws.receive_json(timeout=unit(15))
+        assert reply["id"] == 7
+        assert reply["result"]["result"]["output"].strip() == "ok"
+        closing = await ws.receive(timeout=unit(15))
+        assert closing.type == aiohttp.WSMsgType.CLOSE
+        assert closing.data == aiohttp.WSCloseCode.GOING_AWAY
+        assert await asyncio.wait_for(exited, unit(30)) == 0
+
+
 async def test_timeout_output_cap_and_sandbox(
     make_gateway: MakeGateway, make_runner: MakeRunner, home: Path
 ) -> None:
@@ -132,6 +211,8 @@ async def test_timeout_output_cap_and_sandbox(
             scratch = await call(c, "shell", command="touch /tmp/scratch && echo ok")
             assert scratch["output"].strip() == "ok"  # a private /tmp inside the sandbox
         else:
+            # where bubblewrap is installed (CI installs it) the sandbox must be active
+            assert shutil.which("bwrap") is None, "bubblewrap is installed but was not used"
             outside.unlink(missing_ok=True)
             pytest.skip("bubblewrap is not installed here")
 
@@ -263,6 +344,35 @@ async def test_reconnect_within_grace_delivers_the_outcome_once(
         await proxy.aclose()
 
 
+async def test_runs_record_their_tool_calls_and_offline_runners(
+    make_gateway: MakeGateway, make_runner: MakeRunner
+) -> None:
+    gw = make_gateway()
+    make_runner(gw)
+    make_runner(gw, name="asleep", start=False)  # enrolled, never connected
+    async with await connect_ipc(gw.socket) as c:
+        ok = await c.call(RUN_CREATE, RunCreateParams(input='tool box noop \'{"echo": "hi"}\''))
+        done = await r.wait_state(c, ok.run.id)
+        assert (done.state, json.loads(done.output or "")["echo"]) == ("succeeded", "hi")
+        evs = await r.events(c, ok.run.id)
+        (asked,) = [p for _, k, p in evs if k == "tool.call.requested"]
+        assert (asked["runner"], asked["workspace"]) == ("box", "app")
+        assert "tool.call.succeeded" in [k for _, k, _ in evs]
+
+        off = await c.call(RUN_CREATE, RunCreateParams(input="tool asleep noop '{}'"))
+        failed = await r.wait_state(c, off.run.id)
+        assert (failed.state, failed.reason) == ("failed", "runner_offline")
+        kinds = await r.kinds(c, off.run.id)
+        assert [k for k in kinds if k.startswith("tool.call")] == [
+            "tool.call.requested",
+            "tool.call.failed",
+        ]
+
+        unknown = await c.call(RUN_CREATE, RunCreateParams(input="tool nobody noop '{}'"))
+        assert (await r.wait_state(c, unknown.run.id)).reason == "not_found"
+        assert not [k for k in await r.kinds(c, unknown.run.id) if k.startswith("tool.call")]
+
+
 async def test_revoked_runner_is_cut_off(
     make_gateway: MakeGateway, make_runner: MakeRunner
 ) -> None:
@@ -278,6 +388,21 @@ async def test_revoked_runner_is_cut_off(
     async with await connect_ipc(gw.socket) as c:
         (info,) = (await c.call(RUNNER_LIST, Empty())).runners
         assert (info.status, info.online) == ("revoked", False)
+
+
+def test_runner_refuses_plain_ws_to_a_remote_gateway(
+    make_gateway: MakeGateway, make_runner: MakeRunner
+) -> None:
+    gw = make_gateway()
+    runner = make_runner(gw, start=False)
+    ident = runner.config_dir / "runner.json"
+    data = json.loads(ident.read_text())
+    # refused before any name lookup or connection: the .invalid domain never resolves
+    data["gateway_url"] = "ws://gateway.invalid:8765"
+    ident.write_text(json.dumps(data))
+    runner.start(wait=False)
+    assert runner.wait(timeout=20) == 2  # a clear error and an exit, not endless retries
+    assert "refusing plain ws://" in runner.stderr()
 
 
 async def test_enrolment_codes_work_once_and_expire(make_gateway: MakeGateway, home: Path) -> None:
@@ -395,3 +520,64 @@ async def test_every_call_is_recorded_with_its_token(
     assert all(row.token_id and row.args_sha256 and row.finished_at for row in rows)
     assert rows[1].error_code == "policy_denied"
     assert rows[0].requested_by == "local-admin"
+
+
+def _self_signed(where: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 and its key (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tether test gateway")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = where / "gateway.crt", where / "gateway.key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_tls_gateway_with_wss_clients_and_runner(
+    make_gateway: MakeGateway, make_runner: MakeRunner, home: Path
+) -> None:
+    cert, key = _self_signed(home)
+    gw = make_gateway(TETHER_GATEWAY__TLS_CERT=str(cert), TETHER_GATEWAY__TLS_KEY=str(key))
+    assert gw.url.startswith("https://127.0.0.1:")
+    wss = gw.url.replace("https", "wss", 1)
+    trust = {"SSL_CERT_FILE": str(cert)}  # the client trusts this certificate
+    ok = run_cli(home, "ping", "--url", wss, "--token", gw.admin_token, env=trust)
+    assert ok.returncode == 0, ok.stderr
+    assert "ms" in ok.stdout
+    untrusted = run_cli(home, "ping", "--url", wss, "--token", gw.admin_token)
+    assert untrusted.returncode != 0
+    assert "certificate" in untrusted.stderr.lower()
+    # enrolment over https and the daemon over wss
+    runner = make_runner(gw, env=trust)
+    assert runner.info["gateway"] == gw.url
+    async with await connect_ipc(gw.socket) as c:
+        assert (await call(c, "noop", echo="over tls"))["echo"] == "over tls"

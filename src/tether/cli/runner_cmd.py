@@ -95,7 +95,7 @@ def runner(
             heartbeat_interval=config.runner.heartbeat_interval,
             shutdown_grace=config.runner.shutdown_grace,
             reconnect_max_delay=config.runner.reconnect_max_delay,
-            insecure=insecure or config.gateway.insecure,
+            insecure=insecure,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from tether import __version__
-from tether.errors import TetherError, Unauthorized
+from tether.errors import PolicyDenied, TetherError, Unauthorized
 from tether.protocol.methods import (
     RUNNER_HEARTBEAT,
     RUNNER_REGISTER,
@@ -153,6 +153,9 @@ class RunnerDaemon:
                     extra={"error": exc.message},
                 )
                 return 3
+            except PolicyDenied as exc:  # e.g. plain ws:// to a remote host: retrying won't help
+                log.error("! refusing to connect", extra={"error": exc.message})
+                return 2
             except TetherError as exc:
                 delay = self.backoff.next()
                 log.warning(

@@ -120,10 +120,7 @@ class CallExecutor:
                 data={"reason": "unknown_workspace", "workspace": p.workspace},
             )
         params = spec.parse(p.args)
-        allowed = [root if part in ("", ".") else root / part for part in cap.paths]
-        policy = PathPolicy(
-            root, denied=self.config.denied_paths, allowed_roots=allowed, home=self.home
-        )
+        policy = self._policy(p.workspace, root, cap.paths)
         policy.check_root()
         for name in spec.path_params:
             value = getattr(params, name, None)
@@ -149,7 +146,8 @@ class CallExecutor:
         )
         call = _Call(cap.token_id, task)
         self.calls[p.call_id] = call
-        task.add_done_callback(lambda _t: setattr(call, "finished_at", time.monotonic()))
+        self.running += 1
+        task.add_done_callback(lambda _t: self._ended(call))
         self._prune()
         return await asyncio.shield(task)
 
@@ -182,7 +180,8 @@ class CallExecutor:
 
     def _policy(self, workspace: str, root: Path, paths: tuple[str, ...]) -> PathPolicy:
         """The path policy for a workspace and a token's allowed paths, rebuilt every few
-        seconds (it resolves the root and denied paths, which costs a few syscalls)."""
+        seconds (it resolves the root and denied paths, which costs a few syscalls).
+        Every argument path is still resolved per call; only the roots are cached."""
         key = (workspace, paths)
         now = time.monotonic()
         cached = self._policies.get(key)
@@ -192,7 +191,6 @@ class CallExecutor:
         policy = PathPolicy(
             root, denied=self.config.denied_paths, allowed_roots=allowed, home=self.home
         )
-        policy.check_root()
         if len(self._policies) > 256:
             self._policies.clear()
         self._policies[key] = (now, policy)
