@@ -35,7 +35,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from common import cpu_seconds, median, percentile
+from common import cpu_seconds, median, percentile, pinned
 from ping import LineClient, spawn_baseline
 from tether import __version__
 from tether.config import LedgerConfig, RunnerConfig
@@ -230,40 +230,46 @@ async def echo_baselines(n: int, pipelined: int, home: Path) -> dict[str, Any]:
     sock = str(home / "echo.sock")
     ipc_proc, _ = spawn_baseline("ipc", sock)
     try:
-        async with aiohttp.ClientSession() as http:
-            ws = await http.ws_connect(f"http://127.0.0.1:{port}/ws", compress=0, decode_text=False)
-
-            async def ws_one() -> None:
-                await ws.send_frame(FRAME, aiohttp.WSMsgType.TEXT)
-                await ws.receive()
-
-            ws_rtts = [await timed(ws_one) for _ in range(n + 300)][300:]
-            window = asyncio.Semaphore(WINDOW)
-
-            async def writer() -> None:
-                for _ in range(pipelined):
-                    await window.acquire()
-                    await ws.send_frame(FRAME, aiohttp.WSMsgType.TEXT)
-
-            cpu0, t0 = cpu_seconds(ws_proc.pid), time.perf_counter()
-            task = asyncio.create_task(writer())
-            for _ in range(pipelined):
-                await ws.receive()
-                window.release()
-            await task
-            elapsed, cpu = time.perf_counter() - t0, cpu_seconds(ws_proc.pid) - cpu0
-            await ws.close()
-        _, proto = await asyncio.get_running_loop().create_unix_connection(LineClient, sock)
-
-        async def ipc_one() -> None:
-            await proto.request(FRAME)
-
-        ipc_rtts = [await timed(ipc_one) for _ in range(n + 300)][300:]
-        proto.transport.close()
+        with pinned([os.getpid()], [ws_proc.pid, ipc_proc.pid]) as pinning:
+            measured = await _echo_rtts(port, sock, n, pipelined, ws_proc.pid)
     finally:
         for proc in (ws_proc, ipc_proc):
             proc.terminate()
             proc.wait(10)
+    return {**measured, "pinning": pinning}
+
+
+async def _echo_rtts(port: str, sock: str, n: int, pipelined: int, ws_pid: int) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"http://127.0.0.1:{port}/ws", compress=0, decode_text=False)
+
+        async def ws_one() -> None:
+            await ws.send_frame(FRAME, aiohttp.WSMsgType.TEXT)
+            await ws.receive()
+
+        ws_rtts = [await timed(ws_one) for _ in range(n + 300)][300:]
+        window = asyncio.Semaphore(WINDOW)
+
+        async def writer() -> None:
+            for _ in range(pipelined):
+                await window.acquire()
+                await ws.send_frame(FRAME, aiohttp.WSMsgType.TEXT)
+
+        cpu0, t0 = cpu_seconds(ws_pid), time.perf_counter()
+        task = asyncio.create_task(writer())
+        for _ in range(pipelined):
+            await ws.receive()
+            window.release()
+        await task
+        elapsed, cpu = time.perf_counter() - t0, cpu_seconds(ws_pid) - cpu0
+        await ws.close()
+    _, proto = await asyncio.get_running_loop().create_unix_connection(LineClient, sock)
+
+    async def ipc_one() -> None:
+        await proto.request(FRAME)
+
+    ipc_rtts = [await timed(ipc_one) for _ in range(n + 300)][300:]
+    proto.transport.close()
     return {
         "frame_bytes": len(FRAME),
         "ws_echo_p50_us": percentile(ws_rtts, 50),
@@ -282,29 +288,13 @@ async def timed(fn: Any) -> float:
 
 
 async def ledger_costs(n: int, home: Path) -> dict[str, float]:
-    """What one tool.call asks of the ledger, in-process on SQLite: the runner lookup
-    (``RunnerStore.find``), alone and 64 at a time, and the two tool-call writes."""
+    """What one tool.call asks of the ledger, in-process on SQLite: recording the call
+    before it is sent and its outcome after (``tool_calls.create`` + ``finish``)."""
     from tether.ledger import Ledger
 
     ledger = await Ledger.open(LedgerConfig(), home / "ledger")
     try:
         rec = await ledger.runners.add("bench", code_hash="0" * 64, expires_at=time.time() + 600)
-
-        async def find() -> None:
-            await ledger.runners.find("bench")
-
-        finds = [await timed(find) for _ in range(n + 50)][50:]
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        left = [n * 2]
-
-        async def lane() -> None:
-            while left[0] > 0:
-                left[0] -= 1
-                await find()
-
-        await asyncio.gather(*(lane() for _ in range(64)))
-        finds_per_s = n * 2 / (time.perf_counter() - t0)
-        find_cpu = (time.process_time() - cpu0) / (n * 2) * 1e6  # all threads of this process
         writes = []
         for i in range(n):
             t = time.perf_counter_ns()
@@ -315,13 +305,7 @@ async def ledger_costs(n: int, home: Path) -> dict[str, float]:
             )  # fmt: skip
             await ledger.tool_calls.finish(f"call_{i}", state="succeeded", result="{}")
             writes.append((time.perf_counter_ns() - t) / 1000)
-        return {
-            "find_us": median(finds),
-            "find_per_s_64": finds_per_s,
-            "find_cpu_us": find_cpu,
-            "create_finish_us": median(writes),
-            "reader_pool": float(ledger.db.reader.pool.size()),  # type: ignore[attr-defined]
-        }
+        return {"create_finish_us": median(writes)}
     finally:
         await ledger.aclose()
 

@@ -8,6 +8,10 @@ Rows:
 - tether's own client library over both transports (what the CLI and runner see).
 - Start-up: ``tether --help`` and ``tether up`` until ready.
 
+The client runs on one CPU and every server on another (see ``common.pinned``);
+sequential RTTs are taken in interleaved rounds over all rows (see ROUNDS), then
+throughput row by row.
+
 Targets: WS p50 <= 1.5x the aiohttp echo; IPC p50 <= 2x the Protocol echo;
 ``tether --help`` <= 0.3 s; ``tether up`` ready <= 2 s. Server CPU per call is read from /proc.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -32,6 +37,7 @@ from common import (
     cpu_seconds,
     median,
     percentile,
+    pinned,
     print_table,
     short_tempdir,
     tether_env,
@@ -68,28 +74,39 @@ class LineClient(asyncio.Protocol):
         return fut
 
 
-async def measure(sender: Any, n: int, pid: int) -> dict[str, float]:
-    """Sequential RTTs (p50/p99), then throughput with WINDOW calls in flight, and server CPU."""
-    one, many = sender
-    for _ in range(300):
-        await one()
-    rtts = []
-    for _ in range(n):
-        t = time.perf_counter_ns()
-        await one()
-        rtts.append((time.perf_counter_ns() - t) / 1000)
+ROUNDS = 5
+"""Sequential RTTs are taken in this many interleaved rounds over all rows, so a baseline
+and the path compared with it see the same machine conditions (scheduling on 2 cores
+drifts between modes over seconds)."""
+
+
+async def sequential(senders: dict[str, Any], n: int) -> dict[str, list[float]]:
+    """``n`` sequential RTTs (µs) per row, taken in ROUNDS interleaved rounds after a warm-up."""
+    samples: dict[str, list[float]] = {key: [] for key in senders}
+    for one, _many in senders.values():
+        for _ in range(300):
+            await one()
+    for r in range(ROUNDS):
+        count = n // ROUNDS + (1 if r < n % ROUNDS else 0)
+        for key, (one, _many) in senders.items():
+            rtts = samples[key]
+            for _ in range(count):
+                t = time.perf_counter_ns()
+                await one()
+                rtts.append((time.perf_counter_ns() - t) / 1000)
+    return samples
+
+
+async def throughput(sender: Any, n: int, pid: int) -> dict[str, float]:
+    """Calls/s with WINDOW calls in flight, and the server's CPU per call."""
+    _one, many = sender
     total = n * 4
     cpu0 = cpu_seconds(pid)
     t0 = time.perf_counter()
     await many(total)
     elapsed = time.perf_counter() - t0
     cpu = cpu_seconds(pid) - cpu0
-    return {
-        "p50_us": percentile(rtts, 50),
-        "p99_us": percentile(rtts, 99),
-        "calls_per_s": total / elapsed,
-        "server_cpu_us_per_call": cpu / total * 1e6,
-    }
+    return {"calls_per_s": total / elapsed, "server_cpu_us_per_call": cpu / total * 1e6}
 
 
 async def lanes(send: Any, total: int) -> None:
@@ -183,20 +200,31 @@ async def run_rtt(n: int, home: Path) -> dict[str, Any]:
     ipc_base, _ = spawn_baseline("ipc", sock)
     results: dict[str, Any] = {}
     try:
-        send, http = await ws_sender(f"http://127.0.0.1:{port}/ws", None, hello=False)
-        results["ws_echo"] = await measure(send, n, ws_base.pid)
-        await http.close()
-        send, http = await ws_sender(gw.info["ws"], gw.token, hello=True)
-        results["ws_gateway"] = await measure(send, n, gw.pid)
-        await http.close()
-        results["ipc_echo"] = await measure(await ipc_sender(sock, hello=False), n, ipc_base.pid)
-        results["ipc_gateway"] = await measure(
-            await ipc_sender(gw.info["socket"], hello=True), n, gw.pid
-        )
-        async with await connect_ws(gw.info["url"], token=gw.token, role="admin") as client:
-            results["ws_tether_client"] = await measure(await tether_sender(client), n, gw.pid)
-        async with await connect_ipc(gw.info["socket"]) as client:
-            results["ipc_tether_client"] = await measure(await tether_sender(client), n, gw.pid)
+        ws_echo, http_echo = await ws_sender(f"http://127.0.0.1:{port}/ws", None, hello=False)
+        ws_gw, http_gw = await ws_sender(gw.info["ws"], gw.token, hello=True)
+        ws_client = await connect_ws(gw.info["url"], token=gw.token, role="admin")
+        ipc_client = await connect_ipc(gw.info["socket"])
+        senders = {
+            "ws_echo": (ws_echo, ws_base.pid),
+            "ws_gateway": (ws_gw, gw.pid),
+            "ipc_echo": (await ipc_sender(sock, hello=False), ipc_base.pid),
+            "ipc_gateway": (await ipc_sender(gw.info["socket"], hello=True), gw.pid),
+            "ws_tether_client": (await tether_sender(ws_client), gw.pid),
+            "ipc_tether_client": (await tether_sender(ipc_client), gw.pid),
+        }
+        with pinned([os.getpid()], [gw.pid, ws_base.pid, ipc_base.pid]) as pinning:
+            rtts = await sequential({k: v[0] for k, v in senders.items()}, n)
+            for key, (sender, pid) in senders.items():
+                results[key] = {
+                    "p50_us": percentile(rtts[key], 50),
+                    "p99_us": percentile(rtts[key], 99),
+                    **await throughput(sender, n, pid),
+                }
+        results["pinning"] = pinning
+        for client in (ws_client, ipc_client):
+            await client.aclose()
+        for http in (http_echo, http_gw):
+            await http.close()
     finally:
         gw.close()
         for proc in (ws_base, ipc_base):
@@ -290,7 +318,9 @@ def main() -> None:
         ["measure", "value", "target", "verdict"],
         [[k, v["value"], f"<= {v['target']}", verdict(v["met"])] for k, v in targets.items()],
     )
-    print(f"  (python -c pass takes {startup['python_startup_s']:.3f} s on this machine)")
+    print(
+        f"  ({rtt['pinning']}; python -c pass takes {startup['python_startup_s']:.3f} s on this machine)"
+    )
     write_json(
         "ping",
         {"rtt": rtt, "startup": {**startup, "up_ready_s": up_s}, "targets": targets},

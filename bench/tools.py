@@ -6,7 +6,8 @@
    runner``); sequential ``tool.call noop`` from an admin client over the Unix socket.
    Baseline (a): raw aiohttp WebSocket echo RTT + one ``CapabilityIssuer.mint`` + one
    ``CapabilityVerifier.verify``; (b): (a) + a raw Unix-socket echo RTT (the call crosses
-   both hops). Target: p50 <= 1.5x (a).
+   both hops). Target: p50 <= 1.5x (a). Echo baselines and the round trip are pinned
+   so that every hop crosses cores (see ``common.pinned``).
 2. Throughput: 100 runners (real ``RunnerDaemon``/``CallExecutor``/``CapabilityVerifier``
    hosted in one load process) with 16 ``tool.call noop`` in flight each. Targets:
    >= 8,000 calls/s; gateway CPU per call <= 4x the aiohttp echo's CPU per round trip
@@ -43,6 +44,7 @@ from common import (
     cpu_seconds,
     median,
     percentile,
+    pinned,
     print_table,
     rss_bytes,
     short_tempdir,
@@ -165,7 +167,9 @@ async def tool_call_rtt(gw: Gateway, home: Path, kids: Children, n: int) -> dict
         async def one() -> None:
             await admin.call(TOOL_CALL, params, timeout=30)
 
-        rtts = [await timed(one) for _ in range(n + 200)][200:]
+        # every hop crosses cores: admin client and runner on one CPU, gateway on the other
+        with pinned([os.getpid(), daemon.pid], [gw.pid]) as pinning:
+            rtts = [await timed(one) for _ in range(n + 200)][200:]
         await kids.stop(daemon)
     return {
         "calls": n,
@@ -174,6 +178,7 @@ async def tool_call_rtt(gw: Gateway, home: Path, kids: Children, n: int) -> dict
         "first_half_p50_us": percentile(rtts[: n // 2], 50),
         "second_half_p50_us": percentile(rtts[n // 2 :], 50),
         "runner_online_s": online_s,
+        "pinning": pinning,
     }
 
 
@@ -305,7 +310,6 @@ def report(r: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
             ["raw Unix-socket echo", base["ipc_echo_p50_us"], base["ipc_echo_p99_us"], "", ""],
             ["CapabilityIssuer.mint", crypto["mint_us"], crypto["mint_p99_us"], "", ""],
             ["CapabilityVerifier.verify", crypto["verify_us"], crypto["verify_p99_us"], "", ""],
-            ["ledger: RunnerStore.find (in-process)", led["find_us"], "", "", ""],
             ["ledger: tool_calls.create + finish (in-proc)", led["create_finish_us"], "", "", ""],
             ["(a) WS echo + mint + verify (baseline)", a, "", 1.0, a / b],
             ["(b) (a) + Unix-socket echo (both hops)", b, "", b / a, 1.0],
@@ -399,11 +403,8 @@ def _notes(r: dict[str, Any], gw_cpu: float) -> list[str]:
     crypto_us = crypto["mint_us"] + crypto["verify_us"]
     notes = [
         f"tool.call p50 is {rtt['p50_us'] - b:.0f} µs above baseline (b). For scale, "
-        f"in-process on SQLite: a ledger runner lookup (RunnerStore.find) takes "
-        f"{led['find_us']:.0f} µs ({led['find_cpu_us']:.0f} µs of CPU, at most "
-        f"{led['find_per_s_64']:,.0f}/s with 64 callers on a reader pool of "
-        f"{led['reader_pool']:.0f}); recording a call (create + finish) takes "
-        f"{led['create_finish_us']:.0f} µs",
+        f"in-process on SQLite, recording a call before it is sent and its outcome after "
+        f"(create + finish, two awaited commits) takes {led['create_finish_us']:.0f} µs",
         f"gateway CPU per call {gw_cpu:.0f} µs under load, of which one mint is "
         f"{crypto['mint_us']:.0f} µs ({crypto['mint_us'] / gw_cpu:.0%})",
         f"runner host: {cores['runner_host']:.0%} of a core, "
@@ -432,7 +433,7 @@ def _notes(r: dict[str, Any], gw_cpu: float) -> list[str]:
     notes.append(
         f"RTT p50 over the first half of the calls {rtt['first_half_p50_us']:.0f} µs, over "
         f"the second half {rtt['second_half_p50_us']:.0f} µs (the runner remembers the calls "
-        "it ran)"
+        f"it ran); pinning: {rtt['pinning']}"
     )
     if idl["skipped"]:
         notes.append(f"idle sizes skipped (RLIMIT_NOFILE too low): {idl['skipped']}")
