@@ -124,6 +124,9 @@ class LedgerConfig(_Section, frozen=True):
     retention_interval: Seconds = 3600.0
     inline_payload_bytes: Positive = 64 * 1024
     group_commit_max_rows: Positive = 512
+    pg_idle_transaction_timeout: Seconds = 15.0
+    """PostgreSQL ends a transaction of ours left idle this long, so a stalled gateway
+    (stopped mid-transaction) releases its row locks and another can take its runs over."""
 
 
 class RunsConfig(_Section, frozen=True):

@@ -18,7 +18,13 @@ def _database() -> tuple[object, str]:
     config = context.current().config()
     url = database_url(config.ledger.database_url, config.data_path)
     shown = redact_url(url.render_as_string(hide_password=False))
-    return Database(url, sqlite_synchronous=config.ledger.sqlite_synchronous), shown
+    ledger = config.ledger
+    db = Database(
+        url,
+        sqlite_synchronous=ledger.sqlite_synchronous,
+        pg_idle_transaction_timeout=ledger.pg_idle_transaction_timeout,
+    )
+    return db, shown
 
 
 @app.command("status")

@@ -50,10 +50,22 @@ def database_url(configured: str | None, data_dir: Path) -> URL:
 class Database:
     """The engines of one ledger database."""
 
-    def __init__(self, url: URL, *, sqlite_synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self,
+        url: URL,
+        *,
+        sqlite_synchronous: str = "NORMAL",
+        pg_idle_transaction_timeout: float = 15.0,
+    ) -> None:
         self.url = url
         self.dialect = url.get_backend_name()
         self.sqlite_synchronous = sqlite_synchronous
+        self.pg_server_settings = {
+            "idle_in_transaction_session_timeout": str(
+                max(1, round(pg_idle_transaction_timeout * 1000))
+            )
+        }
+        """Session settings of every PostgreSQL connection (the engine's and the writer's)."""
         if self.dialect == "sqlite":
             path = url.database or ""
             if not path or path == ":memory:":
@@ -62,7 +74,13 @@ class Database:
             self.engine = self._sqlite_engine(immediate=True, pool_size=2)
             self.reader = self._sqlite_engine(immediate=False, pool_size=4)
         else:
-            self.engine = create_async_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+            self.engine = create_async_engine(
+                url,
+                pool_size=8,
+                max_overflow=8,
+                pool_pre_ping=True,
+                connect_args={"server_settings": self.pg_server_settings},
+            )
             self.reader = self.engine
 
     @property

@@ -42,7 +42,11 @@ class Ledger:
                 max_rows=config.group_commit_max_rows,
             )
         else:
-            self.writer = PostgresWriter(db.asyncpg_dsn, max_rows=config.group_commit_max_rows)
+            self.writer = PostgresWriter(
+                db.asyncpg_dsn,
+                max_rows=config.group_commit_max_rows,
+                server_settings=db.pg_server_settings,
+            )
         self.runs = RunStore(db)
         self.events = EventStore(db, self.writer, inline_payload_bytes=config.inline_payload_bytes)
         self.sessions = SessionStore(db)
@@ -55,6 +59,7 @@ class Ledger:
         db = Database(
             database_url(config.database_url, data_dir),
             sqlite_synchronous=config.sqlite_synchronous,
+            pg_idle_transaction_timeout=config.pg_idle_transaction_timeout,
         )
         try:
             if migrate:

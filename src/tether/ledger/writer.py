@@ -391,8 +391,16 @@ class PostgresWriter(_Writer):
         "WHERE (run_id, seq) IN (SELECT * FROM unnest($1::text[], $2::int[]))"
     )
 
-    def __init__(self, dsn: str, *, max_rows: int = 512, max_pending_rows: int = 65_536) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        max_rows: int = 512,
+        max_pending_rows: int = 65_536,
+        server_settings: dict[str, str] | None = None,
+    ) -> None:
         self._dsn = dsn
+        self._server_settings = server_settings
         self._max_rows = max_rows
         self._gate = _Backpressure(max_pending_rows)
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
@@ -433,7 +441,7 @@ class PostgresWriter(_Writer):
         if self._conn is None or self._conn.is_closed():
             import asyncpg
 
-            self._conn = await asyncpg.connect(self._dsn)
+            self._conn = await asyncpg.connect(self._dsn, server_settings=self._server_settings)
         return self._conn
 
     async def _commit(self, batch: list[_Item]) -> None:
