@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -92,9 +93,10 @@ async def test_a_gateway_that_lost_its_lease_cannot_append(ledger: Ledger) -> No
     ]
 
 
-async def _lock_waiters(conn: object, database: str) -> int:
+async def _lock_waiters(conn: Any, database: str) -> int:
+    """Sessions of ``database`` waiting for a lock (asyncpg connection ``conn``)."""
     query = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'"
-    return int(await conn.fetchval(query, database))  # type: ignore[attr-defined]
+    return int(await conn.fetchval(query, database))
 
 
 @pytest.mark.parametrize("engine", [pytest.param("postgres", marks=pytest.mark.postgres)])
