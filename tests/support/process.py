@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from tests.support.users import LoginUser
+
 SCALE = float(os.environ.get("TETHER_TEST_SCALE", "1"))
 
 
@@ -45,16 +47,25 @@ def tether_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, 
 
 
 def run_cli(
-    home: Path, *args: str, env: Mapping[str, str] | None = None, timeout: float = 30
+    home: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 30,
+    user: LoginUser | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `tether ARGS` to completion."""
+    """Run `tether ARGS` to completion (as ``user`` when given)."""
+    full = tether_env(home, env)
+    python, kwargs = sys.executable, {}
+    if user is not None:
+        python, full, kwargs = user.python, user.env(full), user.popen_kwargs()
     return subprocess.run(
-        [sys.executable, "-m", "tether", *args],
-        env=tether_env(home, env),
+        [python, "-m", "tether", *args],
+        env=full,
         capture_output=True,
         text=True,
         timeout=timeout * SCALE,
         check=False,
+        **kwargs,
     )
 
 
@@ -63,9 +74,16 @@ class TetherProcess:
 
     kind = "tether"
 
-    def __init__(self, home: Path, env: dict[str, str], args: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        home: Path,
+        env: dict[str, str],
+        args: tuple[str, ...],
+        user: LoginUser | None = None,
+    ) -> None:
         self.home = home
-        self.env = env
+        self.user = user
+        self.env = env if user is None else user.env(env)
         self.args = args
         self.proc: subprocess.Popen[str] | None = None
         self.info: dict[str, Any] = {}
@@ -73,6 +91,10 @@ class TetherProcess:
 
     def command(self) -> list[str]:
         raise NotImplementedError
+
+    @property
+    def python(self) -> str:
+        return sys.executable if self.user is None else self.user.python
 
     def start(self, timeout: float = 20.0, *, wait: bool = True) -> None:
         self._stderr = self.stderr_path.open("w")
@@ -83,6 +105,7 @@ class TetherProcess:
             stderr=self._stderr,
             text=True,
             start_new_session=True,
+            **({} if self.user is None else self.user.popen_kwargs()),
         )
         if not wait:
             return
@@ -144,13 +167,18 @@ class GatewayProcess(TetherProcess):
     kind = "gateway"
 
     def __init__(
-        self, home: Path, *, env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()
+        self,
+        home: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        user: LoginUser | None = None,
     ) -> None:
-        super().__init__(home, tether_env(home, env), args)
+        super().__init__(home, tether_env(home, env), args, user)
 
     def command(self) -> list[str]:
         listen = () if "--listen" in self.args else ("--listen", "127.0.0.1:0")
-        return [sys.executable, "-m", "tether", "--json", "gateway", *listen, *self.args]
+        return [self.python, "-m", "tether", "--json", "gateway", *listen, *self.args]
 
     def start(self, timeout: float = 20.0, *, wait: bool = True) -> None:
         super().start(timeout, wait=wait)
@@ -194,27 +222,31 @@ class RunnerProcess(TetherProcess):
         *,
         env: Mapping[str, str] | None = None,
         args: tuple[str, ...] = (),
+        user: LoginUser | None = None,
     ) -> None:
         self.name = name
         self.config_dir = home / f"runner-{name}"
         super().__init__(
-            home, tether_env(home, {"TETHER_CONFIG_DIR": str(self.config_dir), **(env or {})}), args
+            home,
+            tether_env(home, {"TETHER_CONFIG_DIR": str(self.config_dir), **(env or {})}),
+            args,
+            user,
         )
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "tether", "--json", "runner", *self.args]
+        return [self.python, "-m", "tether", "--json", "runner", *self.args]
 
     def enroll(
         self, gateway: GatewayProcess, workspaces: Mapping[str, Path], *, rotate: bool = False
     ) -> None:
         add = ["--json", "runners", "add", self.name] + (["--rotate"] if rotate else [])
-        added = run_cli(gateway.home, *add)
+        added = run_cli(gateway.home, *add, user=gateway.user)
         assert added.returncode == 0, added.stderr
         code = json.loads(added.stdout)["code"]
         spaces = [f"--workspace={k}={v}" for k, v in workspaces.items()]
         done = subprocess.run(
             [
-                sys.executable,
+                self.python,
                 "-m",
                 "tether",
                 "runner",
@@ -230,5 +262,6 @@ class RunnerProcess(TetherProcess):
             text=True,
             timeout=30 * SCALE,
             check=False,
+            **({} if self.user is None else self.user.popen_kwargs()),
         )
         assert done.returncode == 0, done.stderr
