@@ -9,12 +9,11 @@ from typing import Any
 
 import pytest
 
-from tether.config import RunnerConfig
+from tests.support.tools import tool_context
 from tether.errors import InvalidParams, PolicyDenied, ToolFailed
 from tether.runner.tools import files
 from tether.runner.tools.base import ToolContext
 from tether.runner.tools.registry import TOOLS
-from tether.security.paths import PathPolicy
 
 
 @pytest.fixture
@@ -30,8 +29,7 @@ def ws(tmp_path: Path) -> Path:
 
 
 def ctx_for(ws: Path, **config: Any) -> ToolContext:
-    policy = PathPolicy(ws, denied=[str(ws / ".ssh")], home=ws.parent / "home")
-    return ToolContext(policy=policy, config=RunnerConfig(**config), timeout=10.0)
+    return tool_context(ws, protected=[ws / ".ssh"], **config)
 
 
 # read_file
@@ -167,13 +165,19 @@ async def test_write_file_errors(ws: Path) -> None:
     assert (ws / ".ssh" / "id_rsa").read_text() == "PRIVATE KEY\n"
 
 
-async def test_write_through_an_inside_symlink_writes_the_target(ws: Path) -> None:
+async def test_symlinks_are_never_followed_even_inside_the_workspace(ws: Path) -> None:
     (ws / "real.txt").write_text("a")
     (ws / "alias.txt").symlink_to("real.txt")
-    r = await files.write_file(ctx_for(ws), files.WriteFileParams(path="alias.txt", content="b"))
-    assert r.path == "real.txt"
+    (ws / "srclink").symlink_to("src")
+    for path in ("alias.txt", "srclink/new.txt"):
+        with pytest.raises(PolicyDenied) as info:
+            await files.write_file(ctx_for(ws), files.WriteFileParams(path=path, content="b"))
+        assert info.value.data["reason"] == "symlink"
+        with pytest.raises(PolicyDenied):
+            await files.read_file(ctx_for(ws), files.ReadFileParams(path=path))
     assert (ws / "alias.txt").is_symlink()
-    assert (ws / "real.txt").read_text() == "b"
+    assert (ws / "real.txt").read_text() == "a"
+    assert not (ws / "src" / "new.txt").exists()
 
 
 # edit_file
@@ -275,19 +279,15 @@ def globtree(ws: Path) -> Path:
 @pytest.mark.parametrize(
     ("pattern", "path", "expected"),
     [
-        ("*.py", ".", [".hidden.py", "alias.py", "top.py"]),
-        (
-            "**/*.py",
-            ".",
-            [".hidden.py", "alias.py", "src/a.py", "src/pkg/b.py", "top.py"],
-        ),
+        ("*.py", ".", [".hidden.py", "top.py"]),
+        ("**/*.py", ".", [".hidden.py", "src/a.py", "src/pkg/b.py", "top.py"]),
         ("src/**/*.py", ".", ["src/a.py", "src/pkg/b.py"]),
         ("*/*.txt", "src", ["src/pkg/c.txt"]),
         ("src/**", ".", ["src", "src/pkg"]),
         ("**/pkg/", ".", ["src/pkg"]),
         ("src/?.py", ".", ["src/a.py"]),
         ("src/[ab].py", ".", ["src/a.py"]),
-        ("*link", ".", ["srclink"]),
+        ("*link", ".", []),
         ("nothing*", ".", []),
     ],
 )
@@ -297,19 +297,18 @@ async def test_glob(globtree: Path, pattern: str, path: str, expected: list[str]
     assert r.truncated is False
 
 
-async def test_glob_never_enters_symlinked_or_denied_dirs(globtree: Path) -> None:
+async def test_glob_never_lists_or_enters_symlinks_or_protected_dirs(globtree: Path) -> None:
     r = await files.glob(ctx_for(globtree), files.GlobParams(pattern="**/*"))
     assert not [p for p in r.paths if p.startswith(("outdir/", ".ssh", "srclink/"))]
-    assert "outdir" not in r.paths
-    assert "outfile.py" not in r.paths
-    assert "srclink" in r.paths
+    for link in ("outdir", "outfile.py", "srclink", "alias.py"):
+        assert link not in r.paths
     assert "src/pkg/c.txt" in r.paths
     assert r.paths == sorted(r.paths, key=lambda p: p.split("/"))
 
 
 async def test_glob_limit_and_bad_patterns(globtree: Path) -> None:
     r = await files.glob(ctx_for(globtree), files.GlobParams(pattern="**/*.py", limit=2))
-    assert r.paths == [".hidden.py", "alias.py"]
+    assert r.paths == [".hidden.py", "src/a.py"]
     assert r.truncated
     for pattern in ("../*", "/etc/*", "src/../../*", "//"):
         with pytest.raises(ToolFailed) as info:

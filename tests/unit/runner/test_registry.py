@@ -9,11 +9,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tether.config import RunnerConfig
+from tests.support.tools import tool_context
 from tether.errors import InvalidParams
-from tether.runner.tools.base import ToolContext
 from tether.runner.tools.registry import TOOLS, describe
-from tether.security.paths import PathPolicy
 
 NAMES = ["read_file", "write_file", "edit_file", "list_dir", "glob", "grep", "shell", "noop"]
 RISKS = {"read_file": "read", "list_dir": "read", "glob": "read", "grep": "read", "noop": "read"}
@@ -75,7 +73,7 @@ def test_parse_rejects_bad_params(name: str, params: dict[str, object]) -> None:
 
 
 async def test_a_parsed_call_runs(tmp_path: Path) -> None:
-    ctx = ToolContext(policy=PathPolicy(tmp_path), config=RunnerConfig(), timeout=10.0)
+    ctx = tool_context(tmp_path)
     write = TOOLS["write_file"]
     result = await write.run(ctx, write.parse({"path": "x/y.txt", "content": "hi"}))
     assert isinstance(result, write.result)

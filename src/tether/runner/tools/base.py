@@ -13,15 +13,16 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
 from tether.config import RunnerConfig
 from tether.errors import InvalidParams, ToolFailed, ToolTimeout
+from tether.runner.fs import WorkspaceFS
 from tether.runner.sandbox import SandboxInfo
-from tether.security.paths import PathPolicy
 
 __all__ = [
     "Deadline",
@@ -46,12 +47,16 @@ T = TypeVar("T")
 class ToolContext:
     """Everything a tool needs for one call."""
 
-    policy: PathPolicy
+    fs: WorkspaceFS
     config: RunnerConfig
     timeout: float
     """Hard ceiling in seconds for this call (the shell may choose less)."""
     progress: Progress | None = None
     sandbox: SandboxInfo | None = None
+    home: Path = field(default_factory=Path.home)
+    """The runner user's home: hidden behind a private one inside the sandbox."""
+    call_id: str | None = None
+    """Tags the processes a call starts, so its orphans can be found."""
 
     def deadline(self) -> Deadline:
         """A fresh :class:`Deadline` of ``timeout`` seconds."""

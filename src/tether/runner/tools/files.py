@@ -1,28 +1,26 @@
 """File tools: read_file, write_file, edit_file, list_dir and glob.
 
-Every path argument goes through the call's :class:`~tether.security.paths.PathPolicy`.
-Files are opened without following a final symlink, so a path swapped for a symlink
-after the check fails instead of escaping. Writes are atomic: a temporary file in the
-same directory, flushed, then renamed over the target (whose mode is kept). The
+Every path goes through the call's :class:`~tether.runner.fs.WorkspaceFS`: resolved and
+opened relative to directory descriptors, no symlink followed on any component,
+protected directories refused by identity, so a concurrent writer cannot redirect a
+call out of the workspace. Writes are atomic: a temporary file in the same directory
+(by descriptor), flushed, then renamed over the target (whose mode is kept). The
 blocking work runs in a worker thread that honours the call's deadline.
 """
 
 from __future__ import annotations
 
 import codecs
-import contextlib
 import errno
 import os
-import secrets
 import stat
-from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 
-from tether.errors import PolicyDenied
+from tether.runner.fs import WorkspaceFS
 from tether.runner.tools.base import Deadline, ToolContext, display_path, failed, run_blocking
-from tether.security.paths import PathPolicy, compile_glob, glob_match
+from tether.security.paths import Parts, compile_glob, glob_match, show_parts
 
 __all__ = [
     "DirEntry",
@@ -141,32 +139,9 @@ class GlobResult(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 def _os_failed(exc: OSError, shown: str) -> Exception:
     if exc.errno == errno.ENOENT:
         return failed(f"{shown!r} does not exist", "not_found", shown)
-    if exc.errno == errno.EISDIR:
-        return failed(f"{shown!r} is a directory", "is_a_directory", shown)
-    if exc.errno == errno.ENOTDIR:
-        return failed(f"a parent of {shown!r} is not a directory", "not_a_directory", shown)
-    if exc.errno == errno.ELOOP:
-        return PolicyDenied(
-            f"path {shown!r} turned into a symlink while in use",
-            data={"path": shown, "reason": "outside_workspace"},
-        )
+    if exc.errno == errno.ENOSPC:
+        return failed(f"{shown!r}: no space left on the device", "no_space", shown)
     return failed(f"{shown!r}: {exc.strerror or exc}", "os_error", shown, errno=exc.errno)
-
-
-def _open_regular(real: Path, shown: str) -> tuple[int, os.stat_result]:
-    """Open a regular file for reading without following a final symlink or blocking."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(real, flags)
-    except OSError as exc:
-        raise _os_failed(exc, shown) from exc
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise failed(f"{shown!r} is a directory; use list_dir", "is_a_directory", shown)
-        raise failed(f"{shown!r} is not a regular file", "not_a_file", shown)
-    return fd, st
 
 
 def is_binary(head: bytes) -> bool:
@@ -180,10 +155,15 @@ def is_binary(head: bytes) -> bool:
     return False
 
 
+def _shown(parts: Parts) -> str:
+    return display_path(show_parts(parts))
+
+
 def _read(
-    real: Path, shown: str, p: ReadFileParams, cap: int, deadline: Deadline
+    fs: WorkspaceFS, parts: Parts, p: ReadFileParams, cap: int, deadline: Deadline
 ) -> ReadFileResult:
-    fd, st = _open_regular(real, shown)
+    fd, st = fs.open_file(parts)
+    shown = _shown(parts)
     binary = ReadFileResult(path=shown, size=st.st_size, binary=True)
     with os.fdopen(fd, "rb") as f:
         if is_binary(f.read(BINARY_SNIFF)):
@@ -237,39 +217,18 @@ def _read(
 
 async def read_file(ctx: ToolContext, p: ReadFileParams) -> ReadFileResult:
     """Read lines ``offset`` .. ``offset + limit`` of a text file."""
-    real = ctx.policy.resolve(p.path)
-    shown = display_path(ctx.policy.relative(real))
+    parts = ctx.fs.parts(p.path)
     deadline = ctx.deadline()
     cap = ctx.config.output_cap_bytes
-    return await run_blocking(deadline, lambda: _read(real, shown, p, cap, deadline))
+    return await run_blocking(deadline, lambda: _read(ctx.fs, parts, p, cap, deadline))
 
 
-def atomic_write(target: Path, data: bytes, mode: int | None) -> None:
-    """Write ``data`` to ``target`` via a temporary file in the same directory."""
-    tmp = target.with_name(f".{target.name[:100]}.{secrets.token_hex(6)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(tmp, flags, 0o666 if mode is None else 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if mode is not None:
-                os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _existing_mode(real: Path, shown: str) -> int | None:
-    try:
-        st = os.lstat(real)
-    except FileNotFoundError:
+def _existing_mode(fs: WorkspaceFS, dir_fd: int, parts: Parts) -> int | None:
+    """The mode of the regular file being replaced, None if it does not exist yet."""
+    st = fs.entry_stat(dir_fd, parts)
+    if st is None:
         return None
-    except OSError as exc:
-        raise _os_failed(exc, shown) from exc
+    shown = _shown(parts)
     if stat.S_ISDIR(st.st_mode):
         raise failed(f"{shown!r} is a directory", "is_a_directory", shown)
     if not stat.S_ISREG(st.st_mode):
@@ -277,25 +236,24 @@ def _existing_mode(real: Path, shown: str) -> int | None:
     return stat.S_IMODE(st.st_mode)
 
 
-def _write(real: Path, shown: str, p: WriteFileParams) -> WriteFileResult:
-    mode = _existing_mode(real, shown)
+def _write(fs: WorkspaceFS, parts: Parts, p: WriteFileParams) -> WriteFileResult:
+    shown = _shown(parts)
+    if not parts:
+        raise failed("the workspace root is a directory", "is_a_directory", shown)
     data = p.content.encode("utf-8")
-    try:
-        if not real.parent.is_dir():
-            if not p.create_dirs:
-                raise failed(f"the directory of {shown!r} does not exist", "parent_missing", shown)
-            real.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(real, data, mode)
-    except OSError as exc:
-        raise _os_failed(exc, shown) from exc
+    with fs.directory(parts[:-1], create=p.create_dirs, missing="parent_missing") as dir_fd:
+        mode = _existing_mode(fs, dir_fd, parts)
+        try:
+            fs.replace_file(dir_fd, parts, data, mode)
+        except OSError as exc:
+            raise _os_failed(exc, shown) from exc
     return WriteFileResult(path=shown, bytes_written=len(data), created=mode is None)
 
 
 async def write_file(ctx: ToolContext, p: WriteFileParams) -> WriteFileResult:
     """Create or replace a file atomically, keeping the mode of an existing one."""
-    real = ctx.policy.resolve(p.path)
-    shown = display_path(ctx.policy.relative(real))
-    return await run_blocking(ctx.deadline(), lambda: _write(real, shown, p))
+    parts = ctx.fs.parts(p.path)
+    return await run_blocking(ctx.deadline(), lambda: _write(ctx.fs, parts, p))
 
 
 def _count(text: str, old: str) -> int:
@@ -306,108 +264,107 @@ def _count(text: str, old: str) -> int:
     return count
 
 
-def _edit(real: Path, shown: str, p: EditFileParams) -> EditFileResult:
+def _edit(fs: WorkspaceFS, parts: Parts, p: EditFileParams) -> EditFileResult:
+    shown = _shown(parts)
     if not p.old:
         raise failed("old must not be empty", "empty_old", shown)
-    fd, st = _open_regular(real, shown)
-    if st.st_size > MAX_EDIT_BYTES:
-        os.close(fd)
-        raise failed(f"{shown!r} is too large to edit", "too_large", shown, size=st.st_size)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise failed(f"{shown!r} is not UTF-8 text", "binary_file", shown) from None
-    count = _count(text, p.old)
-    if count == 0:
-        raise failed(f"old text not found in {shown!r}", "no_match", shown, count=0)
-    if count > 1:
-        raise failed(
-            f"old text occurs {count} times in {shown!r}; include more context to make it unique",
-            "multiple_matches",
-            shown,
-            count=count,
-        )
-    try:
-        atomic_write(real, text.replace(p.old, p.new, 1).encode("utf-8"), stat.S_IMODE(st.st_mode))
-    except OSError as exc:
-        raise _os_failed(exc, shown) from exc
+    if not parts:
+        raise failed("the workspace root is a directory", "is_a_directory", shown)
+    with fs.directory(parts[:-1]) as dir_fd:
+        fd, st = fs.open_in(dir_fd, parts)
+        if st.st_size > MAX_EDIT_BYTES:
+            os.close(fd)
+            raise failed(f"{shown!r} is too large to edit", "too_large", shown, size=st.st_size)
+        with os.fdopen(fd, "rb") as f:
+            data = f.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise failed(f"{shown!r} is not UTF-8 text", "binary_file", shown) from None
+        count = _count(text, p.old)
+        if count == 0:
+            raise failed(f"old text not found in {shown!r}", "no_match", shown, count=0)
+        if count > 1:
+            raise failed(
+                f"old text occurs {count} times in {shown!r}; include more context to make it "
+                "unique",
+                "multiple_matches",
+                shown,
+                count=count,
+            )
+        new = text.replace(p.old, p.new, 1).encode("utf-8")
+        try:
+            fs.replace_file(dir_fd, parts, new, stat.S_IMODE(st.st_mode))
+        except OSError as exc:
+            raise _os_failed(exc, shown) from exc
     return EditFileResult(path=shown, replacements=1)
 
 
 async def edit_file(ctx: ToolContext, p: EditFileParams) -> EditFileResult:
     """Replace exactly one occurrence of ``old``; fail if it occurs zero or several times."""
-    real = ctx.policy.resolve(p.path)
-    shown = display_path(ctx.policy.relative(real))
-    return await run_blocking(ctx.deadline(), lambda: _edit(real, shown, p))
+    parts = ctx.fs.parts(p.path)
+    return await run_blocking(ctx.deadline(), lambda: _edit(ctx.fs, parts, p))
 
 
-def _list(policy: PathPolicy, real: Path, shown: str, limit: int) -> ListDirResult:
+def _entry_kind(mode: int) -> Literal["file", "dir", "symlink", "other"]:
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISREG(mode):
+        return "file"
+    return "other"
+
+
+def _list(fs: WorkspaceFS, parts: Parts, limit: int) -> ListDirResult:
+    shown = _shown(parts)
     entries: list[DirEntry] = []
     truncated = False
-    if real.exists() and not real.is_dir():
-        raise failed(f"{shown!r} is not a directory", "not_a_directory", shown)
-    try:
-        with os.scandir(real) as it:
-            found = sorted(it, key=lambda e: e.name)
-    except OSError as exc:
-        raise _os_failed(exc, shown) from exc
-    for entry in found:
-        if policy.denied_entry(os.path.join(real, entry.name)) is not None:
-            continue
-        if len(entries) == limit:
-            truncated = True
-            break
+    with fs.directory(parts) as dir_fd:
         try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        kind: Literal["file", "dir", "symlink", "other"] = "other"
-        if stat.S_ISLNK(st.st_mode):
-            kind = "symlink"
-        elif stat.S_ISDIR(st.st_mode):
-            kind = "dir"
-        elif stat.S_ISREG(st.st_mode):
-            kind = "file"
-        size = st.st_size if kind == "file" else 0
-        entries.append(DirEntry(name=display_path(entry.name), type=kind, size=size))
+            found = fs.scan(dir_fd)
+        except OSError as exc:
+            raise _os_failed(exc, shown) from exc
+        for entry in found:
+            if len(entries) == limit:
+                truncated = True
+                break
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if fs.protected.protects(st) is not None:
+                continue
+            kind = _entry_kind(st.st_mode)
+            size = st.st_size if kind == "file" else 0
+            entries.append(DirEntry(name=display_path(entry.name), type=kind, size=size))
     return ListDirResult(path=shown, entries=entries, truncated=truncated)
 
 
 async def list_dir(ctx: ToolContext, p: ListDirParams) -> ListDirResult:
-    """List a directory's entries by name; denied entries are left out."""
-    real = ctx.policy.resolve(p.path)
-    shown = display_path(ctx.policy.relative(real))
-    return await run_blocking(ctx.deadline(), lambda: _list(ctx.policy, real, shown, p.limit))
+    """List a directory's entries by name; protected entries are left out."""
+    parts = ctx.fs.parts(p.path)
+    return await run_blocking(ctx.deadline(), lambda: _list(ctx.fs, parts, p.limit))
 
 
-def _glob(policy: PathPolicy, base: Path, p: GlobParams, deadline: Deadline) -> GlobResult:
+def _glob(fs: WorkspaceFS, base: Parts, p: GlobParams, deadline: Deadline) -> GlobResult:
     parts, dirs_only = compile_glob(p.pattern)
-    if not base.is_dir():
-        shown = display_path(policy.relative(base))
-        raise failed(f"{shown!r} is not a directory", "not_a_directory", shown)
     depth = None if "**" in parts else len(parts)
     found: list[str] = []
-    for entry in policy.walk(base, max_depth=depth, check=deadline.check):
-        if not glob_match(parts, entry.rel):
+    for entry in fs.walk(base, max_depth=depth, check=deadline.check):
+        if entry.kind == "symlink" or (dirs_only and entry.kind != "dir"):
             continue
-        is_dir = entry.kind == "dir"
-        if entry.kind == "symlink":
-            real = os.path.realpath(entry.path)
-            if not policy.allows(real):
-                continue
-            is_dir = os.path.isdir(real)
-        if dirs_only and not is_dir:
+        if not glob_match(parts, entry.parts[len(base) :]):
             continue
         if len(found) == p.limit:
             return GlobResult(paths=found, truncated=True)
-        found.append(display_path(policy.relative(entry.path)))
+        found.append(_shown(entry.parts))
     return GlobResult(paths=found, truncated=False)
 
 
 async def glob(ctx: ToolContext, p: GlobParams) -> GlobResult:
-    """Workspace-relative paths under ``path`` matching ``pattern``, never via a symlinked dir."""
-    base = ctx.policy.resolve(p.path)
+    """Workspace-relative paths under ``path`` matching ``pattern``; symlinks are neither
+    listed nor followed (list_dir shows them)."""
+    base = ctx.fs.parts(p.path)
     deadline = ctx.deadline()
-    return await run_blocking(deadline, lambda: _glob(ctx.policy, base, p, deadline))
+    return await run_blocking(deadline, lambda: _glob(ctx.fs, base, p, deadline))
