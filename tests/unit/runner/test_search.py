@@ -10,12 +10,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from tether.config import RunnerConfig
+from tests.support.tools import tool_context
 from tether.errors import PolicyDenied, ToolFailed, ToolTimeout
+from tether.runner.sandbox import SandboxInfo, detect
 from tether.runner.tools import search
 from tether.runner.tools.base import ToolContext
 from tether.runner.tools.search import GrepParams
-from tether.security.paths import PathPolicy
 
 HAVE_RG = shutil.which("rg") is not None
 needs_rg = pytest.mark.skipif(not HAVE_RG, reason="ripgrep (rg) is not installed")
@@ -59,10 +59,13 @@ def ws(tmp_path: Path) -> Path:
     return ws
 
 
-def ctx_for(ws: Path, timeout: float = 20.0) -> ToolContext:
-    denied = [str(ws / ".ssh"), str(ws / "src" / ".ssh")]
-    policy = PathPolicy(ws, denied=denied, home=ws.parent / "home")
-    return ToolContext(policy=policy, config=RunnerConfig(), timeout=timeout)
+SANDBOX = detect("auto")
+"""ripgrep runs only inside the sandbox; where bubblewrap works (CI installs it) it is active."""
+
+
+def ctx_for(ws: Path, timeout: float = 20.0, sandbox: SandboxInfo | None = SANDBOX) -> ToolContext:
+    protected = [ws / ".ssh", ws / "src" / ".ssh"]
+    return tool_context(ws, protected=protected, timeout=timeout, sandbox_info=sandbox)
 
 
 async def grep(ws: Path, engine: search.Engine, **params: Any) -> search.GrepResult:
@@ -166,6 +169,16 @@ async def test_default_engine_is_ripgrep_when_installed(ws: Path) -> None:
     r = await search.grep(ctx_for(ws), GrepParams(pattern="bye"))
     assert r.engine == ("ripgrep" if HAVE_RG else "python")
     assert [(m.path, m.line) for m in r.matches] == [("a.txt", 3)]
+
+
+async def test_python_engine_is_used_without_the_sandbox(ws: Path) -> None:
+    ctx = ctx_for(ws, sandbox=None)
+    r = await search.grep(ctx, GrepParams(pattern="bye"))
+    assert r.engine == "python"
+    with pytest.raises(ToolFailed) as info:
+        await search.search(ctx, GrepParams(pattern="bye"), engine="ripgrep")
+    assert info.value.data["reason"] == "engine_unavailable"
+    assert "sandbox" in info.value.message
 
 
 async def test_python_engine_is_used_without_rg(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import unit
-from tether.config import RunnerConfig
+from tests.support.tools import tool_context
 from tether.errors import PolicyDenied, ToolFailed, ToolTimeout
 from tether.runner import sandbox
 from tether.runner.process import run_process
+from tether.runner.sandbox import SandboxInfo
 from tether.runner.tools.base import ToolContext
 from tether.runner.tools.shell import ShellParams, effective_timeout, shell
-from tether.security.paths import PathPolicy
 
 
 def _stat_fields(pid: str) -> list[str] | None:
@@ -78,26 +78,26 @@ def ws(tmp_path: Path) -> Path:
     return tmp_path / "ws"
 
 
+OFF = SandboxInfo(None, "off", "off for this test")
+
+
 def ctx_for(
-    ws: Path, *, sandboxed: bool = False, progress: Any = None, **config: Any
+    ws: Path,
+    *,
+    sandboxed: bool = False,
+    progress: Any = None,
+    info: SandboxInfo | None = None,
+    **config: Any,
 ) -> ToolContext:
-    policy = PathPolicy(ws, denied=[str(ws / "secret")], home=ws.parent / "home")
-    info = sandbox.detect("bwrap") if sandboxed else None
+    if info is None:
+        info = sandbox.detect("bwrap") if sandboxed else OFF
     config.setdefault("sandbox", "auto" if sandboxed else "off")
-    return ToolContext(
-        policy=policy, config=RunnerConfig(**config), timeout=60.0, progress=progress, sandbox=info
+    return tool_context(
+        ws, protected=[ws / "secret"], sandbox_info=info, progress=progress, timeout=60.0, **config
     )
 
 
-def bwrap_works() -> bool:
-    try:
-        return sandbox.detect("auto").active
-    except Exception:
-        return False
-
-
-needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is missing or unusable")
-SANDBOX = [False, pytest.param(True, marks=needs_bwrap, id="bwrap")]
+SANDBOX = [False, pytest.param(True, id="bwrap")]
 
 
 @pytest.mark.parametrize("sandboxed", SANDBOX)
@@ -150,7 +150,8 @@ async def test_environment_is_scrubbed(ws: Path, monkeypatch: pytest.MonkeyPatch
     assert "hunter2" not in r.output
     assert env["LANG"] == "C.UTF-8"
     assert env["PWD"] == str(ws / "sub")
-    assert set(env) <= {"LANG", "PATH", "PWD", "SHLVL", "_", "OLDPWD"}
+    assert env["TETHER_CALL_ID"] == "call_test"  # lets the runner find the call's orphans
+    assert set(env) <= {"LANG", "PATH", "PWD", "SHLVL", "_", "OLDPWD", "TETHER_CALL_ID"}
 
 
 async def test_cwd_goes_through_the_policy(ws: Path) -> None:
@@ -189,7 +190,6 @@ async def test_cancellation_kills_the_whole_group(ws: Path) -> None:
     await eventually(lambda: not live("987.602"))
 
 
-@needs_bwrap
 async def test_sandboxed_timeout_also_kills_escaped_sessions(ws: Path) -> None:
     cmd = "setsid sleep 987.603 & sleep 987.603; wait"
     task = asyncio.create_task(shell(ctx_for(ws, sandboxed=True), ShellParams(command=cmd)))
@@ -200,7 +200,6 @@ async def test_sandboxed_timeout_also_kills_escaped_sessions(ws: Path) -> None:
     await eventually(lambda: not live("987.603"))
 
 
-@needs_bwrap
 async def test_sandboxed_shell_writes_only_the_workspace(ws: Path) -> None:
     target = ws.parent / "outside" / "escaped"
     cmd = f"echo ok > inside && echo bad > {target}; echo rc=$?"
@@ -211,11 +210,16 @@ async def test_sandboxed_shell_writes_only_the_workspace(ws: Path) -> None:
     assert not target.exists()
 
 
-async def test_sandbox_required_but_missing_refuses(ws: Path) -> None:
-    ctx = ctx_for(ws, sandbox="bwrap")
-    with pytest.raises(PolicyDenied) as info:
-        await shell(ctx, ShellParams(command="true"))
-    assert info.value.data["reason"] == "sandbox_unavailable"
+async def test_no_sandbox_means_no_shell_unless_off_was_chosen(ws: Path) -> None:
+    missing = SandboxInfo(None, "unavailable", "no sandbox: bubblewrap is not installed")
+    for ctx in (ctx_for(ws, info=missing), tool_context(ws, sandbox_info=None)):
+        with pytest.raises(PolicyDenied) as denied:
+            await shell(ctx, ShellParams(command="touch ran"))
+        assert denied.value.data["reason"] == "sandbox_unavailable"
+    assert not (ws / "ran").exists()
+    r = await shell(ctx_for(ws, info=OFF), ShellParams(command="touch ran"))
+    assert (r.exit_code, r.sandboxed) == (0, False)
+    assert (ws / "ran").exists()
 
 
 def test_effective_timeout(ws: Path) -> None:

@@ -2,12 +2,16 @@
 
 Both engines search the same files and return the same matches, in the same order:
 regular files under ``path`` (symlinks are never followed, ``.git`` directories and
-denied paths are skipped), minus files with a NUL byte in their first 8 KiB; lines
-split on ``\\n``; ``glob`` matched against the file name (or, when it contains ``/``,
-against the path relative to ``path``). ripgrep is used when installed and runs under
-:func:`~tether.runner.process.run_process`; every file it reports is re-checked
-against the path policy. The regex dialect is the engine's own (Rust ``regex`` or
-Python ``re``); simple patterns mean the same in both.
+protected paths are skipped, files with several hard links too unless allowed), minus
+files with a NUL byte in their first 8 KiB; lines split on ``\\n``; ``glob`` matched
+against the file name (or, when it contains ``/``, against the path relative to
+``path``). The Python engine reads every file through the descriptor walk of
+:mod:`tether.runner.fs`. ripgrep opens files by path, which a concurrent writer could
+redirect, so it runs only inside the sandbox (the search root bound read-only by
+descriptor, protected paths covered, the system's program directories and nothing
+else), and every file it reports is re-checked through the descriptor walk; without
+the sandbox the Python engine is used. The regex dialect is the engine's own (Rust
+``regex`` or Python ``re``); simple patterns mean the same in both.
 """
 
 from __future__ import annotations
@@ -17,18 +21,18 @@ import base64
 import os
 import re
 import shutil
-import stat
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 
-from tether.errors import ToolTimeout
+from tether.errors import TetherError, ToolFailed, ToolTimeout
+from tether.runner.fs import WorkspaceFS
 from tether.runner.process import run_process
+from tether.runner.sandbox import TOOL_DIRS, Bind, SandboxSpec, command
 from tether.runner.tools.base import Deadline, ToolContext, display_path, failed, run_blocking
 from tether.runner.tools.files import BINARY_SNIFF
-from tether.security.paths import PathPolicy, compile_glob, glob_match, is_within
+from tether.security.paths import Parts, compile_glob, glob_match, is_within, show_parts
 
 __all__ = ["Engine", "GrepMatch", "GrepParams", "GrepResult", "grep", "search"]
 
@@ -37,7 +41,6 @@ MAX_TEXT = 500
 """Longest line text returned, in characters."""
 SKIP_NAMES = frozenset({".git"})
 _SAFE_GLOB = re.compile(r"[\w.*?-]+")
-_LITERAL = re.compile(r"[\w./ -]+")
 
 
 class GrepParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -76,53 +79,59 @@ class GrepResult(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class _Collector:
     """File filter and match list shared by both engines."""
 
-    def __init__(self, policy: PathPolicy, base: Path, glob: str | None, limit: int) -> None:
-        self.policy = policy
+    def __init__(
+        self, fs: WorkspaceFS, base: Parts, base_is_dir: bool, glob: str | None, limit: int
+    ) -> None:
+        self.fs = fs
         self.base = base
-        self.base_is_dir = base.is_dir()
+        self.base_is_dir = base_is_dir
         self.limit = limit
         self.found: list[tuple[tuple[bytes, ...], GrepMatch]] = []
         self.full = asyncio.Event()
         """Set by the ripgrep engine once more than ``limit`` matches are known."""
-        self._files: dict[str, tuple[str, ...] | None] = {}
+        self._files: dict[str, Parts | None] = {}
         self._glob: Callable[[tuple[str, ...]], bool] = lambda rel: True
         if glob is not None:
             parts, _ = compile_glob(glob)
             whole = "/" in glob
             self._glob = lambda rel: glob_match(parts, rel if whole else rel[-1:])
 
-    def rel(self, path: str) -> tuple[str, ...] | None:
-        """Components of ``path`` below the base if the file is searchable, else None."""
+    def wanted(self, parts: Parts) -> tuple[str, ...] | None:
+        """Components below the base if ``parts`` is to be searched by name, else None."""
+        if self.base_is_dir:
+            if len(parts) <= len(self.base) or parts[: len(self.base)] != self.base:
+                return None
+            rel = parts[len(self.base) :]
+            if SKIP_NAMES.intersection(rel):
+                return None
+        elif parts != self.base:
+            return None
+        else:
+            rel = parts[-1:]
+        return rel if self._glob(rel) else None
+
+    def reported(self, path: str) -> Parts | None:
+        """For a file ripgrep reports: its components if it passes every check, else None."""
         if path in self._files:
             return self._files[path]
-        rel: tuple[str, ...] | None = None
-        if (
-            self.base_is_dir
-            and is_within(path, os.fspath(self.base))
-            and path != os.fspath(self.base)
-        ):
-            rel = Path(path).relative_to(self.base).parts
-        elif not self.base_is_dir and path == os.fspath(self.base):
-            rel = (self.base.name,)
-        if rel is not None and (
-            (self.base_is_dir and SKIP_NAMES.intersection(rel))
-            or not self._glob(rel)
-            or not self.policy.allows(os.path.realpath(path))
-            or self.policy.denied_entry(path) is not None
-            or not _searchable(path)
-        ):
-            rel = None
-        self._files[path] = rel
-        return rel
+        parts: Parts | None = None
+        root = self.fs.root
+        if is_within(path, root) and path != root:
+            candidate = tuple(path[len(root) :].lstrip("/").split("/"))
+            if self.wanted(candidate) is not None and _searchable(self.fs, candidate):
+                parts = candidate
+        self._files[path] = parts
+        return parts
 
-    def add(self, path: str, rel: tuple[str, ...], line: int, raw: bytes) -> bool:
+    def add(self, parts: Parts, line: int, raw: bytes) -> bool:
         """Record a match; return False once more than ``limit`` are known."""
         text = raw.rstrip(b"\n").removesuffix(b"\r").decode("utf-8", "replace")
         if len(text) > MAX_TEXT:
             text = text[: MAX_TEXT - 1] + "…"
-        shown = display_path(self.policy.relative(path))
-        key = tuple(os.fsencode(c) for c in rel)
-        self.found.append((key, GrepMatch(path=shown, line=line, text=text)))
+        key = tuple(os.fsencode(c) for c in parts)
+        self.found.append(
+            (key, GrepMatch(path=display_path(show_parts(parts)), line=line, text=text))
+        )
         return len(self.found) <= self.limit
 
     def result(self, engine: Engine) -> GrepResult:
@@ -131,43 +140,64 @@ class _Collector:
         return GrepResult(matches=matches, truncated=len(self.found) > self.limit, engine=engine)
 
 
-def _searchable(path: str) -> bool:
-    """A regular file (not a symlink) without a NUL byte in its first 8 KiB."""
+def _sniffed(fd: int) -> bool:
+    """True if the open file has no NUL byte in its first 8 KiB (the file is searched)."""
+    return b"\0" not in os.pread(fd, BINARY_SNIFF, 0)
+
+
+def _searchable(fs: WorkspaceFS, parts: Parts) -> bool:
+    """A regular, readable, unprotected file (not a symlink) that is not binary."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+        with fs.directory(parts[:-1]) as dir_fd:
+            fd, _ = fs.open_in(dir_fd, parts)
+    except TetherError:
         return False
+    try:
+        return _sniffed(fd)
+    finally:
+        os.close(fd)
+
+
+def _scan_file(
+    collector: _Collector, fd: int, parts: Parts, regex: re.Pattern[str], deadline: Deadline
+) -> bool:
+    """Search one open file; False once the collector is full."""
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return False
-        return b"\0" not in f.read(BINARY_SNIFF)
+        if b"\0" in f.read(BINARY_SNIFF):
+            return True
+        f.seek(0)
+        for number, raw in enumerate(f, 1):
+            if number % 8192 == 0:
+                deadline.check()
+            line = raw[:-1] if raw.endswith(b"\n") else raw
+            if regex.search(line.decode("utf-8", "replace")) and not collector.add(
+                parts, number, raw
+            ):
+                return False
+    return True
 
 
 def _python(collector: _Collector, regex: re.Pattern[str], deadline: Deadline) -> None:
-    base = collector.base
-    if collector.base_is_dir:
-        walk = collector.policy.walk(base, skip_names=SKIP_NAMES, check=deadline.check)
-        files = [os.fspath(e.path) for e in walk if e.kind == "file"]
-    else:
-        files = [os.fspath(base)]
-    for path in files:
-        deadline.check()
-        rel = collector.rel(path)
-        if rel is None:
-            continue
+    fs = collector.fs
+    if not collector.base_is_dir:
+        if collector.wanted(collector.base) is None:
+            return
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
+            fd, _ = fs.open_file(collector.base)
+        except TetherError:
+            return
+        _scan_file(collector, fd, collector.base, regex, deadline)
+        return
+    for entry in fs.walk(collector.base, skip_names=SKIP_NAMES, check=deadline.check):
+        if entry.kind != "file" or collector.wanted(entry.parts) is None:
             continue
-        with os.fdopen(fd, "rb") as f:
-            for number, raw in enumerate(f, 1):
-                if number % 8192 == 0:
-                    deadline.check()
-                line = raw[:-1] if raw.endswith(b"\n") else raw
-                if regex.search(line.decode("utf-8", "replace")) and not collector.add(
-                    path, rel, number, raw
-                ):
-                    return
+        deadline.check()
+        try:
+            fd, _ = fs.open_in(entry.dir_fd, entry.parts)
+        except TetherError:
+            continue
+        if not _scan_file(collector, fd, entry.parts, regex, deadline):
+            return
 
 
 class _RgText(msgspec.Struct):
@@ -199,16 +229,13 @@ def _rg_argv(rg: str, collector: _Collector, p: GrepParams) -> list[str]:
     if p.glob is not None and _SAFE_GLOB.fullmatch(p.glob):
         argv += ["--glob", p.glob]
     argv += [f"--glob=!{name}" for name in sorted(SKIP_NAMES)]
-    if collector.base_is_dir:
-        base = os.fspath(collector.base)
-        for denied in collector.policy.denied_paths:
-            rel = os.path.relpath(denied, base)
-            if is_within(os.fspath(denied), base) and _LITERAL.fullmatch(rel):
-                argv.append(f"--glob=!/{rel}")
-    return [*argv, "--regexp", p.pattern, "--", os.fspath(collector.base)]
+    base = collector.fs.absolute(collector.base)
+    return [*argv, "--regexp", p.pattern, "--", base]
 
 
-async def _ripgrep(rg: str, ctx: ToolContext, collector: _Collector, p: GrepParams) -> None:
+async def _ripgrep(
+    rg: str, bwrap: str, ctx: ToolContext, collector: _Collector, p: GrepParams
+) -> None:
     decoder = msgspec.json.Decoder(_RgMessage)
     match_decoder = msgspec.json.Decoder(_RgMatch)
     pending = bytearray()
@@ -227,25 +254,36 @@ async def _ripgrep(rg: str, ctx: ToolContext, collector: _Collector, p: GrepPara
             if message.type != "match":
                 continue
             match = match_decoder.decode(message.data)
-            path = os.fsdecode(match.path.raw())
-            rel = collector.rel(path)
-            if rel is None or match.line_number is None:
+            parts = collector.reported(os.fsdecode(match.path.raw()))
+            if parts is None or match.line_number is None:
                 continue
-            if not collector.add(path, rel, match.line_number, match.lines.raw()):
+            if not collector.add(parts, match.line_number, match.lines.raw()):
                 collector.full.set()
                 return
 
-    cwd = collector.base if collector.base_is_dir else collector.base.parent
-    done = await run_process(
-        _rg_argv(rg, collector, p),
-        cwd=cwd,
-        env={},
-        timeout=ctx.timeout,
-        output_cap=64 * 1024,
-        on_output=on_output,
-        capture=("stderr",),
-        stop=collector.full,
-    )
+    fs = ctx.fs
+    top = collector.base if collector.base_is_dir else collector.base[:-1]
+    with fs.directory(top) as fd:
+        fs.protected.refresh()
+        spec = SandboxSpec(
+            binds=[Bind(fs.absolute(top), writable=False, fd=fd)],
+            cwd=fs.absolute(top),
+            hidden=fs.protected.locations(),
+            system=TOOL_DIRS,
+        )
+        argv, fds = command(_rg_argv(rg, collector, p), spec, bwrap=bwrap)
+        done = await run_process(
+            argv,
+            cwd="/",
+            env={},
+            timeout=ctx.timeout,
+            output_cap=64 * 1024,
+            on_output=on_output,
+            capture=("stderr",),
+            stop=collector.full,
+            call_id=ctx.call_id,
+            pass_fds=fds,
+        )
     if done.timed_out:
         raise ToolTimeout(
             f"grep ran past its {ctx.timeout:g} s deadline",
@@ -257,26 +295,39 @@ async def _ripgrep(rg: str, ctx: ToolContext, collector: _Collector, p: GrepPara
         raise failed(f"grep: {message}", reason, pattern=p.pattern)
 
 
+def _base_is_dir(fs: WorkspaceFS, base: Parts) -> bool:
+    """True for a directory, False for a regular file; ToolFailed/PolicyDenied otherwise."""
+    try:
+        with fs.directory(base):
+            return True
+    except ToolFailed as exc:
+        if exc.data.get("reason") != "not_a_directory" or not base:
+            raise
+    fd, _ = fs.open_file(base)
+    os.close(fd)
+    return False
+
+
 async def search(ctx: ToolContext, p: GrepParams, *, engine: Engine | None = None) -> GrepResult:
-    """Run grep with the given engine (default: ripgrep if installed, else Python)."""
-    base = ctx.policy.resolve(p.path)
-    if not base.is_dir() and not base.is_file():
-        shown = display_path(ctx.policy.relative(base))
-        if base.exists():
-            raise failed(f"{shown!r} is not a file or directory", "not_a_file", shown)
-        raise failed(f"{shown!r} does not exist", "not_found", shown)
-    collector = _Collector(ctx.policy, base, p.glob, p.limit)
-    rg = shutil.which("rg") if engine != "python" else None
+    """Run grep with the given engine (default: ripgrep when it can run sandboxed, else Python)."""
+    fs = ctx.fs
+    base = fs.parts(p.path)
+    deadline = ctx.deadline()
+    base_is_dir = await run_blocking(deadline, lambda: _base_is_dir(fs, base))
+    collector = _Collector(fs, base, base_is_dir, p.glob, p.limit)
+    sandbox = ctx.sandbox
+    bwrap = sandbox.bwrap_path if sandbox is not None and sandbox.active else None
+    rg = shutil.which("rg") if engine != "python" and bwrap is not None else None
     if engine == "ripgrep" and rg is None:
-        raise failed("ripgrep (rg) is not installed", "engine_unavailable")
-    if rg is not None:
-        await _ripgrep(rg, ctx, collector, p)
+        why = "is not installed" if bwrap is not None else "runs only inside the sandbox"
+        raise failed(f"ripgrep (rg) {why}", "engine_unavailable")
+    if rg is not None and bwrap is not None:
+        await _ripgrep(rg, bwrap, ctx, collector, p)
         return collector.result("ripgrep")
     try:
         regex = re.compile(p.pattern, re.IGNORECASE if p.ignore_case else 0)
     except re.error as exc:
         raise failed(f"invalid regex {p.pattern!r}: {exc}", "invalid_pattern") from exc
-    deadline = ctx.deadline()
     try:
         await asyncio.wait_for(
             run_blocking(deadline, lambda: _python(collector, regex, deadline)), ctx.timeout + 1

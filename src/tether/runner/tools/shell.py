@@ -8,15 +8,18 @@ kept). A non-zero exit status is a result, not an error. On timeout or cancellat
 whole process group is killed; a timeout raises ``ToolTimeout`` carrying the partial
 output.
 
-With an active bubblewrap sandbox the command sees a read-only file system except the
-allowed part of the workspace, no denied paths, and no network unless
-``runner.network`` is true. Without one it runs with the daemon's own rights; when
-``runner.sandbox`` is ``bwrap`` the tool refuses to run unsandboxed.
+With the bubblewrap sandbox the command sees only what :mod:`tether.runner.sandbox`
+lists: system directories read-only, the workspace (or the part a token allows)
+writable, the configured read-only paths, a private HOME and /tmp, no protected path,
+and no network unless ``runner.network`` is true. When the sandbox is unavailable the
+tool refuses to run; only an explicit ``runner.sandbox = off`` runs commands with the
+daemon's own rights (every descendant is still killed at the end of the call).
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import shutil
 from typing import Annotated
@@ -25,8 +28,9 @@ import msgspec
 
 from tether.errors import PolicyDenied, ToolTimeout
 from tether.runner.process import ProcessResult, run_process
-from tether.runner.sandbox import wrap
-from tether.runner.tools.base import Progress, ToolContext, display_path, failed
+from tether.runner.sandbox import Bind, SandboxSpec, command
+from tether.runner.tools.base import Progress, ToolContext
+from tether.security.paths import expand_home, split_path
 
 __all__ = ["ShellParams", "ShellResult", "effective_timeout", "shell"]
 
@@ -92,47 +96,91 @@ def _exit_code(code: int | None) -> int:
     return 128 - code if code < 0 else code
 
 
+_O_PATH = getattr(os, "O_PATH", os.O_RDONLY)
+
+
+def readonly_binds(ctx: ToolContext, stack: contextlib.ExitStack) -> list[Bind]:
+    """The configured read-only paths, opened now and bound by descriptor at their real
+    location; missing ones and protected ones are left out."""
+    binds: list[Bind] = []
+    for entry in ctx.config.readonly_paths:
+        path = expand_home(entry, ctx.home)
+        try:
+            fd = os.open(path, _O_PATH | os.O_CLOEXEC)
+        except OSError:
+            continue
+        stack.callback(os.close, fd)
+        if ctx.fs.protected.protects(os.fstat(fd)) is not None:
+            continue
+        binds.append(Bind(os.path.realpath(path), writable=False, fd=fd))
+    return binds
+
+
+def workspace_binds(ctx: ToolContext, stack: contextlib.ExitStack) -> list[Bind]:
+    """The workspace (read-only when a token narrows it) and the roots the call may write,
+    each opened through the descriptor walk and bound by that descriptor."""
+    fs = ctx.fs
+    writable = fs.writable_roots()
+    binds: list[Bind] = []
+    if writable != (fs.root,):
+        fd = stack.enter_context(fs.directory(()))
+        binds.append(Bind(fs.root, writable=False, fd=fd))
+    for root in writable:
+        parts = split_path(root, (fs.root,))
+        fd = stack.enter_context(fs.directory(parts))
+        binds.append(Bind(root, writable=True, fd=fd))
+    return binds
+
+
 async def shell(ctx: ToolContext, p: ShellParams) -> ShellResult:
     """Run ``bash -c command`` in ``cwd``; see the module docstring."""
-    cwd = ctx.policy.resolve(p.cwd)
-    if not cwd.is_dir():
-        shown = display_path(ctx.policy.relative(cwd))
-        raise failed(f"cwd {shown!r} is not a directory", "not_a_directory", shown)
+    fs = ctx.fs
+    cwd_parts = fs.parts(p.cwd)
+    fs.check_root()
+    with fs.directory(cwd_parts):
+        pass  # exists and is a directory, reached without a symlink
+    cwd = fs.absolute(cwd_parts)
     config = ctx.config
     timeout = effective_timeout(ctx, p.timeout)
     env = {name: os.environ[name] for name in config.env_allowlist if name in os.environ}
-    env["PWD"] = os.fspath(cwd)
+    env["PWD"] = cwd
     argv = [shutil.which("bash") or "/bin/bash", "-c", p.command]
     sandbox = ctx.sandbox
-    bwrap = sandbox.bwrap_path if sandbox is not None and sandbox.active else None
-    sandboxed = bwrap is not None
-    if bwrap is not None:
-        argv = wrap(
-            argv,
-            bwrap=bwrap,
-            workspace=ctx.policy.check_root(),
-            writable=ctx.policy.writable_roots,
-            cwd=cwd,
-            denied=ctx.policy.denied_paths,
-            network=config.network,
-        )
-    elif config.sandbox == "bwrap":
+    if sandbox is None or sandbox.status == "unavailable":
+        reason = sandbox.reason if sandbox is not None else "no sandbox was detected"
         raise PolicyDenied(
-            "runner.sandbox is 'bwrap' but no working sandbox is available; refusing to run",
+            f"refusing to run a shell command without a sandbox ({reason})",
             data={"reason": "sandbox_unavailable"},
         )
-    forward = None if ctx.progress is None else _Forward(ctx.progress, config.output_cap_bytes)
-    done = await run_process(
-        argv,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-        output_cap=config.output_cap_bytes,
-        on_output=forward,
-    )
+    with contextlib.ExitStack() as stack:
+        fds: list[int] = []
+        host_cwd = cwd
+        if sandbox.bwrap_path is not None:
+            fs.protected.refresh()
+            spec = SandboxSpec(
+                binds=[*readonly_binds(ctx, stack), *workspace_binds(ctx, stack)],
+                cwd=cwd,
+                hidden=fs.protected.locations(),
+                home=os.fspath(ctx.home),
+                network=config.network,
+            )
+            argv, fds = command(argv, spec, bwrap=sandbox.bwrap_path)
+            host_cwd = "/"
+        forward = None if ctx.progress is None else _Forward(ctx.progress, config.output_cap_bytes)
+        done = await run_process(
+            argv,
+            cwd=host_cwd,
+            env=env,
+            timeout=timeout,
+            output_cap=config.output_cap_bytes,
+            on_output=forward,
+            call_id=ctx.call_id,
+            pass_fds=fds,
+        )
+    sandboxed = sandbox.bwrap_path is not None
     if done.timed_out:
         raise ToolTimeout(
-            f"command timed out after {timeout:g} s; its process group was killed",
+            f"command timed out after {timeout:g} s; it and every process it started were killed",
             data={
                 "timeout": timeout,
                 "output": _output(done),
