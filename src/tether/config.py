@@ -153,8 +153,31 @@ class RunnerConfig(_Section, frozen=True):
     gateway_url: str | None = None
     workspaces: dict[str, str] = {}
     denied_paths: list[str] = msgspec.field(
-        default_factory=lambda: ["~/.ssh", "~/.gnupg", "~/.aws", "~/.config/tether"]
+        default_factory=lambda: [
+            "~/.ssh",
+            "~/.gnupg",
+            "~/.aws",
+            "~/.azure",
+            "~/.kube",
+            "~/.docker",
+            "~/.netrc",
+            "~/.git-credentials",
+            "~/.config/gcloud",
+            "~/.config/gh",
+        ]
     )
+    """Credentials of the user's other tools: refused by file tools, absent in the sandbox."""
+    hidden_paths: list[str] = []
+    """More paths to protect like ``denied_paths`` (tether's own directories always are)."""
+    gateway_dirs: list[str] = []
+    """The directories of a gateway on the same machine (set by ``tether up``): protected."""
+    readonly_paths: list[str] = []
+    """Extra read-only mounts inside the sandbox, e.g. toolchains under HOME
+    (``~/.pyenv``, ``~/.nvm``, ``~/.cargo``, ``~/.rustup``); mounted at their real path."""
+    allow_hardlinks: bool = False
+    """Let file tools read regular files that have more than one hard link."""
+    bwrap: str = "bwrap"
+    """The bubblewrap program (a name on PATH or a path)."""
     max_concurrency: Positive = 16
     default_timeout: Seconds = 60.0
     max_timeout: Seconds = 3600.0
@@ -258,7 +281,13 @@ def _from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
         parsed: Any = value
         if keys[-1] == "workspaces":
             parsed = dict(item.split("=", 1) for item in value.split(",") if "=" in item)
-        elif keys[-1] in {"denied_paths", "env_allowlist"}:
+        elif keys[-1] in {
+            "denied_paths",
+            "env_allowlist",
+            "hidden_paths",
+            "gateway_dirs",
+            "readonly_paths",
+        }:
             parsed = [item for item in value.split(",") if item]
         _set_path(tree, keys, parsed)
         sources[".".join(keys)] = f"environment variable {name}"

@@ -207,7 +207,7 @@ async def test_timeout_output_cap_and_sandbox(
         sandboxed = await call(c, "shell", command=f"touch {outside}; echo done")
         if sandboxed["sandboxed"]:
             assert not outside.exists()
-            assert "Read-only file system" in sandboxed["output"]
+            assert "No such file or directory" in sandboxed["output"]  # /var is not mounted
             scratch = await call(c, "shell", command="touch /tmp/scratch && echo ok")
             assert scratch["output"].strip() == "ok"  # a private /tmp inside the sandbox
         else:
@@ -233,7 +233,9 @@ async def test_policy_denials_come_from_the_runner(
         for path in ("../secret.txt", "link", str(secret), ".ssh/id"):
             with pytest.raises(PolicyDenied) as info:
                 await call(c, "read_file", path=path)
-            assert info.value.data["reason"] in ("outside_workspace", "denied_path"), path
+            assert info.value.data["reason"] in ("outside_workspace", "denied_path", "symlink"), (
+                path
+            )
         with pytest.raises(PolicyDenied):
             await call(c, "write_file", path="../escape.txt", content="x")
         assert not (home / "escape.txt").exists()

@@ -223,15 +223,18 @@ class RunnerProcess(TetherProcess):
         env: Mapping[str, str] | None = None,
         args: tuple[str, ...] = (),
         user: LoginUser | None = None,
+        login: bool = False,
     ) -> None:
+        """``login``: run as on a desktop, with only HOME set (``home`` is that HOME), so
+        the identity lives in the default ``~/.config/tether``."""
         self.name = name
-        self.config_dir = home / f"runner-{name}"
-        super().__init__(
-            home,
-            tether_env(home, {"TETHER_CONFIG_DIR": str(self.config_dir), **(env or {})}),
-            args,
-            user,
-        )
+        if login:
+            self.config_dir = home / ".config" / "tether"
+            full = login_env(home, env)
+        else:
+            self.config_dir = home / f"runner-{name}"
+            full = tether_env(home, {"TETHER_CONFIG_DIR": str(self.config_dir), **(env or {})})
+        super().__init__(home, full, args, user)
 
     def command(self) -> list[str]:
         return [self.python, "-m", "tether", "--json", "runner", *self.args]
@@ -265,3 +268,52 @@ class RunnerProcess(TetherProcess):
             **({} if self.user is None else self.user.popen_kwargs()),
         )
         assert done.returncode == 0, done.stderr
+
+
+def login_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A desktop-like environment: only HOME (and PATH, LANG), so every tether directory is
+    its default under HOME (``~/.local/share/tether``, ``~/.config/tether``)."""
+    env = {
+        "HOME": str(home),
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(extra or {})
+    return env
+
+
+class UpProcess(TetherProcess):
+    """`tether up` (gateway and local runner) in a login-like environment under ``home``."""
+
+    kind = "up"
+
+    def __init__(
+        self,
+        home: Path,
+        workspaces: Mapping[str, Path],
+        *,
+        env: Mapping[str, str] | None = None,
+        user: LoginUser | None = None,
+        log: Path | None = None,
+    ) -> None:
+        self.workspaces = dict(workspaces)
+        super().__init__(home, login_env(home, env), (), user)
+        if log is not None:
+            self.stderr_path = log
+
+    def command(self) -> list[str]:
+        spaces = [f"--workspace={k}={v}" for k, v in self.workspaces.items()]
+        return [self.python, "-m", "tether", "--json", "up", "--listen", "127.0.0.1:0", *spaces]
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / ".local" / "share" / "tether"
+
+    @property
+    def admin_token(self) -> str:
+        return Path(self.info["admin_token_file"]).read_text().strip()
+
+    @property
+    def ws_url(self) -> str:
+        return str(self.info["ws"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from tether.errors import ConfigError
 
 __all__ = ["app", "parse_workspaces"]
 
+log = logging.getLogger("tether.runner")
 app = typer.Typer(invoke_without_command=True)
 
 WorkspaceOpt = Annotated[
@@ -72,9 +75,11 @@ def runner(
         return
     cli = context.current()
     config = cli.config()
+    from tether.runner import reaper
     from tether.runner.daemon import RunnerDaemon
     from tether.runner.executor import CallExecutor
     from tether.runner.identity import load_identity
+    from tether.runner.protected import runner_protected
     from tether.runner.sandbox import detect
     from tether.security.capability import CapabilityVerifier
 
@@ -82,12 +87,29 @@ def runner(
     roots = _workspaces(config.runner.workspaces, identity.workspaces, parse_workspaces(workspace))
     if not roots:
         raise ConfigError("no workspaces: give --workspace NAME=PATH or set [runner.workspaces]")
-    sandbox = detect(config.runner.sandbox)
+    home = Path(os.environ.get("HOME") or Path.home())
+    protected = runner_protected(config, env=os.environ, home=home)
+    for name, root in roots.items():
+        label = protected.inside(str(root))
+        if label is not None:
+            raise ConfigError(
+                f"workspace {name!r}: {root} lies inside a protected path ({label}); "
+                "a workspace cannot contain tether's own files"
+            )
+    sandbox = detect(config.runner.sandbox, config.runner.bwrap)
+    if sandbox.status != "bwrap":
+        log.warning("! %s", sandbox.reason)
+    reaper.become_subreaper()
     verifier = CapabilityVerifier(identity.gateway_public_key, identity.runner_id)
 
     async def go() -> int:
         executor = CallExecutor(
-            config=config.runner, workspaces=roots, verifier=verifier, sandbox=sandbox
+            config=config.runner,
+            workspaces=roots,
+            verifier=verifier,
+            sandbox=sandbox,
+            protected=protected,
+            home=home,
         )
         daemon = RunnerDaemon(
             identity,

@@ -3,7 +3,10 @@
 The local runner is enrolled exactly like a remote one: ``runner.add`` over the local
 socket, ``POST /enroll`` with the one-time code, then the ``tether runner`` daemon as a
 child process dialing the gateway over loopback. Its identity lives in
-``<data dir>/local-runner`` and is reused on the next ``tether up``.
+``<data dir>/local-runner`` and is reused on the next ``tether up``. It reads the same
+config file as the gateway (so ``[runner]`` settings apply), and the gateway hands it its
+own data, config and runtime directories to protect: no tool call and no sandboxed
+command can reach the admin token, the signing key, the ledger or the socket.
 """
 
 from __future__ import annotations
@@ -72,10 +75,24 @@ async def _ensure_identity(
     await enroll(gateway.server.url, added.code, runner_dir, workspaces=spaces)
 
 
+def _config_file(config: Config) -> str | None:
+    """The config file the gateway read, if any (the runner reads the same one)."""
+    explicit = context.current().config_file or os.environ.get("TETHER_CONFIG")
+    if explicit:
+        return str(Path(explicit).absolute())
+    default = config.config_path / "config.toml"
+    return str(default) if default.exists() else None
+
+
 def _spawn_runner(config: Config, runner_dir: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env["TETHER_CONFIG_DIR"] = str(runner_dir)
     env.pop("TETHER_CONFIG", None)
+    if (file := _config_file(config)) is not None:
+        env["TETHER_CONFIG"] = file
+    env["TETHER_RUNNER__GATEWAY_DIRS"] = ",".join(
+        str(p) for p in (config.data_path, config.config_path, config.runtime_path)
+    )
     env["TETHER_LOG_LEVEL"] = config.log_level
     env["TETHER_LOG_FORMAT"] = config.log_format
     return subprocess.Popen(

@@ -133,7 +133,7 @@ class RunnerDaemon:
             workspaces=sorted(self.executor.workspaces),
             agents=self.agents,
             max_concurrency=self.executor.config.max_concurrency,
-            sandbox="bwrap" if self.executor.sandbox.active else "none",
+            sandbox=self.executor.sandbox.status,
         )
 
     async def run(self) -> int:

@@ -1,9 +1,11 @@
 """Executing ``tool.execute`` on the runner: verify, check local policy, run, remember.
 
 Order of checks for a new call: the capability token (signature, audience, expiry,
-replay, call/tool/arguments/workspace binding) -> the workspace is one of this runner's
--> the params parse -> every path param resolves inside the token's allowed paths and
-the workspace, outside the denied paths -> capacity. Any failure raises and nothing runs.
+replay, call/tool/arguments/workspace binding) -> the workspace is one of this runner's,
+is still the directory it was at start, and lies outside every protected path -> the
+params parse -> every path param names a place inside the token's allowed paths and the
+workspace, outside protected paths -> capacity. Any failure raises and nothing runs.
+The tool then opens every path through :class:`~tether.runner.fs.WorkspaceFS`.
 
 Outcomes of recent calls are kept by call id: a call id the runner has seen is never
 run again; the gateway's re-send after a reconnect attaches to the running call or gets
@@ -16,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,11 +37,12 @@ from tether.errors import (
     ToolFailed,
 )
 from tether.protocol.runners import ToolExecuteParams, ToolOutput
+from tether.runner.fs import WorkspaceFS
+from tether.runner.protected import ProtectedPaths
 from tether.runner.sandbox import SandboxInfo
 from tether.runner.tools.base import ToolContext
 from tether.runner.tools.registry import TOOLS
 from tether.security.capability import CapabilityVerifier
-from tether.security.paths import PathPolicy
 
 __all__ = ["CallExecutor"]
 
@@ -49,7 +53,6 @@ ProgressSink = Callable[[str, str, str], None]
 
 _KEEP_SECONDS = 600.0
 _KEEP_MAX = 10_000
-_POLICY_TTL = 5.0
 
 
 @dataclass
@@ -63,17 +66,22 @@ class _Call:
 class CallExecutor:
     config: RunnerConfig
     workspaces: dict[str, Path]
+    """Workspace name -> real path."""
     verifier: CapabilityVerifier
     sandbox: SandboxInfo
+    protected: ProtectedPaths
     home: Path = field(default_factory=Path.home)
     progress: ProgressSink | None = None
     draining: bool = False
     calls: collections.OrderedDict[str, _Call] = field(default_factory=collections.OrderedDict)
 
     running: int = 0
-    _policies: dict[tuple[str, tuple[str, ...]], tuple[float, PathPolicy]] = field(
-        default_factory=dict
-    )
+    _identities: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, root in self.workspaces.items():
+            st = os.stat(root)
+            self._identities[name] = (st.st_dev, st.st_ino)
 
     @property
     def inflight(self) -> int:
@@ -120,12 +128,19 @@ class CallExecutor:
                 data={"reason": "unknown_workspace", "workspace": p.workspace},
             )
         params = spec.parse(p.args)
-        policy = self._policy(p.workspace, root, cap.paths)
-        policy.check_root()
+        self.protected.refresh()
+        fs = WorkspaceFS(
+            root,
+            protected=self.protected,
+            allowed=None if cap.paths in ((), (".",)) else cap.paths,
+            allow_hardlinks=self.config.allow_hardlinks,
+            identity=self._identities[p.workspace],
+        )
+        fs.check_root()
         for name in spec.path_params:
             value = getattr(params, name, None)
             if isinstance(value, str):
-                policy.resolve(value)
+                fs.parts(value)
         if self.draining:
             raise Overloaded("this runner is shutting down")
         if self.inflight >= self.config.max_concurrency:
@@ -133,13 +148,15 @@ class CallExecutor:
         timeout = min(p.timeout, self.config.max_timeout)
         sink = self.progress
         ctx = ToolContext(
-            policy=policy,
+            fs=fs,
             config=self.config,
             timeout=timeout,
             progress=(lambda stream, text: sink(p.call_id, stream, text))
             if sink is not None
             else None,
             sandbox=self.sandbox,
+            home=self.home,
+            call_id=p.call_id,
         )
         task = asyncio.get_running_loop().create_task(
             self._run(p, spec.run, ctx, params), name=f"call:{p.call_id}"
@@ -177,24 +194,6 @@ class CallExecutor:
     def _ended(self, call: _Call) -> None:
         call.finished_at = time.monotonic()
         self.running -= 1
-
-    def _policy(self, workspace: str, root: Path, paths: tuple[str, ...]) -> PathPolicy:
-        """The path policy for a workspace and a token's allowed paths, rebuilt every few
-        seconds (it resolves the root and denied paths, which costs a few syscalls).
-        Every argument path is still resolved per call; only the roots are cached."""
-        key = (workspace, paths)
-        now = time.monotonic()
-        cached = self._policies.get(key)
-        if cached is not None and now - cached[0] < _POLICY_TTL:
-            return cached[1]
-        allowed = [root if part in ("", ".") else root / part for part in paths]
-        policy = PathPolicy(
-            root, denied=self.config.denied_paths, allowed_roots=allowed, home=self.home
-        )
-        if len(self._policies) > 256:
-            self._policies.clear()
-        self._policies[key] = (now, policy)
-        return policy
 
     def cancel(self, call_id: str) -> bool:
         call = self.calls.get(call_id)

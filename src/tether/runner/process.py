@@ -8,7 +8,8 @@ order, and keeps reading past the cap so the child never blocks on a full pipe.
 However it ends (normal exit, deadline, ``stop``, cancellation of the awaiting task),
 the whole process group is killed before :func:`run_process` returns or raises:
 ``SIGTERM``, then ``SIGKILL`` once the grace period is over. Background jobs left behind
-by a command that already exited are killed too.
+by a command that already exited are killed too, and so are descendants that left the
+group (``setsid``, double forks) when the runner is a subreaper (:mod:`tether.runner.reaper`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tether.errors import ToolFailed
+from tether.runner import reaper
 
 __all__ = ["KILL_GRACE", "OnOutput", "ProcessResult", "kill_group", "run_process"]
 
@@ -177,25 +179,32 @@ async def run_process(
     capture: Collection[str] = ("stdout", "stderr"),
     stop: asyncio.Event | None = None,
     kill_grace: float = KILL_GRACE,
+    call_id: str | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> ProcessResult:
     """Run ``argv`` to completion, deadline or ``stop``; always kill its process group.
 
     ``capture`` names the streams kept in :attr:`ProcessResult.output`; ``on_output``
     sees every chunk of both streams. A deadline is reported as ``timed_out``, not
     raised. Cancellation kills the group, then propagates. An exception raised by
-    ``on_output`` stops the process and is re-raised.
+    ``on_output`` stops the process and is re-raised. ``call_id`` tags the command's
+    environment so its orphans can be found and killed; ``pass_fds`` are inherited.
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
+    full_env = dict(env)
+    if call_id is not None:
+        full_env[reaper.CALL_ENV] = call_id
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
-            env=dict(env),
+            env=full_env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
     except OSError as exc:
         raise ToolFailed(
@@ -218,10 +227,13 @@ async def run_process(
     for task in readers:
         task.add_done_callback(on_reader_done)
     events = [broken] if stop is None else [broken, stop]
-    try:
-        timed_out, stopped = await _wait_for(proc, timeout, events)
-    finally:
-        await _cleanup(proc, readers, kill_grace)
+    with reaper.spawned(proc.pid):
+        try:
+            timed_out, stopped = await _wait_for(proc, timeout, events)
+        finally:
+            await _cleanup(proc, readers, kill_grace)
+            if reaper.active():
+                await asyncio.shield(asyncio.to_thread(reaper.kill_orphans, call_id or ""))
     for task in readers:
         if not task.cancelled() and (error := task.exception()) is not None:
             raise error

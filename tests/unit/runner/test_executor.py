@@ -14,9 +14,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.conftest import unit
 from tether.config import RunnerConfig
-from tether.errors import CapabilityDenied, Overloaded, ToolFailed
+from tether.errors import CapabilityDenied, Overloaded, PolicyDenied, ToolFailed
 from tether.protocol.runners import ToolExecuteParams, ToolOutput
 from tether.runner.executor import CallExecutor
+from tether.runner.protected import ProtectedPaths
 from tether.runner.sandbox import SandboxInfo
 from tether.security.capability import CapabilityIssuer, CapabilityVerifier
 
@@ -32,7 +33,8 @@ class Harness:
             config=RunnerConfig(max_concurrency=max_concurrency, sandbox="off"),
             workspaces={"app": root},
             verifier=CapabilityVerifier(self.issuer.public_pem, RUNNER),
-            sandbox=SandboxInfo(bwrap_path=None, active=False, reason="off for this test"),
+            sandbox=SandboxInfo(None, "off", "off for this test"),
+            protected=ProtectedPaths([]),
             home=root / "home",
         )
 
@@ -122,7 +124,17 @@ async def test_a_copy_of_a_call_is_a_replay_and_a_resend_returns_the_same_outcom
     assert bytes(again.result) == bytes(out.result)
 
 
-async def test_a_workspace_removed_after_a_call_is_refused_despite_the_cached_policy(
+async def test_a_workspace_replaced_under_its_path_is_refused(harness: Harness) -> None:
+    await harness.executor.execute(harness.params("list_dir", {"path": "."}))
+    harness.root.rename(harness.root.with_name("moved"))
+    harness.root.mkdir()
+    with pytest.raises(PolicyDenied) as err:
+        await harness.executor.execute(harness.params("write_file", {"path": "x", "content": "y"}))
+    assert err.value.data["reason"] == "workspace_changed"
+    assert not (harness.root / "x").exists()
+
+
+async def test_a_workspace_removed_after_a_call_is_refused(
     harness: Harness,
 ) -> None:
     await harness.executor.execute(harness.params("list_dir", {"path": "."}))
