@@ -182,6 +182,8 @@ class RunnerConfig(_Section, frozen=True):
     default_timeout: Seconds = 60.0
     max_timeout: Seconds = 3600.0
     output_cap_bytes: Positive = 256 * 1024
+    outcome_cache_bytes: Positive = 64 * 1024 * 1024
+    """Outcomes kept for re-sends after a reconnect, at most this many bytes in all."""
     sandbox: Literal["auto", "bwrap", "off"] = "auto"
     network: bool = True
     env_allowlist: list[str] = msgspec.field(

@@ -10,13 +10,15 @@ a project under HOME and HOME itself, and every attack is tried through a real c
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.security.conftest import refusal, snapshot, tool
-from tests.support.process import UpProcess
+from tests.support.process import GatewayProcess, RunnerProcess, UpProcess, short_tempdir
 from tests.support.users import LoginUser
 from tether.protocol.methods import RUNNER_LIST
 from tether.protocol.system import Empty
@@ -140,3 +142,60 @@ async def test_file_tools_refuse_tether_dirs_inside_a_home_workspace(
         assert grep["matches"] == []
     assert up.admin_token == token_before
     assert not (user_home / ".config" / "tether" / "config.toml").exists()
+
+
+async def test_a_toolchain_under_home_works_read_only_and_nothing_else_shows(
+    user_home: Path, login: LoginUser
+) -> None:
+    """`[runner] readonly_paths` mounts toolchains under HOME (a venv here, and a file);
+    the rest of HOME stays private, and nothing mounted read-only can be changed."""
+    tool_dir = user_home / ".venvs" / "tool"
+    subprocess.run(
+        ["/usr/bin/python3", "-m", "venv", "--copies", "--without-pip", str(tool_dir)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    site = next(tool_dir.glob("lib/python3*/site-packages"))
+    (site / "hello_tool.py").write_text("GREETING = 'hello from a toolchain under HOME'\n")
+    (user_home / ".gitconfig").write_text("[user]\n\tname = Sandboxed Tester\n")
+    (user_home / "diary.txt").write_text("PRIVATE DIARY\n")
+    (user_home / ".config" / "tether").mkdir(parents=True)
+    (user_home / ".config" / "tether" / "config.toml").write_text(
+        '[runner]\nreadonly_paths = ["~/.venvs/tool", "~/.gitconfig", "~/.not-there"]\n'
+    )
+    project = user_home / "project"
+    project.mkdir()
+    login.own(user_home)
+    with short_tempdir() as gw_home:
+        os.chmod(gw_home, 0o755)  # noqa: S103 - the login user runs the gateway in it
+        login.own(gw_home)
+        gateway = GatewayProcess(gw_home, user=login)
+        gateway.start()
+        runner = RunnerProcess(user_home, "laptop", login=True, user=login)
+        try:
+            runner.enroll(gateway, {"app": project})
+            runner.start()
+            async with await connect_ws(
+                gateway.ws_url, token=gateway.admin_token, role="admin"
+            ) as c:
+                command = (
+                    f"{tool_dir}/bin/python -c 'import hello_tool; print(hello_tool.GREETING)'; "
+                    "git config --global user.name; "
+                    f"touch {tool_dir}/x 2>&1 | grep -o 'Read-only file system'; "
+                    "(echo changed >> ~/.gitconfig) 2>&1 | grep -o 'Read-only file system'; "
+                    "cat ~/diary.txt 2>&1 | grep -o 'No such file or directory'"
+                )
+                result = await tool(c, "laptop", "shell", command=command)
+        finally:
+            runner.stop()
+            gateway.stop()
+    assert result["output"].splitlines() == [
+        "hello from a toolchain under HOME",
+        "Sandboxed Tester",
+        "Read-only file system",
+        "Read-only file system",
+        "No such file or directory",
+    ], result["output"]
+    assert not (tool_dir / "x").exists()
+    assert (user_home / ".gitconfig").read_text() == "[user]\n\tname = Sandboxed Tester\n"

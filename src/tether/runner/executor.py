@@ -9,7 +9,10 @@ The tool then opens every path through :class:`~tether.runner.fs.WorkspaceFS`.
 
 Outcomes of recent calls are kept by call id: a call id the runner has seen is never
 run again; the gateway's re-send after a reconnect attaches to the running call or gets
-its recorded outcome.
+its recorded outcome. Outcomes are kept for ten minutes within
+``runner.outcome_cache_bytes``; past that the oldest are forgotten (the call id is still
+remembered, so it is still never run twice). Every result is cut to fit the gateway's
+frame limit before it is sent (:mod:`tether.runner.tools.fit`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from tether.runner.fs import WorkspaceFS
 from tether.runner.protected import ProtectedPaths
 from tether.runner.sandbox import SandboxInfo
 from tether.runner.tools.base import ToolContext
+from tether.runner.tools.fit import FRAME_OVERHEAD, fit, fit_text
 from tether.runner.tools.registry import TOOLS
 from tether.security.capability import CapabilityVerifier
 
@@ -53,13 +57,17 @@ ProgressSink = Callable[[str, str, str], None]
 
 _KEEP_SECONDS = 600.0
 _KEEP_MAX = 10_000
+_ERROR_SIZE = 1024
+"""What a failed call's outcome is counted as against the cache budget."""
 
 
 @dataclass
 class _Call:
     token_id: str
-    task: asyncio.Task[ToolOutput]
+    task: asyncio.Task[ToolOutput] | None
+    """None once the outcome was forgotten to stay within the cache budget."""
     finished_at: float | None = None
+    size: int = 0
 
 
 @dataclass
@@ -76,6 +84,10 @@ class CallExecutor:
     calls: collections.OrderedDict[str, _Call] = field(default_factory=collections.OrderedDict)
 
     running: int = 0
+    frame_limit: int = 1024 * 1024
+    """The gateway's max frame size (from ``hello``); results are cut to fit it."""
+    kept_bytes: int = 0
+    """Bytes of outcomes held for re-sends."""
     _identities: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,6 +119,12 @@ class CallExecutor:
                 raise ToolFailed(
                     "this call id was already used with another token",
                     data={"reason": "duplicate_call"},
+                )
+            if known.task is None:
+                raise ToolFailed(
+                    "this call's outcome is no longer kept (the runner's outcome cache is "
+                    "full); it is not run again",
+                    data={"reason": "outcome_forgotten"},
                 )
             log.info("attaching to a call seen before", extra={"call_id": p.call_id})
             return await asyncio.shield(known.task)
@@ -184,20 +202,40 @@ class CallExecutor:
             raise ToolFailed("the call was cancelled", data={"reason": "cancelled"}) from None
         except TetherError as exc:
             log.info("! tool call failed", extra={"call_id": p.call_id, "code": exc.code})
+            output = exc.data.get("output")
+            if isinstance(output, str):  # a timed-out command's partial output
+                exc.data["output"] = fit_text(output, self.frame_limit // 2)
             raise
         duration = time.monotonic() - start
-        log.info("< tool call done", extra={"call_id": p.call_id, "seconds": round(duration, 3)})
-        return ToolOutput(
-            call_id=p.call_id, result=msgspec.Raw(msgspec.json.encode(result)), duration=duration
+        data = fit(result, self.frame_limit - FRAME_OVERHEAD)
+        log.info(
+            "< tool call done",
+            extra={"call_id": p.call_id, "seconds": round(duration, 3), "bytes": len(data)},
         )
+        return ToolOutput(call_id=p.call_id, result=msgspec.Raw(data), duration=duration)
 
     def _ended(self, call: _Call) -> None:
         call.finished_at = time.monotonic()
         self.running -= 1
+        task = call.task
+        ok = task is not None and not task.cancelled() and task.exception() is None
+        call.size = len(bytes(task.result().result)) if ok and task is not None else _ERROR_SIZE
+        self.kept_bytes += call.size
+        self._forget_over_budget()
+
+    def _forget_over_budget(self) -> None:
+        """Drop the oldest finished outcomes until the cache is within its byte budget."""
+        budget = self.config.outcome_cache_bytes
+        for call in self.calls.values():
+            if self.kept_bytes <= budget:
+                return
+            if call.task is not None and call.task.done():
+                call.task = None
+                self.kept_bytes -= call.size
 
     def cancel(self, call_id: str) -> bool:
         call = self.calls.get(call_id)
-        if call is None or call.task.done():
+        if call is None or call.task is None or call.task.done():
             return False
         call.task.cancel()
         return True
@@ -206,15 +244,18 @@ class CallExecutor:
         now = time.monotonic()
         while self.calls:
             call_id, oldest = next(iter(self.calls.items()))
-            old = oldest.finished_at is not None and now - oldest.finished_at > _KEEP_SECONDS
-            if not (old or (len(self.calls) > _KEEP_MAX and oldest.task.done())):
+            if oldest.finished_at is None:
                 break
+            if now - oldest.finished_at <= _KEEP_SECONDS and len(self.calls) <= _KEEP_MAX:
+                break
+            if oldest.task is not None:
+                self.kept_bytes -= oldest.size
             del self.calls[call_id]
 
     async def drain(self, grace: float) -> None:
         """Stop taking calls; wait up to ``grace`` for running ones, then cancel the rest."""
         self.draining = True
-        running = [c.task for c in self.calls.values() if not c.task.done()]
+        running = [c.task for c in self.calls.values() if c.task is not None and not c.task.done()]
         if not running:
             return
         _done, pending = await asyncio.wait(running, timeout=grace)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,11 @@ _ids = itertools.count()
 
 
 class Harness:
-    def __init__(self, root: Path, max_concurrency: int) -> None:
+    def __init__(self, root: Path, max_concurrency: int, **config: Any) -> None:
         self.root = root
         self.issuer = CapabilityIssuer(Ed25519PrivateKey.generate())
         self.executor = CallExecutor(
-            config=RunnerConfig(max_concurrency=max_concurrency, sandbox="off"),
+            config=RunnerConfig(max_concurrency=max_concurrency, sandbox="off", **config),
             workspaces={"app": root},
             verifier=CapabilityVerifier(self.issuer.public_pem, RUNNER),
             sandbox=SandboxInfo(None, "off", "off for this test"),
@@ -143,3 +144,40 @@ async def test_a_workspace_removed_after_a_call_is_refused(
         await harness.executor.execute(harness.params("list_dir", {"path": "."}))
     assert err.value.data is not None
     assert err.value.data["reason"] == "workspace_missing"
+
+
+async def test_outcomes_are_kept_within_a_byte_budget(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "big.txt").write_text("x" * 200_000)
+    h = Harness(root, 4, outcome_cache_bytes=1_000_000, output_cap_bytes=300_000)
+    sent = [h.params("read_file", {"path": "big.txt"}) for _ in range(20)]
+    for p in sent:
+        await h.executor.execute(p)
+        assert h.executor.kept_bytes <= 1_000_000
+    assert h.executor.kept_bytes > 600_000  # the newest are still there
+    resent = [
+        ToolExecuteParams(**{**{f: getattr(p, f) for f in p.__struct_fields__}, "resend": True})
+        for p in (sent[0], sent[-1])
+    ]
+    with pytest.raises(ToolFailed) as err:
+        await h.executor.execute(resent[0])
+    assert err.value.data["reason"] == "outcome_forgotten"
+    assert len(bytes((await h.executor.execute(resent[1])).result)) > 200_000
+    with pytest.raises(CapabilityDenied) as denied:  # forgotten, yet never run twice
+        await h.executor.execute(sent[0])
+    assert denied.value.data["reason"] == "replayed"
+
+
+async def test_results_are_cut_to_the_frame_limit(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    root.mkdir()
+    for i in range(300):
+        (root / f"f{i:03}.txt").write_text(("match " + "y" * 490 + "\n") * 10)
+    h = Harness(root, 4)
+    h.executor.frame_limit = 200_000
+    out = await h.executor.execute(h.params("grep", {"pattern": "match", "limit": 10_000}))
+    result = json.loads(bytes(out.result))
+    assert len(bytes(out.result)) <= 200_000
+    assert result["truncated"] is True
+    assert 100 < len(result["matches"]) < 3000
