@@ -1,11 +1,11 @@
 """Executing ``tool.execute`` on the runner: verify, check local policy, run, remember.
 
 Order of checks for a new call: the capability token (signature, audience, expiry,
-replay, call/tool/arguments/workspace binding) -> the workspace is one of this runner's,
-is still the directory it was at start, and lies outside every protected path -> the
-params parse -> every path param names a place inside the token's allowed paths and the
-workspace, outside protected paths -> capacity. Any failure raises and nothing runs.
-The tool then opens every path through :class:`~tether.runner.fs.WorkspaceFS`.
+replay, call/tool/arguments/workspace binding) -> the workspace is one of this runner's
+-> the params parse -> every path param names a place inside the token's allowed paths
+and the workspace, outside protected paths -> capacity. Any failure raises and nothing
+runs. The tool then opens every path through :class:`~tether.runner.fs.WorkspaceFS`,
+which also refuses a workspace root that is no longer the directory it was at start.
 
 Outcomes of recent calls are kept by call id: a call id the runner has seen is never
 run again; the gateway's re-send after a reconnect attaches to the running call or gets
@@ -154,7 +154,6 @@ class CallExecutor:
             allow_hardlinks=self.config.allow_hardlinks,
             identity=self._identities[p.workspace],
         )
-        fs.check_root()
         for name in spec.path_params:
             value = getattr(params, name, None)
             if isinstance(value, str):
