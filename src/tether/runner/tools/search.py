@@ -264,7 +264,6 @@ async def _ripgrep(
     fs = ctx.fs
     top = collector.base if collector.base_is_dir else collector.base[:-1]
     with fs.directory(top) as fd:
-        fs.protected.refresh()
         spec = SandboxSpec(
             binds=[Bind(fs.absolute(top), writable=False, fd=fd)],
             cwd=fs.absolute(top),

@@ -156,7 +156,6 @@ async def shell(ctx: ToolContext, p: ShellParams) -> ShellResult:
         fds: list[int] = []
         host_cwd = cwd
         if sandbox.bwrap_path is not None:
-            fs.protected.refresh()
             spec = SandboxSpec(
                 binds=[*readonly_binds(ctx, stack), *workspace_binds(ctx, stack)],
                 cwd=cwd,
