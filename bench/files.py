@@ -31,9 +31,9 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tether
 from common import Gateway, percentile, pinned, print_table, short_tempdir, tether_env, write_json
-from load import Children, timed
-from tether.protocol.methods import RUNNER_ADD, RUNNER_LIST, TOOL_CALL
-from tether.protocol.runners import RunnerAddParams, ToolCallParams
+from load import Children, start_runner, timed
+from tether.protocol.methods import RUNNER_LIST, TOOL_CALL
+from tether.protocol.runners import ToolCallParams
 from tether.protocol.system import Empty
 from tether.transport.client import RpcClient, connect_ipc
 
@@ -79,15 +79,8 @@ async def measure(calls: int) -> dict[str, Any]:
         gw = Gateway(home / "gw")
         try:
             env = tether_env(home / "runner")
-            tether_cmd = [sys.executable, "-m", "tether"]
             async with await connect_ipc(gw.info["socket"]) as admin:
-                added = await admin.call(RUNNER_ADD, RunnerAddParams(name="files"), timeout=30)
-                enrol = await kids.start(
-                    *tether_cmd, "--json", "runner", "enroll", "--gateway", gw.info["url"],
-                    "--code", added.code, "--workspace", f"app={workspace}", env=env,
-                )  # fmt: skip
-                await asyncio.wait_for(enrol.wait(), 60)
-                daemon = await kids.start(*tether_cmd, "--log-level", "warning", "runner", env=env)
+                daemon = await start_runner(admin, kids, gw.info["url"], "files", workspace, env)
                 await wait_online(admin, "files", 60)
                 samples: dict[str, list[float]] = {label: [] for label, _, _ in CALLS}
 

@@ -132,6 +132,26 @@ class Children:
         self.procs.clear()
 
 
+async def start_runner(
+    admin: RpcClient, kids: Children, url: str, name: str, workspace: Path, env: dict[str, str]
+) -> asyncio.subprocess.Process:
+    """``runner.add`` NAME, ``tether runner enroll`` with WORKSPACE as ``app``, then the
+    ``tether runner`` daemon (stopped with ``kids``)."""
+    tether = [sys.executable, "-m", "tether"]
+    added = await admin.call(RUNNER_ADD, RunnerAddParams(name=name), timeout=30)
+    enrol = await kids.start(
+        *tether, "--json", "runner", "enroll", "--gateway", url,
+        "--code", added.code, "--workspace", f"app={workspace}", env=env,
+    )  # fmt: skip
+    await asyncio.wait_for(enrol.wait(), 60)
+    if enrol.returncode:
+        raise RuntimeError(f"tether runner enroll failed with code {enrol.returncode}")
+    proc: asyncio.subprocess.Process = await kids.start(
+        *tether, "--log-level", "warning", "runner", env=env
+    )
+    return proc
+
+
 async def ask(proc: asyncio.subprocess.Process, line: str | None, timeout: float) -> dict[str, Any]:
     """Send a line to a host (if any) and read its JSON answer, waiting at most ``timeout``."""
     assert proc.stdout is not None

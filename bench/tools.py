@@ -64,10 +64,11 @@ from load import (
     raise_nofile,
     runner_host,
     save_identities,
+    start_runner,
     timed,
 )
-from tether.protocol.methods import GATEWAY_INFO, RUNNER_ADD, RUNNER_LIST, TOOL_CALL
-from tether.protocol.runners import RunnerAddParams, ToolCallParams
+from tether.protocol.methods import GATEWAY_INFO, RUNNER_LIST, TOOL_CALL
+from tether.protocol.runners import ToolCallParams
 from tether.protocol.system import Empty
 from tether.transport.client import RpcClient, connect_ipc
 
@@ -148,17 +149,8 @@ async def tool_call_rtt(gw: Gateway, home: Path, kids: Children, n: int) -> dict
     rhome, workspace = home / "runner", home / "workspace"
     workspace.mkdir()
     env = tether_env(rhome)
-    tether = [sys.executable, "-m", "tether"]
     async with await connect_ipc(gw.info["socket"]) as admin:
-        added = await admin.call(RUNNER_ADD, RunnerAddParams(name="rtt"), timeout=30)
-        enrol = await kids.start(
-            *tether, "--json", "runner", "enroll", "--gateway", gw.info["url"],
-            "--code", added.code, "--workspace", f"app={workspace}", env=env,
-        )  # fmt: skip
-        await asyncio.wait_for(enrol.wait(), 60)
-        if enrol.returncode:
-            raise RuntimeError(f"tether runner enroll failed with code {enrol.returncode}")
-        daemon = await kids.start(*tether, "--log-level", "warning", "runner", env=env)
+        daemon = await start_runner(admin, kids, gw.info["url"], "rtt", workspace, env)
         t0 = time.perf_counter()
         await wait_online(admin, {"rtt"}, 60)
         online_s = time.perf_counter() - t0

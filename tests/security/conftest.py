@@ -6,6 +6,7 @@ Every test here drives real gateway, runner and shell processes. bubblewrap must
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.process import GatewayProcess, RunnerProcess
+from tests.support.process import GatewayProcess, RunnerProcess, short_tempdir
 from tests.support.users import LoginUser, login_user
 from tether.errors import TetherError
 from tether.protocol.methods import TOOL_CALL
@@ -127,3 +128,25 @@ class Rig:
         for runner in self.runners:
             runner.stop()
         self.gateway.stop()
+
+
+@contextlib.contextmanager
+def desktop_runner(
+    login: LoginUser, user_home: Path, workspaces: dict[str, Path]
+) -> Iterator[tuple[GatewayProcess, RunnerProcess]]:
+    """A gateway with its own dirs and a runner as on a desktop (only HOME set, identity in
+    ``~/.config/tether``), both as the login user; ``user_home`` is given to that user."""
+    login.own(user_home)
+    with short_tempdir() as gw_home:
+        os.chmod(gw_home, 0o755)  # noqa: S103 - the login user runs the gateway in it
+        login.own(gw_home)
+        gateway = GatewayProcess(gw_home, user=login)
+        gateway.start()
+        runner = RunnerProcess(user_home, "laptop", login=True, user=login)
+        try:
+            runner.enroll(gateway, workspaces)
+            runner.start()
+            yield gateway, runner
+        finally:
+            runner.stop()
+            gateway.stop()

@@ -12,14 +12,13 @@ about what the tools can reach.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.security.conftest import refusal, tool
-from tests.support.process import GatewayProcess, RunnerProcess, short_tempdir
+from tests.security.conftest import desktop_runner, refusal, tool
+from tests.support.process import GatewayProcess, RunnerProcess
 from tests.support.users import LoginUser
 from tether.transport.client import connect_ws
 
@@ -36,21 +35,8 @@ def laptop(user_home: Path, login: LoginUser) -> Iterator[tuple[GatewayProcess, 
     (user_home / "vault" / "secret.txt").write_text("VAULT SECRET\n")
     (user_home / ".ssh").mkdir()
     (user_home / ".ssh" / "id_ed25519").write_text("SSH PRIVATE KEY\n")
-    (user_home / "project").mkdir()
-    login.own(user_home)
-    with short_tempdir() as gw_home:
-        os.chmod(gw_home, 0o755)  # noqa: S103 - the login user runs the gateway in it
-        login.own(gw_home)
-        gateway = GatewayProcess(gw_home, user=login)
-        gateway.start()
-        runner = RunnerProcess(user_home, "laptop", login=True, user=login)
-        try:
-            runner.enroll(gateway, {"home": user_home})
-            runner.start()
-            yield gateway, runner
-        finally:
-            runner.stop()
-            gateway.stop()
+    with desktop_runner(login, user_home, {"home": user_home}) as both:
+        yield both
 
 
 def _secrets(user_home: Path, runner: RunnerProcess) -> list[str]:

@@ -10,15 +10,14 @@ a project under HOME and HOME itself, and every attack is tried through a real c
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.security.conftest import refusal, snapshot, tool
-from tests.support.process import GatewayProcess, RunnerProcess, UpProcess, short_tempdir
+from tests.security.conftest import desktop_runner, refusal, snapshot, tool
+from tests.support.process import UpProcess
 from tests.support.users import LoginUser
 from tether.protocol.methods import RUNNER_LIST
 from tether.protocol.system import Empty
@@ -166,30 +165,16 @@ async def test_a_toolchain_under_home_works_read_only_and_nothing_else_shows(
     )
     project = user_home / "project"
     project.mkdir()
-    login.own(user_home)
-    with short_tempdir() as gw_home:
-        os.chmod(gw_home, 0o755)  # noqa: S103 - the login user runs the gateway in it
-        login.own(gw_home)
-        gateway = GatewayProcess(gw_home, user=login)
-        gateway.start()
-        runner = RunnerProcess(user_home, "laptop", login=True, user=login)
-        try:
-            runner.enroll(gateway, {"app": project})
-            runner.start()
-            async with await connect_ws(
-                gateway.ws_url, token=gateway.admin_token, role="admin"
-            ) as c:
-                command = (
-                    f"{tool_dir}/bin/python -c 'import hello_tool; print(hello_tool.GREETING)'; "
-                    "git config --global user.name; "
-                    f"touch {tool_dir}/x 2>&1 | grep -o 'Read-only file system'; "
-                    "(echo changed >> ~/.gitconfig) 2>&1 | grep -o 'Read-only file system'; "
-                    "cat ~/diary.txt 2>&1 | grep -o 'No such file or directory'"
-                )
-                result = await tool(c, "laptop", "shell", command=command)
-        finally:
-            runner.stop()
-            gateway.stop()
+    with desktop_runner(login, user_home, {"app": project}) as (gateway, _runner):
+        async with await connect_ws(gateway.ws_url, token=gateway.admin_token, role="admin") as c:
+            command = (
+                f"{tool_dir}/bin/python -c 'import hello_tool; print(hello_tool.GREETING)'; "
+                "git config --global user.name; "
+                f"touch {tool_dir}/x 2>&1 | grep -o 'Read-only file system'; "
+                "(echo changed >> ~/.gitconfig) 2>&1 | grep -o 'Read-only file system'; "
+                "cat ~/diary.txt 2>&1 | grep -o 'No such file or directory'"
+            )
+            result = await tool(c, "laptop", "shell", command=command)
     assert result["output"].splitlines() == [
         "hello from a toolchain under HOME",
         "Sandboxed Tester",
