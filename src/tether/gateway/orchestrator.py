@@ -11,6 +11,7 @@ reclaimed more than ``max_attempts`` times ends ``failed``/``dead_letter``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -27,11 +28,14 @@ from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.run_task import RunTask, encode_payload
 from tether.gateway.tools import ToolDispatcher
 from tether.ledger import TERMINAL, Ledger, NewEvent, Run, RunState
+from tether.security.redaction import redact
 from tether.types import new_id
 
 __all__ = ["Orchestrator", "default_node_id"]
 
 log = logging.getLogger(__name__)
+
+_RAW_INPUTS = 1024
 
 
 def default_node_id(data_dir: str) -> str:
@@ -66,6 +70,10 @@ class Orchestrator:
         self.tools = tools
         self.tool_timeout = 60.0
         self.tasks: dict[str, RunTask] = {}
+        self._raw_inputs: collections.OrderedDict[str, str] = collections.OrderedDict()
+        """Inputs that redaction changed, as submitted, until their run starts here (the
+        ledger stores them redacted; the agent of a run this gateway accepted gets what
+        the user typed). Bounded: the oldest are forgotten first."""
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._closing = False
@@ -219,7 +227,8 @@ class Orchestrator:
         if backend is None:
             await self._end_owned(run, "unknown_agent", f"agent {run.agent!r} is not available")
             return
-        task = RunTask(self, run, backend, resumed=resumed)
+        raw = self._raw_inputs.pop(run.id, None)
+        task = RunTask(self, run, backend, resumed=resumed, raw_input=raw)
         self.tasks[run.id] = task  # before any await: steering finds a run it holds
         self.metrics.runs_active.set(len(self.tasks))
         task.task = asyncio.get_running_loop().create_task(
@@ -278,13 +287,28 @@ class Orchestrator:
         ahead, _ = await self.ledger.runs.list(
             session_id=session.id, states=["queued", "running", "waiting"], limit=1
         )
-        payload_json = encode_payload({"input": text, "agent": name})
+        stored = redact(text)
+        payload_json = encode_payload({"input": stored, "agent": name})
         event = NewEvent(
             seq=1, kind="run.queued", source="gateway", payload=payload_json, created_at=time.time()
         )
-        run = await self.ledger.runs.create(
-            session_id=session.id, agent=name, input=text, created_by=created_by, event=event
-        )
+        run_id = new_id("run")
+        if stored != text:  # before the run exists: the claim loop may start it at once
+            self._raw_inputs[run_id] = text
+            while len(self._raw_inputs) > _RAW_INPUTS:
+                self._raw_inputs.popitem(last=False)
+        try:
+            run = await self.ledger.runs.create(
+                session_id=session.id,
+                agent=name,
+                input=stored,
+                created_by=created_by,
+                event=event,
+                run_id=run_id,
+            )
+        except BaseException:
+            self._raw_inputs.pop(run_id, None)
+            raise
         self._publish(run, event)
         self.metrics.runs_created.inc()
         self.wake()

@@ -41,6 +41,7 @@ from tether.security.credentials import (
     normalize_code,
     runner_credential,
 )
+from tether.security.redaction import redact, redact_value
 
 if TYPE_CHECKING:
     from tether.config import Config
@@ -168,7 +169,9 @@ class RunnersApi:
             "sandbox": live.sandbox,
             "max_concurrency": live.max_concurrency,
         }
-        await self._ledger().runners.seen(record.id, version=p.version, info=info)
+        await self._ledger().runners.seen(
+            record.id, version=redact(p.version), info=redact_value(info)
+        )
         log.info(
             "runner registered",
             extra={

@@ -1,0 +1,156 @@
+"""The kinds of secret tether recognises in text, each a pattern with cheap triggers.
+
+Every :class:`SecretKind` runs only when one of its *triggers* (plain substrings) occurs
+in the text, so text without anything secret-looking costs a few substring searches
+instead of a dozen regular-expression scans. The vendor formats follow the patterns of
+detect-secrets' plugins (a test checks that everything those plugins flag is masked
+here); tether adds its own credentials, whole PEM private-key blocks, quoted and JSON
+``key = "value"`` assignments, Hugging Face and a few more vendor keys.
+
+A match may keep a prefix (``keep`` group, e.g. ``Bearer `` or ``password=``) and the
+quotes around a value (``open``/``close``, or ``sopen``/``sclose`` for single quotes);
+the rest is the secret.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+__all__ = ["KINDS", "LONGEST_SECRET", "PEM_BEGIN", "PEM_END", "SecretKind", "spans"]
+
+
+@dataclass(frozen=True, slots=True)
+class SecretKind:
+    """One kind of secret: a pattern, and the substrings without which it cannot match."""
+
+    name: str
+    pattern: re.Pattern[str]
+    triggers: tuple[str, ...]
+    folded: bool = False
+    """Triggers are lower case and looked up in the lower-cased text."""
+
+    def triggered(self, text: str, lowered: str) -> bool:
+        haystack = lowered if self.folded else text
+        return any(t in haystack for t in self.triggers)
+
+
+PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
+PEM_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
+
+_B = r"(?:(?<=\\[nrt])|(?<![A-Za-z0-9_]))"
+"""Where a token may start: not inside a word, but right after an escaped ``\\n``, ``\\r``
+or ``\\t`` (text that is JSON-encoded once more, a Python repr, …)."""
+
+_KEYWORD = (
+    r"(?:passw(?:or)?d|passphrase|pass|pwd|secret|token|api[_\-]?key|access[_\-]?key"
+    r"|private[_\-]?key|auth[_\-]?key|session[_\-]?key|credentials?)"
+)
+_ASSIGNMENT = re.compile(
+    r"(?i)(?P<keep>" + _KEYWORD + r"(?![a-z])[\w.\-]*\\?[\"']?[ \t]*(?:=>|:=|=|:)[ \t]*)"
+    r"(?:(?P<open>\\?\")(?:[^\"\\\n]|\\[^\"\n])*(?P<close>\\?\")?"
+    r"|(?P<sopen>\\?')(?:[^'\\\n]|\\[^'\n])*(?P<sclose>\\?')?"
+    r"|[^\s,;&\"'`<>(){}\[\]]+)"
+)
+
+KINDS: tuple[SecretKind, ...] = (
+    # a whole PEM private-key block, or everything after an unterminated BEGIN line
+    SecretKind(
+        "private_key",
+        re.compile(
+            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?"
+            r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+            re.DOTALL,
+        ),
+        ("PRIVATE KEY",),
+    ),
+    # tether's own: admin token tta_…, runner credential ttr_<runner id>.<secret>, …
+    SecretKind(
+        "tether",
+        re.compile(_B + r"tt[a-z]_[A-Za-z0-9_\-]{8,}(?:\.[A-Za-z0-9_\-]*)*"),
+        ("tta_", "ttr_", "tte_", "ttl_", "tts_"),
+    ),
+    SecretKind(
+        "jwt",
+        re.compile(_B + r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-=]{4,}(?:\.[A-Za-z0-9_\-+/=]*)?"),
+        ("eyJ",),
+    ),
+    SecretKind(
+        "github",
+        re.compile(_B + r"(?:gh[pousr]_[A-Za-z0-9_]{30,}|github_pat_[A-Za-z0-9_]{22,})"),
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    ),
+    SecretKind(
+        "aws_access_key_id",
+        re.compile(_B + r"(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b"),
+        ("A3T", "AKIA", "ASIA", "ABIA", "ACCA"),
+    ),
+    SecretKind(
+        "aws_secret_near_name",
+        re.compile(
+            r"(?i)(?P<keep>aws.{0,20}?(?:key|pwd|pw|password|pass|token).{0,20}?[\"'])"
+            r"[0-9a-z/+]{40}(?P<close>[\"'])"
+        ),
+        ("aws",),
+        folded=True,
+    ),
+    SecretKind(
+        "openai_anthropic",
+        re.compile(_B + r"sk-[A-Za-z0-9_\-]{16,}"),
+        ("sk-",),
+    ),
+    SecretKind(
+        "stripe",
+        re.compile(_B + r"[rsp]k_(?:live|test)_[A-Za-z0-9]{16,}"),
+        ("k_live_", "k_test_"),
+    ),
+    SecretKind(
+        "slack",
+        re.compile(
+            r"(?i)" + _B + r"xox[abposr]-[a-z0-9\-]{10,}"
+            r"|https://hooks\.slack\.com/services/T[a-z0-9_]+/B[a-z0-9_]+/[a-z0-9_]+"
+        ),
+        ("xox", "hooks.slack.com"),
+        folded=True,
+    ),
+    SecretKind("huggingface", re.compile(_B + r"hf_[A-Za-z0-9]{30,}"), ("hf_",)),
+    SecretKind("google_api_key", re.compile(_B + r"AIza[0-9A-Za-z_\-]{35}"), ("AIza",)),
+    SecretKind("npm", re.compile(_B + r"npm_[A-Za-z0-9]{36}"), ("npm_",)),
+    SecretKind("gitlab", re.compile(_B + r"glpat-[A-Za-z0-9_\-]{20,}"), ("glpat-",)),
+    SecretKind("pypi", re.compile(_B + r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{50,}"), ("pypi-",)),
+    SecretKind(
+        "bearer",
+        re.compile(
+            r"(?i)(?P<keep>\bbearer\s+|\bauthorization\s*[:=]\s*(?:basic|token|digest)?\s*)"
+            r"[A-Za-z0-9._~+/\-]{8,}=*"
+        ),
+        ("bearer", "authorization"),
+        folded=True,
+    ),
+    SecretKind(
+        "url_password",
+        re.compile(r"(?P<keep>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]+:)[^@\s/]+(?=@)"),
+        ("://",),
+    ),
+    SecretKind(
+        "assignment",
+        _ASSIGNMENT,
+        ("pass", "pwd", "secret", "token", "key", "credential"),
+        folded=True,
+    ),
+)
+"""In the order they are applied (the first to match a stretch of text masks it)."""
+
+LONGEST_SECRET = 8192
+"""Characters: no secret kind but a PEM block (held as a block) is longer in practice
+(long JWTs included); the streaming redactor holds back at least this much."""
+
+
+def spans(text: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of every stretch of ``text`` some kind would mask (may overlap)."""
+    lowered = text.lower()
+    for kind in KINDS:
+        if kind.triggered(text, lowered):
+            for m in kind.pattern.finditer(text):
+                yield m.start(), m.end()
