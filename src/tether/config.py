@@ -47,6 +47,7 @@ Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
 _SECRET_KEYS = {"database_url"}
+_MASKED_KEYS = {"metrics_token"}
 _LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d{1,5})$")
 
 
@@ -103,12 +104,23 @@ class GatewayConfig(_Section, frozen=True):
     tls_key: str | None = None
     insecure: bool = False
     access_log: bool = True
+    metrics_networks: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    """Peers in these networks may read ``/metrics`` without a token (default: loopback)."""
+    metrics_token: str | None = None
+    """A bearer token that lets any other peer read ``/metrics`` (unset: they get 403)."""
 
     def __post_init__(self) -> None:
         try:
             parse_listen(self.listen)
         except ValueError as exc:
             raise ValueError(f"listen: {exc}") from None
+        for network in self.metrics_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"metrics_networks: {exc}") from None
+        if self.metrics_token is not None and len(self.metrics_token) < 16:
+            raise ValueError("metrics_token: use at least 16 characters")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_key: tls_cert and tls_key must be given together")
 
@@ -133,6 +145,11 @@ class RunsConfig(_Section, frozen=True):
     """How the gateway executes runs (see docs/operator.md)."""
 
     default_agent: str = "script"
+    """The default until the operator agent exists; ``script`` is a test fixture."""
+    fixture_roles: list[str] = msgspec.field(default_factory=lambda: ["admin"])
+    """Connection roles that may start runs with a fixture agent (``script``)."""
+    fixture_principals: list[str] = msgspec.field(default_factory=list)
+    """Principals (e.g. ``admin``, ``local-admin``) that may, whatever their role."""
     lease_seconds: Seconds = 30.0
     max_attempts: Positive = 3
     max_active: Positive = 64
@@ -229,6 +246,14 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _SECTIONS = ("gateway", "limits", "ledger", "runs", "runner")
+_LIST_KEYS = {
+    "denied_paths",
+    "env_allowlist",
+    "metrics_networks",
+    "fixture_roles",
+    "fixture_principals",
+}
+"""Keys whose environment variable is a comma-separated list."""
 _ENV_ALIASES = {"TETHER_DATABASE_URL": ["ledger", "database_url"]}
 
 
@@ -258,7 +283,7 @@ def _from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
         parsed: Any = value
         if keys[-1] == "workspaces":
             parsed = dict(item.split("=", 1) for item in value.split(",") if "=" in item)
-        elif keys[-1] in {"denied_paths", "env_allowlist"}:
+        elif keys[-1] in _LIST_KEYS:
             parsed = [item for item in value.split(",") if item]
         _set_path(tree, keys, parsed)
         sources[".".join(keys)] = f"environment variable {name}"
@@ -363,6 +388,8 @@ def redacted(config: Config) -> dict[str, Any]:
                 walk(value)
             elif key in _SECRET_KEYS and isinstance(value, str):
                 node[key] = redact_url(value)
+            elif key in _MASKED_KEYS and value is not None:
+                node[key] = "***"
 
     walk(data)
     return data

@@ -22,7 +22,7 @@ from typing import Any
 
 from tether.agents.contract import AgentBackend
 from tether.config import RunsConfig
-from tether.errors import Conflict, InvalidParams
+from tether.errors import Conflict, Forbidden, InvalidParams
 from tether.gateway.fanout import Fanout
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.run_task import RunTask, encode_payload
@@ -260,16 +260,18 @@ class Orchestrator:
         text: str,
         created_by: str | None,
         steer: bool,
+        role: str | None = None,
     ) -> tuple[Run, str]:
-        """Create a run (or steer the active one); returns the run and the disposition."""
+        """Create a run (or steer the active one); returns the run and the disposition.
+        ``created_by`` and ``role`` are the caller's principal and connection role."""
         if session_id is None:
             name = agent or self.config.default_agent
-            self._check_agent(name)
+            self._check_agent(name, created_by, role)
             session = await self.ledger.sessions.create(agent=name, created_by=created_by)
         else:
             session = await self.ledger.sessions.get(session_id)
         name = agent or session.agent
-        self._check_agent(name)
+        self._check_agent(name, created_by, role)
         if steer:
             active = next((t for t in self.tasks.values() if t.session_id == session.id), None)
             if (
@@ -314,11 +316,22 @@ class Orchestrator:
         self.wake()
         return run, ("queued" if ahead else "started")
 
-    def _check_agent(self, name: str) -> None:
-        if name not in self.backends:
+    def _check_agent(self, name: str, principal: str | None, role: str | None) -> None:
+        backend = self.backends.get(name)
+        if backend is None:
             known = ", ".join(sorted(self.backends)) or "none"
             raise InvalidParams(
                 f"unknown agent {name!r} (available: {known})", data={"field": "params.agent"}
+            )
+        if backend.capabilities.fixture and not (
+            (role is not None and role in self.config.fixture_roles)
+            or (principal is not None and principal in self.config.fixture_principals)
+        ):
+            raise Forbidden(
+                f"the {name!r} agent is a test fixture that can run any tool; only "
+                f"{', '.join(self.config.fixture_roles) or 'no'} connections may use it "
+                "(see [runs] fixture_roles and fixture_principals)",
+                data={"agent": name},
             )
 
     async def cancel(self, run_id: str, reason: str = "") -> Run:

@@ -22,10 +22,11 @@ from aiohttp import web
 
 from tether import __version__
 from tether.config import Config, is_loopback_host, parse_listen
-from tether.errors import ConfigError, Overloaded, Unauthorized
+from tether.errors import ConfigError, Forbidden, Overloaded, TetherError, Unauthorized
 from tether.gateway.auth import Authenticator, local_admin
 from tether.gateway.dispatcher import Dispatcher
 from tether.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from tether.gateway.metrics_access import MetricsAccess
 from tether.gateway.peer import Peer
 from tether.gateway.runtime import (
     clear_stale_socket,
@@ -70,7 +71,7 @@ def _listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _json_error(status: int, exc: Unauthorized | Overloaded, **headers: str) -> web.Response:
+def _json_error(status: int, exc: TetherError, **headers: str) -> web.Response:
     body = {"error": {"code": exc.code, "message": exc.message}}
     return web.json_response(body, status=status, headers=headers or None)
 
@@ -130,6 +131,9 @@ class GatewayServer:
             tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
         ] = []
         self._loop = asyncio.get_running_loop()
+        self._metrics_access = MetricsAccess(
+            config.gateway.metrics_networks, config.gateway.metrics_token
+        )
 
     # ---- lifecycle -----------------------------------------------------------------
 
@@ -403,4 +407,23 @@ class GatewayServer:
         return web.json_response(body, status=503 if self.draining else 200)
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        verdict = self._metrics_access.decide(
+            request.remote, request.headers.get("Authorization", "")
+        )
+        if verdict == "unauthorized":
+            self.metrics.refused.labels("http", "metrics_unauthorized").inc()
+            return _json_error(
+                401,
+                Unauthorized("metrics need the metrics token from this address"),
+                **{"WWW-Authenticate": 'Bearer realm="tether-metrics"'},
+            )
+        if verdict == "forbidden":
+            self.metrics.refused.labels("http", "metrics_forbidden").inc()
+            return _json_error(
+                403,
+                Forbidden(
+                    "metrics are served to gateway.metrics_networks only (loopback by default); "
+                    "set gateway.metrics_token to scrape from elsewhere"
+                ),
+            )
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})

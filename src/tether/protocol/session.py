@@ -25,6 +25,7 @@ from tether.errors import (
     InvalidParams,
     InvalidRequest,
     MethodNotFound,
+    ParseError,
     ProtocolError,
     TetherError,
     TooLarge,
@@ -188,6 +189,10 @@ class RpcSession(Generic[W]):
                 return ResponseReceived(call, decoder.decode(frame.result))
             except msgspec.ValidationError as exc:
                 return ErrorReceived(call, params_error(exc, f"{call.method.name} result"))
+            except msgspec.DecodeError as exc:
+                return ErrorReceived(call, ParseError(f"result is not valid JSON: {exc}"))
+            except RecursionError:
+                return ErrorReceived(call, InvalidRequest("result is nested too deeply"))
         error = error_from_wire(frame.error.message, frame.error.data)
         if frame.id is None:
             return PeerError(error)
@@ -221,6 +226,10 @@ class RpcSession(Generic[W]):
             return method.params_decoder.decode(b"{}" if raw is None else raw)
         except msgspec.ValidationError as exc:
             raise params_error(exc) from exc
+        except msgspec.DecodeError as exc:  # e.g. invalid UTF-8 inside a string
+            raise ParseError(f"params are not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise InvalidRequest("params are nested too deeply") from exc
 
     def _request(self, frame: RequestFrame) -> Event:
         try:

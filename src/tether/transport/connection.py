@@ -148,7 +148,14 @@ class Connection:
     def feed(self, data: bytes | str) -> None:
         """Handle one received frame."""
         self.last_received = time.monotonic()
-        event = self.session.receive(data)
+        try:
+            event = self.session.receive(data)
+        except Exception:  # a bug must not cost the peer its connection
+            log.exception("! could not interpret a frame", extra={"conn": self.name})
+            self.send_frame(
+                self.session.error(None, InternalError("internal error; see the gateway log"))
+            )
+            return
         if type(event) is RequestReceived:
             self._on_request(event)
         elif type(event) is ResponseReceived:
