@@ -61,7 +61,7 @@ class Gateway:
         self.runs_api.install(self.dispatcher)
         self.server.on_peer_closed.append(self.runs_api.peer_closed)
         self.registry = RunnerRegistry()
-        self.runners_api = RunnersApi(config, self.server, self.registry)
+        self.runners_api = RunnersApi(config, self.server, self.registry, self.metrics)
         self.runners_api.install(self.dispatcher)
         self.server.on_peer_closed.append(self.runners_api.peer_closed)
         self.issuer = CapabilityIssuer(load_or_create_signing_key(self.data_dir / SIGNING_KEY_FILE))

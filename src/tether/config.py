@@ -93,6 +93,18 @@ class Limits(_Section, frozen=True):
     """How long a call waits for its runner to come back after the connection drops."""
     max_runner_inflight: Positive = 64
     """Tool calls in flight per runner (also capped by what the runner advertises)."""
+    header_timeout: Seconds = 10.0
+    """Seconds a TCP connection has to complete a request's headers (and an enrolment
+    request's body) before it is closed."""
+    max_pending_connections: Positive = 256
+    """TCP connections that have not completed a request yet; at the cap the oldest is
+    closed to admit a new one."""
+    enroll_rate: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    """``POST /enroll`` attempts a second per source address (``enroll_burst`` saved up)."""
+    enroll_burst: Positive = 10
+    enroll_total_rate: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """``POST /enroll`` attempts a second from everybody (``enroll_total_burst`` saved up)."""
+    enroll_total_burst: Positive = 30
 
 
 class GatewayConfig(_Section, frozen=True):

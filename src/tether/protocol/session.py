@@ -120,6 +120,19 @@ Event = (
 )
 
 _AT = re.compile(r" - at `\$\.?([^`]*)`")
+_RESPONSE_HEAD = re.compile(
+    rb'\A\s*\{\s*"jsonrpc"\s*:\s*"2\.0"\s*,\s*"id"\s*:\s*(\d{1,18})\s*,\s*"(?:result|error)"'
+)
+
+
+def _response_id(data: bytes | str) -> int | None:
+    """The id of a response frame, read from its first bytes only (for frames too large
+    to decode); None when the frame does not start like one of ours."""
+    head = data[:128]
+    m = _RESPONSE_HEAD.match(head.encode() if isinstance(head, str) else head)
+    return int(m.group(1)) if m else None
+
+
 _UNKNOWN = re.compile(r"unknown field (\S+)$")
 
 
@@ -173,7 +186,22 @@ class RpcSession(Generic[W]):
         """Interpret one incoming frame."""
         try:
             frame = decode_frame(data, self.max_frame_bytes)
-        except (ProtocolError, TooLarge) as exc:
+        except TooLarge as exc:
+            # an oversized answer to one of our calls fails that call now (not at its
+            # deadline, and not as a lost connection that would be retried)
+            answered = _response_id(data)
+            call = self._pop(answered) if answered is not None else None
+            if call is not None:
+                return ErrorReceived(
+                    call,
+                    TooLarge(
+                        f"the answer to {call.method.name!r} exceeds the frame limit of "
+                        f"{self.max_frame_bytes} bytes",
+                        data=dict(exc.data),
+                    ),
+                )
+            return Rejected(exc, None, encode_error(None, exc))
+        except ProtocolError as exc:
             return Rejected(exc, None, encode_error(None, exc))
         if isinstance(frame, RequestFrame):
             return self._request(frame)

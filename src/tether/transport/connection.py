@@ -413,6 +413,11 @@ class Connection:
             if self.on_close is not None:
                 self.on_close(self)
 
+    def fail_pending(self, error: TetherError) -> None:
+        """Fail the calls in flight with ``error`` when the connection closes (instead of
+        ``connection_closed``)."""
+        self._peer_error = error
+
     def transport_lost(self, reason: str) -> None:
         """The peer went away (called by the subclass's reader)."""
         if not self._closing:
