@@ -40,12 +40,20 @@ _decode = msgspec.json.decode
 _encode = msgspec.json.Encoder().encode
 
 
+_QUOTES = ('\\"', "\\'", '"', "'")
+
+
 def _replace(m: re.Match[str]) -> str:
     groups = m.groupdict()
     keep = groups.get("keep") or ""
-    opening = groups.get("open") or groups.get("sopen") or ""
-    closing = groups.get("close") or groups.get("sclose") or ""
-    return f"{keep}{opening}{MASK}{closing}"
+    value = groups.get("value") or ""
+    for q in _QUOTES:  # one quoted string keeps its quotes: "password": "[redacted]"
+        if len(value) >= 2 * len(q) and value.startswith(q) and value.endswith(q):
+            if value.count(q[-1]) == 2:
+                return f"{keep}{q}{MASK}{q}"
+            break
+    close = groups.get("close") or ""
+    return f"{keep}{MASK}{close}"
 
 
 def redact(text: str) -> str:

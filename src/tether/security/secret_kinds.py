@@ -8,8 +8,7 @@ here); tether adds its own credentials, whole PEM private-key blocks, quoted and
 ``key = "value"`` assignments, Hugging Face and a few more vendor keys.
 
 A match may keep a prefix (``keep`` group, e.g. ``Bearer `` or ``password=``) and the
-quotes around a value (``open``/``close``, or ``sopen``/``sclose`` for single quotes);
-the rest is the secret.
+quotes around a ``value`` group that is one quoted string; the rest is the secret.
 """
 
 from __future__ import annotations
@@ -49,9 +48,10 @@ _KEYWORD = (
 )
 _ASSIGNMENT = re.compile(
     r"(?i)(?P<keep>" + _KEYWORD + r"(?![a-z])[\w.\-]*\\?[\"']?[ \t]*(?:=>|:=|=|:)[ \t]*)"
-    r"(?:(?P<open>\\?\")(?:[^\"\\\n]|\\[^\"\n])*(?P<close>\\?\")?"
-    r"|(?P<sopen>\\?')(?:[^'\\\n]|\\[^'\n])*(?P<sclose>\\?')?"
-    r"|[^\s,;&\"'`<>(){}\[\]]+)"
+    # the value is a shell-like word: quoted and bare pieces side by side ('a'"'"'b')
+    r"(?P<value>(?:\\?\"(?:[^\"\\\n]|\\[^\"\n])*(?:\\?\")?"
+    r"|\\?'(?:[^'\\\n]|\\[^'\n])*(?:\\?')?"
+    r"|[^\s,;&\"'`<>(){}\[\]])+)"
 )
 
 KINDS: tuple[SecretKind, ...] = (

@@ -1,6 +1,7 @@
 import io
 import json
 import logging
+import shlex
 
 import pytest
 from detect_secrets.core.scan import scan_line
@@ -33,7 +34,9 @@ def test_redact_known_shapes() -> None:
 
 @pytest.mark.parametrize("sample", secret_samples(), ids=lambda s: s.kind)
 def test_every_kind_is_masked_in_text_and_in_json(sample) -> None:
-    for text in (sample.text, f"before\n{sample.text}\nafter", f"x={sample.text};"):
+    texts = [sample.text, f"before\n{sample.text}\nafter", f"x={sample.text};"]
+    texts.append(shlex.quote(f"say {sample.text} and more"))  # shell quoting: '"'"'
+    for text in texts:
         out = redact(text)
         assert not any(part in out for part in sample.secrets), out
     # JSON-encoded once more (escaped newlines before the secret), and as data
