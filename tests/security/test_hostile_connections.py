@@ -145,9 +145,11 @@ async def test_metrics_need_a_trusted_address_or_the_token(home: Path) -> None:
     gw2.start()
     try:
         remote = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
-        async with aiohttp.ClientSession(connector=remote) as http:
-            async with http.get(gw2.url + "/metrics") as resp:
-                assert resp.status == 403
+        async with (
+            aiohttp.ClientSession(connector=remote) as http,
+            http.get(gw2.url + "/metrics") as resp,
+        ):
+            assert resp.status == 403
     finally:
         gw2.stop()
 
@@ -186,7 +188,7 @@ async def test_data_files_are_private_to_the_gateway_user(home: Path) -> None:
     user = login_user()
     data = home / "data"
     data.mkdir(mode=0o755)
-    os.chmod(data, 0o755)  # an existing, too open data dir
+    os.chmod(data, 0o755)  # noqa: S103 - an existing, too open data dir
     user.own(home)
     gw = GatewayProcess(home, user=user)  # umask 022, as in a login session
     gw.start()
@@ -202,7 +204,7 @@ async def test_data_files_are_private_to_the_gateway_user(home: Path) -> None:
     if user.switch:
         other = home / "other"
         (other / "data").mkdir(parents=True)
-        os.chmod(other, 0o755)
+        os.chmod(other, 0o755)  # noqa: S103 - the gateway user may look, not own
         bad = GatewayProcess(other, user=user)
         bad.start(wait=False)
         assert bad.wait(20) == 2
