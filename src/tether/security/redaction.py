@@ -17,6 +17,7 @@ Streamed output, which arrives in arbitrary chunks, goes through
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import traceback
@@ -24,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from tether.security.secret_kinds import KINDS
+from tether.security.secret_kinds import triggered
 
 __all__ = ["MASK", "MAX_DEPTH", "RedactingFilter", "redact", "redact_json", "redact_value"]
 
@@ -60,17 +61,31 @@ def redact(text: str) -> str:
     """Mask secrets in free text."""
     if not text:
         return text
-    lowered = text.lower()
-    for kind in KINDS:
-        if kind.triggered(text, lowered):
-            text = kind.pattern.sub(_replace, text)
-            lowered = text.lower()
+    if len(text) <= _SHORT:
+        return _redact_short(text)
+    return _redact(text)
+
+
+def _redact(text: str) -> str:
+    for kind in triggered(text):
+        text = kind.sub(_replace, text)
     return text
+
+
+_SHORT = 64
+_redact_short = functools.lru_cache(maxsize=4096)(_redact)
+"""Short strings (mapping keys, names, codes) repeat: their answers are remembered."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _key(key: str) -> tuple[str, bool]:
+    """A mapping key redacted, and whether it names a secret (keys repeat: cached)."""
+    return redact(key), _SECRET_KEY.search(key) is not None
 
 
 def is_secret_key(key: str) -> bool:
     """Whether a mapping key names a secret (its value is then masked whole)."""
-    return _SECRET_KEY.search(key) is not None
+    return _key(key)[1]
 
 
 def redact_value(value: Any, _depth: int = 0) -> Any:
@@ -82,11 +97,14 @@ def redact_value(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            key = redact(k) if isinstance(k, str) else k
-            if isinstance(k, str) and v not in (None, "") and _SECRET_KEY.search(k):
-                out[key] = MASK
+            if isinstance(k, str):
+                key, secret = _key(k)
+                if secret and v is not None and v != "":
+                    out[key] = MASK
+                    continue
             else:
-                out[key] = redact_value(v, _depth + 1)
+                key = k
+            out[key] = redact_value(v, _depth + 1)
         return out
     if isinstance(value, list | tuple):
         return type(value)(redact_value(v, _depth + 1) for v in value)

@@ -1,8 +1,9 @@
 """The kinds of secret tether recognises in text, each a pattern with cheap triggers.
 
 Every :class:`SecretKind` runs only when one of its *triggers* (plain substrings) occurs
-in the text, so text without anything secret-looking costs a few substring searches
-instead of a dozen regular-expression scans. The vendor formats follow the patterns of
+in the text; all triggers are looked for in one pass (RE2's multi-pattern set, a DFA), so
+text without anything secret-looking costs one linear scan instead of a dozen
+regular-expression scans (see ``bench/redaction.py``). The vendor formats follow the patterns of
 detect-secrets' plugins (a test checks that everything those plugins flag is masked
 here); tether adds its own credentials, whole PEM private-key blocks, quoted and JSON
 ``key = "value"`` assignments, Hugging Face and a few more vendor keys.
@@ -14,25 +15,69 @@ quotes around a ``value`` group that is one quoted string; the rest is the secre
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["KINDS", "LONGEST_SECRET", "PEM_BEGIN", "PEM_END", "SecretKind", "spans"]
+import re2
+
+__all__ = ["KINDS", "LONGEST_SECRET", "PEM_BEGIN", "PEM_END", "SecretKind", "spans", "triggered"]
 
 
 @dataclass(frozen=True, slots=True)
 class SecretKind:
-    """One kind of secret: a pattern, and the substrings without which it cannot match."""
+    """One kind of secret: a pattern, and the substrings without which it cannot match
+    (looked up ignoring case). Unless ``multiline``, a match lies within one line, so the
+    pattern runs only on the lines where a trigger occurs."""
 
     name: str
     pattern: re.Pattern[str]
     triggers: tuple[str, ...]
-    folded: bool = False
-    """Triggers are lower case and looked up in the lower-cased text."""
+    multiline: bool = False
+    finder: Any = field(init=False, repr=False, compare=False)
 
-    def triggered(self, text: str, lowered: str) -> bool:
-        haystack = lowered if self.folded else text
-        return any(t in haystack for t in self.triggers)
+    def __post_init__(self) -> None:
+        options = re2.Options()
+        options.case_sensitive = False
+        alternatives = "|".join(re2.escape(t) for t in self.triggers)
+        object.__setattr__(self, "finder", re2.compile(alternatives, options))
+
+    def regions(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) of the stretches of ``text`` where this kind may match."""
+        if self.multiline or len(text) <= _WHOLE:
+            return [(0, len(text))]
+        try:
+            hits = self.finder.finditer(text)
+            out: list[tuple[int, int]] = []
+            for hit in hits:
+                at = hit.start()
+                if out and at < out[-1][1]:
+                    continue
+                end = text.find("\n", at)
+                out.append((text.rfind("\n", 0, at) + 1, len(text) if end < 0 else end))
+        except UnicodeEncodeError:
+            return [(0, len(text))]
+        return out
+
+    def sub(self, replace: Callable[[re.Match[str]], str], text: str) -> str:
+        """``pattern.sub`` over the regions only."""
+        parts: list[str] = []
+        last = 0
+        for start, end in self.regions(text):
+            parts.append(text[last:start])
+            parts.append(self.pattern.sub(replace, text[start:end]))
+            last = end
+        parts.append(text[last:])
+        return "".join(parts)
+
+    def spans(self, text: str) -> Iterator[tuple[int, int]]:
+        for start, end in self.regions(text):
+            for m in self.pattern.finditer(text, start, end):
+                yield m.start(), m.end()
+
+
+_WHOLE = 512
+"""Characters below which a text is matched whole (finding lines would cost more)."""
 
 
 PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
@@ -64,6 +109,7 @@ KINDS: tuple[SecretKind, ...] = (
             re.DOTALL,
         ),
         ("PRIVATE KEY",),
+        multiline=True,
     ),
     # tether's own: admin token tta_…, runner credential ttr_<runner id>.<secret>, …
     SecretKind(
@@ -93,7 +139,6 @@ KINDS: tuple[SecretKind, ...] = (
             r"[0-9a-z/+]{40}(?P<close>[\"'])"
         ),
         ("aws",),
-        folded=True,
     ),
     SecretKind(
         "openai_anthropic",
@@ -112,7 +157,6 @@ KINDS: tuple[SecretKind, ...] = (
             r"|https://hooks\.slack\.com/services/T[a-z0-9_]+/B[a-z0-9_]+/[a-z0-9_]+"
         ),
         ("xox", "hooks.slack.com"),
-        folded=True,
     ),
     SecretKind("huggingface", re.compile(_B + r"hf_[A-Za-z0-9]{30,}"), ("hf_",)),
     SecretKind("google_api_key", re.compile(_B + r"AIza[0-9A-Za-z_\-]{35}"), ("AIza",)),
@@ -122,11 +166,11 @@ KINDS: tuple[SecretKind, ...] = (
     SecretKind(
         "bearer",
         re.compile(
-            r"(?i)(?P<keep>\bbearer\s+|\bauthorization\s*[:=]\s*(?:basic|token|digest)?\s*)"
+            r"(?i)(?P<keep>\bbearer[ \t]+"
+            r"|\bauthorization[ \t]*[:=][ \t]*(?:basic|token|digest)?[ \t]*)"
             r"[A-Za-z0-9._~+/\-]{8,}=*"
         ),
         ("bearer", "authorization"),
-        folded=True,
     ),
     SecretKind(
         "url_password",
@@ -137,7 +181,6 @@ KINDS: tuple[SecretKind, ...] = (
         "assignment",
         _ASSIGNMENT,
         ("pass", "pwd", "secret", "token", "key", "credential"),
-        folded=True,
     ),
 )
 """In the order they are applied (the first to match a stretch of text masks it)."""
@@ -147,10 +190,37 @@ LONGEST_SECRET = 8192
 (long JWTs included); the streaming redactor holds back at least this much."""
 
 
+def _trigger_set() -> tuple[Any, list[tuple[SecretKind, ...]]]:
+    triggers = sorted({t.lower() for kind in KINDS for t in kind.triggers})
+    options = re2.Options()
+    options.case_sensitive = False
+    found = re2.Set.SearchSet(options)
+    for trigger in triggers:
+        found.Add(re2.escape(trigger))
+    found.Compile()
+    owners = [tuple(k for k in KINDS if t in {x.lower() for x in k.triggers}) for t in triggers]
+    return found, owners
+
+
+_TRIGGERS, _OWNERS = _trigger_set()
+
+
+def triggered(text: str) -> list[SecretKind]:
+    """The kinds whose triggers occur in ``text``, in :data:`KINDS` order: one pass of a
+    DFA over the text (RE2's multi-pattern set), whatever the number of triggers."""
+    try:
+        hits = _TRIGGERS.Match(text)
+    except UnicodeEncodeError:  # lone surrogates: no fast path, try every kind
+        return list(KINDS)
+    if not hits:
+        return []
+    if len(hits) == 1:
+        return list(_OWNERS[hits[0]])
+    wanted = {kind.name for i in hits for kind in _OWNERS[i]}
+    return [k for k in KINDS if k.name in wanted]
+
+
 def spans(text: str) -> Iterator[tuple[int, int]]:
     """(start, end) of every stretch of ``text`` some kind would mask (may overlap)."""
-    lowered = text.lower()
-    for kind in KINDS:
-        if kind.triggered(text, lowered):
-            for m in kind.pattern.finditer(text):
-                yield m.start(), m.end()
+    for kind in triggered(text):
+        yield from kind.spans(text)
