@@ -9,6 +9,7 @@ with ``EMFILE`` while accepting.
 
 from __future__ import annotations
 
+import logging
 import resource
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import msgspec
 
 from tether.config import Limits
 
-__all__ = ["RESERVED_FDS", "TCP_EXTRA", "FdPlan", "fit_fd_limit", "plan"]
+__all__ = ["RESERVED_FDS", "TCP_EXTRA", "FdPlan", "fit_fd_limit", "log_plan", "plan"]
 
 RESERVED_FDS = 128
 """Descriptors kept for everything but connections: ledger pools and their SQLite files,
@@ -79,3 +80,25 @@ def fit_fd_limit(limits: Limits) -> FdPlan:
         except (ValueError, OSError):
             granted = soft
     return plan(limits, soft, hard, granted)
+
+
+def log_plan(fitted: FdPlan, log: logging.Logger) -> None:
+    """Say what was raised, and loudly what was lowered."""
+    if fitted.soft > fitted.soft_before:
+        log.info(
+            "raised the open-file limit",
+            extra={"from": fitted.soft_before, "to": fitted.soft, "hard": fitted.hard},
+        )
+    if fitted.lowered:
+        log.warning(
+            "! the open-file limit is below what the config needs; serving fewer "
+            "connections so the gateway cannot run out of descriptors",
+            extra={
+                "open_files": fitted.soft,
+                "hard_limit": fitted.hard,
+                "needed": fitted.needed,
+                "max_ws_connections": fitted.limits.max_ws_connections,
+                "max_pending_connections": fitted.limits.max_pending_connections,
+                "max_ipc_connections": fitted.limits.max_ipc_connections,
+            },
+        )

@@ -7,7 +7,11 @@ import hmac
 import ipaddress
 from collections.abc import Sequence
 
-__all__ = ["MetricsAccess"]
+from aiohttp import web
+
+from tether.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+
+__all__ = ["MetricsAccess", "MetricsEndpoint"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -43,3 +47,36 @@ class MetricsAccess:
         ):
             return "ok"
         return "unauthorized"
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> web.Response:
+    body = {"error": {"code": code, "message": message}}
+    return web.json_response(body, status=status, headers=headers or None)
+
+
+class MetricsEndpoint:
+    """``GET /metrics``: Prometheus text for those :class:`MetricsAccess` lets in."""
+
+    def __init__(self, access: MetricsAccess, metrics: GatewayMetrics) -> None:
+        self.access = access
+        self.metrics = metrics
+
+    async def handle(self, request: web.Request) -> web.Response:
+        verdict = self.access.decide(request.remote, request.headers.get("Authorization", ""))
+        if verdict == "unauthorized":
+            self.metrics.refused.labels("http", "metrics_unauthorized").inc()
+            return _error(
+                401,
+                "unauthorized",
+                "metrics need the metrics token from this address",
+                **{"WWW-Authenticate": 'Bearer realm="tether-metrics"'},
+            )
+        if verdict == "forbidden":
+            self.metrics.refused.labels("http", "metrics_forbidden").inc()
+            return _error(
+                403,
+                "forbidden",
+                "metrics are served to gateway.metrics_networks only (loopback by default); "
+                "set gateway.metrics_token to scrape from elsewhere",
+            )
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})

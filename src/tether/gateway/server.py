@@ -22,13 +22,13 @@ from aiohttp import web
 
 from tether import __version__
 from tether.config import Config, is_loopback_host, parse_listen
-from tether.errors import ConfigError, Forbidden, Overloaded, TetherError, Unauthorized
+from tether.errors import ConfigError, Overloaded, TetherError, Unauthorized
 from tether.gateway.admission import Admission
 from tether.gateway.auth import Authenticator, local_admin
 from tether.gateway.dispatcher import Dispatcher
-from tether.gateway.fd_limit import fit_fd_limit
-from tether.gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from tether.gateway.metrics_access import MetricsAccess
+from tether.gateway.fd_limit import fit_fd_limit, log_plan
+from tether.gateway.metrics import GatewayMetrics
+from tether.gateway.metrics_access import MetricsAccess, MetricsEndpoint
 from tether.gateway.peer import Peer
 from tether.gateway.runtime import (
     clear_stale_socket,
@@ -135,8 +135,9 @@ class GatewayServer:
             tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
         ] = []
         self._loop = asyncio.get_running_loop()
-        self._metrics_access = MetricsAccess(
-            config.gateway.metrics_networks, config.gateway.metrics_token
+        self._metrics_endpoint = MetricsEndpoint(
+            MetricsAccess(config.gateway.metrics_networks, config.gateway.metrics_token),
+            metrics,
         )
 
     # ---- lifecycle -----------------------------------------------------------------
@@ -189,7 +190,7 @@ class GatewayServer:
         )
         app.router.add_get("/ws", self._ws_handler)
         app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/metrics", self._metrics_endpoint.handle)
         for method, path, handler in self._routes:
             app.router.add_route(method, path, handler)
         self._runner = web.AppRunner(
@@ -266,24 +267,7 @@ class GatewayServer:
         self.limits = fitted.limits
         self._max_tcp = fitted.max_tcp
         self.metrics.fd_limit.set(fitted.soft)
-        if fitted.soft > fitted.soft_before:
-            log.info(
-                "raised the open-file limit",
-                extra={"from": fitted.soft_before, "to": fitted.soft, "hard": fitted.hard},
-            )
-        if fitted.lowered:
-            log.warning(
-                "! the open-file limit is below what the config needs; serving fewer "
-                "connections so the gateway cannot run out of descriptors",
-                extra={
-                    "open_files": fitted.soft,
-                    "hard_limit": fitted.hard,
-                    "needed": fitted.needed,
-                    "max_ws_connections": self.limits.max_ws_connections,
-                    "max_pending_connections": self.limits.max_pending_connections,
-                    "max_ipc_connections": self.limits.max_ipc_connections,
-                },
-            )
+        log_plan(fitted, log)
 
     # ---- connection bookkeeping ----------------------------------------------------
 
@@ -451,25 +435,3 @@ class GatewayServer:
             "uptime": round(time.time() - self.started_at, 3),
         }
         return web.json_response(body, status=503 if self.draining else 200)
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        verdict = self._metrics_access.decide(
-            request.remote, request.headers.get("Authorization", "")
-        )
-        if verdict == "unauthorized":
-            self.metrics.refused.labels("http", "metrics_unauthorized").inc()
-            return _json_error(
-                401,
-                Unauthorized("metrics need the metrics token from this address"),
-                **{"WWW-Authenticate": 'Bearer realm="tether-metrics"'},
-            )
-        if verdict == "forbidden":
-            self.metrics.refused.labels("http", "metrics_forbidden").inc()
-            return _json_error(
-                403,
-                Forbidden(
-                    "metrics are served to gateway.metrics_networks only (loopback by default); "
-                    "set gateway.metrics_token to scrape from elsewhere"
-                ),
-            )
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
