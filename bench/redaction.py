@@ -24,11 +24,10 @@ from typing import Any
 
 import msgspec
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import print_table, write_json  # noqa: E402
-from tether.security.redaction import redact, redact_json, redact_value  # noqa: E402
-from tether.security.stream_redaction import StreamRedactor  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import print_table, write_json
+from tether.security.redaction import redact, redact_json, redact_value
+from tether.security.stream_redaction import StreamRedactor
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode
