@@ -215,7 +215,14 @@ async def idle(home: Path, kids: Children, p: dict[str, Any], nofile: int) -> di
     if not sizes:
         return {"skipped": skipped, "rows": []}
     names = [f"i{i:05d}" for i in range(max(sizes))]
-    gw = Gateway(home)
+    # enrolment is rate-limited per source and in total: this bench enrols on purpose
+    gw = Gateway(
+        home,
+        TETHER_LIMITS__ENROLL_RATE="100000",
+        TETHER_LIMITS__ENROLL_BURST="100000",
+        TETHER_LIMITS__ENROLL_TOTAL_RATE="100000",
+        TETHER_LIMITS__ENROLL_TOTAL_BURST="100000",
+    )
     try:
         t0 = time.perf_counter()
         ids = await enrol_many(gw.info["socket"], gw.info["url"], names, concurrency=32)

@@ -31,6 +31,7 @@ from tether.gateway.system import SystemApi
 from tether.gateway.tools import ToolDispatcher
 from tether.ledger import Ledger
 from tether.security.capability import CapabilityIssuer, load_or_create_signing_key
+from tether.security.file_modes import private_dir
 
 SIGNING_KEY_FILE = "gateway.key"
 
@@ -60,7 +61,7 @@ class Gateway:
         self.runs_api.install(self.dispatcher)
         self.server.on_peer_closed.append(self.runs_api.peer_closed)
         self.registry = RunnerRegistry()
-        self.runners_api = RunnersApi(config, self.server, self.registry)
+        self.runners_api = RunnersApi(config, self.server, self.registry, self.metrics)
         self.runners_api.install(self.dispatcher)
         self.server.on_peer_closed.append(self.runners_api.peer_closed)
         self.issuer = CapabilityIssuer(load_or_create_signing_key(self.data_dir / SIGNING_KEY_FILE))
@@ -72,8 +73,8 @@ class Gateway:
         self._stopped = asyncio.Event()
 
     def _data_dir(self) -> Path:
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return self.data_dir
+        """The data dir, 0700 and ours (an existing looser one is tightened)."""
+        return private_dir(self.data_dir, "data directory")
 
     async def start(self) -> None:
         """Lock the runtime dir, open the ledger, recover runs, then listen."""

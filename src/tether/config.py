@@ -47,6 +47,7 @@ Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
 _SECRET_KEYS = {"database_url"}
+_MASKED_KEYS = {"metrics_token"}
 _LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d{1,5})$")
 
 
@@ -92,6 +93,18 @@ class Limits(_Section, frozen=True):
     """How long a call waits for its runner to come back after the connection drops."""
     max_runner_inflight: Positive = 64
     """Tool calls in flight per runner (also capped by what the runner advertises)."""
+    header_timeout: Seconds = 10.0
+    """Seconds a TCP connection has to complete a request's headers (and an enrolment
+    request's body) before it is closed."""
+    max_pending_connections: Positive = 256
+    """TCP connections that have not completed a request yet; at the cap the oldest is
+    closed to admit a new one."""
+    enroll_rate: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    """``POST /enroll`` attempts a second per source address (``enroll_burst`` saved up)."""
+    enroll_burst: Positive = 10
+    enroll_total_rate: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """``POST /enroll`` attempts a second from everybody (``enroll_total_burst`` saved up)."""
+    enroll_total_burst: Positive = 30
 
 
 class GatewayConfig(_Section, frozen=True):
@@ -103,12 +116,23 @@ class GatewayConfig(_Section, frozen=True):
     tls_key: str | None = None
     insecure: bool = False
     access_log: bool = True
+    metrics_networks: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    """Peers in these networks may read ``/metrics`` without a token (default: loopback)."""
+    metrics_token: str | None = None
+    """A bearer token that lets any other peer read ``/metrics`` (unset: they get 403)."""
 
     def __post_init__(self) -> None:
         try:
             parse_listen(self.listen)
         except ValueError as exc:
             raise ValueError(f"listen: {exc}") from None
+        for network in self.metrics_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"metrics_networks: {exc}") from None
+        if self.metrics_token is not None and len(self.metrics_token) < 16:
+            raise ValueError("metrics_token: use at least 16 characters")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_key: tls_cert and tls_key must be given together")
 
@@ -133,6 +157,11 @@ class RunsConfig(_Section, frozen=True):
     """How the gateway executes runs (see docs/operator.md)."""
 
     default_agent: str = "script"
+    """The default until the operator agent exists; ``script`` is a test fixture."""
+    fixture_roles: list[str] = msgspec.field(default_factory=lambda: ["admin"])
+    """Connection roles that may start runs with a fixture agent (``script``)."""
+    fixture_principals: list[str] = msgspec.field(default_factory=list)
+    """Principals (e.g. ``admin``, ``local-admin``) that may, whatever their role."""
     lease_seconds: Seconds = 30.0
     max_attempts: Positive = 3
     max_active: Positive = 64
@@ -254,6 +283,17 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _SECTIONS = ("gateway", "limits", "ledger", "runs", "runner")
+_LIST_KEYS = {
+    "denied_paths",
+    "env_allowlist",
+    "hidden_paths",
+    "gateway_dirs",
+    "readonly_paths",
+    "metrics_networks",
+    "fixture_roles",
+    "fixture_principals",
+}
+"""Keys whose environment variable is a comma-separated list."""
 _ENV_ALIASES = {"TETHER_DATABASE_URL": ["ledger", "database_url"]}
 
 
@@ -283,13 +323,7 @@ def _from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
         parsed: Any = value
         if keys[-1] == "workspaces":
             parsed = dict(item.split("=", 1) for item in value.split(",") if "=" in item)
-        elif keys[-1] in {
-            "denied_paths",
-            "env_allowlist",
-            "hidden_paths",
-            "gateway_dirs",
-            "readonly_paths",
-        }:
+        elif keys[-1] in _LIST_KEYS:
             parsed = [item for item in value.split(",") if item]
         _set_path(tree, keys, parsed)
         sources[".".join(keys)] = f"environment variable {name}"
@@ -394,6 +428,8 @@ def redacted(config: Config) -> dict[str, Any]:
                 walk(value)
             elif key in _SECRET_KEYS and isinstance(value, str):
                 node[key] = redact_url(value)
+            elif key in _MASKED_KEYS and value is not None:
+                node[key] = "***"
 
     walk(data)
     return data

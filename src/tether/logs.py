@@ -49,6 +49,8 @@ class TextFormatter(logging.Formatter):
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:
+            line += "\n" + record.exc_text
         return line
 
 
@@ -65,6 +67,8 @@ class JsonFormatter(logging.Formatter):
         data.update(fields_of(record))
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            data["exc"] = record.exc_text
         return _encoder.encode(data).decode()
 
     def formatException(self, ei: Any) -> str:

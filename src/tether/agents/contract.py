@@ -25,6 +25,9 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     """Can continue a run after a gateway restart."""
     steering: bool = False
     """Takes extra user input while a run is active (``ctx.take_steering()``)."""
+    fixture: bool = False
+    """A test fixture, not an agent for people: only the principals and roles in
+    ``[runs] fixture_principals`` / ``fixture_roles`` (default: ``admin``) may use it."""
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):

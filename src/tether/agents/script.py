@@ -14,6 +14,9 @@ without a model. One command per line:
     tool RUNNER TOOL JSON [WORKSPACE]
                         call a tool on a runner; its JSON result becomes the output
 
+It can call any tool on any runner, so it is a ``fixture``: only ``admin`` connections
+(the local owner) may use it unless the config names more principals or roles.
+
 ``script`` declares ``resume`` and ``steering``: after a restart it skips the lines it
 had finished (each is recorded as an ``agent.step`` event). ``script-once`` is the same
 agent without ``resume``, so its runs end ``failed``/``interrupted`` after a restart.
@@ -35,7 +38,7 @@ __all__ = ["ScriptAgent"]
 class ScriptAgent:
     def __init__(self, name: str = "script", *, resume: bool = True) -> None:
         self.name = name
-        self.capabilities = Capabilities(resume=resume, steering=True)
+        self.capabilities = Capabilities(resume=resume, steering=True, fixture=True)
 
     async def run(self, ctx: RunContext) -> Outcome:
         lines = [line.strip() for line in ctx.input.splitlines() if line.strip()]

@@ -70,6 +70,29 @@ class GatewayMetrics:
             ["transport", "reason"],
             registry=r,
         )
+        self.rate_limited = Counter(
+            "tether_rate_limited",
+            "Requests answered 429, by endpoint and which limit was hit",
+            ["endpoint", "scope"],
+            registry=r,
+        )
+        self.shed = Counter(
+            "tether_http_connections_shed",
+            "TCP connections closed before completing a request, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.pending = Gauge(
+            "tether_http_connections_pending",
+            "TCP connections that have not completed a request yet",
+            registry=r,
+        )
+        self.tcp_connections = Gauge(
+            "tether_http_connections", "Open TCP connections (any state)", registry=r
+        )
+        self.fd_limit = Gauge(
+            "tether_open_files_limit", "The open-file soft limit the gateway runs with", registry=r
+        )
         self.closed = Counter(
             "tether_connections_closed",
             "Connections closed, by reason",

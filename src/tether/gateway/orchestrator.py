@@ -11,6 +11,7 @@ reclaimed more than ``max_attempts`` times ends ``failed``/``dead_letter``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -21,17 +22,20 @@ from typing import Any
 
 from tether.agents.contract import AgentBackend
 from tether.config import RunsConfig
-from tether.errors import Conflict, InvalidParams
+from tether.errors import Conflict, Forbidden, InvalidParams
 from tether.gateway.fanout import Fanout
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.run_task import RunTask, encode_payload
 from tether.gateway.tools import ToolDispatcher
 from tether.ledger import TERMINAL, Ledger, NewEvent, Run, RunState
+from tether.security.redaction import redact
 from tether.types import new_id
 
 __all__ = ["Orchestrator", "default_node_id"]
 
 log = logging.getLogger(__name__)
+
+_RAW_INPUTS = 1024
 
 
 def default_node_id(data_dir: str) -> str:
@@ -66,6 +70,10 @@ class Orchestrator:
         self.tools = tools
         self.tool_timeout = 60.0
         self.tasks: dict[str, RunTask] = {}
+        self._raw_inputs: collections.OrderedDict[str, str] = collections.OrderedDict()
+        """Inputs that redaction changed, as submitted, until their run starts here (the
+        ledger stores them redacted; the agent of a run this gateway accepted gets what
+        the user typed). Bounded: the oldest are forgotten first."""
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._closing = False
@@ -219,7 +227,8 @@ class Orchestrator:
         if backend is None:
             await self._end_owned(run, "unknown_agent", f"agent {run.agent!r} is not available")
             return
-        task = RunTask(self, run, backend, resumed=resumed)
+        raw = self._raw_inputs.pop(run.id, None)
+        task = RunTask(self, run, backend, resumed=resumed, raw_input=raw)
         self.tasks[run.id] = task  # before any await: steering finds a run it holds
         self.metrics.runs_active.set(len(self.tasks))
         task.task = asyncio.get_running_loop().create_task(
@@ -251,16 +260,18 @@ class Orchestrator:
         text: str,
         created_by: str | None,
         steer: bool,
+        role: str | None = None,
     ) -> tuple[Run, str]:
-        """Create a run (or steer the active one); returns the run and the disposition."""
+        """Create a run (or steer the active one); returns the run and the disposition.
+        ``created_by`` and ``role`` are the caller's principal and connection role."""
         if session_id is None:
             name = agent or self.config.default_agent
-            self._check_agent(name)
+            self._check_agent(name, created_by, role)
             session = await self.ledger.sessions.create(agent=name, created_by=created_by)
         else:
             session = await self.ledger.sessions.get(session_id)
         name = agent or session.agent
-        self._check_agent(name)
+        self._check_agent(name, created_by, role)
         if steer:
             active = next((t for t in self.tasks.values() if t.session_id == session.id), None)
             if (
@@ -278,23 +289,49 @@ class Orchestrator:
         ahead, _ = await self.ledger.runs.list(
             session_id=session.id, states=["queued", "running", "waiting"], limit=1
         )
-        payload_json = encode_payload({"input": text, "agent": name})
+        stored = redact(text)
+        payload_json = encode_payload({"input": stored, "agent": name})
         event = NewEvent(
             seq=1, kind="run.queued", source="gateway", payload=payload_json, created_at=time.time()
         )
-        run = await self.ledger.runs.create(
-            session_id=session.id, agent=name, input=text, created_by=created_by, event=event
-        )
+        run_id = new_id("run")
+        if stored != text:  # before the run exists: the claim loop may start it at once
+            self._raw_inputs[run_id] = text
+            while len(self._raw_inputs) > _RAW_INPUTS:
+                self._raw_inputs.popitem(last=False)
+        try:
+            run = await self.ledger.runs.create(
+                session_id=session.id,
+                agent=name,
+                input=stored,
+                created_by=created_by,
+                event=event,
+                run_id=run_id,
+            )
+        except BaseException:
+            self._raw_inputs.pop(run_id, None)
+            raise
         self._publish(run, event)
         self.metrics.runs_created.inc()
         self.wake()
         return run, ("queued" if ahead else "started")
 
-    def _check_agent(self, name: str) -> None:
-        if name not in self.backends:
+    def _check_agent(self, name: str, principal: str | None, role: str | None) -> None:
+        backend = self.backends.get(name)
+        if backend is None:
             known = ", ".join(sorted(self.backends)) or "none"
             raise InvalidParams(
                 f"unknown agent {name!r} (available: {known})", data={"field": "params.agent"}
+            )
+        if backend.capabilities.fixture and not (
+            (role is not None and role in self.config.fixture_roles)
+            or (principal is not None and principal in self.config.fixture_principals)
+        ):
+            raise Forbidden(
+                f"the {name!r} agent is a test fixture that can run any tool; only "
+                f"{', '.join(self.config.fixture_roles) or 'no'} connections may use it "
+                "(see [runs] fixture_roles and fixture_principals)",
+                data={"agent": name},
             )
 
     async def cancel(self, run_id: str, reason: str = "") -> Run:

@@ -22,7 +22,8 @@ import msgspec
 from tether.agents.contract import AgentBackend, Outcome, PastEvent
 from tether.errors import Conflict, NotFound, RunnerOffline, TetherError
 from tether.ledger import NewEvent, Run, RunState
-from tether.security.redaction import redact, redact_value
+from tether.security.redaction import redact, redact_json, redact_value
+from tether.security.stream_redaction import StreamRedactor
 from tether.types import new_id
 
 if TYPE_CHECKING:
@@ -54,11 +55,15 @@ class RunTask:
         *,
         resumed: bool,
         next_seq: int | None = None,
+        raw_input: str | None = None,
     ) -> None:
         """``next_seq`` None: read from the ledger on first use, so the orchestrator can
-        register the task the moment it holds the run (steering then finds it)."""
+        register the task the moment it holds the run (steering then finds it).
+        ``raw_input``: the input as submitted, when the gateway that accepted the run
+        still holds it (the ledger keeps it redacted)."""
         self.orch = orch
         self.record = run
+        self._input = raw_input if raw_input is not None else run.input
         self.epoch = run.epoch
         self.backend = backend
         self._resumed = resumed
@@ -96,7 +101,7 @@ class RunTask:
 
     @property
     def input(self) -> str:
-        return self.record.input
+        return self._input
 
     @property
     def attempt(self) -> int:
@@ -188,13 +193,26 @@ class RunTask:
         requested.update(runner=live.name, workspace=workspace)
         await self.emit("tool.call.requested", requested, source="gateway")
         outputs: set[asyncio.Task[int]] = set()
+        streams: dict[str, StreamRedactor] = {}
+
+        def publish(stream: str, text: str) -> None:
+            if text:
+                payload = {"call_id": call_id, "stream": stream, "text": text}
+                task = asyncio.get_running_loop().create_task(
+                    self.emit("tool.call.output", payload, source="runner")
+                )
+                outputs.add(task)
 
         def progress(stream: str, text: str) -> None:
-            payload = {"call_id": call_id, "stream": stream, "text": redact(text)}
-            task = asyncio.get_running_loop().create_task(
-                self.emit("tool.call.output", payload, source="runner")
-            )
-            outputs.add(task)
+            # a secret split across chunks is masked: each stream is redacted as a whole
+            redactor = streams.get(stream)
+            if redactor is None:
+                redactor = streams[stream] = StreamRedactor()
+            publish(stream, redactor.feed(text))
+
+        def flush() -> None:
+            for stream, redactor in streams.items():
+                publish(stream, redactor.flush())
 
         self.calls.add(call_id)
         try:
@@ -210,11 +228,13 @@ class RunTask:
                 progress=progress,
             )
         except TetherError as exc:
+            flush()
             await asyncio.gather(*outputs, return_exceptions=True)
             await self._call_failed(call_id, exc)
             raise
         finally:
             self.calls.discard(call_id)
+        flush()
         await asyncio.gather(*outputs, return_exceptions=True)
         result = msgspec.json.decode(outcome.result)
         await self.emit(
@@ -336,9 +356,11 @@ class RunTask:
                 await self._transition(RunState.RUNNING, "run.running", {})
         else:
             target, kind = RunState.FAILED, "run.failed"
-        output = redact(outcome.output) if outcome.output is not None else None
-        payload: dict[str, Any] = {"reason": outcome.reason, "output": output}
-        await self._transition(target, kind, payload, reason=outcome.reason, output=output)
+        # an output may be JSON text (a tool's result): redacted as data, else as text
+        output = redact_json(outcome.output) if outcome.output is not None else None
+        reason = redact(outcome.reason) if outcome.reason is not None else None
+        payload: dict[str, Any] = {"reason": reason, "output": output}
+        await self._transition(target, kind, payload, reason=reason, output=output)
 
     async def _transition(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,9 @@ from aiohttp import web
 
 from tether.errors import Forbidden, RunnerOffline, TetherError, Unauthorized
 from tether.gateway.dispatcher import Dispatcher
+from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.peer import Peer
+from tether.gateway.rate_limit import KeyedLimiter
 from tether.gateway.registry import RunnerRegistry
 from tether.gateway.tools import ToolDispatcher
 from tether.ledger import Ledger
@@ -41,6 +44,7 @@ from tether.security.credentials import (
     normalize_code,
     runner_credential,
 )
+from tether.security.redaction import redact, redact_value
 
 if TYPE_CHECKING:
     from tether.config import Config
@@ -50,14 +54,30 @@ __all__ = ["RunnersApi"]
 
 log = logging.getLogger(__name__)
 
+_ENROL_MAX_BYTES = 4096
+
 
 class RunnersApi:
     """Runner-facing and admin-facing runner methods."""
 
-    def __init__(self, config: Config, server: GatewayServer, registry: RunnerRegistry) -> None:
+    def __init__(
+        self,
+        config: Config,
+        server: GatewayServer,
+        registry: RunnerRegistry,
+        metrics: GatewayMetrics,
+    ) -> None:
         self.config = config
         self.server = server
         self.registry = registry
+        self.metrics = metrics
+        limits = config.limits
+        self.enroll_limiter = KeyedLimiter(
+            rate=limits.enroll_rate,
+            burst=limits.enroll_burst,
+            total_rate=limits.enroll_total_rate,
+            total_burst=limits.enroll_total_burst,
+        )
         self.ledger: Ledger | None = None
         self.tools: ToolDispatcher | None = None
         self.public_key = ""
@@ -83,9 +103,43 @@ class RunnersApi:
     # ---- enrolment -----------------------------------------------------------------
 
     async def enroll_http(self, request: web.Request) -> web.Response:
-        """``POST /enroll {code}``: trade a one-time code for a credential and the pinned key."""
+        """``POST /enroll {code}``: trade a one-time code for a credential and the pinned key.
+
+        Rate-limited per source address and in total (429 with ``Retry-After``) before
+        anything is read; the body must arrive within ``limits.header_timeout``."""
+        limits = self.config.limits
+        refused = self.enroll_limiter.take(request.remote or "?")
+        if refused is not None:
+            scope, delay = refused
+            self.metrics.rate_limited.labels("enroll", scope).inc()
+            retry = max(1, math.ceil(delay))
+            why = "from this address" if scope == "source" else "right now"
+            return web.json_response(
+                {
+                    "error": {
+                        "code": "rate_limited",
+                        "message": f"too many enrolment attempts {why}; retry in {retry} s",
+                    }
+                },
+                status=429,
+                headers={"Retry-After": str(retry)},
+            )
+        if (request.content_length or 0) > _ENROL_MAX_BYTES:
+            return _error(
+                413, "too_large", f"an enrolment request is under {_ENROL_MAX_BYTES} bytes"
+            )
         try:
-            body = msgspec.json.decode(await request.read(), type=EnrolRequest)
+            async with asyncio.timeout(limits.header_timeout):
+                raw = await request.content.read(_ENROL_MAX_BYTES + 1)
+        except TimeoutError:
+            self.metrics.shed.labels("body_timeout").inc()
+            return _error(408, "timeout", "the enrolment request body did not arrive in time")
+        if len(raw) > _ENROL_MAX_BYTES:
+            return _error(
+                413, "too_large", f"an enrolment request is under {_ENROL_MAX_BYTES} bytes"
+            )
+        try:
+            body = msgspec.json.decode(raw, type=EnrolRequest)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return _error(400, "invalid_params", f"bad enrolment request: {exc}")
         secret, secret_hash = new_secret()
@@ -168,7 +222,9 @@ class RunnersApi:
             "sandbox": live.sandbox,
             "max_concurrency": live.max_concurrency,
         }
-        await self._ledger().runners.seen(record.id, version=p.version, info=info)
+        await self._ledger().runners.seen(
+            record.id, version=redact(p.version), info=redact_value(info)
+        )
         log.info(
             "runner registered",
             extra={

@@ -113,6 +113,7 @@ class RunsApi:
             text=p.input,
             created_by=peer.principal.id,
             steer=p.steer,
+            role=peer.role_name,
         )
         return RunCreated(run=run_info(run), disposition=disposition)  # type: ignore[arg-type]
 

@@ -22,10 +22,13 @@ from aiohttp import web
 
 from tether import __version__
 from tether.config import Config, is_loopback_host, parse_listen
-from tether.errors import ConfigError, Overloaded, Unauthorized
+from tether.errors import ConfigError, Overloaded, TetherError, Unauthorized
+from tether.gateway.admission import Admission
 from tether.gateway.auth import Authenticator, local_admin
 from tether.gateway.dispatcher import Dispatcher
-from tether.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from tether.gateway.fd_limit import fit_fd_limit, log_plan
+from tether.gateway.metrics import GatewayMetrics
+from tether.gateway.metrics_access import MetricsAccess, MetricsEndpoint
 from tether.gateway.peer import Peer
 from tether.gateway.runtime import (
     clear_stale_socket,
@@ -70,7 +73,7 @@ def _listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _json_error(status: int, exc: Unauthorized | Overloaded, **headers: str) -> web.Response:
+def _json_error(status: int, exc: TetherError, **headers: str) -> web.Response:
     body = {"error": {"code": exc.code, "message": exc.message}}
     return web.json_response(body, status=status, headers=headers or None)
 
@@ -120,7 +123,9 @@ class GatewayServer:
         self.socket_path: Path = config.runtime_path / "gateway.sock"
         self.draining = False
         self._runner: web.AppRunner | None = None
-        self._site: web.SockSite | None = None
+        self._tcp: asyncio.Server | None = None
+        self.admission: Admission | None = None
+        self._max_tcp = 0
         self._unix: asyncio.AbstractServer | None = None
         self._seq = 0
         self._upgrading = 0
@@ -130,6 +135,10 @@ class GatewayServer:
             tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
         ] = []
         self._loop = asyncio.get_running_loop()
+        self._metrics_endpoint = MetricsEndpoint(
+            MetricsAccess(config.gateway.metrics_networks, config.gateway.metrics_token),
+            metrics,
+        )
 
     # ---- lifecycle -----------------------------------------------------------------
 
@@ -169,19 +178,35 @@ class GatewayServer:
         tls = self._ssl_context()
         self.claim_runtime_dir()
 
-        app = web.Application(client_max_size=self.limits.max_frame_bytes)
+        self._fit_fd_limit()
+        self.admission = Admission(
+            max_connections=self._max_tcp,
+            max_pending=self.limits.max_pending_connections,
+            header_timeout=self.limits.header_timeout,
+            metrics=self.metrics,
+        )
+        app = web.Application(
+            client_max_size=self.limits.max_frame_bytes, middlewares=[self.admission.middleware]
+        )
         app.router.add_get("/ws", self._ws_handler)
         app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/metrics", self._metrics_endpoint.handle)
         for method, path, handler in self._routes:
             app.router.add_route(method, path, handler)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await self._runner.setup()
+        assert self._runner.server is not None
         listener = _listen_socket(host, port)
-        self._site = web.SockSite(self._runner, listener, ssl_context=tls, backlog=1024)
-        await self._site.start()
+        # our own create_server (not web.SockSite): every connection passes Admission
+        self._tcp = await self._loop.create_server(
+            self.admission.protocol_factory(self._runner.server),
+            sock=listener,
+            ssl=tls,
+            backlog=1024,
+            ssl_handshake_timeout=self.limits.header_timeout if tls else None,
+        )
         bound = int(listener.getsockname()[1])
         scheme = "https" if tls else "http"
         shown = f"[{host}]" if ":" in host else host
@@ -218,8 +243,10 @@ class GatewayServer:
         self.draining = True
         if self._unix is not None:
             self._unix.close()
-        if self._site is not None:
-            await self._site.stop()
+        if self._tcp is not None:
+            self._tcp.close()
+        if self.admission is not None:
+            self.admission.close()
         peers = [p for group in self.peers.values() for p in group]
         grace = self.limits.shutdown_grace
         if peers:
@@ -234,6 +261,13 @@ class GatewayServer:
             remove_runtime_files(self.config.runtime_path, self.socket_path)
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def _fit_fd_limit(self) -> None:
+        fitted = fit_fd_limit(self.limits)
+        self.limits = fitted.limits
+        self._max_tcp = fitted.max_tcp
+        self.metrics.fd_limit.set(fitted.soft)
+        log_plan(fitted, log)
 
     # ---- connection bookkeeping ----------------------------------------------------
 
@@ -401,6 +435,3 @@ class GatewayServer:
             "uptime": round(time.time() - self.started_at, 3),
         }
         return web.json_response(body, status=503 if self.draining else 200)
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})

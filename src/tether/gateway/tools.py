@@ -38,7 +38,7 @@ from tether.ledger import Ledger
 from tether.protocol.methods import TOOL_CANCEL, TOOL_EXECUTE
 from tether.protocol.runners import ToolCancelParams, ToolExecuteParams, ToolOutput
 from tether.security.capability import CapabilityIssuer, args_digest, new_token_id
-from tether.security.redaction import redact, redact_value
+from tether.security.redaction import redact, redact_json, redact_value
 from tether.types import new_id
 
 __all__ = ["CallOutcome", "Progress", "ToolDispatcher"]
@@ -179,8 +179,10 @@ class ToolDispatcher:
                 raise
             finally:
                 self.active.pop(call_id, None)
+            # the ledger gets the result redacted as data (still valid JSON); the caller
+            # gets it as the runner sent it
             await self.ledger.tool_calls.finish(
-                call_id, state="succeeded", result=redact(bytes(output.result).decode())
+                call_id, state="succeeded", result=redact_json(bytes(output.result))
             )
             return CallOutcome(call_id, runner_id, output.result, output.duration)
 

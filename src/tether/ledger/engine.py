@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tether.errors import ConfigError
+from tether.security.file_modes import private_dir, private_file
 
 __all__ = ["HEAD_REVISION", "Database", "database_url"]
 
@@ -70,7 +71,13 @@ class Database:
             path = url.database or ""
             if not path or path == ":memory:":
                 raise ConfigError("the SQLite ledger needs a file, not :memory:")
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            db_file = Path(path)
+            if not db_file.parent.exists():
+                private_dir(db_file.parent, "ledger directory")
+            # SQLite gives -wal and -shm the database file's mode: make that 0600 first
+            private_file(db_file, "ledger file", create=True)
+            for suffix in ("-wal", "-shm", "-journal"):
+                private_file(db_file.with_name(db_file.name + suffix), "ledger file")
             self.engine = self._sqlite_engine(immediate=True, pool_size=2)
             self.reader = self._sqlite_engine(immediate=False, pool_size=4)
         else:

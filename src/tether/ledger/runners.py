@@ -95,6 +95,15 @@ class RunnerStore:
     ) -> RunnerRecord | None:
         """Consume an enrolment code (once, before it expires); None when it is not valid."""
         now = time.time() if now is None else now
+        # a wrong code (the common case under guessing) costs a read, not a write
+        probe = select(runners.c.id).where(
+            runners.c.enrol_code_hash == code_hash,
+            runners.c.status == "pending",
+            runners.c.enrol_expires_at >= now,
+        )
+        async with self.db.reader.connect() as conn:
+            if (await conn.execute(probe)).first() is None:
+                return None
         stmt = (
             update(runners)
             .where(

@@ -74,10 +74,12 @@ class RunStore:
         created_by: str | None,
         event: NewEvent,
         now: float | None = None,
+        run_id: str | None = None,
     ) -> Run:
-        """Insert a queued run and its first event (seq 1) in one transaction."""
+        """Insert a queued run and its first event (seq 1) in one transaction (``run_id``:
+        chosen by the caller, else a new one)."""
         now = time.time() if now is None else now
-        run_id = new_id("run")
+        run_id = run_id or new_id("run")
         values = {
             "id": run_id,
             "session_id": session_id,

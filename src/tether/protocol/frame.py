@@ -102,6 +102,8 @@ def decode_frame(data: bytes | str, max_bytes: int) -> Frame:
         raise InvalidRequest(f"not a JSON-RPC 2.0 message: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise ParseError(f"frame is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidRequest("frame is nested too deeply") from exc
     if env.jsonrpc != "2.0":
         raise InvalidRequest('"jsonrpc" must be "2.0"')
     params = None if env.params is UNSET else env.params

@@ -25,6 +25,7 @@ from tether.errors import (
     InvalidParams,
     InvalidRequest,
     MethodNotFound,
+    ParseError,
     ProtocolError,
     TetherError,
     TooLarge,
@@ -119,6 +120,19 @@ Event = (
 )
 
 _AT = re.compile(r" - at `\$\.?([^`]*)`")
+_RESPONSE_HEAD = re.compile(
+    rb'\A\s*\{\s*"jsonrpc"\s*:\s*"2\.0"\s*,\s*"id"\s*:\s*(\d{1,18})\s*,\s*"(?:result|error)"'
+)
+
+
+def _response_id(data: bytes | str) -> int | None:
+    """The id of a response frame, read from its first bytes only (for frames too large
+    to decode); None when the frame does not start like one of ours."""
+    head = data[:128]
+    m = _RESPONSE_HEAD.match(head.encode() if isinstance(head, str) else head)
+    return int(m.group(1)) if m else None
+
+
 _UNKNOWN = re.compile(r"unknown field (\S+)$")
 
 
@@ -172,7 +186,22 @@ class RpcSession(Generic[W]):
         """Interpret one incoming frame."""
         try:
             frame = decode_frame(data, self.max_frame_bytes)
-        except (ProtocolError, TooLarge) as exc:
+        except TooLarge as exc:
+            # an oversized answer to one of our calls fails that call now (not at its
+            # deadline, and not as a lost connection that would be retried)
+            answered = _response_id(data)
+            call = self._pop(answered) if answered is not None else None
+            if call is not None:
+                return ErrorReceived(
+                    call,
+                    TooLarge(
+                        f"the answer to {call.method.name!r} exceeds the frame limit of "
+                        f"{self.max_frame_bytes} bytes",
+                        data=dict(exc.data),
+                    ),
+                )
+            return Rejected(exc, None, encode_error(None, exc))
+        except ProtocolError as exc:
             return Rejected(exc, None, encode_error(None, exc))
         if isinstance(frame, RequestFrame):
             return self._request(frame)
@@ -188,6 +217,10 @@ class RpcSession(Generic[W]):
                 return ResponseReceived(call, decoder.decode(frame.result))
             except msgspec.ValidationError as exc:
                 return ErrorReceived(call, params_error(exc, f"{call.method.name} result"))
+            except msgspec.DecodeError as exc:
+                return ErrorReceived(call, ParseError(f"result is not valid JSON: {exc}"))
+            except RecursionError:
+                return ErrorReceived(call, InvalidRequest("result is nested too deeply"))
         error = error_from_wire(frame.error.message, frame.error.data)
         if frame.id is None:
             return PeerError(error)
@@ -221,6 +254,10 @@ class RpcSession(Generic[W]):
             return method.params_decoder.decode(b"{}" if raw is None else raw)
         except msgspec.ValidationError as exc:
             raise params_error(exc) from exc
+        except msgspec.DecodeError as exc:  # e.g. invalid UTF-8 inside a string
+            raise ParseError(f"params are not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise InvalidRequest("params are nested too deeply") from exc
 
     def _request(self, frame: RequestFrame) -> Event:
         try:

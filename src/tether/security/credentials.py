@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
 ]
 
 _PREFIX = "ttr_"
+_CREDENTIAL = re.compile(r"ttr_(rnr_[0-9A-HJKMNP-TV-Z]{1,40})\.([A-Za-z0-9_\-]{43})")
+"""The whole credential: a runner id and exactly the secret :func:`new_secret` makes."""
 _CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
 
 
@@ -49,13 +52,12 @@ def runner_credential(runner_id: str, secret: str) -> str:
 
 
 def parse_runner_credential(credential: str) -> tuple[str, str] | None:
-    """Split a credential into (runner id, secret), or None when it is not one."""
-    if not credential.startswith(_PREFIX) or "." not in credential:
+    """Split a credential into (runner id, secret), or None unless it is one as a whole
+    (so no fragment, mask or look-alike passes for the secret)."""
+    m = _CREDENTIAL.fullmatch(credential)
+    if m is None:
         return None
-    runner_id, _, secret = credential[len(_PREFIX) :].partition(".")
-    if not runner_id or len(secret) < 32:
-        return None
-    return runner_id, secret
+    return m.group(1), m.group(2)
 
 
 def new_enrolment_code() -> str:

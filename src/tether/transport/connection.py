@@ -148,7 +148,14 @@ class Connection:
     def feed(self, data: bytes | str) -> None:
         """Handle one received frame."""
         self.last_received = time.monotonic()
-        event = self.session.receive(data)
+        try:
+            event = self.session.receive(data)
+        except Exception:  # a bug must not cost the peer its connection
+            log.exception("! could not interpret a frame", extra={"conn": self.name})
+            self.send_frame(
+                self.session.error(None, InternalError("internal error; see the gateway log"))
+            )
+            return
         if type(event) is RequestReceived:
             self._on_request(event)
         elif type(event) is ResponseReceived:
@@ -405,6 +412,11 @@ class Connection:
                 self._closed.set_result(None)
             if self.on_close is not None:
                 self.on_close(self)
+
+    def fail_pending(self, error: TetherError) -> None:
+        """Fail the calls in flight with ``error`` when the connection closes (instead of
+        ``connection_closed``)."""
+        self._peer_error = error
 
     def transport_lost(self, reason: str) -> None:
         """The peer went away (called by the subclass's reader)."""

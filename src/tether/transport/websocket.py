@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tether.errors import InvalidRequest
+from tether.errors import InvalidRequest, TooLarge
 from tether.protocol.frame import encode_error
 from tether.transport.connection import Connection
 
@@ -61,9 +61,17 @@ class WebSocketConnection(Connection):
                         )
                     )
                 elif msg.type is aiohttp.WSMsgType.ERROR:
-                    log.debug(
-                        "ws error", extra={"conn": self.name, "error": repr(self.ws.exception())}
-                    )
+                    error = self.ws.exception()
+                    log.debug("ws error", extra={"conn": self.name, "error": repr(error)})
+                    if (
+                        isinstance(error, aiohttp.WebSocketError)
+                        and error.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+                    ):
+                        # calls in flight fail as too_large, not as a dropped connection
+                        # (which a caller would retry, only to be sent the same frame)
+                        self.fail_pending(
+                            TooLarge(f"the peer sent a frame over the limit: {error}")
+                        )
                     break
         except (ConnectionError, RuntimeError) as exc:
             log.debug("ws read failed", extra={"conn": self.name, "error": repr(exc)})

@@ -155,3 +155,31 @@ def test_notifications_are_typed() -> None:
         assert event.reply is None
     assert all(isinstance(m.callers, frozenset) for m in METHODS.values())
     assert NotificationReceived  # exported for shells
+
+
+def test_deep_nesting_and_bad_utf8_are_rejected_not_raised() -> None:
+    from tether.protocol.session import Rejected, RpcSession
+
+    s: RpcSession[object] = RpcSession(local="gateway", peer="admin", max_frame_bytes=1 << 20)
+    deep = b'{"jsonrpc":"2.0","id":2,"method":"ping","params":{"payload":' + b"[" * 1000
+    deep += b"]" * 1000 + b"}}"
+    bad = b'{"jsonrpc":"2.0","id":3,"method":"ping","params":{"payload":"\xff"}}'
+    for frame, code in ((deep, "invalid_request"), (bad, "parse_error")):
+        event = s.receive(frame)
+        assert isinstance(event, Rejected)
+        assert event.error.code == code
+        assert event.reply is not None
+
+
+def test_an_oversize_answer_fails_its_call_at_once() -> None:
+    from tether.protocol.methods import PING
+    from tether.protocol.session import ErrorReceived, RpcSession
+    from tether.protocol.system import PingParams
+
+    s: RpcSession[object] = RpcSession(local="admin", peer="gateway", max_frame_bytes=100)
+    call, _frame = s.request(PING, PingParams(), deadline=1e9, waiter=object())
+    big = b'{"jsonrpc":"2.0","id":%d,"result":{"payload":"%s"}}' % (call.id, b"x" * 200)
+    event = s.receive(big)
+    assert isinstance(event, ErrorReceived)
+    assert event.call is call
+    assert event.error.code == "too_large"
