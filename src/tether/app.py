@@ -18,8 +18,8 @@ from tether.gateway.auth import (
     RunnerAuthenticator,
     ensure_admin_token,
 )
-from tether.gateway.dispatcher import Dispatcher
 from tether.gateway.fanout import Fanout
+from tether.gateway.handlers import MethodHandlers
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.orchestrator import Orchestrator, default_node_id
 from tether.gateway.registry import RunnerRegistry
@@ -27,7 +27,7 @@ from tether.gateway.retention import RetentionJob
 from tether.gateway.runners_api import RunnersApi
 from tether.gateway.runs_api import RunsApi
 from tether.gateway.server import GatewayServer
-from tether.gateway.system import SystemApi
+from tether.gateway.system_api import SystemApi
 from tether.gateway.tools import ToolDispatcher
 from tether.ledger import Ledger
 from tether.security.capability import CapabilityIssuer, load_or_create_signing_key
@@ -50,19 +50,19 @@ class Gateway:
         self.data_dir = config.data_path
         self.backends = dict(backends) if backends is not None else builtin()
         self.metrics = GatewayMetrics()
-        self.dispatcher = Dispatcher()
+        self.handlers = MethodHandlers()
         self.admin_token_path, self.admin_token_created = ensure_admin_token(self._data_dir())
         self.auth = ChainAuthenticator([AdminTokenAuthenticator(self.admin_token_path)])
-        self.server = GatewayServer(config, self.auth, self.dispatcher, self.metrics)
+        self.server = GatewayServer(config, self.auth, self.handlers, self.metrics)
         self.fanout = Fanout()
         self.system = SystemApi(self.server)
-        self.system.install(self.dispatcher)
+        self.system.install(self.handlers)
         self.runs_api = RunsApi()
-        self.runs_api.install(self.dispatcher)
+        self.runs_api.install(self.handlers)
         self.server.on_peer_closed.append(self.runs_api.peer_closed)
         self.registry = RunnerRegistry()
         self.runners_api = RunnersApi(config, self.server, self.registry, self.metrics)
-        self.runners_api.install(self.dispatcher)
+        self.runners_api.install(self.handlers)
         self.server.on_peer_closed.append(self.runners_api.peer_closed)
         self.issuer = CapabilityIssuer(load_or_create_signing_key(self.data_dir / SIGNING_KEY_FILE))
         self.tools: ToolDispatcher | None = None

@@ -95,7 +95,7 @@ async def test_slow_subscriber_is_told_to_resync_and_follow_catches_up(
             return None
 
     async with await connect_ipc(gw.socket, router=Slow()) as slow:  # type: ignore[arg-type]
-        slow.conn.transport.pause_reading()  # stop reading: the gateway's outbox fills
+        slow.conn.transport.pause_reading()  # stop reading: the gateway's send queue fills
         await asyncio.sleep(0)
         sub_task = asyncio.create_task(
             slow.call(RUN_SUBSCRIBE, RunSubscribeParams(run_id=created.run.id))

@@ -1,1 +1,1 @@
-"""The gateway: server (WebSocket, Unix socket, HTTP), peers, dispatcher and services."""
+"""The gateway: server (WebSocket, Unix socket, HTTP), peers, handlers and services."""

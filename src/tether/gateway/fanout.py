@@ -6,10 +6,10 @@ below what it already sent (a per-run seq cursor). Because events are published 
 after they are committed, this gives every subscriber every event once, in seq order
 per run, with no gap.
 
-The backlog is paced by the connection: when its outbox reaches the limit, sending waits
+The backlog is paced by the connection: when its send queue reaches the limit, sending waits
 until it is half empty, so a long history reaches a slow reader without tripping the
 connection's send-queue bound. Each subscription's buffer is bounded, and live sending
-stops when the connection's outbox is three-quarters full: the subscriber is then sent
+stops when the connection's send queue is three-quarters full: the subscriber is then sent
 ``run.resync`` with its cursor and the subscription ends. The client subscribes again
 from there, reading the missed part from the ledger, instead of the gateway holding
 unbounded memory.
@@ -96,7 +96,7 @@ class Subscription:
         after: dict[str, int] | None = None,
         since_run: str | None = None,
         max_buffer: int = 1000,
-        outbox_limit: int = 768,
+        queue_limit: int = 768,
         on_end: Callable[[Subscription], None] | None = None,
     ) -> None:
         self.id = new_id("sub")
@@ -107,7 +107,7 @@ class Subscription:
         self.sent: dict[str, int] = dict(after or {})
         self.since_run = since_run
         self.max_buffer = max_buffer
-        self.outbox_limit = outbox_limit
+        self.queue_limit = queue_limit
         self.on_end = on_end
         self.live = False
         self.closed = False
@@ -179,11 +179,11 @@ class Subscription:
                 return
 
     async def _room(self) -> None:
-        """Before sending backlog: if the outbox is at the limit, wait until it is half
+        """Before sending backlog: if the send queue is at the limit, wait until it is half
         empty (the backlog is paced by the reader; live events meanwhile are buffered)."""
-        if self.conn.outbox_size < self.outbox_limit:
+        if self.conn.send_queue_size < self.queue_limit:
             return
-        while self.conn.outbox_size > self.outbox_limit // 2 and not self.conn.is_closing:
+        while self.conn.send_queue_size > self.queue_limit // 2 and not self.conn.is_closing:
             await self.conn.wait_drained()
 
     # ---- delivery ------------------------------------------------------------------
@@ -202,7 +202,7 @@ class Subscription:
     def _send(self, session_id: str, event: Event) -> None:
         if event.seq <= self.sent.get(event.run_id, 0):
             return  # already sent (from the backlog or the buffer)
-        if self.live and self.conn.outbox_size >= self.outbox_limit:
+        if self.live and self.conn.send_queue_size >= self.queue_limit:
             self._resync("slow_consumer")
             return
         if self.conn.is_closing:

@@ -11,7 +11,7 @@ from tether.transport.connection import Connection, Handler
 from tether.types import Role
 
 if TYPE_CHECKING:
-    from tether.gateway.dispatcher import Dispatcher
+    from tether.gateway.handlers import MethodHandlers
 
 __all__ = ["Peer"]
 
@@ -23,14 +23,14 @@ class Peer:
         self,
         conn: Connection,
         principal: Principal,
-        dispatcher: Dispatcher,
+        handlers: MethodHandlers,
         *,
         transport: str,
         remote: str,
     ) -> None:
         self.conn = conn
         self.principal = principal
-        self.dispatcher = dispatcher
+        self.handlers = handlers
         self.transport = transport
         self.remote = remote
         self.role: Role | None = None
@@ -48,7 +48,7 @@ class Peer:
     def route(self, method: Method[Any, Any]) -> Handler | None:
         bound = self._bound.get(method.name)
         if bound is None:
-            fn = self.dispatcher.handlers.get(method.name)
+            fn = self.handlers.table.get(method.name)
             if fn is None:
                 return None
             bound = self._bound[method.name] = functools.partial(fn, self)

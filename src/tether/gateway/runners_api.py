@@ -12,7 +12,7 @@ import msgspec
 from aiohttp import web
 
 from tether.errors import Forbidden, RunnerOffline, TetherError, Unauthorized
-from tether.gateway.dispatcher import Dispatcher
+from tether.gateway.handlers import MethodHandlers
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.peer import Peer
 from tether.gateway.rate_limit import KeyedLimiter
@@ -86,14 +86,14 @@ class RunnersApi:
     def bind(self, ledger: Ledger, tools: ToolDispatcher, public_key: str) -> None:
         self.ledger, self.tools, self.public_key = ledger, tools, public_key
 
-    def install(self, dispatcher: Dispatcher) -> None:
-        dispatcher.add(m.RUNNER_REGISTER, self.register)
-        dispatcher.add(m.RUNNER_HEARTBEAT, self.heartbeat)
-        dispatcher.add(m.TOOL_PROGRESS, self.progress)
-        dispatcher.add(m.RUNNER_ADD, self.add)
-        dispatcher.add(m.RUNNER_LIST, self.list)
-        dispatcher.add(m.RUNNER_REVOKE, self.revoke)
-        dispatcher.add(m.TOOL_CALL, self.call)
+    def install(self, handlers: MethodHandlers) -> None:
+        handlers.add(m.RUNNER_REGISTER, self.register)
+        handlers.add(m.RUNNER_HEARTBEAT, self.heartbeat)
+        handlers.add(m.TOOL_PROGRESS, self.progress)
+        handlers.add(m.RUNNER_ADD, self.add)
+        handlers.add(m.RUNNER_LIST, self.list)
+        handlers.add(m.RUNNER_REVOKE, self.revoke)
+        handlers.add(m.TOOL_CALL, self.call)
         self.server.add_route("POST", "/enroll", self.enroll_http)
 
     def _ledger(self) -> Ledger:

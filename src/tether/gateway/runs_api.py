@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from tether.errors import InvalidParams, NotFound
-from tether.gateway.dispatcher import Dispatcher
 from tether.gateway.fanout import Subscription, event_info
+from tether.gateway.handlers import MethodHandlers
 from tether.gateway.peer import Peer
 from tether.ledger import Run, Session
 from tether.protocol import methods as m
@@ -87,17 +87,17 @@ class RunsApi:
             metrics,
         )
 
-    def install(self, dispatcher: Dispatcher) -> None:
-        dispatcher.add(m.RUN_CREATE, self.create)
-        dispatcher.add(m.RUN_GET, self.get)
-        dispatcher.add(m.RUN_LIST, self.list)
-        dispatcher.add(m.RUN_EVENTS, self.events)
-        dispatcher.add(m.ARTIFACT_GET, self.artifact)
-        dispatcher.add(m.RUN_SUBSCRIBE, self.subscribe)
-        dispatcher.add(m.RUN_UNSUBSCRIBE, self.unsubscribe)
-        dispatcher.add(m.RUN_CANCEL, self.cancel)
-        dispatcher.add(m.SESSION_LIST, self.list_sessions)
-        dispatcher.add(m.SESSION_GET, self.get_session)
+    def install(self, handlers: MethodHandlers) -> None:
+        handlers.add(m.RUN_CREATE, self.create)
+        handlers.add(m.RUN_GET, self.get)
+        handlers.add(m.RUN_LIST, self.list)
+        handlers.add(m.RUN_EVENTS, self.events)
+        handlers.add(m.ARTIFACT_GET, self.artifact)
+        handlers.add(m.RUN_SUBSCRIBE, self.subscribe)
+        handlers.add(m.RUN_UNSUBSCRIBE, self.unsubscribe)
+        handlers.add(m.RUN_CANCEL, self.cancel)
+        handlers.add(m.SESSION_LIST, self.list_sessions)
+        handlers.add(m.SESSION_GET, self.get_session)
 
     def _parts(self) -> tuple[Ledger, Orchestrator, Fanout]:
         assert self.ledger is not None
@@ -176,7 +176,7 @@ class RunsApi:
             after=after,
             since_run=p.since_run,
             max_buffer=max(64, peer.conn.send_queue_frames),
-            outbox_limit=max(8, peer.conn.send_queue_frames * 3 // 4),
+            queue_limit=max(8, peer.conn.send_queue_frames * 3 // 4),
             on_end=lambda s: self._ended(peer, s),
         )
         peer.subscriptions[sub.id] = sub

@@ -3,7 +3,7 @@
 Every connection is authenticated before it is used (a bearer token checked before the
 WebSocket upgrade; the peer uid on the Unix socket), counted against its transport's
 limit, given a ``hello`` deadline and an idle timeout, and wrapped in a
-:class:`~tether.gateway.peer.Peer` whose requests go through the :class:`Dispatcher`.
+:class:`~tether.gateway.peer.Peer` whose requests go through the :class:`MethodHandlers`.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from tether.config import Config, is_loopback_host, parse_listen
 from tether.errors import ConfigError, Overloaded, TetherError, Unauthorized
 from tether.gateway.admission import Admission
 from tether.gateway.auth import Authenticator, local_admin
-from tether.gateway.dispatcher import Dispatcher
 from tether.gateway.fd_limit import fit_fd_limit, log_plan
+from tether.gateway.handlers import MethodHandlers
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.metrics_access import MetricsAccess, MetricsEndpoint
 from tether.gateway.peer import Peer
-from tether.gateway.runtime import (
+from tether.gateway.runtime_dir import (
     clear_stale_socket,
     lock_runtime_dir,
     prepare_runtime_dir,
@@ -108,13 +108,13 @@ class GatewayServer:
         self,
         config: Config,
         auth: Authenticator,
-        dispatcher: Dispatcher,
+        handlers: MethodHandlers,
         metrics: GatewayMetrics,
     ) -> None:
         self.config = config
         self.limits = config.limits
         self.auth = auth
-        self.dispatcher = dispatcher
+        self.handlers = handlers
         self.metrics = metrics
         self.peers: dict[str, set[Peer]] = {"ws": set(), "ipc": set()}
         self.on_peer_closed: list[Callable[[Peer], None]] = []
@@ -392,7 +392,7 @@ class GatewayServer:
             await ws.prepare(request)
             conn = WebSocketConnection(ws, self._new_session(), **self._conn_kwargs("ws"))
             peer = Peer(
-                conn, principal, self.dispatcher, transport="ws", remote=request.remote or ""
+                conn, principal, self.handlers, transport="ws", remote=request.remote or ""
             )
             self._attach(conn, peer)
         finally:
@@ -421,7 +421,7 @@ class GatewayServer:
             )
             _Refusal(conn, Overloaded(why), self.limits.hello_timeout)
             return conn
-        peer = Peer(conn, local_admin(), self.dispatcher, transport="ipc", remote=f"uid:{uid}")
+        peer = Peer(conn, local_admin(), self.handlers, transport="ipc", remote=f"uid:{uid}")
         self._attach(conn, peer)
         return conn
 

@@ -1,12 +1,12 @@
 """``Connection``: the asyncio shell around an :class:`~tether.protocol.RpcSession`.
 
-It owns one bounded outbox drained by one writer task, the futures of calls in flight
+It owns one bounded send queue drained by one writer task, the futures of calls in flight
 (their deadlines come from the session's pending table), and the tasks running handlers
 for incoming requests. Subclasses (WebSocket, Unix socket) only move bytes:
 they implement :meth:`Connection._write` and :meth:`Connection._shutdown_transport`
 and call :meth:`Connection.feed` with every frame they receive.
 
-A consumer that cannot keep up (the outbox is full) is closed with reason
+A consumer that cannot keep up (its send queue is full) is closed with reason
 ``slow_consumer``; it must resync from the ledger when it comes back.
 """
 
@@ -97,7 +97,7 @@ class Connection:
         self.close_code = 0
         self.last_received = time.monotonic()
         self._loop = asyncio.get_running_loop()
-        self._outbox: collections.deque[bytes] = collections.deque()
+        self._send_queue: collections.deque[bytes] = collections.deque()
         self._send_queue_frames = send_queue_frames
         self._max_inflight = max_inflight
         self._wakeup: asyncio.Future[None] | None = None
@@ -122,17 +122,17 @@ class Connection:
 
     @property
     def send_queue_frames(self) -> int:
-        """The outbox bound: a consumer this far behind is closed."""
+        """The send-queue bound: a consumer this far behind is closed."""
         return self._send_queue_frames
 
     @property
-    def outbox_size(self) -> int:
+    def send_queue_size(self) -> int:
         """Frames queued and not yet written."""
-        return len(self._outbox)
+        return len(self._send_queue)
 
     async def wait_drained(self) -> None:
-        """Wait until the outbox has been written out (or the connection closes)."""
-        if self._outbox and not self._closing:
+        """Wait until the send queue has been written out (or the connection closes)."""
+        if self._send_queue and not self._closing:
             await self._drained.wait()
 
     @property
@@ -292,39 +292,39 @@ class Connection:
         self.send_frame(self.session.notification(method, params))
 
     def send_frame(self, frame: bytes) -> None:
-        """Queue one encoded frame; an overfull outbox closes the connection."""
+        """Queue one encoded frame; an overfull send queue closes the connection."""
         if self._closing:
             return
-        if len(self._outbox) >= self._send_queue_frames:
+        if len(self._send_queue) >= self._send_queue_frames:
             log.warning(
                 "! send queue full; closing slow consumer",
-                extra={"conn": self.name, "queued": len(self._outbox)},
+                extra={"conn": self.name, "queued": len(self._send_queue)},
             )
             self._loop.call_soon(self._start_close, CloseCode.TRY_AGAIN, "slow_consumer")
             self._closing = True
             self.close_reason = "slow_consumer"
             return
-        self._outbox.append(frame)
+        self._send_queue.append(frame)
         self._drained.clear()
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
 
     async def _writer(self) -> None:
-        outbox = self._outbox
+        queue = self._send_queue
         try:
             while True:
-                if not outbox:
+                if not queue:
                     if self._closing:
                         return
                     self._wakeup = self._loop.create_future()
                     await self._wakeup
                     continue
-                batch = list(outbox)
-                outbox.clear()
+                batch = list(queue)
+                queue.clear()
                 self._drained.clear()
                 await self._write(batch)
-                if not outbox:
+                if not queue:
                     self._drained.set()
         except asyncio.CancelledError:
             raise
@@ -375,7 +375,7 @@ class Connection:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
-        """Close: fail pending calls, flush the outbox, shut the transport. Idempotent."""
+        """Close: fail pending calls, flush the send queue, shut the transport. Idempotent."""
         if self._close_started:
             await asyncio.shield(self._closed)
             return

@@ -17,5 +17,5 @@ async def test_every_inbound_method_has_a_handler(tmp_path: Path) -> None:
         for name, m in METHODS.items()
         if m.callers & {"admin", "client", "runner"} and not m.is_notification
     }
-    assert inbound <= set(gateway.dispatcher.handlers), inbound - set(gateway.dispatcher.handlers)
-    assert set(gateway.dispatcher.handlers) <= set(METHODS)
+    assert inbound <= set(gateway.handlers.table), inbound - set(gateway.handlers.table)
+    assert set(gateway.handlers.table) <= set(METHODS)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from tether import __version__
 from tether.errors import Forbidden
-from tether.gateway.dispatcher import Dispatcher
+from tether.gateway.handlers import MethodHandlers
 from tether.gateway.peer import Peer
 from tether.gateway.server import GatewayServer
 from tether.protocol.handshake import HelloParams, HelloResult, negotiate
@@ -25,10 +25,10 @@ class SystemApi:
         self.server = server
         self.on_hello: list[Callable[[Peer], None]] = []
 
-    def install(self, dispatcher: Dispatcher) -> None:
-        dispatcher.add(HELLO, self.hello)
-        dispatcher.add(PING, self.ping)
-        dispatcher.add(GATEWAY_INFO, self.info)
+    def install(self, handlers: MethodHandlers) -> None:
+        handlers.add(HELLO, self.hello)
+        handlers.add(PING, self.ping)
+        handlers.add(GATEWAY_INFO, self.info)
 
     def hello(self, peer: Peer, params: HelloParams) -> HelloResult:
         version = negotiate(params.protocol)

@@ -1,4 +1,4 @@
-"""Which function handles each method on the gateway side.
+"""The method handler table: which function handles each method on the gateway side.
 
 Handlers take the calling :class:`~tether.gateway.peer.Peer` and the typed params and
 return the result (plain functions run inline on the reader; coroutine functions run
@@ -16,19 +16,19 @@ from tether.protocol.methods import Method
 if TYPE_CHECKING:
     from tether.gateway.peer import Peer
 
-__all__ = ["Dispatcher"]
+__all__ = ["MethodHandlers"]
 
 P = TypeVar("P")
 R = TypeVar("R")
 
 
-class Dispatcher:
+class MethodHandlers:
     """Method name -> handler."""
 
     def __init__(self) -> None:
-        self.handlers: dict[str, Callable[[Peer, Any], Any]] = {}
+        self.table: dict[str, Callable[[Peer, Any], Any]] = {}
 
     def add(self, method: Method[Any, R], fn: Callable[[Peer, Any], R | Awaitable[R]]) -> None:
-        if method.name in self.handlers:
+        if method.name in self.table:
             raise ValueError(f"a handler for {method.name!r} is already registered")
-        self.handlers[method.name] = fn
+        self.table[method.name] = fn
