@@ -1,4 +1,11 @@
-"""The composition root: the only module that wires the gateway's parts together."""
+"""The composition root: the only module that wires the gateway's parts together.
+
+:class:`Gateway` claims the runtime directory, opens the ledger, and only then builds
+every service that needs it (:class:`GatewayParts`, all fields set, nothing bound
+later), starts the supervised loops and listens. The first unexpected failure of a
+supervised part (see :mod:`tether.gateway.supervisor`) ends :meth:`Gateway.wait_failed`;
+:func:`serve_gateway` then stops and raises it, so the process exits non-zero.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -24,24 +32,99 @@ from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.orchestrator import Orchestrator, default_node_id
 from tether.gateway.registry import RunnerRegistry
 from tether.gateway.retention import RetentionJob
+from tether.gateway.run_log import RunLog
+from tether.gateway.runner_link import SocketRunnerLink
 from tether.gateway.runners_api import RunnersApi
 from tether.gateway.runs_api import RunsApi
+from tether.gateway.runtime_dir import RuntimeDirLock, claim_runtime_dir
 from tether.gateway.server import GatewayServer
+from tether.gateway.supervisor import GatewayFailed, Supervisor
 from tether.gateway.system_api import SystemApi
-from tether.gateway.tools import ToolDispatcher
+from tether.gateway.tools import ToolGateway
 from tether.ledger import Ledger
 from tether.security.capability import CapabilityIssuer, load_or_create_signing_key
 from tether.security.file_modes import private_dir
 
 SIGNING_KEY_FILE = "gateway.key"
 
-__all__ = ["Gateway", "serve_gateway"]
+__all__ = ["Gateway", "GatewayParts", "serve_gateway"]
 
 log = logging.getLogger("tether.gateway")
 
 
+@dataclass(frozen=True)
+class GatewayParts:
+    """Everything a started gateway is made of."""
+
+    ledger: Ledger
+    server: GatewayServer
+    registry: RunnerRegistry
+    link: SocketRunnerLink
+    tools: ToolGateway
+    fanout: Fanout
+    orchestrator: Orchestrator
+    retention: RetentionJob
+    handlers: MethodHandlers
+
+
+def _build(
+    config: Config,
+    ledger: Ledger,
+    runtime: RuntimeDirLock,
+    *,
+    backends: Mapping[str, AgentBackend],
+    issuer: CapabilityIssuer,
+    admin_token: Path,
+    metrics: GatewayMetrics,
+    supervisor: Supervisor,
+) -> GatewayParts:
+    handlers = MethodHandlers()
+    auth = ChainAuthenticator([AdminTokenAuthenticator(admin_token), RunnerAuthenticator(ledger)])
+    server = GatewayServer(config, runtime, auth, handlers, metrics)
+    registry = RunnerRegistry()
+    link = SocketRunnerLink(registry, config.limits)
+    tools = ToolGateway(ledger, registry, link, issuer, config.limits)
+    fanout = Fanout()
+    orchestrator = Orchestrator(
+        RunLog(ledger, fanout),
+        backends,
+        tools,
+        config.runs,
+        metrics,
+        supervisor,
+        node=config.runs.node_id or default_node_id(str(config.data_path)),
+    )
+    system = SystemApi(server)
+    runs_api = RunsApi(ledger, orchestrator, fanout, metrics)
+    runners_api = RunnersApi(
+        config,
+        server=server,
+        registry=registry,
+        link=link,
+        tools=tools,
+        ledger=ledger,
+        public_key=issuer.public_pem,
+        metrics=metrics,
+    )
+    for api in (system, runs_api, runners_api):
+        api.install(handlers)
+    server.on_peer_closed += [runs_api.peer_closed, runners_api.peer_closed]
+    retention = RetentionJob(ledger, metrics, config.ledger.retention_interval)
+    return GatewayParts(
+        ledger=ledger,
+        server=server,
+        registry=registry,
+        link=link,
+        tools=tools,
+        fanout=fanout,
+        orchestrator=orchestrator,
+        retention=retention,
+        handlers=handlers,
+    )
+
+
 class Gateway:
-    """A whole gateway: ledger, orchestrator, server and services. ``async with`` or start/stop."""
+    """A whole gateway. ``async with`` it, or :meth:`start` and :meth:`stop`."""
 
     def __init__(
         self, config: Config, *, backends: Mapping[str, AgentBackend] | None = None
@@ -50,81 +133,83 @@ class Gateway:
         self.data_dir = config.data_path
         self.backends = dict(backends) if backends is not None else builtin()
         self.metrics = GatewayMetrics()
-        self.handlers = MethodHandlers()
-        self.admin_token_path, self.admin_token_created = ensure_admin_token(self._data_dir())
-        self.auth = ChainAuthenticator([AdminTokenAuthenticator(self.admin_token_path)])
-        self.server = GatewayServer(config, self.auth, self.handlers, self.metrics)
-        self.fanout = Fanout()
-        self.system = SystemApi(self.server)
-        self.system.install(self.handlers)
-        self.runs_api = RunsApi()
-        self.runs_api.install(self.handlers)
-        self.server.on_peer_closed.append(self.runs_api.peer_closed)
-        self.registry = RunnerRegistry()
-        self.runners_api = RunnersApi(config, self.server, self.registry, self.metrics)
-        self.runners_api.install(self.handlers)
-        self.server.on_peer_closed.append(self.runners_api.peer_closed)
-        self.issuer = CapabilityIssuer(load_or_create_signing_key(self.data_dir / SIGNING_KEY_FILE))
-        self.tools: ToolDispatcher | None = None
-        self.ledger: Ledger | None = None
-        self.orchestrator: Orchestrator | None = None
-        self.retention: RetentionJob | None = None
-        self.failure: BaseException | None = None
-        self._stopped = asyncio.Event()
+        self.supervisor = Supervisor()
+        data = private_dir(self.data_dir, "data directory")
+        self.admin_token_path, self.admin_token_created = ensure_admin_token(data)
+        self.issuer = CapabilityIssuer(load_or_create_signing_key(data / SIGNING_KEY_FILE))
+        self._parts: GatewayParts | None = None
+        self._runtime: RuntimeDirLock | None = None
+        self._ledger: Ledger | None = None
 
-    def _data_dir(self) -> Path:
-        """The data dir, 0700 and ours (an existing looser one is tightened)."""
-        return private_dir(self.data_dir, "data directory")
+    @property
+    def parts(self) -> GatewayParts:
+        if self._parts is None:
+            raise RuntimeError("the gateway is not started")
+        return self._parts
+
+    @property
+    def server(self) -> GatewayServer:
+        return self.parts.server
+
+    @property
+    def registry(self) -> RunnerRegistry:
+        return self.parts.registry
+
+    @property
+    def handlers(self) -> MethodHandlers:
+        return self.parts.handlers
+
+    @property
+    def failure(self) -> GatewayFailed | None:
+        """Why the gateway stopped on its own, if it did."""
+        return self.supervisor.failure
 
     async def start(self) -> None:
-        """Lock the runtime dir, open the ledger, recover runs, then listen."""
-        self.server.claim_runtime_dir()
+        """Lock the runtime dir, open the ledger, build the parts, recover runs, listen."""
+        config = self.config
+        self._runtime = claim_runtime_dir(config.runtime_path)
         try:
-            self.ledger = await Ledger.open(self.config.ledger, self.data_dir)
-            self.auth.sources.append(RunnerAuthenticator(self.ledger))
-            self.tools = ToolDispatcher(self.ledger, self.registry, self.issuer, self.config.limits)
-            self.runners_api.bind(self.ledger, self.tools, self.issuer.public_pem)
-            node = self.config.runs.node_id or default_node_id(str(self.data_dir))
-            self.orchestrator = Orchestrator(
-                self.ledger,
-                self.backends,
-                self.fanout,
-                self.config.runs,
-                self.metrics,
-                node=node,
-                on_fatal=self._fatal,
-                tools=self.tools,
+            self._ledger = await Ledger.open(
+                config.ledger,
+                self.data_dir,
+                on_fatal=lambda exc: self.supervisor.fail("ledger:writer", exc),
             )
-            self.runs_api.bind(self.ledger, self.orchestrator, self.fanout, self.metrics)
-            await self.orchestrator.start()
-            self.retention = RetentionJob(
-                self.ledger, self.metrics, self.config.ledger.retention_interval
+            self._parts = _build(
+                config,
+                self._ledger,
+                self._runtime,
+                backends=self.backends,
+                issuer=self.issuer,
+                admin_token=self.admin_token_path,
+                metrics=self.metrics,
+                supervisor=self.supervisor,
             )
-            self.retention.start()
-            await self.server.start()
+            await self._parts.orchestrator.start()
+            self.supervisor.spawn("retention", self._parts.retention.loop())
+            await self._parts.server.start()
         except BaseException:
             await self.stop()
             raise
 
-    def _fatal(self, exc: BaseException) -> None:
-        self.failure = exc
-        self._stopped.set()
-
-    async def wait_failed(self) -> BaseException | None:
+    async def wait_failed(self) -> GatewayFailed | None:
         """Return when a supervised part of the gateway died (the caller should stop)."""
-        await self._stopped.wait()
-        return self.failure
+        await self.supervisor.failed.wait()
+        return self.supervisor.failure
 
     async def stop(self) -> None:
-        """Stop listening and close connections, stop runs (leases released), close the ledger."""
-        await self.server.stop()
-        if self.retention is not None:
-            await self.retention.aclose()
-        if self.orchestrator is not None:
-            await self.orchestrator.aclose()
-        if self.ledger is not None:
-            await self.ledger.aclose()
-            self.ledger = None
+        """Stop listening and close connections, stop runs (leases released), close the
+        ledger, release the runtime dir. Safe to call more than once."""
+        parts = self._parts
+        if parts is not None:
+            await parts.server.stop()
+        await self.supervisor.aclose()
+        if parts is not None:
+            await parts.orchestrator.aclose()
+        if self._ledger is not None:
+            await self._ledger.aclose()
+            self._ledger = None
+        if self._runtime is not None:
+            self._runtime.release()
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -139,7 +224,8 @@ class Gateway:
 async def serve_gateway(
     config: Config, *, on_ready: Callable[[Gateway], None] | None = None
 ) -> None:
-    """Run a gateway until SIGTERM or SIGINT, then shut it down gracefully."""
+    """Run a gateway until SIGTERM or SIGINT, then shut it down gracefully. A failure of a
+    supervised part stops it too, and is raised."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

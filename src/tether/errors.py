@@ -260,6 +260,7 @@ _BY_CODE: dict[str, type[TetherError]] = {
         ToolFailed,
         RequestTimeout,
         ConnectionClosed,
+        ConfigError,
         InternalError,
     )
 }

@@ -21,6 +21,7 @@ __all__ = [
     "DeliveryId",
     "Role",
     "RunId",
+    "RunState",
     "RunnerId",
     "SessionId",
     "UserId",
@@ -44,6 +45,18 @@ class Role(StrEnum):
     ADMIN = "admin"
     CLIENT = "client"
     RUNNER = "runner"
+
+
+class RunState(StrEnum):
+    """The states of a run; the legal moves between them are in ``tether.ledger.states``."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

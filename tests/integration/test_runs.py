@@ -298,7 +298,7 @@ async def test_large_payloads_are_fetched_as_artifacts(
             if chunk.eof:
                 break
         assert len(chunks) == 4
-        assert json.loads(b"".join(chunks)) == {"i": 0, "text": "x" * 300_000}
+        assert json.loads(b"".join(chunks)) == {"index": 0, "text": "x" * 300_000}
         with pytest.raises(NotFound):
             await c.call(ARTIFACT_GET, ArtifactGetParams(artifact_id="art_missing"))
     out = home / "payload.json"

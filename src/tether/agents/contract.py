@@ -17,6 +17,8 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from tether.protocol.events import RunEvent
+
 __all__ = ["AgentBackend", "Capabilities", "Outcome", "PastEvent", "RunContext"]
 
 
@@ -66,8 +68,9 @@ class RunContext(Protocol):
     @property
     def cancelled(self) -> asyncio.Event: ...
 
-    async def emit(self, kind: str, payload: dict[str, Any], *, source: str = "agent") -> int:
-        """Record one event (returns its seq once committed)."""
+    async def emit(self, event: RunEvent) -> int:
+        """Record one event of the catalogue (``tether.protocol.events``), for instance
+        ``AgentMessage(text=…)``; returns its seq once committed."""
         ...
 
     async def set_waiting(self, waiting: bool, reason: str = "") -> None:

@@ -31,6 +31,7 @@ import shlex
 
 from tether.agents.contract import Capabilities, Outcome, RunContext
 from tether.errors import TetherError
+from tether.protocol.events import AgentDelta, AgentMessage, AgentStep
 
 __all__ = ["ScriptAgent"]
 
@@ -44,7 +45,7 @@ class ScriptAgent:
         lines = [line.strip() for line in ctx.input.splitlines() if line.strip()]
         done = 0
         if ctx.resumed:
-            done = sum(1 for e in await ctx.history() if e.kind == "agent.step")
+            done = sum(1 for e in await ctx.history() if e.kind == AgentStep.KIND)
         output: str | None = None
         for index, line in enumerate(lines):
             if index < done:
@@ -60,11 +61,11 @@ class ScriptAgent:
             verb, args = words[0], words[1:]
             if verb == "say":
                 output = " ".join(args)
-                await ctx.emit("agent.message", {"text": output})
+                await ctx.emit(AgentMessage(text=output))
             elif verb == "events":
                 size = int(args[1]) if len(args) > 1 else 16
                 for i in range(int(args[0])):
-                    await ctx.emit("agent.delta", {"i": i, "text": "x" * size})
+                    await ctx.emit(AgentDelta(text="x" * size, index=i))
             elif verb in ("sleep", "wait"):
                 if verb == "wait":
                     await ctx.set_waiting(True, "script")
@@ -110,7 +111,7 @@ class ScriptAgent:
                 return Outcome(
                     state="failed", reason="bad_script", output=f"unknown command {verb!r}"
                 )
-            await ctx.emit("agent.step", {"line": index + 1})
+            await ctx.emit(AgentStep(step=index + 1))
         return Outcome(state="succeeded", output=output)
 
 
@@ -126,6 +127,6 @@ async def _steer(ctx: RunContext, seconds: float) -> str | None:
     while loop.time() < deadline and not ctx.cancelled.is_set():
         for text in ctx.take_steering():
             last = f"steered: {text}"
-            await ctx.emit("agent.message", {"text": last})
+            await ctx.emit(AgentMessage(text=last))
         await asyncio.sleep(0.02)
     return last

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from tether.ledger import Event, Ledger, RunState
+from tether.ledger import Event, Ledger
 from tether.protocol.methods import RUN_EVENT, RUN_RESYNC
 from tether.protocol.runs import EventInfo, RunEventNote, RunResyncNote
-from tether.types import new_id
+from tether.types import RunState, new_id
 
 if TYPE_CHECKING:
     from tether.transport.connection import Connection

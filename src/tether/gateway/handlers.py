@@ -9,12 +9,10 @@ call; this only maps names to code.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from tether.gateway.peer import Peer
 from tether.protocol.methods import Method
-
-if TYPE_CHECKING:
-    from tether.gateway.peer import Peer
 
 __all__ = ["MethodHandlers"]
 
@@ -32,3 +30,7 @@ class MethodHandlers:
         if method.name in self.table:
             raise ValueError(f"a handler for {method.name!r} is already registered")
         self.table[method.name] = fn
+
+    def lookup(self, name: str) -> Callable[[Peer, Any], Any] | None:
+        """The handler of ``name``, for a :class:`Peer` to bind."""
+        return self.table.get(name)

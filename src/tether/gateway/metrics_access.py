@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from tether.errors import Forbidden, Unauthorized
+from tether.gateway.http_errors import error_response
 from tether.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 
 __all__ = ["MetricsAccess", "MetricsEndpoint"]
@@ -49,11 +51,6 @@ class MetricsAccess:
         return "unauthorized"
 
 
-def _error(status: int, code: str, message: str, **headers: str) -> web.Response:
-    body = {"error": {"code": code, "message": message}}
-    return web.json_response(body, status=status, headers=headers or None)
-
-
 class MetricsEndpoint:
     """``GET /metrics``: Prometheus text for those :class:`MetricsAccess` lets in."""
 
@@ -65,18 +62,16 @@ class MetricsEndpoint:
         verdict = self.access.decide(request.remote, request.headers.get("Authorization", ""))
         if verdict == "unauthorized":
             self.metrics.refused.labels("http", "metrics_unauthorized").inc()
-            return _error(
-                401,
-                "unauthorized",
-                "metrics need the metrics token from this address",
-                **{"WWW-Authenticate": 'Bearer realm="tether-metrics"'},
+            return error_response(
+                Unauthorized("metrics need the metrics token from this address"),
+                headers={"WWW-Authenticate": 'Bearer realm="tether-metrics"'},
             )
         if verdict == "forbidden":
             self.metrics.refused.labels("http", "metrics_forbidden").inc()
-            return _error(
-                403,
-                "forbidden",
-                "metrics are served to gateway.metrics_networks only (loopback by default); "
-                "set gateway.metrics_token to scrape from elsewhere",
+            return error_response(
+                Forbidden(
+                    "metrics are served to gateway.metrics_networks only (loopback by default); "
+                    "set gateway.metrics_token to scrape from elsewhere"
+                )
             )
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})

@@ -17,19 +17,29 @@ import hashlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from tether.agents.contract import AgentBackend
 from tether.config import RunsConfig
 from tether.errors import Conflict, Forbidden, InvalidParams
-from tether.gateway.fanout import Fanout
 from tether.gateway.metrics import GatewayMetrics
-from tether.gateway.run_task import RunTask, encode_payload
-from tether.gateway.tools import ToolDispatcher
-from tether.ledger import TERMINAL, Ledger, NewEvent, Run, RunState
+from tether.gateway.run_log import RunLog, encode_event
+from tether.gateway.run_task import RunEnv, RunTask
+from tether.gateway.supervisor import Supervisor
+from tether.gateway.tools import ToolGateway
+from tether.ledger import TERMINAL, Ledger, Run
+from tether.protocol.events import (
+    RunCancelled,
+    RunEvent,
+    RunExpired,
+    RunFailed,
+    RunQueued,
+    SteeringDropped,
+    SteeringReceived,
+)
 from tether.security.redaction import redact
-from tether.types import new_id
+from tether.types import RunState, new_id
 
 __all__ = ["Orchestrator", "default_node_id"]
 
@@ -49,55 +59,52 @@ class Orchestrator:
 
     def __init__(
         self,
-        ledger: Ledger,
+        run_log: RunLog,
         backends: Mapping[str, AgentBackend],
-        fanout: Fanout,
+        tools: ToolGateway,
         config: RunsConfig,
         metrics: GatewayMetrics,
+        supervisor: Supervisor,
         *,
         node: str,
-        on_fatal: Callable[[BaseException], None] | None = None,
-        tools: ToolDispatcher | None = None,
+        tool_timeout: float = 60.0,
     ) -> None:
-        self.ledger = ledger
+        self.run_log = run_log
+        self.ledger: Ledger = run_log.ledger
         self.backends = dict(backends)
-        self.fanout = fanout
         self.config = config
         self.metrics = metrics
+        self.supervisor = supervisor
         self.node = node
         self.owner = f"{node}:{new_id('inc')}"
-        self.on_fatal = on_fatal
-        self.tools = tools
-        self.tool_timeout = 60.0
+        self.env = RunEnv(
+            log=run_log,
+            tools=tools,
+            config=config,
+            owner=self.owner,
+            tool_timeout=tool_timeout,
+            on_lease_lost=metrics.leases_lost.inc,
+        )
         self.tasks: dict[str, RunTask] = {}
         self._raw_inputs: collections.OrderedDict[str, str] = collections.OrderedDict()
         """Inputs that redaction changed, as submitted, until their run starts here (the
         ledger stores them redacted; the agent of a run this gateway accepted gets what
         the user typed). Bounded: the oldest are forgotten first."""
         self._wake = asyncio.Event()
-        self._loops: list[asyncio.Task[None]] = []
-        self._closing = False
+        self._loops: list[asyncio.Task[Any]] = []
 
     # ---- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
+        """Recover what a previous incarnation left, then start the supervised loops."""
         await self.reap()
-        for name, loop in (("claim", self._claim_loop), ("reap", self._reap_loop)):
-            task = asyncio.get_running_loop().create_task(loop(), name=f"orchestrator:{name}")
-            task.add_done_callback(self._loop_ended)
-            self._loops.append(task)
-
-    def _loop_ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or self._closing:
-            return
-        exc = task.exception()
-        log.critical("orchestrator loop %s died", task.get_name(), exc_info=exc)
-        if self.on_fatal is not None and exc is not None:
-            self.on_fatal(exc)
+        self._loops = [
+            self.supervisor.spawn("orchestrator:claim", self._claim_loop()),
+            self.supervisor.spawn("orchestrator:reap", self._reap_loop()),
+        ]
 
     async def aclose(self) -> None:
         """Stop claiming; stop every run without ending it and release its lease."""
-        self._closing = True
         for loop in self._loops:
             loop.cancel()
         for loop in self._loops:
@@ -158,7 +165,10 @@ class Orchestrator:
         cutoff = time.time() - self.config.queue_ttl
         for run in await self.ledger.runs.expired_queued(cutoff):
             await self._end_unowned(
-                run, RunState.EXPIRED, "run.expired", "queue_ttl", "waited in the queue too long"
+                run,
+                RunState.EXPIRED,
+                RunExpired(reason="queue_ttl", message="waited in the queue too long"),
+                "queue_ttl",
             )
 
     def _would_resume(self, run: Run) -> bool:
@@ -185,42 +195,24 @@ class Orchestrator:
             )
 
     async def _end_owned(self, run: Run, reason: str, message: str) -> None:
-        seq = await self.ledger.events.last_seq(run.id) + 1
-        payload = encode_payload({"reason": reason, "message": message})
-        event = NewEvent(
-            seq=seq, kind="run.failed", source="gateway", payload=payload, created_at=time.time()
-        )
-        try:
-            await self.ledger.runs.transition(
-                run.id, epoch=run.epoch, to=RunState.FAILED, reason=reason, event=event
-            )
-        except Conflict:
-            return
-        self.metrics.runs_finished.labels("failed", reason).inc()
-        self._publish(run, event)
+        """End a run this gateway holds but does not drive (dead letter, no agent…)."""
+        await self._end(run, RunState.FAILED, RunFailed(reason=reason, message=message), reason)
 
     async def _end_unowned(
-        self, run: Run, to: RunState, kind: str, reason: str, message: str
+        self, run: Run, to: RunState, event: RunEvent, reason: str
     ) -> Run | None:
         """End a queued run (no owner): CAS on its current epoch."""
-        seq = await self.ledger.events.last_seq(run.id) + 1
-        payload = encode_payload({"reason": reason, "message": message})
-        event = NewEvent(
-            seq=seq, kind=kind, source="gateway", payload=payload, created_at=time.time()
-        )
-        try:
-            ended = await self.ledger.runs.transition(
-                run.id, epoch=run.epoch, to=to, reason=reason, event=event
-            )
-        except Conflict:
-            return None
-        self.metrics.runs_finished.labels(to.value, reason).inc()
-        self._publish(run, event)
+        ended = await self._end(run, to, event, reason)
         self.wake()
         return ended
 
-    def _publish(self, run: Run, event: NewEvent) -> None:
-        self.fanout.publish(run.session_id, event.committed(run.id, run.epoch))
+    async def _end(self, run: Run, to: RunState, event: RunEvent, reason: str) -> Run | None:
+        try:
+            ended: Run = (await self.run_log.record(run, event, to=to, reason=reason))[1]
+        except Conflict:
+            return None
+        self.metrics.runs_finished.labels(to.value, reason).inc()
+        return ended
 
     async def _launch(self, run: Run, *, resumed: bool) -> None:
         backend = self.backends.get(run.agent)
@@ -228,7 +220,7 @@ class Orchestrator:
             await self._end_owned(run, "unknown_agent", f"agent {run.agent!r} is not available")
             return
         raw = self._raw_inputs.pop(run.id, None)
-        task = RunTask(self, run, backend, resumed=resumed, raw_input=raw)
+        task = RunTask(self.env, run, backend, resumed=resumed, raw_input=raw)
         self.tasks[run.id] = task  # before any await: steering finds a run it holds
         self.metrics.runs_active.set(len(self.tasks))
         task.task = asyncio.get_running_loop().create_task(
@@ -246,9 +238,6 @@ class Orchestrator:
                     task.record.state.value, task.record.reason or ""
                 ).inc()
             self.wake()
-
-    def metrics_lease_lost(self) -> None:
-        self.metrics.leases_lost.inc()
 
     # ---- requests ------------------------------------------------------------------
 
@@ -280,20 +269,18 @@ class Orchestrator:
                 and active.stop_reason is None
             ):
                 accepted = active.steer(text)
-                kind = "steering.received" if accepted else "steering.dropped"
-                payload: dict[str, Any] = {"text": text}
-                if not accepted:
-                    payload["reason"] = "queue_full"
-                await active.emit(kind, payload, source="gateway")
+                event: RunEvent = (
+                    SteeringReceived(text=text)
+                    if accepted
+                    else SteeringDropped(text=text, reason="queue_full")
+                )
+                await active.emit(event)
                 return active.record, "steered" if accepted else "dropped"
         ahead, _ = await self.ledger.runs.list(
             session_id=session.id, states=["queued", "running", "waiting"], limit=1
         )
         stored = redact(text)
-        payload_json = encode_payload({"input": stored, "agent": name})
-        event = NewEvent(
-            seq=1, kind="run.queued", source="gateway", payload=payload_json, created_at=time.time()
-        )
+        queued = encode_event(RunQueued(input=stored, agent=name), 1, self.run_log.clock())
         run_id = new_id("run")
         if stored != text:  # before the run exists: the claim loop may start it at once
             self._raw_inputs[run_id] = text
@@ -305,13 +292,13 @@ class Orchestrator:
                 agent=name,
                 input=stored,
                 created_by=created_by,
-                event=event,
+                event=queued,
                 run_id=run_id,
             )
         except BaseException:
             self._raw_inputs.pop(run_id, None)
             raise
-        self._publish(run, event)
+        self.run_log.fanout.publish(run.session_id, queued.committed(run.id, run.epoch))
         self.metrics.runs_created.inc()
         self.wake()
         return run, ("queued" if ahead else "started")
@@ -341,7 +328,10 @@ class Orchestrator:
             return run
         if run.state == RunState.QUEUED:
             ended = await self._end_unowned(
-                run, RunState.CANCELLED, "run.cancelled", "cancelled", reason
+                run,
+                RunState.CANCELLED,
+                RunCancelled(reason="cancelled", message=reason or None),
+                "cancelled",
             )
             if ended is not None:
                 return ended

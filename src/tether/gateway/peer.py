@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from tether.gateway.auth import Principal
 from tether.protocol.methods import Method
 from tether.transport.connection import Connection, Handler
 from tether.types import Role
-
-if TYPE_CHECKING:
-    from tether.gateway.handlers import MethodHandlers
 
 __all__ = ["Peer"]
 
@@ -23,14 +21,15 @@ class Peer:
         self,
         conn: Connection,
         principal: Principal,
-        handlers: MethodHandlers,
+        lookup: Callable[[str], Callable[..., Any] | None],
         *,
         transport: str,
         remote: str,
     ) -> None:
         self.conn = conn
         self.principal = principal
-        self.handlers = handlers
+        self.lookup = lookup
+        """Method name -> its gateway handler (from the method handler table)."""
         self.transport = transport
         self.remote = remote
         self.role: Role | None = None
@@ -48,7 +47,7 @@ class Peer:
     def route(self, method: Method[Any, Any]) -> Handler | None:
         bound = self._bound.get(method.name)
         if bound is None:
-            fn = self.handlers.table.get(method.name)
+            fn = self.lookup(method.name)
             if fn is None:
                 return None
             bound = self._bound[method.name] = functools.partial(fn, self)

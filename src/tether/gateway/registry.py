@@ -34,6 +34,7 @@ class LiveRunner:
     sandbox: str
     max_concurrency: int
     last_seen: float = field(default_factory=time.time)
+    connected_at: float = field(default_factory=time.time)
 
 
 class RunnerRegistry:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from tether.gateway.metrics import GatewayMetrics
@@ -15,16 +14,12 @@ log = logging.getLogger(__name__)
 
 
 class RetentionJob:
-    """Runs ``ledger.purge()`` now and then every ``interval`` seconds."""
+    """Runs ``ledger.purge()`` now and then every ``interval`` seconds (:meth:`loop`)."""
 
     def __init__(self, ledger: Ledger, metrics: GatewayMetrics, interval: float) -> None:
         self.ledger = ledger
         self.metrics = metrics
         self.interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="retention")
 
     async def run_once(self) -> None:
         try:
@@ -38,13 +33,8 @@ class RetentionJob:
         self.metrics.retention_deleted.labels("events").inc(result.events)
         log.info("retention pass", extra={"artifacts": result.artifacts, "events": result.events})
 
-    async def _loop(self) -> None:
+    async def loop(self) -> None:
+        """Purge now and then every interval, forever (run it under the supervisor)."""
         while True:
             await self.run_once()
             await asyncio.sleep(self.interval)
-
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task

@@ -11,19 +11,32 @@ from typing import TYPE_CHECKING
 import msgspec
 from aiohttp import web
 
-from tether.errors import Forbidden, RunnerOffline, TetherError, Unauthorized
+from tether.errors import (
+    Conflict,
+    Forbidden,
+    InvalidParams,
+    RateLimited,
+    RequestTimeout,
+    RunnerOffline,
+    TetherError,
+    TooLarge,
+    Unauthorized,
+)
 from tether.gateway.handlers import MethodHandlers
+from tether.gateway.http_errors import error_response
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.peer import Peer
 from tether.gateway.rate_limit import KeyedLimiter
 from tether.gateway.registry import RunnerRegistry
-from tether.gateway.tools import ToolDispatcher
+from tether.gateway.runner_link import SocketRunnerLink
+from tether.gateway.tools import ToolGateway
 from tether.ledger import Ledger
 from tether.ledger.runners import RunnerRecord
 from tether.protocol import methods as m
 from tether.protocol.runners import (
     Enrolled,
     EnrolRequest,
+    HeartbeatAck,
     HeartbeatParams,
     RunnerAdded,
     RunnerAddParams,
@@ -34,6 +47,8 @@ from tether.protocol.runners import (
     RunnerRevokeParams,
     ToolCallParams,
     ToolCallResult,
+    ToolList,
+    ToolListParams,
     ToolProgressNote,
 )
 from tether.protocol.system import Empty
@@ -63,13 +78,22 @@ class RunnersApi:
     def __init__(
         self,
         config: Config,
+        *,
         server: GatewayServer,
         registry: RunnerRegistry,
+        link: SocketRunnerLink,
+        tools: ToolGateway,
+        ledger: Ledger,
+        public_key: str,
         metrics: GatewayMetrics,
     ) -> None:
         self.config = config
         self.server = server
         self.registry = registry
+        self.link = link
+        self.tools = tools
+        self.ledger = ledger
+        self.public_key = public_key
         self.metrics = metrics
         limits = config.limits
         self.enroll_limiter = KeyedLimiter(
@@ -78,13 +102,7 @@ class RunnersApi:
             total_rate=limits.enroll_total_rate,
             total_burst=limits.enroll_total_burst,
         )
-        self.ledger: Ledger | None = None
-        self.tools: ToolDispatcher | None = None
-        self.public_key = ""
         self._side: set[asyncio.Task[None]] = set()
-
-    def bind(self, ledger: Ledger, tools: ToolDispatcher, public_key: str) -> None:
-        self.ledger, self.tools, self.public_key = ledger, tools, public_key
 
     def install(self, handlers: MethodHandlers) -> None:
         handlers.add(m.RUNNER_REGISTER, self.register)
@@ -94,11 +112,8 @@ class RunnersApi:
         handlers.add(m.RUNNER_LIST, self.list)
         handlers.add(m.RUNNER_REVOKE, self.revoke)
         handlers.add(m.TOOL_CALL, self.call)
+        handlers.add(m.TOOL_LIST, self.list_tools)
         self.server.add_route("POST", "/enroll", self.enroll_http)
-
-    def _ledger(self) -> Ledger:
-        assert self.ledger is not None
-        return self.ledger
 
     # ---- enrolment -----------------------------------------------------------------
 
@@ -114,41 +129,37 @@ class RunnersApi:
             self.metrics.rate_limited.labels("enroll", scope).inc()
             retry = max(1, math.ceil(delay))
             why = "from this address" if scope == "source" else "right now"
-            return web.json_response(
-                {
-                    "error": {
-                        "code": "rate_limited",
-                        "message": f"too many enrolment attempts {why}; retry in {retry} s",
-                    }
-                },
-                status=429,
+            return error_response(
+                RateLimited(f"too many enrolment attempts {why}; retry in {retry} s"),
                 headers={"Retry-After": str(retry)},
             )
         if (request.content_length or 0) > _ENROL_MAX_BYTES:
-            return _error(
-                413, "too_large", f"an enrolment request is under {_ENROL_MAX_BYTES} bytes"
+            return error_response(
+                TooLarge(f"an enrolment request is under {_ENROL_MAX_BYTES} bytes")
             )
         try:
             async with asyncio.timeout(limits.header_timeout):
                 raw = await request.content.read(_ENROL_MAX_BYTES + 1)
         except TimeoutError:
             self.metrics.shed.labels("body_timeout").inc()
-            return _error(408, "timeout", "the enrolment request body did not arrive in time")
+            return error_response(
+                RequestTimeout("the enrolment request body did not arrive in time")
+            )
         if len(raw) > _ENROL_MAX_BYTES:
-            return _error(
-                413, "too_large", f"an enrolment request is under {_ENROL_MAX_BYTES} bytes"
+            return error_response(
+                TooLarge(f"an enrolment request is under {_ENROL_MAX_BYTES} bytes")
             )
         try:
             body = msgspec.json.decode(raw, type=EnrolRequest)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            return _error(400, "invalid_params", f"bad enrolment request: {exc}")
+            return error_response(InvalidParams(f"bad enrolment request: {exc}"))
         secret, secret_hash = new_secret()
-        record = await self._ledger().runners.enroll(
+        record = await self.ledger.runners.enroll(
             hash_secret(normalize_code(body.code)), secret_hash
         )
         if record is None:
             log.warning("! enrolment refused", extra={"remote": request.remote})
-            return _error(401, "unauthorized", "enrolment code unknown, already used or expired")
+            return error_response(Unauthorized("enrolment code unknown, already used or expired"))
         log.info("runner enrolled", extra={"runner_id": record.id, "runner": record.name})
         enrolled = Enrolled(
             runner_id=record.id,
@@ -161,7 +172,7 @@ class RunnersApi:
     async def add(self, peer: Peer, p: RunnerAddParams) -> RunnerAdded:
         code = new_enrolment_code()
         expires = time.time() + p.code_ttl
-        record = await self._ledger().runners.add(
+        record = await self.ledger.runners.add(
             p.name, code_hash=hash_secret(normalize_code(code)), expires_at=expires, rotate=p.rotate
         )
         self.registry.disconnect(record.id, "runner rotated")
@@ -175,13 +186,13 @@ class RunnersApi:
         )
 
     async def revoke(self, peer: Peer, p: RunnerRevokeParams) -> RunnerInfo:
-        record = await self._ledger().runners.revoke(p.name)
+        record = await self.ledger.runners.revoke(p.name)
         if self.registry.disconnect(record.id, "runner revoked"):
             log.info("disconnected a revoked runner", extra={"runner": record.name})
         return self._info(record)
 
     async def list(self, peer: Peer, p: Empty) -> RunnerList:
-        records = await self._ledger().runners.list()
+        records = await self.ledger.runners.list()
         return RunnerList(runners=[self._info(r) for r in records])
 
     def _info(self, record: RunnerRecord) -> RunnerInfo:
@@ -200,7 +211,7 @@ class RunnersApi:
             max_concurrency=live.max_concurrency
             if live
             else int(offered.get("max_concurrency", 0)),
-            inflight=self.tools.inflight[record.id] if self.tools else 0,
+            inflight=self.tools.inflight[record.id],
             created_at=record.created_at,
             enrolled_at=record.enrolled_at,
             last_seen_at=live.last_seen if live else record.last_seen_at,
@@ -211,10 +222,12 @@ class RunnersApi:
     async def register(self, peer: Peer, p: RunnerRegisterParams) -> RunnerRegistered:
         if peer.runner_id is None:
             raise Forbidden("only runner credentials may register runners")
-        record = await self._ledger().runners.get(peer.runner_id)
+        record = await self.ledger.runners.get(peer.runner_id)
         if record.status != "enrolled":
             raise Unauthorized(f"runner {record.name} is {record.status}")
+        await self._refuse_a_second_process(record.name, peer, p.boot_id)
         live = self.registry.attach(peer, record.name, p, self.config.limits.max_runner_inflight)
+        self.link.registered(live)
         info = {
             "tools": sorted(live.tools),
             "workspaces": live.workspaces,
@@ -222,7 +235,7 @@ class RunnersApi:
             "sandbox": live.sandbox,
             "max_concurrency": live.max_concurrency,
         }
-        await self._ledger().runners.seen(
+        await self.ledger.runners.seen(
             record.id, version=redact(p.version), info=redact_value(info)
         )
         log.info(
@@ -237,24 +250,55 @@ class RunnersApi:
             runner_id=live.runner_id,
             name=record.name,
             heartbeat_interval=self.config.limits.idle_timeout / 4,
+            acked=self.link.acked(live.runner_id, live.boot_id),
         )
 
-    def heartbeat(self, peer: Peer, p: HeartbeatParams) -> Empty:
+    async def _refuse_a_second_process(self, name: str, peer: Peer, boot_id: str) -> None:
+        """Another live process holding this runner's identity keeps it: the newcomer is
+        refused (``conflict``, reason ``duplicate_runner``) instead of both taking turns.
+        A connection that does not answer a probe is taken to be dead and replaced."""
+        old = self.registry.get(peer.runner_id or "")
+        if old is None or old.peer is peer or old.boot_id == boot_id or old.peer.conn.is_closing:
+            return
+        try:
+            await self.link.call(
+                old.runner_id,
+                m.RUNNER_PROBE,
+                Empty(),
+                deadline=time.monotonic() + self.config.limits.runner_grace,
+            )
+        except TetherError:
+            log.info("replacing a runner connection that did not answer", extra={"runner": name})
+            return
+        log.warning(
+            "! refused a second process with the same runner credential", extra={"runner": name}
+        )
+        raise Conflict(
+            f"runner {name} is already connected from another process (started "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(old.connected_at))}); stop that "
+            "one first, or enrol this machine as another runner (tether runners add NAME)",
+            data={"reason": "duplicate_runner", "runner": name},
+        )
+
+    def heartbeat(self, peer: Peer, p: HeartbeatParams) -> HeartbeatAck:
         """Kept in memory (cheap at 10k runners); the ledger learns ``last_seen`` when the
-        runner registers and when it disconnects."""
+        runner registers and when it disconnects. The answer acknowledges notifications."""
         live = self.registry.get(peer.runner_id or "")
         if live is None or live.peer is not peer:
             raise RunnerOffline("register before sending heartbeats")
         live.last_seen = time.time()
-        return Empty()
+        return HeartbeatAck(acked=self.link.acked(live.runner_id, live.boot_id))
 
     def progress(self, peer: Peer, p: ToolProgressNote) -> None:
-        assert self.tools is not None
-        self.tools.progress(peer.runner_id, p.call_id, p.stream, p.text)
+        live = self.registry.get(peer.runner_id or "")
+        if live is None or live.peer is not peer:
+            return
+        if self.link.fresh(live.runner_id, live.boot_id, p.seq):
+            self.tools.progress(live.runner_id, p.call_id, p.stream, p.text)
 
     def peer_closed(self, peer: Peer) -> None:
         live = self.registry.get(peer.runner_id or "")
-        if live is None or live.peer is not peer or self.ledger is None:
+        if live is None or live.peer is not peer:
             return
         self.registry.detach(peer)
         task = asyncio.get_running_loop().create_task(
@@ -265,7 +309,7 @@ class RunnersApi:
 
     async def _record_seen(self, runner_id: str, when: float) -> None:
         try:
-            await self._ledger().runners.seen(runner_id, now=when)
+            await self.ledger.runners.seen(runner_id, now=when)
         except TetherError as exc:
             log.warning(
                 "! could not record when a runner was last seen", extra={"error": exc.message}
@@ -273,8 +317,11 @@ class RunnersApi:
 
     # ---- diagnostics ---------------------------------------------------------------
 
+    async def list_tools(self, peer: Peer, p: ToolListParams) -> ToolList:
+        live = await self.tools.live(p.runner)
+        return ToolList(runner=live.name, tools=sorted(live.tools.values(), key=lambda t: t.name))
+
     async def call(self, peer: Peer, p: ToolCallParams) -> ToolCallResult:
-        assert self.tools is not None
         live, workspace = await self.tools.target(p.runner, p.workspace)
         outcome = await self.tools.execute(
             runner_id=live.runner_id,
@@ -290,7 +337,3 @@ class RunnersApi:
             result=outcome.result,
             duration=outcome.duration,
         )
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from tether.errors import InvalidParams, NotFound
-from tether.gateway.fanout import Subscription, event_info
+from tether.gateway.fanout import Fanout, Subscription, event_info
 from tether.gateway.handlers import MethodHandlers
+from tether.gateway.metrics import GatewayMetrics
+from tether.gateway.orchestrator import Orchestrator
 from tether.gateway.peer import Peer
-from tether.ledger import Run, Session
+from tether.ledger import Ledger, Run, Session
 from tether.protocol import methods as m
 from tether.protocol.runs import (
     ArtifactChunk,
@@ -34,12 +36,6 @@ from tether.protocol.runs import (
 )
 from tether.protocol.system import Empty
 
-if TYPE_CHECKING:
-    from tether.gateway.fanout import Fanout
-    from tether.gateway.metrics import GatewayMetrics
-    from tether.gateway.orchestrator import Orchestrator
-    from tether.ledger import Ledger
-
 __all__ = ["RunsApi", "run_info", "session_info"]
 
 
@@ -48,7 +44,7 @@ def run_info(run: Run) -> RunInfo:
         id=run.id,
         session_id=run.session_id,
         agent=run.agent,
-        state=run.state.value,
+        state=run.state,
         reason=run.reason,
         input=run.input,
         output=run.output,
@@ -71,21 +67,13 @@ def session_info(session: Session) -> SessionInfo:
 class RunsApi:
     """Binds the run and session methods to the ledger, orchestrator and fan-out."""
 
-    def __init__(self) -> None:
-        self.ledger: Ledger | None = None
-        self.orchestrator: Orchestrator | None = None
-        self.fanout: Fanout | None = None
-        self.metrics: GatewayMetrics | None = None
-
-    def bind(
+    def __init__(
         self, ledger: Ledger, orchestrator: Orchestrator, fanout: Fanout, metrics: GatewayMetrics
     ) -> None:
-        self.ledger, self.orchestrator, self.fanout, self.metrics = (
-            ledger,
-            orchestrator,
-            fanout,
-            metrics,
-        )
+        self.ledger = ledger
+        self.orchestrator = orchestrator
+        self.fanout = fanout
+        self.metrics = metrics
 
     def install(self, handlers: MethodHandlers) -> None:
         handlers.add(m.RUN_CREATE, self.create)
@@ -99,14 +87,8 @@ class RunsApi:
         handlers.add(m.SESSION_LIST, self.list_sessions)
         handlers.add(m.SESSION_GET, self.get_session)
 
-    def _parts(self) -> tuple[Ledger, Orchestrator, Fanout]:
-        assert self.ledger is not None
-        assert self.orchestrator is not None
-        assert self.fanout is not None
-        return self.ledger, self.orchestrator, self.fanout
-
     async def create(self, peer: Peer, p: RunCreateParams) -> RunCreated:
-        _, orch, _ = self._parts()
+        orch = self.orchestrator
         run, disposition = await orch.submit(
             session_id=p.session_id,
             agent=p.agent,
@@ -118,18 +100,18 @@ class RunsApi:
         return RunCreated(run=run_info(run), disposition=disposition)  # type: ignore[arg-type]
 
     async def get(self, peer: Peer, p: RunGetParams) -> RunInfo:
-        ledger, _, _ = self._parts()
+        ledger = self.ledger
         return run_info(await ledger.runs.get(p.run_id))
 
     async def list(self, peer: Peer, p: RunListParams) -> RunPage:
-        ledger, _, _ = self._parts()
+        ledger = self.ledger
         runs, cursor = await ledger.runs.list(
             session_id=p.session_id, states=p.states, before=p.cursor, limit=p.limit
         )
         return RunPage(runs=[run_info(r) for r in runs], next_cursor=cursor)
 
     async def artifact(self, peer: Peer, p: ArtifactGetParams) -> ArtifactChunk:
-        ledger, _, _ = self._parts()
+        ledger = self.ledger
         art = await ledger.events.get_artifact(p.artifact_id)
         data = art.content[p.offset : p.offset + p.limit]
         return ArtifactChunk(
@@ -145,18 +127,18 @@ class RunsApi:
         )
 
     async def events(self, peer: Peer, p: RunEventsParams) -> EventPage:
-        ledger, _, _ = self._parts()
+        ledger = self.ledger
         run = await ledger.runs.get(p.run_id)
         events = await ledger.events.read(p.run_id, after_seq=p.after_seq, limit=p.limit)
         last = events[-1].seq if events else await ledger.events.last_seq(p.run_id)
         return EventPage(
             events=[event_info(e) for e in events],
-            state=run.state.value,
+            state=run.state,
             last_seq=last,
         )
 
     async def subscribe(self, peer: Peer, p: RunSubscribeParams) -> Subscribed:
-        ledger, _, fanout = self._parts()
+        ledger, fanout = self.ledger, self.fanout
         if (p.run_id is None) == (p.session_id is None):
             raise InvalidParams(
                 "give exactly one of run_id and session_id", data={"field": "params.run_id"}
@@ -180,13 +162,12 @@ class RunsApi:
             on_end=lambda s: self._ended(peer, s),
         )
         peer.subscriptions[sub.id] = sub
-        if self.metrics is not None:
-            self.metrics.subscriptions.inc()
+        self.metrics.subscriptions.inc()
         sub.start(ledger)  # last: the reply goes out before any event of the backlog
         return Subscribed(subscription=sub.id)
 
     def _ended(self, peer: Peer, sub: Subscription) -> None:
-        if peer.subscriptions.pop(sub.id, None) is not None and self.metrics is not None:
+        if peer.subscriptions.pop(sub.id, None) is not None:
             self.metrics.subscriptions.dec()
 
     def unsubscribe(self, peer: Peer, p: UnsubscribeParams) -> Empty:
@@ -201,14 +182,14 @@ class RunsApi:
             sub.close()
 
     async def cancel(self, peer: Peer, p: RunCancelParams) -> RunInfo:
-        _, orch, _ = self._parts()
+        orch = self.orchestrator
         return run_info(await orch.cancel(p.run_id, p.reason))
 
     async def list_sessions(self, peer: Peer, p: SessionListParams) -> SessionPage:
-        ledger, _, _ = self._parts()
+        ledger = self.ledger
         sessions, cursor = await ledger.sessions.list(before=p.cursor, limit=p.limit)
         return SessionPage(sessions=[session_info(s) for s in sessions], next_cursor=cursor)
 
     async def get_session(self, peer: Peer, p: SessionGetParams) -> SessionInfo:
-        ledger, _, _ = self._parts()
+        ledger = self.ledger
         return session_info(await ledger.sessions.get(p.session_id))

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from tether.errors import ConfigError, GatewayRunning
 __all__ = [
     "GATEWAY_JSON",
     "SOCKET_NAME",
+    "RuntimeDirLock",
+    "claim_runtime_dir",
     "clear_stale_socket",
     "lock_runtime_dir",
     "prepare_runtime_dir",
@@ -118,3 +121,33 @@ def remove_runtime_files(runtime_dir: Path, sock_path: Path) -> None:
             (runtime_dir / GATEWAY_JSON).unlink()
     with contextlib.suppress(FileNotFoundError):
         sock_path.unlink()
+
+
+@dataclass
+class RuntimeDirLock:
+    """A runtime directory this gateway holds (locked) until :meth:`release`."""
+
+    path: Path
+    socket_path: Path
+    fd: int | None
+
+    def release(self) -> None:
+        """Remove the socket and ``gateway.json`` (if ours) and drop the lock."""
+        if self.fd is None:
+            return
+        remove_runtime_files(self.path, self.socket_path)
+        os.close(self.fd)
+        self.fd = None
+
+
+def claim_runtime_dir(path: Path) -> RuntimeDirLock:
+    """Prepare and lock the runtime dir and clear a stale socket; GatewayRunning if a
+    live gateway holds it."""
+    sock = prepare_runtime_dir(path)
+    fd = lock_runtime_dir(path)
+    try:
+        clear_stale_socket(sock)
+    except BaseException:
+        os.close(fd)
+        raise
+    return RuntimeDirLock(path, sock, fd)

@@ -22,21 +22,16 @@ from aiohttp import web
 
 from tether import __version__
 from tether.config import Config, is_loopback_host, parse_listen
-from tether.errors import ConfigError, Overloaded, TetherError, Unauthorized
+from tether.errors import ConfigError, Overloaded, Unauthorized
 from tether.gateway.admission import Admission
 from tether.gateway.auth import Authenticator, local_admin
 from tether.gateway.fd_limit import fit_fd_limit, log_plan
 from tether.gateway.handlers import MethodHandlers
+from tether.gateway.http_errors import error_response
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.metrics_access import MetricsAccess, MetricsEndpoint
 from tether.gateway.peer import Peer
-from tether.gateway.runtime_dir import (
-    clear_stale_socket,
-    lock_runtime_dir,
-    prepare_runtime_dir,
-    remove_runtime_files,
-    write_gateway_json,
-)
+from tether.gateway.runtime_dir import RuntimeDirLock, write_gateway_json
 from tether.protocol.frame import encode_error
 from tether.protocol.session import RpcSession
 from tether.transport.connection import CloseCode, Connection
@@ -73,11 +68,6 @@ def _listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _json_error(status: int, exc: TetherError, **headers: str) -> web.Response:
-    body = {"error": {"code": exc.code, "message": exc.message}}
-    return web.json_response(body, status=status, headers=headers or None)
-
-
 class _Refusal:
     """Answers the first request of a refused connection with ``error``, then closes it.
 
@@ -107,11 +97,13 @@ class GatewayServer:
     def __init__(
         self,
         config: Config,
+        runtime: RuntimeDirLock,
         auth: Authenticator,
         handlers: MethodHandlers,
         metrics: GatewayMetrics,
     ) -> None:
         self.config = config
+        self.runtime = runtime
         self.limits = config.limits
         self.auth = auth
         self.handlers = handlers
@@ -120,7 +112,7 @@ class GatewayServer:
         self.on_peer_closed: list[Callable[[Peer], None]] = []
         self.started_at = time.time()
         self.url = ""
-        self.socket_path: Path = config.runtime_path / "gateway.sock"
+        self.socket_path: Path = runtime.socket_path
         self.draining = False
         self._runner: web.AppRunner | None = None
         self._tcp: asyncio.Server | None = None
@@ -130,7 +122,6 @@ class GatewayServer:
         self._seq = 0
         self._upgrading = 0
         """WebSocket upgrades between the limit check and the attach."""
-        self._lock_fd: int | None = None
         self._routes: list[
             tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
         ] = []
@@ -159,24 +150,10 @@ class GatewayServer:
         """Serve an extra HTTP endpoint (add before :meth:`start`)."""
         self._routes.append((method, path, handler))
 
-    def claim_runtime_dir(self) -> None:
-        """Lock the runtime dir and clear a stale socket; GatewayRunning if one is live."""
-        if self._lock_fd is not None:
-            return
-        self.socket_path = prepare_runtime_dir(self.config.runtime_path)
-        self._lock_fd = lock_runtime_dir(self.config.runtime_path)
-        try:
-            clear_stale_socket(self.socket_path)
-        except BaseException:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-            raise
-
     async def start(self) -> None:
         """Bind the TCP listener and the Unix socket, then write ``gateway.json``."""
         host, port = parse_listen(self.config.gateway.listen)
         tls = self._ssl_context()
-        self.claim_runtime_dir()
 
         self._fit_fd_limit()
         self.admission = Admission(
@@ -257,10 +234,7 @@ class GatewayServer:
             )
         if self._runner is not None:
             await self._runner.cleanup()
-        if self._lock_fd is not None:
-            remove_runtime_files(self.config.runtime_path, self.socket_path)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self.runtime.release()
 
     def _fit_fd_limit(self) -> None:
         fitted = fit_fd_limit(self.limits)
@@ -359,27 +333,26 @@ class GatewayServer:
 
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
         if self.draining:
-            return _json_error(503, Overloaded("the gateway is shutting down"))
+            return error_response(Overloaded("the gateway is shutting down"))
         if {"token", "access_token", "auth"} & set(request.query):
             self.metrics.refused.labels("ws", "token_in_url").inc()
-            return _json_error(
-                401,
-                Unauthorized("tokens are never accepted in the URL; use the Authorization header"),
+            return error_response(
+                Unauthorized("tokens are never accepted in the URL; use the Authorization header")
             )
         token = _bearer(request)
         principal = await self.auth.authenticate(token) if token else None
         if principal is None:
             self.metrics.refused.labels("ws", "unauthorized").inc()
             reason = "missing bearer token" if not token else "invalid or revoked token"
-            return _json_error(
-                401, Unauthorized(reason), **{"WWW-Authenticate": 'Bearer realm="tether"'}
+            return error_response(
+                Unauthorized(reason), headers={"WWW-Authenticate": 'Bearer realm="tether"'}
             )
         limit = self._limit("ws")
         # upgrades still in progress count too: the slot is held across the await below
         if self.connection_count("ws") + self._upgrading >= limit:
             self.metrics.refused.labels("ws", "limit").inc()
-            return _json_error(
-                503, Overloaded(f"connection limit reached ({limit} WebSocket connections)")
+            return error_response(
+                Overloaded(f"connection limit reached ({limit} WebSocket connections)")
             )
         ws = web.WebSocketResponse(
             compress=False,
@@ -392,7 +365,7 @@ class GatewayServer:
             await ws.prepare(request)
             conn = WebSocketConnection(ws, self._new_session(), **self._conn_kwargs("ws"))
             peer = Peer(
-                conn, principal, self.handlers, transport="ws", remote=request.remote or ""
+                conn, principal, self.handlers.lookup, transport="ws", remote=request.remote or ""
             )
             self._attach(conn, peer)
         finally:
@@ -421,7 +394,7 @@ class GatewayServer:
             )
             _Refusal(conn, Overloaded(why), self.limits.hello_timeout)
             return conn
-        peer = Peer(conn, local_admin(), self.handlers, transport="ipc", remote=f"uid:{uid}")
+        peer = Peer(conn, local_admin(), self.handlers.lookup, transport="ipc", remote=f"uid:{uid}")
         self._attach(conn, peer)
         return conn
 

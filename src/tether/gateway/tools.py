@@ -1,12 +1,11 @@
-"""The tool dispatcher: sends one tool call to one runner under a fresh capability token.
+"""The tool gateway: one tool call to one runner under a fresh capability token.
 
 Every call is recorded in the ledger (``tool_calls``: token id, decision, outcome)
-before it is sent. A runner that is not connected fails the call at once with
-``runner_offline``. If the runner's connection drops mid-call, the call waits at most
-``limits.runner_grace`` for the *same runner process* (same boot id) to come back, then
-sends the call again with ``resend``: the runner attaches to it or returns its recorded
-outcome, so the call runs once and its outcome arrives once. Otherwise it fails with
-``runner_offline`` — well before its own deadline.
+before it is sent, then sent through the :class:`~tether.gateway.runner_link.RunnerLink`
+with its call id as the key: a runner that is not connected fails it at once with
+``runner_offline``, and a dropped connection is survived by the link's exactly-once
+re-send to the same runner process (or fails ``runner_offline`` well before the call's
+own deadline). A call that runs past its deadline is cancelled on the runner.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import msgspec
 
 from tether.config import Limits
 from tether.errors import (
-    ConnectionClosed,
     InvalidParams,
     NotFound,
     Overloaded,
@@ -34,6 +32,7 @@ from tether.errors import (
     ToolTimeout,
 )
 from tether.gateway.registry import LiveRunner, RunnerRegistry
+from tether.gateway.runner_link import RunnerLink
 from tether.ledger import Ledger
 from tether.protocol.methods import TOOL_CANCEL, TOOL_EXECUTE
 from tether.protocol.runners import ToolCancelParams, ToolExecuteParams, ToolOutput
@@ -41,7 +40,7 @@ from tether.security.capability import CapabilityIssuer, args_digest, new_token_
 from tether.security.redaction import redact, redact_json, redact_value
 from tether.types import new_id
 
-__all__ = ["CallOutcome", "Progress", "ToolDispatcher"]
+__all__ = ["CallOutcome", "Progress", "ToolGateway"]
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +64,20 @@ class _Active:
     progress: Progress | None
 
 
-class ToolDispatcher:
+class ToolGateway:
     """Executes tool calls on runners. See the module docstring."""
 
     def __init__(
-        self, ledger: Ledger, registry: RunnerRegistry, issuer: CapabilityIssuer, limits: Limits
+        self,
+        ledger: Ledger,
+        registry: RunnerRegistry,
+        link: RunnerLink,
+        issuer: CapabilityIssuer,
+        limits: Limits,
     ) -> None:
         self.ledger = ledger
         self.registry = registry
+        self.link = link
         self.issuer = issuer
         self.limits = limits
         self.active: dict[str, _Active] = {}
@@ -88,17 +93,22 @@ class ToolDispatcher:
         if active.progress is not None:
             active.progress(stream, text)
 
-    async def target(self, runner: str, workspace: str = "") -> tuple[LiveRunner, str]:
-        """The connected runner called ``runner`` (name or id) and the workspace to use: the
-        one given, else the runner's only one. Raises ``runner_offline`` for a known runner
-        that is not connected (the ledger is read only then), ``not_found`` for an unknown
-        one, ``invalid_params`` when a workspace must be named."""
+    async def live(self, runner: str) -> LiveRunner:
+        """The connected runner called ``runner`` (name or id): ``runner_offline`` for a
+        known one that is not connected (the ledger is read only then), ``not_found`` for
+        an unknown one."""
         live = self.registry.find(runner)
         if live is None:
             record = await self.ledger.runners.find(runner)
             raise RunnerOffline(
                 f"runner {record.name} is not connected", data={"runner": record.name}
             )
+        return live
+
+    async def target(self, runner: str, workspace: str = "") -> tuple[LiveRunner, str]:
+        """:meth:`live` and the workspace to use: the one given, else the runner's only
+        one (``invalid_params`` when it must be named)."""
+        live = await self.live(runner)
         if not workspace:
             if len(live.workspaces) != 1:
                 known = ", ".join(live.workspaces) or "none"
@@ -228,48 +238,33 @@ class ToolDispatcher:
     async def _send(
         self, live: LiveRunner, params: ToolExecuteParams, *, deadline: float
     ) -> ToolOutput:
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                return await live.peer.conn.call(TOOL_EXECUTE, params, timeout=max(0.1, remaining))
-            except RequestTimeout as exc:
-                self._cancel_on(live, params.call_id)
-                raise ToolTimeout(
-                    f"{params.tool} did not finish in time", data={"call_id": params.call_id}
-                ) from exc
-            except ConnectionClosed:
-                grace = min(self.limits.runner_grace, max(0.0, deadline - time.monotonic()))
-                back = await self.registry.wait_back(live.runner_id, grace, gone=live.peer)
-                if back is None:
-                    raise RunnerOffline(
-                        f"runner {live.name} went away during the call",
-                        data={"runner_id": live.runner_id, "call_id": params.call_id},
-                    ) from None
-                if back.boot_id != live.boot_id:
-                    raise RunnerOffline(
-                        f"runner {live.name} restarted during the call; its outcome is unknown",
-                        data={"runner_id": live.runner_id, "call_id": params.call_id},
-                    ) from None
-                log.info(
-                    "re-sending a call after the runner reconnected",
-                    extra={"call_id": params.call_id},
-                )
-                live = back  # its in-flight count carried over at registration
-                params = msgspec.structs.replace(params, resend=True)
+        try:
+            return await self.link.call(
+                live.runner_id, TOOL_EXECUTE, params, deadline=deadline, call_key=params.call_id
+            )
+        except RequestTimeout as exc:
+            self._cancel_on(live.runner_id, params.call_id)
+            raise ToolTimeout(
+                f"{params.tool} did not finish in time", data={"call_id": params.call_id}
+            ) from exc
 
     async def cancel(self, call_id: str) -> bool:
         """Ask the runner to stop a call (it kills the process group); False if not active."""
         active = self.active.get(call_id)
-        live = self.registry.get(active.runner_id) if active is not None else None
-        if live is None:
+        if active is None or self.registry.get(active.runner_id) is None:
             return False
-        self._cancel_on(live, call_id)
+        self._cancel_on(active.runner_id, call_id)
         return True
 
-    def _cancel_on(self, live: LiveRunner, call_id: str) -> None:
+    def _cancel_on(self, runner_id: str, call_id: str) -> None:
         async def send() -> None:
             try:
-                await live.peer.conn.call(TOOL_CANCEL, ToolCancelParams(call_id=call_id), timeout=5)
+                await self.link.call(
+                    runner_id,
+                    TOOL_CANCEL,
+                    ToolCancelParams(call_id=call_id),
+                    deadline=time.monotonic() + 5,
+                )
             except TetherError as exc:
                 log.info("cancel not delivered", extra={"call_id": call_id, "error": exc.message})
 

@@ -5,11 +5,12 @@ package builds SQL.
 """
 
 from tether.ledger.records import Artifact, Event, NewEvent, Run, Session
-from tether.ledger.states import ACTIVE, TERMINAL, TRANSITIONS, RunState, check_transition
+from tether.ledger.states import ACTIVE, STATE_EVENTS, TERMINAL, TRANSITIONS, check_transition
 from tether.ledger.store import Ledger
 
 __all__ = [
     "ACTIVE",
+    "STATE_EVENTS",
     "TERMINAL",
     "TRANSITIONS",
     "Artifact",
@@ -17,7 +18,6 @@ __all__ = [
     "Ledger",
     "NewEvent",
     "Run",
-    "RunState",
     "Session",
     "check_transition",
 ]

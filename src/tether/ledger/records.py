@@ -7,7 +7,8 @@ from typing import Any, TypeVar
 import msgspec
 from sqlalchemy.engine import Row
 
-from tether.ledger.states import TERMINAL, RunState
+from tether.ledger.states import TERMINAL
+from tether.types import RunState
 
 __all__ = ["Artifact", "Event", "NewEvent", "Run", "Session", "from_row"]
 

@@ -23,8 +23,8 @@ from tether.errors import Conflict, NotFound
 from tether.ledger.engine import Database
 from tether.ledger.records import NewEvent, Run, from_row
 from tether.ledger.schema import ACTIVE_STATES, run_events, runs
-from tether.ledger.states import TERMINAL, TRANSITIONS, RunState, check_transition
-from tether.types import new_id
+from tether.ledger.states import TERMINAL, TRANSITIONS, check_transition
+from tether.types import RunState, new_id
 
 __all__ = ["RunStore", "insert_event"]
 

@@ -23,6 +23,8 @@ from sqlalchemy import (
     text,
 )
 
+from tether.ledger.states import ACTIVE
+
 __all__ = [
     "ACTIVE_STATES",
     "approvals",
@@ -48,8 +50,8 @@ metadata = MetaData(
     }
 )
 
-ACTIVE_STATES = ("running", "waiting")
-_ACTIVE_SQL = "state IN ('running', 'waiting')"
+ACTIVE_STATES = tuple(s.value for s in sorted(ACTIVE))
+_ACTIVE_SQL = f"state IN ({', '.join(repr(s) for s in ACTIVE_STATES)})"
 
 users = Table(
     "users",

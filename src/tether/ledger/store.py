@@ -10,6 +10,7 @@ queries.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -54,8 +55,17 @@ class Ledger:
         self.tool_calls = ToolCallStore(db, self.writer)
 
     @classmethod
-    async def open(cls, config: LedgerConfig, data_dir: Path, *, migrate: bool = True) -> Ledger:
-        """Connect (SQLite in ``data_dir`` unless a URL is configured) and migrate to head."""
+    async def open(
+        cls,
+        config: LedgerConfig,
+        data_dir: Path,
+        *,
+        migrate: bool = True,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ) -> Ledger:
+        """Connect (SQLite in ``data_dir`` unless a URL is configured) and migrate to head.
+
+        ``on_fatal`` is told if the event writer dies of an unexpected exception."""
         db = Database(
             database_url(config.database_url, data_dir),
             sqlite_synchronous=config.sqlite_synchronous,
@@ -68,6 +78,7 @@ class Ledger:
             await db.aclose()
             raise
         ledger = cls(db, config)
+        ledger.writer.on_fatal = on_fatal
         ledger.writer.start()
         return ledger
 

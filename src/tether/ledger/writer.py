@@ -25,11 +25,18 @@ appender sees the error.
 Besides events, a writer applies ops (:class:`Op`): small, frequent writes (tool-call
 records) that ride in the same group commits instead of paying a transaction each. The
 statements are SQLAlchemy Core from ``tether.ledger.schema``, compiled once per dialect.
+
+An unexpected exception inside a batch (anything but the database errors handled
+above) settles every appender of that batch, and of everything queued after it, with
+``internal``; later appends are refused the same way; and the writer reports the
+failure through ``on_fatal`` (the gateway's supervisor stops the gateway). No appender
+ever waits forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -119,6 +126,8 @@ class EventWriter(Protocol):
 
     batches: int
     rows_written: int
+    failure: BaseException | None
+    on_fatal: Callable[[BaseException], None] | None
 
     def start(self) -> None: ...
 
@@ -217,6 +226,26 @@ class _Writer:
 
     _gate: _Backpressure
     _closing: bool
+    failure: BaseException | None = None
+    on_fatal: Callable[[BaseException], None] | None = None
+    _carry: _Item | None = None
+    """An item taken from the queue that did not fit the last batch."""
+    """Told once when the writer dies of an unexpected exception."""
+
+    def _broken(self) -> InternalError:
+        return InternalError(f"the ledger's event writer failed: {self.failure!r}")
+
+    def _died(self, exc: BaseException, items: Sequence[_Item]) -> None:
+        """On the event loop: settle ``items`` with ``internal`` and report the failure."""
+        first = self.failure is None
+        self.failure = self.failure or exc
+        for item in items:
+            item.error = self._broken()
+        _settle(items, self._gate)
+        if first:
+            log.critical("the ledger's event writer failed", exc_info=exc)
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
 
     async def append(self, rows: Sequence[EventRow]) -> None:
         """Return once ``rows`` are committed; Conflict if a key holds other content."""
@@ -229,6 +258,8 @@ class _Writer:
             await self._submit((), ops)
 
     async def _submit(self, rows: Sequence[EventRow], ops: Sequence[Op]) -> None:
+        if self.failure is not None:
+            raise self._broken()
         if self._closing:
             raise ConnectionClosed("the ledger is closed")
         size = len(rows) + len(ops)
@@ -267,6 +298,7 @@ class SqliteWriter(_Writer):
             f"WHERE EXISTS (SELECT 1 FROM {runs.name} WHERE id = ?1 AND epoch = ?7)"
         )
         self._compiled = _compile_all(sqlite_dialect.dialect(paramstyle="qmark"))
+        self._inflight: list[_Item] = []
         self.batches = 0
         self.rows_written = 0
 
@@ -278,6 +310,9 @@ class SqliteWriter(_Writer):
         if self._loop is None:
             raise ConnectionClosed("the ledger writer is not started")
         self._queue.put(item)
+        if not self._thread.is_alive() and self.failure is None:
+            # died between the check in _submit and now: the item is settled on the loop
+            self._loop.call_soon(self._died, RuntimeError("writer thread ended"), self._drain())
 
     # ---- the writer thread ---------------------------------------------------------
 
@@ -296,28 +331,56 @@ class SqliteWriter(_Writer):
         return conn
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # noqa: BLE001 - reported on the loop, never lost
+            items = self._drain()
+            assert self._loop is not None
+            with contextlib.suppress(RuntimeError):  # the loop may be gone at exit
+                self._loop.call_soon_threadsafe(self._died, exc, items)
+
+    def _drain(self) -> list[_Item]:
+        items = list(self._inflight)
+        if self._carry is not None:
+            items.append(self._carry)
+            self._carry = None
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return items
+            if item is not None:
+                items.append(item)
+
+    def _serve(self) -> None:
         conn = self._connect()
-        carry: _Item | None = None
         try:
             while True:
-                first = carry if carry is not None else self._queue.get()
-                carry = None
+                first = self._carry if self._carry is not None else self._queue.get()
+                self._carry = None
                 if first is None:
                     return
-                batch, count = [first], first.size
+                batch, count, stop = [first], first.size, False
                 while count < self._max_rows:
                     try:
                         nxt = self._queue.get_nowait()
                     except queue.Empty:
                         break
-                    if nxt is None or count + nxt.size > self._max_rows:
-                        carry = nxt
+                    if nxt is None:
+                        stop = True
+                        break
+                    if count + nxt.size > self._max_rows:
+                        self._carry = nxt
                         break
                     batch.append(nxt)
                     count += nxt.size
+                self._inflight = batch
                 self._commit(conn, batch)
+                self._inflight = []
                 assert self._loop is not None
                 self._loop.call_soon_threadsafe(_settle, batch, self._gate)
+                if stop:
+                    return
         finally:
             conn.close()
 
@@ -418,23 +481,46 @@ class PostgresWriter(_Writer):
         self._queue.put_nowait(item)
 
     async def _run(self) -> None:
-        carry: _Item | None = None
+        batch: list[_Item] = []
+        try:
+            await self._serve(batch)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - settled and reported, never lost
+            items = list(batch)
+            if self._carry is not None:
+                items.append(self._carry)
+                self._carry = None
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is not None:
+                    items.append(item)
+            self._died(exc, items)
+
+    async def _serve(self, batch: list[_Item]) -> None:
         while True:
-            first = carry if carry is not None else await self._queue.get()
-            carry = None
+            batch.clear()
+            first = self._carry if self._carry is not None else await self._queue.get()
+            self._carry = None
             if first is None:
                 return
-            batch, count = [first], first.size
+            batch.append(first)
+            count = first.size
+            stop = False
             while count < self._max_rows and not self._queue.empty():
                 nxt = self._queue.get_nowait()
-                if nxt is None or count + nxt.size > self._max_rows:
-                    carry = nxt
+                if nxt is None:
+                    stop = True
+                    break
+                if count + nxt.size > self._max_rows:
+                    self._carry = nxt
                     break
                 batch.append(nxt)
                 count += nxt.size
             await self._commit(batch)
             _settle(batch, self._gate)
-            if carry is None and self._closing and self._queue.empty():
+            batch.clear()
+            if stop or (self._carry is None and self._closing and self._queue.empty()):
                 return
 
     async def _connection(self) -> Any:

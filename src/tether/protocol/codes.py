@@ -35,6 +35,7 @@ CODES: Final[dict[str, int]] = {
     "unsupported_version": -32014,
     "timeout": -32015,
     "connection_closed": -32016,
+    "invalid_config": -32017,
 }
 
 

@@ -9,23 +9,26 @@ by the gateway. ``docs/protocol.md`` is generated from this table
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Literal, TypeVar
 
 import msgspec
 
 from tether.protocol import runners, runs
 from tether.protocol.handshake import HelloParams, HelloResult
 from tether.protocol.system import Empty, GatewayInfo, PingParams, Pong
+from tether.types import Role
 
 __all__ = [
     "ADMIN",
     "ANY_ROLE",
     "CLIENTS",
     "FROM_GATEWAY",
+    "GATEWAY",
     "GATEWAY_INFO",
     "HELLO",
     "METHODS",
     "PING",
+    "Caller",
     "Method",
     "register",
 ]
@@ -33,11 +36,14 @@ __all__ = [
 P = TypeVar("P", bound=msgspec.Struct)
 R = TypeVar("R")
 
-ADMIN: Final = frozenset({"admin"})
-CLIENTS: Final = frozenset({"admin", "client"})
-ANY_ROLE: Final = frozenset({"admin", "client", "runner"})
-RUNNERS: Final = frozenset({"runner"})
-FROM_GATEWAY: Final = frozenset({"gateway"})
+GATEWAY: Final = "gateway"
+"""The sender of requests and notifications that go from the gateway to its peers."""
+Caller = Role | Literal["gateway"]
+ADMIN: Final[frozenset[Caller]] = frozenset({Role.ADMIN})
+CLIENTS: Final[frozenset[Caller]] = frozenset({Role.ADMIN, Role.CLIENT})
+ANY_ROLE: Final[frozenset[Caller]] = frozenset(Role)
+RUNNERS: Final[frozenset[Caller]] = frozenset({Role.RUNNER})
+FROM_GATEWAY: Final[frozenset[Caller]] = frozenset({GATEWAY})
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,8 +53,8 @@ class Method(Generic[P, R]):
     name: str
     params: type[P]
     result: type[R] | None
-    callers: frozenset[str]
-    """Roles (``admin``, ``client``, ``runner``) or ``gateway`` that may send it."""
+    callers: frozenset[Caller]
+    """Connection roles that may send it, or :data:`GATEWAY` for what the gateway sends."""
     summary: str
     params_decoder: msgspec.json.Decoder[P] = field(init=False, repr=False)
     result_decoder: msgspec.json.Decoder[Any] | None = field(init=False, repr=False)
@@ -200,9 +206,18 @@ RUNNER_HEARTBEAT = register(
     Method(
         "runner.heartbeat",
         runners.HeartbeatParams,
-        Empty,
+        runners.HeartbeatAck,
         RUNNERS,
-        "A runner says it is alive and how busy.",
+        "A runner says it is alive and how busy; the answer acknowledges its notifications.",
+    )
+)
+RUNNER_PROBE = register(
+    Method(
+        "runner.probe",
+        Empty,
+        Empty,
+        FROM_GATEWAY,
+        "Is this runner connection alive? (asked before another process may take its place).",
     )
 )
 TOOL_PROGRESS: Method[runners.ToolProgressNote, None] = register(
@@ -247,6 +262,15 @@ RUNNER_REVOKE = register(
         runners.RunnerInfo,
         ADMIN,
         "Revoke a runner: its credential stops working and it is disconnected at once.",
+    )
+)
+TOOL_LIST = register(
+    Method(
+        "tool.list",
+        runners.ToolListParams,
+        runners.ToolList,
+        CLIENTS,
+        "The tools a connected runner offers, with their risk and params schema.",
     )
 )
 TOOL_CALL = register(

@@ -9,6 +9,7 @@ import msgspec
 __all__ = [
     "EnrolRequest",
     "Enrolled",
+    "HeartbeatAck",
     "HeartbeatParams",
     "RunnerAddParams",
     "RunnerAdded",
@@ -16,12 +17,15 @@ __all__ = [
     "RunnerList",
     "RunnerRegisterParams",
     "RunnerRegistered",
+    "RunnerRequest",
     "RunnerRevokeParams",
     "ToolCallParams",
     "ToolCallResult",
     "ToolCancelParams",
     "ToolExecuteParams",
     "ToolInfo",
+    "ToolList",
+    "ToolListParams",
     "ToolOutput",
     "ToolProgressNote",
 ]
@@ -61,10 +65,26 @@ class RunnerRegistered(msgspec.Struct, kw_only=True):
     runner_id: str
     name: str
     heartbeat_interval: float
+    acked: int = 0
+    """The last sequenced notification of this runner process the gateway has: the runner
+    replays what it sent after it (see ``tether.runner.gateway_link``)."""
 
 
 class HeartbeatParams(_Params):
     inflight: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class HeartbeatAck(msgspec.Struct, kw_only=True):
+    acked: int = 0
+    """As in :class:`RunnerRegistered`: the runner may forget what it sent up to here."""
+
+
+class RunnerRequest(_Params):
+    """Base of runner -> gateway requests that must be answered once across reconnects:
+    the runner sends the same ``request_key`` again after a reconnect and gets the same
+    answer (a hosted agent's permission request will be one)."""
+
+    request_key: Annotated[str, msgspec.Meta(min_length=8, max_length=80)]
 
 
 class ToolExecuteParams(_Params):
@@ -94,6 +114,9 @@ class ToolProgressNote(_Params):
     call_id: Id
     stream: Literal["stdout", "stderr"]
     text: str
+    seq: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """This runner process's sequence number (1, 2, …): kept until acknowledged and sent
+    again after a reconnect; the gateway ignores numbers it already has."""
 
 
 class ToolCancelParams(_Params):
@@ -162,6 +185,17 @@ class ToolCallParams(_Params):
     args: dict[str, Any] = msgspec.field(default_factory=dict)
     workspace: Annotated[str, msgspec.Meta(max_length=100)] = ""
     timeout: Seconds | None = None
+
+
+class ToolListParams(_Params):
+    runner: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    """Runner name or id (connected)."""
+
+
+class ToolList(msgspec.Struct, kw_only=True):
+    runner: str
+    tools: list[ToolInfo]
+    """Each tool with its risk class and the JSON schema of its params."""
 
 
 class ToolCallResult(msgspec.Struct, kw_only=True):

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from tether.types import RunState
+
 __all__ = [
     "TERMINAL_EVENTS",
     "ArtifactChunk",
@@ -36,9 +38,6 @@ TERMINAL_EVENTS = frozenset({"run.succeeded", "run.failed", "run.cancelled", "ru
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
-RunStateName = Literal[
-    "queued", "running", "waiting", "succeeded", "failed", "cancelled", "expired"
-]
 
 
 class _Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -49,7 +48,7 @@ class RunInfo(msgspec.Struct, kw_only=True):
     id: str
     session_id: str
     agent: str
-    state: RunStateName
+    state: RunState
     reason: str | None
     input: str
     output: str | None
@@ -110,7 +109,7 @@ class RunGetParams(_Params):
 
 class RunListParams(_Params):
     session_id: Id | None = None
-    states: list[RunStateName] | None = None
+    states: list[RunState] | None = None
     cursor: Id | None = None
     limit: Limit = 50
 
@@ -151,7 +150,7 @@ class ArtifactChunk(msgspec.Struct, kw_only=True):
 
 class EventPage(msgspec.Struct, kw_only=True):
     events: list[EventInfo]
-    state: RunStateName
+    state: RunState
     last_seq: int
 
 

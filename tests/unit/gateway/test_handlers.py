@@ -10,12 +10,14 @@ from tether.protocol.methods import METHODS
 
 
 async def test_every_inbound_method_has_a_handler(tmp_path: Path) -> None:
-    config = load_config(env={"HOME": str(tmp_path), "TETHER_DATA_DIR": str(tmp_path / "d")})
-    gateway = Gateway(config)
+    env = {"HOME": str(tmp_path), "TETHER_DATA_DIR": str(tmp_path / "d")}
+    config = load_config(env=env, flags={"gateway": {"listen": "127.0.0.1:0"}})
     inbound = {
         name
         for name, m in METHODS.items()
         if m.callers & {"admin", "client", "runner"} and not m.is_notification
     }
-    assert inbound <= set(gateway.handlers.table), inbound - set(gateway.handlers.table)
-    assert set(gateway.handlers.table) <= set(METHODS)
+    async with Gateway(config) as gateway:
+        table = set(gateway.handlers.table)
+    assert inbound <= table, inbound - table
+    assert table <= set(METHODS)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from tether.config import LedgerConfig
 from tether.errors import Conflict
-from tether.ledger import Ledger, NewEvent, RunState
+from tether.ledger import Ledger, NewEvent
+from tether.types import RunState
 
 RUNS = 120
 CLAIMERS = 8

@@ -211,7 +211,7 @@ async def test_session_events_in_run_order(ledger: Ledger) -> None:
 
 
 async def test_retention(ledger: Ledger) -> None:
-    from tether.ledger import RunState
+    from tether.types import RunState
 
     run_id = await make_run(ledger)
     run = await ledger.runs.claim_next("gw", 30)

@@ -17,7 +17,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from tests.support.databases import PgTemplate, pg_url
 from tether.config import LedgerConfig
 from tether.errors import Conflict
-from tether.ledger import TERMINAL, TRANSITIONS, Ledger, NewEvent, RunState
+from tether.ledger import TERMINAL, TRANSITIONS, Ledger, NewEvent
+from tether.types import RunState
 
 OWNERS = ["a", "b", "c"]
 LEASE = 10.0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tether.errors import Conflict, NotFound
-from tether.ledger import Ledger, NewEvent, RunState
+from tether.ledger import Ledger, NewEvent
+from tether.types import RunState
 
 T0 = 1_000_000.0
 
@@ -125,8 +126,8 @@ async def test_transition_table_and_terminal_states(ledger: Ledger) -> None:
         run_id, epoch=1, to=RunState.WAITING, event=ev("run.waiting", 2)
     )
     assert waiting.state == RunState.WAITING
-    with pytest.raises(Conflict, match="illegal run transition waiting -> succeeded"):
-        await ledger.runs.transition(run_id, epoch=1, to=RunState.SUCCEEDED)
+    with pytest.raises(Conflict, match="illegal run transition waiting -> queued"):
+        await ledger.runs.transition(run_id, epoch=1, to=RunState.QUEUED)
     await ledger.runs.transition(run_id, epoch=1, to=RunState.RUNNING)
     done = await ledger.runs.transition(
         run_id, epoch=1, to=RunState.SUCCEEDED, output="ok", event=ev("run.succeeded", 3)

@@ -1,6 +1,12 @@
 import pytest
 
-from tether.errors import Forbidden, InternalError, UnsupportedVersion, error_class_for
+from tether.errors import (
+    Forbidden,
+    InternalError,
+    TetherError,
+    UnsupportedVersion,
+    error_class_for,
+)
 from tether.protocol.codes import CODES, error_from_wire
 from tether.protocol.handshake import negotiate
 
@@ -19,6 +25,15 @@ def test_every_error_class_has_one_wire_code() -> None:
     for code in CODES:
         assert error_class_for(code).code == code
     assert error_class_for("no-such") is InternalError
+
+
+def test_every_error_class_is_in_the_code_table() -> None:
+    def subclasses(cls: type[TetherError]) -> set[type[TetherError]]:
+        return {cls} | {s for c in cls.__subclasses__() for s in subclasses(c)}
+
+    for cls in subclasses(TetherError):
+        assert cls.code in CODES, f"{cls.__name__} ({cls.code}) has no wire code"
+        assert error_class_for(cls.code).code == cls.code
 
 
 def test_error_from_wire_rebuilds_the_class() -> None:
