@@ -20,8 +20,9 @@ touching them. Its rules:
 - **Acknowledgements.** A runner numbers its notifications (``seq``); the link drops
   numbers it already has (:meth:`~SocketRunnerLink.fresh`) and tells the runner, at
   registration and in every heartbeat answer, the last one it has
-  (:meth:`~SocketRunnerLink.acked`), so after a reconnect the runner replays exactly what
-  was lost.
+  (:meth:`~SocketRunnerLink.acked`), and with a ``runner.ack`` notification every
+  :data:`ACK_EVERY` of them, so the runner keeps little and, after a reconnect, replays
+  exactly what was lost.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from tether.config import Limits
 from tether.errors import ConnectionClosed, InternalError, RunnerOffline
 from tether.gateway.peer import Peer
 from tether.gateway.registry import LiveRunner, RunnerRegistry
-from tether.protocol.methods import Method
-from tether.protocol.runners import RunnerRequest
+from tether.protocol.methods import RUNNER_ACK, Method
+from tether.protocol.runners import HeartbeatAck, RunnerRequest
 
 __all__ = ["ANSWER_TTL", "RunnerLink", "SocketRunnerLink"]
 
@@ -53,6 +54,8 @@ Q = TypeVar("Q", bound=RunnerRequest)
 ANSWER_TTL = 600.0
 """Seconds a runner request's answer is kept for a re-send."""
 _MAX_ANSWERS = 10_000
+ACK_EVERY = 64
+"""Notifications received between two ``runner.ack`` sent without waiting for a heartbeat."""
 
 
 class RunnerLink(Protocol):
@@ -86,6 +89,8 @@ class SocketRunnerLink:
         )
         self._seen: dict[tuple[str, str], int] = {}
         """(runner id, boot id) -> the last notification seq received."""
+        self._told: dict[tuple[str, str], int] = {}
+        """(runner id, boot id) -> the last seq acknowledged to the runner."""
 
     # ---- gateway -> runner ---------------------------------------------------------
 
@@ -190,12 +195,18 @@ class SocketRunnerLink:
         if seq <= self._seen.get(key, 0):
             return False
         self._seen[key] = seq
+        if seq - self._told.get(key, 0) >= ACK_EVERY:
+            self._told[key] = seq
+            self.notify(runner_id, RUNNER_ACK, HeartbeatAck(acked=seq))
         return True
 
     def acked(self, runner_id: str, boot_id: str) -> int:
-        return self._seen.get((runner_id, boot_id), 0)
+        acked = self._seen.get((runner_id, boot_id), 0)
+        self._told[(runner_id, boot_id)] = acked
+        return acked
 
     def registered(self, live: LiveRunner) -> None:
         """A runner registered: forget the sequence numbers of its earlier processes."""
-        for key in [k for k in self._seen if k[0] == live.runner_id and k[1] != live.boot_id]:
-            del self._seen[key]
+        for table in (self._seen, self._told):
+            for key in [k for k in table if k[0] == live.runner_id and k[1] != live.boot_id]:
+                del table[key]

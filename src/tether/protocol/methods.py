@@ -211,6 +211,15 @@ RUNNER_HEARTBEAT = register(
         "A runner says it is alive and how busy; the answer acknowledges its notifications.",
     )
 )
+RUNNER_ACK: Method[runners.HeartbeatAck, None] = register(
+    Method(
+        "runner.ack",
+        runners.HeartbeatAck,
+        None,
+        FROM_GATEWAY,
+        "Notification: the gateway has the runner's notifications up to `acked`.",
+    )
+)
 RUNNER_PROBE = register(
     Method(
         "runner.probe",

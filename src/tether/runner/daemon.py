@@ -5,7 +5,13 @@ and ``runner.register``, heartbeats, and reconnects with exponential backoff and
 jitter (capped; reset after a healthy connection). A credential the gateway rejects
 (revoked, unknown) stops the daemon with a clear error instead of retrying forever.
 On SIGTERM it stops taking work, lets running calls finish within the grace period,
-cancels the rest, and disconnects cleanly.
+cancels the rest, and disconnects cleanly. A second process with the same credential
+is refused by the gateway while the first is connected; the daemon then says so and
+exits with code 4.
+
+What it accepts from the gateway is its :class:`~tether.runner.routes.RouteTable`; what
+it sends goes through its :class:`~tether.runner.gateway_link.GatewayLink` (tool output
+is numbered, acknowledged, and replayed after a reconnect).
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from tether import __version__
-from tether.errors import PolicyDenied, TetherError, Unauthorized
+from tether.errors import Conflict, PolicyDenied, TetherError, Unauthorized
 from tether.protocol.methods import (
+    RUNNER_ACK,
     RUNNER_HEARTBEAT,
+    RUNNER_PROBE,
     RUNNER_REGISTER,
     TOOL_CANCEL,
     TOOL_EXECUTE,
@@ -40,17 +48,21 @@ from tether.protocol.runners import (
 )
 from tether.protocol.system import Empty
 from tether.runner.executor import CallExecutor
+from tether.runner.gateway_link import GatewayLink
 from tether.runner.identity import RunnerIdentity
+from tether.runner.routes import RouteTable
 from tether.runner.tools.registry import describe
 from tether.transport.client import RpcClient, connect_ws
 from tether.transport.connection import Handler
 
-__all__ = ["Backoff", "RunnerDaemon"]
+__all__ = ["EXIT_DUPLICATE", "Backoff", "RunnerDaemon"]
 
 log = logging.getLogger(__name__)
 
 HEALTHY_AFTER = 10.0
 """A connection that stayed registered this long resets the backoff."""
+EXIT_DUPLICATE = 4
+"""Exit code when another process already runs with this runner's credential."""
 
 
 class Backoff:
@@ -98,16 +110,18 @@ class RunnerDaemon:
         self.client: RpcClient | None = None
         self.stop = asyncio.Event()
         self.registered = asyncio.Event()
+        self.link = GatewayLink()
+        self.routes = RouteTable()
+        self.routes.add(TOOL_EXECUTE, self._execute)
+        self.routes.add(TOOL_CANCEL, self._cancel)
+        self.routes.add(RUNNER_PROBE, lambda _p: Empty())
+        self.routes.add(RUNNER_ACK, lambda p: self.link.ack(p.acked))
         executor.progress = self._progress
 
     # ---- incoming calls ------------------------------------------------------------
 
     def route(self, method: Method[Any, Any]) -> Handler | None:
-        if method is TOOL_EXECUTE:
-            return self._execute
-        if method is TOOL_CANCEL:
-            return self._cancel
-        return None
+        return self.routes.route(method)
 
     async def _execute(self, params: ToolExecuteParams) -> ToolOutput:
         return await self.executor.execute(params)
@@ -117,10 +131,11 @@ class RunnerDaemon:
         return Empty()
 
     def _progress(self, call_id: str, stream: str, text: str) -> None:
-        client = self.client
-        if client is not None and not client.closed:
-            kind: Literal["stdout", "stderr"] = "stderr" if stream == "stderr" else "stdout"
-            client.notify(TOOL_PROGRESS, ToolProgressNote(call_id=call_id, stream=kind, text=text))
+        kind: Literal["stdout", "stderr"] = "stderr" if stream == "stderr" else "stdout"
+        self.link.send(
+            TOOL_PROGRESS,
+            lambda seq: ToolProgressNote(call_id=call_id, stream=kind, text=text, seq=seq),
+        )
 
     # ---- the connection loop -------------------------------------------------------
 
@@ -171,8 +186,12 @@ class RunnerDaemon:
             except Unauthorized as exc:
                 log.error("the gateway refused this runner", extra={"error": exc.message})
                 return 3
+            except Conflict as exc:
+                log.error("! %s", exc.message)
+                return EXIT_DUPLICATE
             finally:
                 self.client = None
+                self.link.detach()
                 self.registered.clear()
                 await client.aclose()
             if not self.stop.is_set():
@@ -185,12 +204,13 @@ class RunnerDaemon:
     async def _serve(self, client: RpcClient) -> None:
         try:
             reg = await client.call(RUNNER_REGISTER, self._register_params())
-        except Unauthorized:
+        except (Unauthorized, Conflict):
             raise
         except TetherError as exc:
             log.warning("! registration failed", extra={"error": exc.message})
             return
         log.info("registered", extra={"runner": reg.name, "gateway": self.identity.gateway_url})
+        self.link.attach(client, reg.acked)
         self.registered.set()
         since = time.monotonic()
         interval = min(self.heartbeat_interval, reg.heartbeat_interval)
@@ -209,11 +229,12 @@ class RunnerDaemon:
                     await self._shutdown(client)
                     return
                 try:
-                    await client.call(
+                    beat = await client.call(
                         RUNNER_HEARTBEAT,
                         HeartbeatParams(inflight=self.executor.inflight),
                         timeout=interval,
                     )
+                    self.link.ack(beat.acked)
                 except TetherError as exc:
                     log.warning("! heartbeat failed; reconnecting", extra={"error": exc.message})
                     return
