@@ -236,6 +236,53 @@ async def test_session_subscription_sees_every_run(make_gateway: MakeGateway) ->
             assert len(seqs) == len(await r.events(c, run_id))
 
 
+async def test_a_session_subscription_replays_finished_runs(make_gateway: MakeGateway) -> None:
+    """With ``after: {}`` (or nothing) a session subscription starts from the beginning:
+    finished runs are in the backlog too."""
+    from tether.protocol.methods import RUN_EVENT, RUN_SUBSCRIBE
+    from tether.protocol.runs import RunSubscribeParams
+
+    gw = make_gateway()
+    received: list[tuple[str, int]] = []
+
+    class Inbox:
+        def route(self, method: object) -> object:
+            if method is RUN_EVENT:
+                return lambda note: received.append((note.event.run_id, note.event.seq))
+            return None
+
+    async with await connect_ipc(gw.socket) as c:
+        first = await r.start(c, "say a")
+        await r.wait_state(c, first.run.id)
+        second = await r.start(c, "say b", session_id=first.run.session_id, steer=False)
+        await r.wait_state(c, second.run.id)
+        expected = [(first.run.id, s) for s in range(1, len(await r.events(c, first.run.id)) + 1)]
+        expected += [
+            (second.run.id, s) for s in range(1, len(await r.events(c, second.run.id)) + 1)
+        ]
+        for params in (
+            RunSubscribeParams(session_id=first.run.session_id, after={}),
+            RunSubscribeParams(session_id=first.run.session_id),
+        ):
+            received.clear()
+            async with await connect_ipc(gw.socket, router=Inbox()) as sub:  # type: ignore[arg-type]
+                await sub.call(RUN_SUBSCRIBE, params)
+                for _ in range(200):
+                    if len(received) >= len(expected):
+                        break
+                    await asyncio.sleep(0.02)
+            assert received == expected
+        received.clear()
+        async with await connect_ipc(gw.socket, router=Inbox()) as sub:  # type: ignore[arg-type]
+            later = RunSubscribeParams(session_id=first.run.session_id, since_run=second.run.id)
+            await sub.call(RUN_SUBSCRIBE, later)
+            for _ in range(200):
+                if len(received) >= len(expected) - len(expected) // 2:
+                    break
+                await asyncio.sleep(0.02)
+        assert {run for run, _ in received} == {second.run.id}
+
+
 async def test_run_list_filters_and_pages(make_gateway: MakeGateway) -> None:
     gw = make_gateway()
     async with await connect_ipc(gw.socket) as c:

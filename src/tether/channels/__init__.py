@@ -1,1 +1,3 @@
 """Placeholder package; its contract arrives with the agents and channels work."""
+
+__all__: list[str] = []

@@ -1,1 +1,3 @@
 """The ``tether`` command."""
+
+__all__: list[str] = []

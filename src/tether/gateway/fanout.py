@@ -1,18 +1,22 @@
 """Event fan-out: committed events go to every subscriber of their run or session.
 
-A :class:`Subscription` is registered with the :class:`Fanout` *before* it reads its
-backlog from the ledger, buffers live events meanwhile, and skips anything at or
-below what it already sent (a per-run seq cursor). Because events are published only
-after they are committed, this gives every subscriber every event once, in seq order
-per run, with no gap.
+:class:`Fanout` hands each committed event to every :class:`Subscriber` of its run or
+session. The subscriber the rest of the gateway uses is :class:`Subscription`: one
+stream, backlog first, then live, for any :class:`Sink` — a client connection
+(:class:`ConnectionSink`, ``run.subscribe``), and next a channel's renderer or the
+outbox worker.
 
-The backlog is paced by the connection: when its send queue reaches the limit, sending waits
-until it is half empty, so a long history reaches a slow reader without tripping the
-connection's send-queue bound. Each subscription's buffer is bounded, and live sending
-stops when the connection's send queue is three-quarters full: the subscriber is then sent
-``run.resync`` with its cursor and the subscription ends. The client subscribes again
-from there, reading the missed part from the ledger, instead of the gateway holding
-unbounded memory.
+A subscription is registered with the fan-out *before* it reads its backlog from the
+ledger, buffers live events meanwhile, and skips anything at or below what it already
+delivered (a per-run seq cursor). Because events are published only after they are
+committed, every subscriber gets every event once, in seq order per run, with no gap.
+
+The backlog is paced by the sink (:meth:`Sink.room`). Each subscription's buffer is
+bounded, and a sink that cannot keep up live (:meth:`Sink.send` returns False) is told
+to resync with its cursor and the subscription ends: the consumer subscribes again from
+there, reading the missed part from the ledger, instead of the gateway holding unbounded
+memory. For a connection, a send queue three-quarters full is falling behind, and the
+backlog waits until it is half empty.
 """
 
 from __future__ import annotations
@@ -21,19 +25,19 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
 from tether.ledger import Event, Ledger
 from tether.protocol.methods import RUN_EVENT, RUN_RESYNC
 from tether.protocol.runs import EventInfo, RunEventNote, RunResyncNote
-from tether.types import RunState, new_id
+from tether.types import new_id
 
 if TYPE_CHECKING:
     from tether.transport.connection import Connection
 
-__all__ = ["Fanout", "Subscription", "event_info"]
+__all__ = ["ConnectionSink", "Fanout", "Resync", "Sink", "Subscriber", "Subscription", "event_info"]
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +55,33 @@ def event_info(event: Event) -> EventInfo:
     )
 
 
+class Subscriber(Protocol):
+    """Anything the fan-out hands committed events to."""
+
+    run_id: str | None
+    session_id: str | None
+
+    def offer(self, session_id: str, event: Event) -> None:
+        """Take one committed event of the run or session subscribed to (never blocks)."""
+        ...
+
+
 class Fanout:
-    """In-process routing of committed events to subscriptions by run and by session."""
+    """In-process routing of committed events to subscribers by run and by session."""
 
     def __init__(self) -> None:
-        self._by_run: dict[str, set[Subscription]] = collections.defaultdict(set)
-        self._by_session: dict[str, set[Subscription]] = collections.defaultdict(set)
+        self._by_run: dict[str, set[Subscriber]] = collections.defaultdict(set)
+        self._by_session: dict[str, set[Subscriber]] = collections.defaultdict(set)
         self.published = 0
 
-    def add(self, sub: Subscription) -> None:
+    def add(self, sub: Subscriber) -> None:
         if sub.run_id is not None:
             self._by_run[sub.run_id].add(sub)
         else:
             assert sub.session_id is not None
             self._by_session[sub.session_id].add(sub)
 
-    def remove(self, sub: Subscription) -> None:
+    def remove(self, sub: Subscriber) -> None:
         for table, key in ((self._by_run, sub.run_id), (self._by_session, sub.session_id)):
             if key is not None and key in table:
                 table[key].discard(sub)
@@ -83,12 +98,93 @@ class Fanout:
                     sub.offer(session_id, event)
 
 
+class Resync(msgspec.Struct, frozen=True, kw_only=True):
+    """What a subscriber that fell behind needs to subscribe again without a gap."""
+
+    subscription: str
+    run_id: str | None
+    session_id: str | None
+    after: dict[str, int]
+    since_run: str | None
+    reason: str
+
+
+class Sink(Protocol):
+    """Where a :class:`Subscription` delivers its events."""
+
+    @property
+    def closing(self) -> bool:
+        """True once the consumer is gone (the subscription then ends)."""
+        ...
+
+    def send(self, subscription: str, session_id: str, event: Event) -> bool:
+        """Deliver one event now; False if the consumer cannot keep up (it must resync)."""
+        ...
+
+    async def room(self) -> None:
+        """Wait, while sending the backlog, until the consumer can take more."""
+        ...
+
+    def resync(self, note: Resync) -> None:
+        """Tell the consumer it fell behind and from where to subscribe again."""
+        ...
+
+
+class ConnectionSink:
+    """A client connection: ``run.event`` and ``run.resync`` notifications."""
+
+    def __init__(self, conn: Connection, queue_limit: int) -> None:
+        self.conn = conn
+        self.queue_limit = queue_limit
+
+    @property
+    def closing(self) -> bool:
+        return self.conn.is_closing
+
+    def send(self, subscription: str, session_id: str, event: Event) -> bool:
+        if self.conn.send_queue_size >= self.queue_limit:
+            return False
+        self.conn.notify(
+            RUN_EVENT,
+            RunEventNote(subscription=subscription, session_id=session_id, event=event_info(event)),
+        )
+        return True
+
+    async def room(self) -> None:
+        if self.conn.send_queue_size < self.queue_limit:
+            return
+        while self.conn.send_queue_size > self.queue_limit // 2 and not self.conn.is_closing:
+            await self.conn.wait_drained()
+
+    def resync(self, note: Resync) -> None:
+        if self.conn.is_closing:
+            return
+        self.conn.notify(
+            RUN_RESYNC,
+            RunResyncNote(
+                subscription=note.subscription,
+                run_id=note.run_id,
+                session_id=note.session_id,
+                after_seq=note.after.get(note.run_id, 0) if note.run_id else 0,
+                after=dict(note.after),
+                since_run=note.since_run,
+                reason=note.reason,
+            ),
+        )
+
+
 class Subscription:
-    """One subscriber's stream of a run or a session. See the module docstring."""
+    """One subscriber's stream of a run or a session. See the module docstring.
+
+    For a run, the backlog is its events after ``after[run_id]``. For a session it is
+    every run of the session, oldest first, from ``since_run`` on (all of them without
+    it), each from ``after.get(run_id, 0)``; then new runs of the session as they start.
+    The stream does not end with a run: after a terminal event nothing more comes for
+    that run."""
 
     def __init__(
         self,
-        conn: Connection,
+        sink: Sink,
         fanout: Fanout,
         *,
         run_id: str | None = None,
@@ -96,18 +192,16 @@ class Subscription:
         after: dict[str, int] | None = None,
         since_run: str | None = None,
         max_buffer: int = 1000,
-        queue_limit: int = 768,
         on_end: Callable[[Subscription], None] | None = None,
     ) -> None:
         self.id = new_id("sub")
-        self.conn = conn
+        self.sink = sink
         self.fanout = fanout
         self.run_id = run_id
         self.session_id = session_id
         self.sent: dict[str, int] = dict(after or {})
         self.since_run = since_run
         self.max_buffer = max_buffer
-        self.queue_limit = queue_limit
         self.on_end = on_end
         self.live = False
         self.closed = False
@@ -141,12 +235,6 @@ class Subscription:
                 assert self.session_id is not None
                 runs, _ = await ledger.runs.list(session_id=self.session_id, limit=1000)
                 for run in sorted(runs, key=lambda r: r.id):
-                    if self.since_run is None and run.state not in (
-                        RunState.QUEUED,
-                        RunState.RUNNING,
-                        RunState.WAITING,
-                    ):
-                        continue
                     if self.since_run is not None and run.id < self.since_run:
                         continue
                     await self._run_backlog(ledger, run.id, session_id=self.session_id)
@@ -157,7 +245,7 @@ class Subscription:
             self._resync("backlog_failed")
             return
         while self._buffer and not self.closed:
-            await self._room()
+            await self.sink.room()
             session_id, event = self._buffer.popleft()
             self._send(session_id, event)
         self.live = True
@@ -171,20 +259,12 @@ class Subscription:
                 run_id, after_seq=self.sent.get(run_id, 0), limit=BACKLOG_PAGE
             )
             for event in page:
-                await self._room()
+                await self.sink.room()
                 self._send(sid, event)
                 if self.closed:
                     return
             if len(page) < BACKLOG_PAGE:
                 return
-
-    async def _room(self) -> None:
-        """Before sending backlog: if the send queue is at the limit, wait until it is half
-        empty (the backlog is paced by the reader; live events meanwhile are buffered)."""
-        if self.conn.send_queue_size < self.queue_limit:
-            return
-        while self.conn.send_queue_size > self.queue_limit // 2 and not self.conn.is_closing:
-            await self.conn.wait_drained()
 
     # ---- delivery ------------------------------------------------------------------
 
@@ -202,34 +282,27 @@ class Subscription:
     def _send(self, session_id: str, event: Event) -> None:
         if event.seq <= self.sent.get(event.run_id, 0):
             return  # already sent (from the backlog or the buffer)
-        if self.live and self.conn.send_queue_size >= self.queue_limit:
-            self._resync("slow_consumer")
-            return
-        if self.conn.is_closing:
+        if self.sink.closing:
             self.close()
             return
+        if not self.sink.send(self.id, session_id, event):
+            self._resync("slow_consumer")
+            return
         self.sent[event.run_id] = event.seq
-        self.conn.notify(
-            RUN_EVENT,
-            RunEventNote(subscription=self.id, session_id=session_id, event=event_info(event)),
-        )
 
     def _resync(self, reason: str) -> None:
         log.info("! subscriber must resync", extra={"subscription": self.id, "reason": reason})
-        if not self.conn.is_closing:
-            since = self.since_run
-            if self.session_id is not None and self.sent:
-                since = min(self.sent)
-            self.conn.notify(
-                RUN_RESYNC,
-                RunResyncNote(
-                    subscription=self.id,
-                    run_id=self.run_id,
-                    session_id=self.session_id,
-                    after_seq=self.sent.get(self.run_id, 0) if self.run_id else 0,
-                    after=dict(self.sent),
-                    since_run=since,
-                    reason=reason,
-                ),
+        since = self.since_run
+        if self.session_id is not None and self.sent:
+            since = min(self.sent)
+        self.sink.resync(
+            Resync(
+                subscription=self.id,
+                run_id=self.run_id,
+                session_id=self.session_id,
+                after=dict(self.sent),
+                since_run=since,
+                reason=reason,
             )
+        )
         self.close()

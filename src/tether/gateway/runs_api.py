@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from tether.errors import InvalidParams, NotFound
-from tether.gateway.fanout import Fanout, Subscription, event_info
+from tether.gateway.fanout import ConnectionSink, Fanout, Subscription, event_info
 from tether.gateway.handlers import MethodHandlers
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.orchestrator import Orchestrator
@@ -151,14 +151,13 @@ class RunsApi:
             await ledger.sessions.get(p.session_id)
             after = dict(p.after)
         sub = Subscription(
-            peer.conn,
+            ConnectionSink(peer.conn, queue_limit=max(8, peer.conn.send_queue_frames * 3 // 4)),
             fanout,
             run_id=p.run_id,
             session_id=p.session_id,
             after=after,
             since_run=p.since_run,
             max_buffer=max(64, peer.conn.send_queue_frames),
-            queue_limit=max(8, peer.conn.send_queue_frames * 3 // 4),
             on_end=lambda s: self._ended(peer, s),
         )
         peer.subscriptions[sub.id] = sub

@@ -157,10 +157,18 @@ class EventPage(msgspec.Struct, kw_only=True):
 class RunSubscribeParams(_Params):
     """Follow one run (``run_id``) or every run of a session (``session_id``).
 
-    Events after the cursor come first from the ledger, then live, with no gap and no
-    duplicate. For a run the cursor is ``after_seq``. For a session it is ``after`` (the
-    last seq seen per run) from run ``since_run`` on; without ``since_run`` the backlog
-    covers the session's unfinished runs."""
+    The backlog comes first from the ledger, then live events, with no gap and no
+    duplicate (each event once, in ``seq`` order per run).
+
+    - For a run: its events after ``after_seq`` (0: all of them).
+    - For a session: every run of the session, oldest first, starting at the run
+      ``since_run`` (all runs without it), each from the seq in ``after`` (the last seq
+      already seen, per run id; a run not listed starts at 0); then runs started later.
+      ``after_seq`` is not used for sessions.
+
+    A subscription does not end with its run: it stays until ``run.unsubscribe``, a
+    ``run.resync`` or the connection's end. ``run.event`` notifications of a run may
+    arrive before the reply to the ``run.create`` that started it."""
 
     run_id: Id | None = None
     session_id: Id | None = None

@@ -1,1 +1,3 @@
-"""The runner daemon: connection loop, tools, local policy, sandbox."""
+"""The runner daemon: the link to the gateway, its route table, tools, local policy, sandbox."""
+
+__all__: list[str] = []

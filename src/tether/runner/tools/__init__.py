@@ -1,1 +1,3 @@
-"""The runner's tools: file access, search and shell commands, under the path policy."""
+"""The runner's tools: file access, search and shell commands, confined to a workspace."""
+
+__all__: list[str] = []
