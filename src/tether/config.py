@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from tether.errors import ConfigError
+from tether.types import SessionMode
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -157,6 +158,13 @@ class RunsConfig(_Section, frozen=True):
     """How the gateway executes runs (see docs/operator.md)."""
 
     default_agent: str = "script"
+    """The agent of a new session."""
+    default_runner: str | None = None
+    """The runner (name) of a new session: where its tool calls go when they name none."""
+    default_workspace: str | None = None
+    """The workspace of a new session on that runner."""
+    default_mode: SessionMode = "ask"
+    """The mode of a new session: how its tool calls are decided."""
     """The default until the operator agent exists; ``script`` is a test fixture."""
     fixture_roles: list[str] = msgspec.field(default_factory=lambda: ["admin"])
     """Connection roles that may start runs with a fixture agent (``script``)."""

@@ -11,7 +11,7 @@ import base64
 import os
 import time
 from enum import StrEnum
-from typing import NewType
+from typing import Literal, NewType
 
 __all__ = [
     "ApprovalId",
@@ -24,6 +24,7 @@ __all__ = [
     "RunState",
     "RunnerId",
     "SessionId",
+    "SessionMode",
     "UserId",
     "new_id",
 ]
@@ -45,6 +46,11 @@ class Role(StrEnum):
     ADMIN = "admin"
     CLIENT = "client"
     RUNNER = "runner"
+
+
+SessionMode = Literal["ask", "auto-read", "auto"]
+"""How a session's tool calls are decided: ask a person for every call, allow reads and
+ask for the rest, or allow by the rules alone (the policy gives these their meaning)."""
 
 
 class RunState(StrEnum):

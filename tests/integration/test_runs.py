@@ -165,8 +165,14 @@ async def test_steering_received_dropped_and_unpulled(make_gateway: MakeGateway)
         await r.wait_state(c, deaf.run.id)
         evs = await r.events(c, deaf.run.id)
         dropped = [(p["reason"], p["text"]) for _, k, p in evs if k == "steering.dropped"]
-        assert dropped == [("queue_full", "m2"), ("run_ended", "m0"), ("run_ended", "m1")]
-        assert [k for _, k, _ in evs][-1] == "run.succeeded"  # the drops come before the end
+        assert dropped == [("queue_full", "m2")]  # its sender was told "dropped"
+        # what the agent never read becomes the session's next runs: it will see it
+        requeued = [(p["text"], p["run_id"]) for _, k, p in evs if k == "steering.requeued"]
+        assert [text for text, _ in requeued] == ["m0", "m1"]
+        assert [k for _, k, _ in evs][-1] == "run.succeeded"  # the requeues come before the end
+        for text, run_id in requeued:
+            later = await r.wait_state(c, run_id)
+            assert (later.input, later.session_id) == (text, sid)
 
 
 async def test_subscription_resumes_across_a_dropped_connection(make_gateway: MakeGateway) -> None:

@@ -19,7 +19,7 @@ import msgspec
 
 from tether.protocol.events import RunEvent
 
-__all__ = ["AgentBackend", "Capabilities", "Outcome", "PastEvent", "RunContext"]
+__all__ = ["AgentBackend", "Capabilities", "Outcome", "PastEvent", "RunContext", "SessionSettings"]
 
 
 class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,8 +47,22 @@ class PastEvent(msgspec.Struct, frozen=True, kw_only=True):
     payload: Any
 
 
+class SessionSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The settings of the session a run belongs to, as they were when it started."""
+
+    agent: str
+    runner: str | None
+    """Runner id tool calls go to when they name none."""
+    workspace: str | None
+    mode: str
+    """``ask``, ``auto-read`` or ``auto``."""
+
+
 class RunContext(Protocol):
     """What a backend may do with the run it drives."""
+
+    @property
+    def settings(self) -> SessionSettings: ...
 
     @property
     def run_id(self) -> str: ...
@@ -96,8 +110,9 @@ class RunContext(Protocol):
     ) -> Any:
         """Run a tool on a runner (by name or id) and return its JSON result.
 
-        The call, its output and its outcome are recorded as run events; failures raise
-        the matching :class:`~tether.errors.TetherError`."""
+        ``runner`` and ``workspace`` default to the session's. The call, its output and
+        its outcome are recorded as run events; failures raise the matching
+        :class:`~tether.errors.TetherError`."""
         ...
 
 

@@ -22,13 +22,13 @@ from typing import Any
 
 from tether.agents.contract import AgentBackend
 from tether.config import RunsConfig
-from tether.errors import Conflict, Forbidden, InvalidParams
+from tether.errors import Conflict, Forbidden, InvalidParams, NotFound
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.run_log import RunLog, encode_event
 from tether.gateway.run_task import RunEnv, RunTask
 from tether.gateway.supervisor import Supervisor
 from tether.gateway.tools import ToolGateway
-from tether.ledger import TERMINAL, Ledger, Run
+from tether.ledger import TERMINAL, Ledger, Run, Session
 from tether.protocol.events import (
     RunCancelled,
     RunEvent,
@@ -84,6 +84,7 @@ class Orchestrator:
             owner=self.owner,
             tool_timeout=tool_timeout,
             on_lease_lost=metrics.leases_lost.inc,
+            requeue=self._requeue,
         )
         self.tasks: dict[str, RunTask] = {}
         self._raw_inputs: collections.OrderedDict[str, str] = collections.OrderedDict()
@@ -250,17 +251,19 @@ class Orchestrator:
         created_by: str | None,
         steer: bool,
         role: str | None = None,
+        trusted: bool = False,
     ) -> tuple[Run, str]:
         """Create a run (or steer the active one); returns the run and the disposition.
-        ``created_by`` and ``role`` are the caller's principal and connection role."""
+        ``created_by`` and ``role`` are the caller's principal and connection role;
+        ``trusted`` is input the gateway already accepted from them (requeued steering)."""
         if session_id is None:
             name = agent or self.config.default_agent
-            self._check_agent(name, created_by, role)
-            session = await self.ledger.sessions.create(agent=name, created_by=created_by)
+            self.check_agent(name, created_by, role, trusted=trusted)
+            session = await self.new_session(created_by)
         else:
             session = await self.ledger.sessions.get(session_id)
-        name = agent or session.agent
-        self._check_agent(name, created_by, role)
+            name = agent or session.agent
+            self.check_agent(name, created_by, role, trusted=trusted)
         if steer:
             active = next((t for t in self.tasks.values() if t.session_id == session.id), None)
             if (
@@ -268,11 +271,11 @@ class Orchestrator:
                 and active.backend.capabilities.steering
                 and active.stop_reason is None
             ):
-                accepted = active.steer(text)
+                accepted = active.steer(text, created_by)
                 event: RunEvent = (
-                    SteeringReceived(text=text)
+                    SteeringReceived(text=text, sender=created_by)
                     if accepted
-                    else SteeringDropped(text=text, reason="queue_full")
+                    else SteeringDropped(text=text, reason="queue_full", sender=created_by)
                 )
                 await active.emit(event)
                 return active.record, "steered" if accepted else "dropped"
@@ -303,16 +306,55 @@ class Orchestrator:
         self.wake()
         return run, ("queued" if ahead else "started")
 
-    def _check_agent(self, name: str, principal: str | None, role: str | None) -> None:
+    async def _requeue(self, session_id: str, text: str, sender: str | None) -> str:
+        run, _ = await self.submit(
+            session_id=session_id,
+            agent=None,
+            text=text,
+            created_by=sender,
+            steer=False,
+            trusted=True,
+        )
+        return run.id
+
+    async def new_session(self, created_by: str | None) -> Session:
+        """A session with the configured defaults (agent, runner, workspace, mode)."""
+        config = self.config
+        runner_id = None
+        if config.default_runner:
+            try:
+                runner_id = (await self.ledger.runners.find(config.default_runner)).id
+            except NotFound:
+                log.warning(
+                    "! runs.default_runner names no runner; the session has none",
+                    extra={"runner": config.default_runner},
+                )
+        return await self.ledger.sessions.create(
+            agent=config.default_agent,
+            runner_id=runner_id,
+            workspace=config.default_workspace,
+            mode=config.default_mode,
+            created_by=created_by,
+        )
+
+    def check_agent(
+        self, name: str, principal: str | None, role: str | None, *, trusted: bool = False
+    ) -> None:
+        """Refuse an unknown agent (``invalid_params``) or a fixture the caller may not use
+        (unless ``trusted``)."""
         backend = self.backends.get(name)
         if backend is None:
             known = ", ".join(sorted(self.backends)) or "none"
             raise InvalidParams(
                 f"unknown agent {name!r} (available: {known})", data={"field": "params.agent"}
             )
-        if backend.capabilities.fixture and not (
-            (role is not None and role in self.config.fixture_roles)
-            or (principal is not None and principal in self.config.fixture_principals)
+        if (
+            backend.capabilities.fixture
+            and not trusted
+            and not (
+                (role is not None and role in self.config.fixture_roles)
+                or (principal is not None and principal in self.config.fixture_principals)
+            )
         ):
             raise Forbidden(
                 f"the {name!r} agent is a test fixture that can run any tool; only "

@@ -7,9 +7,10 @@ enforces the wall-clock cap and the no-progress watchdog, and ends the run:
 cancellation is pushed to the backend (``ctx.cancelled``) and escalated to a hard task
 cancel after the grace period. It sees only what :class:`RunEnv` gives it.
 
-Steering input it accepted is the agent's to read (``take_steering``); what the agent
-never took is reported back when the run ends (``steering.dropped``, reason
-``run_ended``), so ``steered`` never silently means nothing.
+Steering input it accepted is the agent's to read (``take_steering``). What the agent
+had not read when it finished becomes the session's next run (``steering.requeued``),
+so ``steered`` always means the agent will see it; only a cancelled run drops it, and
+says so (``steering.dropped``, reason ``run_cancelled``).
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
 
-from tether.agents.contract import AgentBackend, Outcome, PastEvent
+from tether.agents.contract import AgentBackend, Outcome, PastEvent, SessionSettings
 from tether.config import RunsConfig
-from tether.errors import Conflict, NotFound, TetherError
+from tether.errors import Conflict, InvalidParams, NotFound, TetherError
 from tether.gateway.run_log import RunLog
 from tether.gateway.tools import ToolGateway
 from tether.ledger import Run
@@ -43,6 +44,7 @@ from tether.protocol.events import (
     RunSucceeded,
     RunWaiting,
     SteeringDropped,
+    SteeringRequeued,
     ToolCallFailed,
     ToolCallOutput,
     ToolCallRequested,
@@ -68,6 +70,8 @@ class RunEnv:
     """This gateway incarnation's lease owner name."""
     tool_timeout: float = 60.0
     on_lease_lost: Callable[[], None] = lambda: None
+    requeue: Callable[[str, str, str | None], Awaitable[str]] | None = None
+    """``(session_id, text, sender) -> run id``: start a session's next run with input."""
     clock: Callable[[], float] = time.monotonic
 
 
@@ -94,6 +98,8 @@ class RunTask:
         still holds it (the ledger keeps it redacted)."""
         self.env = env
         self.record = run
+        self._settings = SessionSettings(agent=run.agent, runner=None, workspace=None, mode="ask")
+        """Read from the session when the run starts (:meth:`main`)."""
         self._input = raw_input if raw_input is not None else run.input
         self.backend = backend
         self._resumed = resumed
@@ -104,7 +110,8 @@ class RunTask:
         self.stop_reason: str | None = None
         self.stop_detail = ""
         self.fenced = False
-        self.steering: collections.deque[str] = collections.deque()
+        self.steering: collections.deque[tuple[str, str | None]] = collections.deque()
+        """Accepted steering input the agent has not taken: (text, sender)."""
         self.last_progress = env.clock()
         self.started = env.clock()
         self.task: asyncio.Task[None] | None = None
@@ -164,6 +171,10 @@ class RunTask:
         return self._input
 
     @property
+    def settings(self) -> SessionSettings:
+        return self._settings
+
+    @property
     def attempt(self) -> int:
         return self.record.attempts
 
@@ -185,7 +196,7 @@ class RunTask:
             await self._record(RunRunning(reason=reason), to=RunState.RUNNING)
 
     def take_steering(self) -> list[str]:
-        items = list(self.steering)
+        items = [text for text, _ in self.steering]
         self.steering.clear()
         return items
 
@@ -213,6 +224,14 @@ class RunTask:
     ) -> Any:
         tools = self.env.tools
         call_id = new_id("call")
+        runner = runner or self._settings.runner or ""
+        workspace = workspace or self._settings.workspace or ""
+        if not runner:
+            raise InvalidParams(
+                "no runner named, and the session has none (set one with "
+                f"`tether sessions set {self.session_id} --runner NAME`)",
+                data={"field": "runner"},
+            )
 
         def requested(runner_name: str, space: str) -> ToolCallRequested:
             return ToolCallRequested(
@@ -264,11 +283,12 @@ class RunTask:
 
     # ---- control from outside ------------------------------------------------------
 
-    def steer(self, text: str) -> bool:
-        """Queue steering input; False when the queue is full (the caller records the drop)."""
-        if len(self.steering) >= self.env.config.steering_queue:
+    def steer(self, text: str, sender: str | None = None) -> bool:
+        """Queue steering input; False when the queue is full or the run is stopping (the
+        caller records the drop)."""
+        if self.stop_reason is not None or len(self.steering) >= self.env.config.steering_queue:
             return False
-        self.steering.append(text)
+        self.steering.append((text, sender))
         return True
 
     def request_stop(self, reason: str, detail: str = "") -> None:
@@ -299,6 +319,13 @@ class RunTask:
         renewer = asyncio.create_task(self._renew_loop(), name=f"run:{self.run_id}:renew")
         watchdog = asyncio.create_task(self._watchdog(), name=f"run:{self.run_id}:watchdog")
         try:
+            session = await self.env.log.ledger.sessions.get(self.session_id)
+            self._settings = SessionSettings(
+                agent=session.agent,
+                runner=session.runner_id,
+                workspace=session.workspace,
+                mode=session.mode,
+            )
             if self._resumed:
                 await self._record_own(RunRecovered(attempt=self.attempt))
             else:
@@ -354,8 +381,7 @@ class RunTask:
         return Outcome(state="failed", reason=self.stop_reason, output=self.stop_detail or None)
 
     async def _finish(self, outcome: Outcome) -> None:
-        for text in self.take_steering():
-            await self._record_own(SteeringDropped(text=text, reason="run_ended"))
+        await self._settle_steering()
         # an output may be JSON text (a tool's result): redacted as data, else as text
         output = redact_json(outcome.output) if outcome.output is not None else None
         reason = redact(outcome.reason) if outcome.reason is not None else None
@@ -367,6 +393,19 @@ class RunTask:
         else:
             target, event = RunState.FAILED, RunFailed(reason=reason, output=output)
         await self._record_own(event, to=target, reason=reason, output=output)
+
+    async def _settle_steering(self) -> None:
+        """Input the agent never took: the session's next run, or (cancelled) dropped."""
+        left = list(self.steering)
+        self.steering.clear()
+        for text, sender in left:
+            requeue = self.env.requeue
+            if self.stop_reason is None and requeue is not None:
+                run_id = await requeue(self.session_id, text, sender)
+                await self._record_own(SteeringRequeued(text=text, run_id=run_id, sender=sender))
+            else:
+                reason = "run_cancelled" if self.stop_reason == "cancelled" else "run_ended"
+                await self._record_own(SteeringDropped(text=text, reason=reason, sender=sender))
 
     # ---- side loops ----------------------------------------------------------------
 

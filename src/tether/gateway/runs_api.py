@@ -31,6 +31,7 @@ from tether.protocol.runs import (
     SessionInfo,
     SessionListParams,
     SessionPage,
+    SessionUpdateParams,
     Subscribed,
     UnsubscribeParams,
 )
@@ -86,6 +87,7 @@ class RunsApi:
         handlers.add(m.RUN_CANCEL, self.cancel)
         handlers.add(m.SESSION_LIST, self.list_sessions)
         handlers.add(m.SESSION_GET, self.get_session)
+        handlers.add(m.SESSION_UPDATE, self.update_session)
 
     async def create(self, peer: Peer, p: RunCreateParams) -> RunCreated:
         orch = self.orchestrator
@@ -192,3 +194,26 @@ class RunsApi:
     async def get_session(self, peer: Peer, p: SessionGetParams) -> SessionInfo:
         ledger = self.ledger
         return session_info(await ledger.sessions.get(p.session_id))
+
+    async def update_session(self, peer: Peer, p: SessionUpdateParams) -> SessionInfo:
+        ledger = self.ledger
+        await ledger.sessions.get(p.session_id)
+        if p.agent is not None:
+            self.orchestrator.check_agent(p.agent, peer.principal.id, peer.role_name)
+        runner_id = None
+        clear: set[str] = set()
+        if p.runner == "":
+            clear.add("runner_id")
+        elif p.runner is not None:
+            runner_id = (await ledger.runners.find(p.runner)).id
+        if p.workspace == "":
+            clear.add("workspace")
+        session = await ledger.sessions.update(
+            p.session_id,
+            agent=p.agent,
+            runner_id=runner_id,
+            workspace=p.workspace or None,
+            mode=p.mode,
+            clear=frozenset(clear),
+        )
+        return session_info(session)

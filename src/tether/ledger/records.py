@@ -26,6 +26,8 @@ class Session(msgspec.Struct, frozen=True, kw_only=True):
     created_by: str | None
     created_at: float
     updated_at: float
+    mode: str = "ask"
+    """How tool calls are decided: ``ask``, ``auto-read`` or ``auto`` (see ``SessionMode``)."""
 
 
 class Run(msgspec.Struct, frozen=True, kw_only=True):

@@ -83,6 +83,7 @@ sessions = Table(
     Column("workspace", String(200), nullable=True),
     Column("policy", Text, nullable=False, server_default="{}"),
     Column("status", String(16), nullable=False, server_default="active"),
+    Column("mode", String(16), nullable=False, server_default="ask"),
     Column("created_by", String(200), nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tether.errors import NotFound
 from tether.ledger.engine import Database
 from tether.ledger.records import Session, from_row
 from tether.ledger.schema import conversations, sessions
-from tether.types import new_id
+from tether.types import SessionMode, new_id
 
 __all__ = ["SessionStore", "conversation_key"]
 
@@ -57,11 +58,13 @@ class SessionStore:
         conversation_id: str | None = None,
         runner_id: str | None = None,
         workspace: str | None = None,
+        mode: SessionMode = "ask",
         created_by: str | None = None,
         now: float | None = None,
     ) -> Session:
         now = time.time() if now is None else now
         values = {
+            "mode": mode,
             "id": new_id("ses"),
             "conversation_id": conversation_id,
             "agent": agent,
@@ -77,6 +80,42 @@ class SessionStore:
             row = (
                 await conn.execute(insert(sessions).values(**values).returning(*sessions.c))
             ).one()
+        return from_row(Session, row)
+
+    async def update(
+        self,
+        session_id: str,
+        *,
+        agent: str | None = None,
+        runner_id: str | None = None,
+        workspace: str | None = None,
+        mode: SessionMode | None = None,
+        clear: frozenset[str] = frozenset(),
+        now: float | None = None,
+    ) -> Session:
+        """Change a session's settings: given values are set, names in ``clear``
+        (``runner_id``, ``workspace``) are unset, the rest is kept."""
+        values: dict[str, Any] = {"updated_at": time.time() if now is None else now}
+        for name, value in (
+            ("agent", agent),
+            ("runner_id", runner_id),
+            ("workspace", workspace),
+            ("mode", mode),
+        ):
+            if value is not None:
+                values[name] = value
+        for name in clear & {"runner_id", "workspace"}:
+            values[name] = None
+        stmt = (
+            update(sessions)
+            .where(sessions.c.id == session_id)
+            .values(**values)
+            .returning(*sessions.c)
+        )
+        async with self.db.engine.begin() as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None:
+            raise NotFound(f"session {session_id} does not exist", data={"session_id": session_id})
         return from_row(Session, row)
 
     async def get(self, session_id: str) -> Session:

@@ -40,6 +40,7 @@ __all__ = [
     "RunWaiting",
     "SteeringDropped",
     "SteeringReceived",
+    "SteeringRequeued",
     "ToolCallFailed",
     "ToolCallOutput",
     "ToolCallRequested",
@@ -152,16 +153,31 @@ class RunExpired(RunEvent, frozen=True, kw_only=True):
 @_kind("steering.received", "gateway", "Input for the active run, which its agent will read.")
 class SteeringReceived(RunEvent, frozen=True, kw_only=True):
     text: str
+    sender: str | None = None
 
 
 @_kind(
     "steering.dropped",
     "gateway",
-    "Input for the active run that its agent never took (queue full, or the run ended).",
+    "Input for the active run that was not taken: its queue was full (the sender was told "
+    "`dropped`), or the run was cancelled before its agent read it.",
 )
 class SteeringDropped(RunEvent, frozen=True, kw_only=True):
     text: str
     reason: str
+    sender: str | None = None
+
+
+@_kind(
+    "steering.requeued",
+    "gateway",
+    "Input the run's agent had not read when it finished: it starts the session's next run.",
+)
+class SteeringRequeued(RunEvent, frozen=True, kw_only=True):
+    text: str
+    run_id: str
+    """The run it became."""
+    sender: str | None = None
 
 
 # ---- tool calls ------------------------------------------------------------------------

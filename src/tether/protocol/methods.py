@@ -172,6 +172,15 @@ SESSION_LIST = register(
 SESSION_GET = register(
     Method("session.get", runs.SessionGetParams, runs.SessionInfo, CLIENTS, "One session.")
 )
+SESSION_UPDATE = register(
+    Method(
+        "session.update",
+        runs.SessionUpdateParams,
+        runs.SessionInfo,
+        CLIENTS,
+        "Set a session's agent, runner, workspace or mode (new runs use them).",
+    )
+)
 RUN_EVENT: Method[runs.RunEventNote, None] = register(
     Method(
         "run.event",

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from tether.types import RunState
+from tether.types import RunState, SessionMode
 
 __all__ = [
     "TERMINAL_EVENTS",
@@ -29,6 +29,7 @@ __all__ = [
     "SessionInfo",
     "SessionListParams",
     "SessionPage",
+    "SessionUpdateParams",
     "Subscribed",
     "UnsubscribeParams",
 ]
@@ -67,12 +68,29 @@ class SessionInfo(msgspec.Struct, kw_only=True):
     id: str
     conversation_id: str | None
     agent: str
+    """The agent its runs use (``run.create`` may override it for one run)."""
     runner_id: str | None
+    """The runner its tool calls go to when a call names none."""
     workspace: str | None
+    """The workspace on that runner, when a call names none."""
+    mode: SessionMode = "ask"
+    """How its tool calls are decided: ``ask``, ``auto-read`` or ``auto``."""
     status: str
     created_by: str | None
     created_at: float
     updated_at: float
+
+
+class SessionUpdateParams(_Params):
+    """Change a session's settings; fields left out are kept, ``""`` clears runner or
+    workspace."""
+
+    session_id: Id
+    agent: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    runner: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    """A runner's name or id."""
+    workspace: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    mode: SessionMode | None = None
 
 
 class EventInfo(msgspec.Struct, kw_only=True):

@@ -1,0 +1,79 @@
+"""Session settings: agent, runner, workspace and mode; defaults from config; overrides."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from tests.support import runs as r
+from tests.support.process import GatewayProcess, RunnerProcess
+from tether.errors import InvalidParams, NotFound
+from tether.protocol.methods import SESSION_GET, SESSION_UPDATE
+from tether.protocol.runs import SessionGetParams, SessionUpdateParams
+from tether.transport.client import connect_ipc
+
+MakeGateway = Callable[..., GatewayProcess]
+MakeRunner = Callable[..., RunnerProcess]
+NOOP = """tool '' noop '{"echo": "x"}'"""
+"""A tool call that names no runner: it goes to the session's."""
+
+
+async def test_settings_apply_to_new_runs(
+    make_gateway: MakeGateway, make_runner: MakeRunner
+) -> None:
+    gw = make_gateway(TETHER_RUNS__DEFAULT_MODE="auto-read")
+    make_runner(gw)
+    async with await connect_ipc(gw.socket) as c:
+        first = await r.start(c, "say hi")
+        sid = first.run.session_id
+        session = await c.call(SESSION_GET, SessionGetParams(session_id=sid))
+        assert (session.agent, session.runner_id, session.workspace, session.mode) == (
+            "script",
+            None,
+            None,
+            "auto-read",  # a new session takes the defaults from config
+        )
+        await r.wait_state(c, first.run.id)
+        # a call that names no runner has nowhere to go yet
+        orphan = await r.start(c, NOOP, session_id=sid, steer=False)
+        failed = await r.wait_state(c, orphan.run.id)
+        assert (failed.state, failed.reason) == ("failed", "invalid_params")
+        assert "sessions set" in (failed.output or "")
+
+        updated = await c.call(
+            SESSION_UPDATE,
+            SessionUpdateParams(session_id=sid, runner="box", workspace="app", mode="ask"),
+        )
+        assert (updated.runner_id is not None, updated.workspace, updated.mode) == (
+            True,
+            "app",
+            "ask",
+        )
+        routed = await r.start(c, NOOP, session_id=sid, steer=False)
+        done = await r.wait_state(c, routed.run.id)
+        assert (done.state, json.loads(done.output or "{}")["echo"]) == ("succeeded", "x")
+
+        once = await r.start(c, "say once", session_id=sid, agent="script-once", steer=False)
+        assert once.run.agent == "script-once"  # this run only
+        assert (await c.call(SESSION_GET, SessionGetParams(session_id=sid))).agent == "script"
+
+        cleared = await c.call(SESSION_UPDATE, SessionUpdateParams(session_id=sid, runner=""))
+        assert cleared.runner_id is None
+        assert cleared.workspace == "app"
+
+
+async def test_bad_settings_are_refused(make_gateway: MakeGateway) -> None:
+    gw = make_gateway()
+    async with await connect_ipc(gw.socket) as c:
+        sid = (await r.start(c, "say hi")).run.session_id
+        with pytest.raises(NotFound):
+            await c.call(SESSION_UPDATE, SessionUpdateParams(session_id=sid, runner="nobody"))
+        with pytest.raises(InvalidParams):
+            await c.call(SESSION_UPDATE, SessionUpdateParams(session_id=sid, agent="nope"))
+        with pytest.raises(NotFound):
+            await c.call(SESSION_UPDATE, SessionUpdateParams(session_id="ses_nope", mode="auto"))
+        raw = {"session_id": sid, "mode": "reckless"}
+        with pytest.raises(InvalidParams):
+            await c.call(SESSION_UPDATE, SessionUpdateParams(**raw))  # type: ignore[arg-type]
