@@ -12,6 +12,7 @@ import aiohttp
 from tests.conftest import unit
 from tests.support import runs as r
 from tests.support.process import GatewayProcess, run_cli
+from tether.ledger.engine import HEAD_REVISION
 from tether.protocol.methods import RUN_EVENT, RUN_RESYNC, RUN_SUBSCRIBE, Method
 from tether.protocol.runs import RunSubscribeParams
 from tether.transport.client import connect_ipc
@@ -44,7 +45,7 @@ def test_db_status_and_upgrade(home: Path, database_url: str | None) -> None:
     assert up.returncode == 0, up.stderr
     assert "migrated empty -> 0001" in up.stdout
     after = json.loads(run_cli(home, "--json", "db", "status", env=env).stdout)
-    assert (after["revision"], after["pending"]) == ("0001", False)
+    assert (after["revision"], after["pending"]) == (HEAD_REVISION, False)
     again = run_cli(home, "db", "upgrade", env=env)
     assert "already at 0001" in again.stdout
     for out in (before.stdout, up.stdout, again.stdout):

@@ -41,7 +41,7 @@ from tether.errors import ConnectionClosed, InternalError, RunnerOffline
 from tether.gateway.peer import Peer
 from tether.gateway.registry import LiveRunner, RunnerRegistry
 from tether.protocol.methods import RUNNER_ACK, Method
-from tether.protocol.runners import HeartbeatAck, RunnerRequest
+from tether.protocol.runners import AckNote, RunnerRequest
 
 __all__ = ["ANSWER_TTL", "RunnerLink", "SocketRunnerLink"]
 
@@ -197,7 +197,7 @@ class SocketRunnerLink:
         self._seen[key] = seq
         if seq - self._told.get(key, 0) >= ACK_EVERY:
             self._told[key] = seq
-            self.notify(runner_id, RUNNER_ACK, HeartbeatAck(acked=seq))
+            self.notify(runner_id, RUNNER_ACK, AckNote(acked=seq))
         return True
 
     def acked(self, runner_id: str, boot_id: str) -> int:

@@ -9,12 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import msgspec.inspect as mi
 
-from tether.errors import error_class_for
+from tether.errors import NotFound, error_class_for
 from tether.protocol.codes import CODES
-from tether.protocol.handshake import PROTOCOL_VERSIONS
-from tether.protocol.methods import METHODS, Method
+from tether.protocol.events import CATALOGUE, AgentMessage
+from tether.protocol.frame import NotificationFrame, RequestFrame, ResultFrame, encode, encode_error
+from tether.protocol.handshake import PROTOCOL_VERSIONS, HelloParams, HelloResult
+from tether.protocol.methods import HELLO, METHODS, RUN_CREATE, RUN_EVENT, RUN_SUBSCRIBE, Method
+from tether.protocol.runs import (
+    EventInfo,
+    RunCreateParams,
+    RunEventNote,
+    RunSubscribeParams,
+    Subscribed,
+)
+from tether.types import Role
 
 __all__ = ["render"]
 
@@ -91,6 +102,11 @@ def _fields(cls: type[Any] | None, seen: set[type[Any]]) -> list[str]:
     return lines
 
 
+def _dedent(text: str) -> str:
+    lines = text.splitlines()
+    return "\n".join(line.strip() if i else line for i, line in enumerate(lines))
+
+
 def _structs_in(t: mi.Type) -> list[type[Any]]:
     if isinstance(t, mi.StructType):
         return [t.cls]
@@ -106,8 +122,10 @@ def _structs_in(t: mi.Type) -> list[type[Any]]:
 def _method(m: Method[Any, Any]) -> str:
     callers = ", ".join(f"`{c}`" for c in sorted(m.callers))
     kind = "notification" if m.is_notification else "request"
+    about = (m.params.__dict__.get("__doc__") or "").strip()
     parts = [
         f"### `{m.name}`\n\n{m.summary}\n",
+        *([f"{_dedent(about)}\n"] if about else []),
         f"- kind: {kind}; may be sent by: {callers}\n",
         "Params:\n",
         *_fields(m.params, set()),
@@ -117,11 +135,74 @@ def _method(m: Method[Any, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _frame(obj: Any) -> str:
+    return msgspec.json.format(encode(obj).decode(), indent=0).replace("\n", " ")
+
+
+def _examples() -> list[str]:
+    """Example frames, built from the real structs (so they stay true)."""
+    message = AgentMessage(text="hello")
+    event = EventInfo(
+        run_id="run_01JD5…",
+        seq=4,
+        kind=message.KIND,
+        source=message.SOURCE,
+        created_at=1764580000.0,
+        payload=msgspec.Raw(encode(message)),
+    )
+    frames = [
+        ("open a connection (first request)", RequestFrame(
+            id=1, method=HELLO.name, params=HelloParams(protocol=[1], role=Role.CLIENT)
+        )),
+        ("its answer", ResultFrame(id=1, result=HelloResult(
+            protocol=1, role=Role.CLIENT, principal="admin", server="tether/0.1.0",
+            max_frame_bytes=1048576, idle_timeout=90.0,
+        ))),
+        ("start a run", RequestFrame(
+            id=2, method=RUN_CREATE.name, params=RunCreateParams(input="say hello")
+        )),
+        ("follow a session from the beginning", RequestFrame(
+            id=3, method=RUN_SUBSCRIBE.name, params=RunSubscribeParams(session_id="ses_01JD5…")
+        )),
+        ("its answer", ResultFrame(id=3, result=Subscribed(subscription="sub_01JD5…"))),
+        ("an event of that subscription (a notification: no id)", NotificationFrame(
+            method=RUN_EVENT.name,
+            params=RunEventNote(subscription="sub_01JD5…", session_id="ses_01JD5…", event=event),
+        )),
+    ]  # fmt: skip
+    out = ["## Examples\n", "One frame per line on the wire; shown here one per block.\n"]
+    for title, frame in frames:
+        out.append(f"{title}:\n\n```json\n{_frame(frame)}\n```\n")
+    error = encode_error(7, NotFound("run run_x does not exist", data={"run_id": "run_x"}))
+    out.append(f"an error (branch on `data.code`):\n\n```json\n{error.decode()}\n```\n")
+    out.append(
+        "Notifications and answers share one connection: `run.event` notifications of a "
+        "run may arrive before the answer to the `run.create` that started it.\n"
+    )
+    return out
+
+
+def _events() -> list[str]:
+    out = [
+        "## Run events\n",
+        "Every event in a run's log is one of these kinds (`tether.protocol.events`); it "
+        "reaches subscribers as the `event` of a `run.event` notification, with its "
+        "`payload` as below. Fields unknown to a reader are to be ignored.\n",
+    ]
+    for kind, cls in CATALOGUE.items():
+        out.append(f"### `{kind}`\n\n{cls.SUMMARY} Recorded by: `{cls.SOURCE}`.\n")
+        out.extend(_fields(cls, set()))
+        out.append("")
+    return out
+
+
 def render() -> str:
     out = [_HEADER.format(versions=", ".join(map(str, PROTOCOL_VERSIONS)))]
+    out.extend(_examples())
     out.append("\n## Methods\n")
     for name in sorted(METHODS):
         out.append(_method(METHODS[name]))
+    out.extend(_events())
     out.append("## Error codes\n")
     out.append("| `error.data.code` | JSON-RPC code | retry may help | meaning |")
     out.append("|---|---|---|---|")

@@ -220,10 +220,10 @@ RUNNER_HEARTBEAT = register(
         "A runner says it is alive and how busy; the answer acknowledges its notifications.",
     )
 )
-RUNNER_ACK: Method[runners.HeartbeatAck, None] = register(
+RUNNER_ACK: Method[runners.AckNote, None] = register(
     Method(
         "runner.ack",
-        runners.HeartbeatAck,
+        runners.AckNote,
         None,
         FROM_GATEWAY,
         "Notification: the gateway has the runner's notifications up to `acked`.",

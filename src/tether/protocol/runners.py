@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 __all__ = [
+    "AckNote",
     "EnrolRequest",
     "Enrolled",
     "HeartbeatAck",
@@ -77,6 +78,12 @@ class HeartbeatParams(_Params):
 class HeartbeatAck(msgspec.Struct, kw_only=True):
     acked: int = 0
     """As in :class:`RunnerRegistered`: the runner may forget what it sent up to here."""
+
+
+class AckNote(_Params):
+    """Gateway -> runner: it has the runner's notifications up to ``acked``."""
+
+    acked: Annotated[int, msgspec.Meta(ge=0)]
 
 
 class RunnerRequest(_Params):

@@ -118,7 +118,9 @@ class RunCreated(msgspec.Struct, kw_only=True):
     run: RunInfo
     disposition: Literal["started", "queued", "steered", "dropped"]
     """``started``: nothing ahead of it; ``queued``: waits behind an active or queued run;
-    ``steered``: delivered to the active run; ``dropped``: the steering queue was full."""
+    ``steered``: given to the active run, whose agent will read it (if the run ends
+    first, it starts the session's next run: ``steering.requeued``); ``dropped``: not
+    taken (the steering queue was full, or the run is stopping)."""
 
 
 class RunGetParams(_Params):
