@@ -43,7 +43,7 @@ def test_db_status_and_upgrade(home: Path, database_url: str | None) -> None:
     assert json.loads(before.stdout)["revision"] is None
     up = run_cli(home, "db", "upgrade", env=env)
     assert up.returncode == 0, up.stderr
-    assert "migrated empty -> 0001" in up.stdout
+    assert f"migrated empty -> {HEAD_REVISION}" in up.stdout
     after = json.loads(run_cli(home, "--json", "db", "status", env=env).stdout)
     assert (after["revision"], after["pending"]) == (HEAD_REVISION, False)
     again = run_cli(home, "db", "upgrade", env=env)
