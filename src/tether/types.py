@@ -1,8 +1,8 @@
-"""Identifiers and small shared enums.
+"""Identifiers and small shared vocabulary: connection roles, run states, session modes.
 
-Ids are ``NewType``\\ s over ``str`` so a run id cannot be passed where a call id is
-expected. New ids are time-ordered (sortable by creation) and carry 80 random bits,
-with a short prefix that says what they name: ``run_01JD5…``.
+Ids are plain strings whose prefix says what they name (``run_01JD5…``, ``ses_…``,
+``call_…``, ``rnr_…``). New ids are time-ordered (sortable by creation) and carry 80
+random bits.
 """
 
 from __future__ import annotations
@@ -11,33 +11,9 @@ import base64
 import os
 import time
 from enum import StrEnum
-from typing import Literal, NewType
+from typing import Literal
 
-__all__ = [
-    "ApprovalId",
-    "ArtifactId",
-    "CallId",
-    "ConversationId",
-    "DeliveryId",
-    "Role",
-    "RunId",
-    "RunState",
-    "RunnerId",
-    "SessionId",
-    "SessionMode",
-    "UserId",
-    "new_id",
-]
-
-RunId = NewType("RunId", str)
-SessionId = NewType("SessionId", str)
-ConversationId = NewType("ConversationId", str)
-CallId = NewType("CallId", str)
-RunnerId = NewType("RunnerId", str)
-UserId = NewType("UserId", str)
-ApprovalId = NewType("ApprovalId", str)
-DeliveryId = NewType("DeliveryId", str)
-ArtifactId = NewType("ArtifactId", str)
+__all__ = ["Role", "RunState", "SessionMode", "new_id"]
 
 
 class Role(StrEnum):
