@@ -60,7 +60,6 @@ class CallOutcome:
 @dataclass(slots=True)
 class _Active:
     runner_id: str
-    boot_id: str
     progress: Progress | None
 
 
@@ -177,7 +176,7 @@ class ToolGateway:
                 timeout=timeout,
                 run_id=run_id,
             )
-            self.active[call_id] = _Active(runner_id, live.boot_id, progress)
+            self.active[call_id] = _Active(runner_id, progress)
             start = time.monotonic()
             try:
                 output = await self._send(live, params, deadline=start + timeout + _SLACK)
