@@ -267,5 +267,5 @@ async def test_the_real_chain_tells_the_admin_from_a_runner(tmp_path: Path, ledg
     assert admin is not None
     assert runner is not None
     assert (admin.roles, admin.runner_id) == (ADMIN, None)
-    assert (runner.roles, runner.runner_id) == ({Role.RUNNER}, runner_id)
+    assert (runner.roles, runner.runner_id) == (frozenset({Role.RUNNER}), runner_id)
     assert await chain.authenticate(admin_token + credential) is None

@@ -222,7 +222,9 @@ async def test_concurrent_duplicates_attach_to_the_first() -> None:
     handler = Handler()
     handler.gate.clear()
     handle = SocketRunnerLink(registry, Limits()).serve(handler)
-    waiting = [asyncio.create_task(handle(peer, ask())) for _ in range(3)]
+    waiting: list[asyncio.Future[str]] = [
+        asyncio.ensure_future(handle(peer, ask())) for _ in range(3)
+    ]
     for _ in range(5):
         await asyncio.sleep(0)
     assert len(handler.runs) == 1
@@ -240,7 +242,7 @@ async def test_a_request_outlives_the_connection_that_asked_and_is_answered_afte
     handler = Handler()
     handler.gate.clear()
     handle = SocketRunnerLink(registry, Limits()).serve(handler)
-    asking = asyncio.create_task(handle(first, ask()))
+    asking: asyncio.Future[str] = asyncio.ensure_future(handle(first, ask()))
     for _ in range(3):
         await asyncio.sleep(0)
     asking.cancel()  # the connection dropped: its request handler is cancelled
@@ -248,7 +250,7 @@ async def test_a_request_outlives_the_connection_that_asked_and_is_answered_afte
         await asking
     back = new_peer()
     register(registry, back)  # the runner reconnects and asks again with the same key
-    again = asyncio.create_task(handle(back, ask()))
+    again: asyncio.Future[str] = asyncio.ensure_future(handle(back, ask()))
     handler.gate.set()
     assert await asyncio.wait_for(again, unit(5)) == "answer 1 to may I?"
     assert len(handler.runs) == 1  # the handler kept running and ran once
@@ -314,7 +316,7 @@ async def test_the_answers_stay_bounded_while_an_old_request_is_pending(
 
     link = SocketRunnerLink(registry, Limits())
     handle = link.serve(route)
-    pending = asyncio.create_task(handle(peer, ask("request-slow", "slow")))
+    pending: asyncio.Future[str] = asyncio.ensure_future(handle(peer, ask("request-slow", "slow")))
     await asyncio.sleep(0)  # the slow request is the oldest
     for i in range(20):
         await handle(peer, ask(f"request-{i:04}"))
