@@ -238,12 +238,28 @@ async def test_a_call_that_cannot_run_is_refused_before_it_is_recorded(rig: Rig)
 # ---- recorded, sent, finished -----------------------------------------------------------
 
 
-async def test_a_call_is_recorded_before_it_is_sent_and_finished_after(rig: Rig) -> None:
+async def test_a_call_is_recorded_before_it_is_sent_and_finished_after(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rig.connect("rnr_1")
+    journal: list[str] = []
+    create, finish = rig.ledger.tool_calls.create, rig.ledger.tool_calls.finish
+
+    async def created(**kw: Any) -> None:
+        await create(**kw)
+        journal.append("recorded")
+
+    async def finished(call_id: str, **kw: Any) -> None:
+        await finish(call_id, **kw)
+        journal.append("finished")
+
+    monkeypatch.setattr(rig.ledger.tool_calls, "create", created)
+    monkeypatch.setattr(rig.ledger.tool_calls, "finish", finished)
     at_send: list[ToolCallRecord] = []
 
     async def runner(runner_id: str, params: ToolExecuteParams) -> ToolOutput:
-        at_send.append(await record(rig, params.call_id))  # what the ledger holds by now
+        journal.append("sent")
+        at_send.append(await record(rig, params.call_id))  # what the ledger holds
         return await answer(runner_id, params)
 
     rig.link.execute = runner
@@ -252,6 +268,7 @@ async def test_a_call_is_recorded_before_it_is_sent_and_finished_after(rig: Rig)
         "rnr_1", call_id="call_1", requested_by="alice", decision="ask", timeout=20.0
     )
     assert outcome == CallOutcome("call_1", "rnr_1", msgspec.Raw(b'{"lines":3}'), 0.25)
+    assert journal == ["recorded", "sent", "finished"]  # committed before it was sent
     (before,) = at_send
     assert (before.state, before.finished_at, before.result) == ("dispatched", None, None)
     assert (before.runner_id, before.tool, before.workspace) == ("rnr_1", "read_file", "app")
@@ -380,7 +397,7 @@ async def test_calls_in_flight_are_counted_per_runner_and_capped(rig: Rig) -> No
     assert rig.tools.inflight["rnr_1"] == 2
     assert set(rig.tools.active) == {"call_1", "call_2"}
     with pytest.raises(Overloaded, match="already runs 2 calls") as info:
-        await rig.call("rnr_1", call_id="call_3")
+        await asyncio.wait_for(rig.call("rnr_1", call_id="call_3"), unit(5))
     assert info.value.data == {"runner_id": "rnr_1"}
     with pytest.raises(NotFound):
         await record(rig, "call_3")  # refused before it was recorded
@@ -401,7 +418,7 @@ async def test_the_gateway_cap_applies_when_the_runner_offers_more(ledger: Ledge
     first = asyncio.create_task(rig.call("rnr_1", call_id="call_1"))
     await held.until(1)
     with pytest.raises(Overloaded):
-        await rig.call("rnr_1", call_id="call_2")
+        await asyncio.wait_for(rig.call("rnr_1", call_id="call_2"), unit(5))
     held.release.set()
     await asyncio.wait_for(first, unit(5))
 
@@ -427,7 +444,7 @@ async def test_a_reconnect_does_not_reset_the_count(rig: Rig) -> None:
     await held.until(1)
     rig.connect("rnr_1", max_concurrency=1)  # the same runner on a new connection
     with pytest.raises(Overloaded):
-        await rig.call("rnr_1", call_id="call_2")
+        await asyncio.wait_for(rig.call("rnr_1", call_id="call_2"), unit(5))
     held.release.set()
     await asyncio.wait_for(first, unit(5))
 
