@@ -74,22 +74,33 @@ def ensure_admin_token(data_dir: Path) -> tuple[Path, bool]:
 
 
 class AdminTokenAuthenticator:
-    """The admin token kept in the data dir (re-read when the file changes)."""
+    """The admin token kept in the data dir, re-read whenever the file changes in any way
+    (inode, size, modification or change time): a rotated token is noticed even when the
+    copy kept the old mtime. An unreadable or undecodable file admits nobody as admin
+    (and does not stop other credentials from being checked)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._mtime = -1.0
+        self._seen: tuple[int, int, int, int] | None = None
         self._token = ""
 
     def _current(self) -> str:
         try:
-            mtime = self.path.stat().st_mtime
-        except FileNotFoundError:
-            self._token = ""
+            st = self.path.stat()
+        except OSError:
+            self._seen, self._token = None, ""
             return ""
-        if mtime != self._mtime:
-            self._token = self.path.read_text(encoding="utf-8").strip()
-            self._mtime = mtime
+        seen = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if seen != self._seen:
+            try:
+                self._token = self.path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                log.error(
+                    "! the admin token file cannot be read; nobody is admin until it is fixed",
+                    extra={"path": str(self.path), "error": str(exc)},
+                )
+                self._token = ""
+            self._seen = seen
         return self._token
 
     async def authenticate(self, token: str) -> Principal | None:

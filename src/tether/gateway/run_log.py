@@ -60,16 +60,20 @@ class RunLog:
     ) -> tuple[Event, Run]:
         """Commit ``event`` (at ``seq``, else after the last one) under ``run.epoch``, with
         the transition to ``to`` if given; publish it; return it and the run as now stored."""
-        if to is not None and not isinstance(event, STATE_EVENTS[to]):
-            raise InternalError(
-                f"a move to {to.value} is recorded as {STATE_EVENTS[to].KIND}, not {event.KIND}"
-            )
+        if to is not None:
+            expected = STATE_EVENTS.get(to)
+            if expected is None or not isinstance(event, expected):
+                wanted = expected.KIND if expected is not None else "no event"
+                raise InternalError(
+                    f"a move to {to.value} is recorded as {wanted}, not {event.KIND}"
+                )
         if seq is None:
             seq = await self.next_seq(run.id)
         new = encode_event(event, seq, self.clock())
         if to is None:
             (new,) = await self.ledger.events.append(run.id, run.epoch, [new])
         else:
+            new = await self.ledger.events.offload(run.id, new)  # large payloads as artifacts
             run = await self.ledger.runs.transition(
                 run.id, epoch=run.epoch, to=to, reason=reason, output=output, event=new
             )

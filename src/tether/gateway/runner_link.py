@@ -111,9 +111,9 @@ class SocketRunnerLink:
         deadline: float,
         call_key: str | None = None,
     ) -> R:
-        live = self._live(runner_id)
         if call_key is not None and "resend" not in type(params).__struct_fields__:
             raise InternalError(f"{method.name} cannot be re-sent: its params have no resend flag")
+        live = self._live(runner_id)
         while True:
             remaining = deadline - time.monotonic()
             try:
@@ -178,12 +178,16 @@ class SocketRunnerLink:
         return handle
 
     def _prune(self) -> None:
+        """Forget answered requests past their TTL, or the oldest answered ones over the
+        cap; requests still being handled are kept (their callers wait on them)."""
         now = time.monotonic()
-        while self._answers:
-            key, (at, task) = next(iter(self._answers.items()))
-            if not task.done() or (now - at < ANSWER_TTL and len(self._answers) <= _MAX_ANSWERS):
-                return
-            del self._answers[key]
+        over = len(self._answers) - _MAX_ANSWERS
+        for key, (at, task) in list(self._answers.items()):
+            if not task.done():
+                continue
+            if now - at >= ANSWER_TTL or over > 0:
+                del self._answers[key]
+                over -= 1
 
     # ---- acknowledgements ----------------------------------------------------------
 

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,8 @@ def clear_stale_socket(sock_path: Path) -> None:
     """Remove a leftover socket nobody listens on; raise GatewayRunning if someone does."""
     if not sock_path.exists() and not sock_path.is_symlink():
         return
+    if not sock_path.is_symlink() and not stat.S_ISSOCK(sock_path.stat().st_mode):
+        raise ConfigError(f"{sock_path} exists and is not a socket; move it out of the way")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(1.0)
     try:

@@ -186,6 +186,19 @@ class ToolGateway:
                     call_id, state=state, error_code=exc.code, error=redact(exc.message)
                 )
                 raise
+            except asyncio.CancelledError:
+                # the caller is gone (a run stopped hard, a shutdown): the call is cancelled
+                # on the runner, and its record says so rather than staying "dispatched"
+                self._cancel_on(runner_id, call_id)
+                await asyncio.shield(
+                    self.ledger.tool_calls.finish(
+                        call_id,
+                        state="cancelled",
+                        error_code="cancelled",
+                        error="the caller stopped",
+                    )
+                )
+                raise
             finally:
                 self.active.pop(call_id, None)
             # the ledger gets the result redacted as data (still valid JSON); the caller

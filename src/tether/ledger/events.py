@@ -41,19 +41,18 @@ class EventStore:
         """Commit events (returns after the commit). Returns them as stored (large payloads
         replaced by artifact references). Identical re-appends are no-ops; different
         content at an existing seq raises Conflict."""
-        limit = self.inline_payload_bytes
-        stored = [
-            e if len(e.payload) * 4 <= limit else await self._offload(run_id, e) for e in events
-        ]
+        stored = [await self.offload(run_id, e) for e in events]
         rows: list[EventRow] = [
             (run_id, e.seq, e.kind, e.source, e.payload, e.created_at, epoch) for e in stored
         ]
         await self.writer.append(rows)
         return stored
 
-    async def _offload(self, run_id: str, event: NewEvent) -> NewEvent:
-        """Move a payload over the inline limit into an artifact (short payloads never get here:
-        4 bytes per character is the UTF-8 worst case)."""
+    async def offload(self, run_id: str, event: NewEvent) -> NewEvent:
+        """The event as stored: a payload over the inline limit moved into an artifact and
+        replaced by a reference (every event row stays small, whichever path writes it)."""
+        if len(event.payload) * 4 <= self.inline_payload_bytes:
+            return event  # 4 bytes per character is the UTF-8 worst case
         size = len(event.payload.encode())
         if size <= self.inline_payload_bytes:
             return event

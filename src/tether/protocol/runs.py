@@ -120,7 +120,8 @@ class RunCreated(msgspec.Struct, kw_only=True):
     """``started``: nothing ahead of it; ``queued``: waits behind an active or queued run;
     ``steered``: given to the active run, whose agent will read it (if the run ends
     first, it starts the session's next run: ``steering.requeued``); ``dropped``: not
-    taken (the steering queue was full, or the run is stopping)."""
+    taken, the steering queue was full. Input for a run that is stopping is queued as the
+    next run (``queued``)."""
 
 
 class RunGetParams(_Params):

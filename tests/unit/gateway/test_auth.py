@@ -108,12 +108,6 @@ async def test_an_empty_admin_token_file_admits_nobody(tmp_path: Path, content: 
         assert await auth.authenticate(token) is None, repr(token)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AdminTokenAuthenticator._current re-reads only when st_mtime differs "
-    "(src/tether/gateway/auth.py:90): a token rewritten with its mtime unchanged "
-    "(cp -p, rsync -t, touch -r, a coarse-timestamp file system) keeps the old token valid",
-)
 async def test_a_rotated_admin_token_is_noticed_even_with_the_same_mtime(
     tmp_path: Path,
 ) -> None:
@@ -126,14 +120,6 @@ async def test_a_rotated_admin_token_is_noticed_even_with_the_same_mtime(
     assert await auth.authenticate("tta_fresh") is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="AdminTokenAuthenticator._current reads the file without handling a decode "
-    "or read error (src/tether/gateway/auth.py:91): a corrupt admin.token raises out of "
-    "authenticate, and because the chain asks the admin source first, every runner "
-    "credential is refused too (the /ws upgrade answers 500)",
-)
 async def test_a_corrupt_admin_token_file_refuses_the_admin_but_not_the_runners(
     tmp_path: Path, ledger: Ledger
 ) -> None:

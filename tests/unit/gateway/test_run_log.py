@@ -244,14 +244,6 @@ async def test_a_large_payload_is_stored_as_an_artifact_and_published_as_stored(
     assert json.loads(await ledger.events.full_payload(event)) == {"text": big}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="RunLog.record sends an event with a transition through ledger.runs.transition "
-    "(src/tether/gateway/run_log.py:73), whose insert_event (src/tether/ledger/runs.py:32) "
-    "stores the payload inline: a run.succeeded/run.failed with a large output skips the "
-    "artifact offload every other event gets, so that event row is not kept small",
-)
 async def test_a_large_payload_recorded_with_a_transition_is_stored_as_an_artifact(
     ledger: Ledger,
 ) -> None:

@@ -293,14 +293,6 @@ async def test_only_the_registered_connection_may_send_requests() -> None:
     assert handler.runs == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="SocketRunnerLink._prune (src/tether/gateway/runner_link.py:184) stops at the "
-    "oldest entry while its handler is still running, so one long request (a permission "
-    "request waiting for a person) keeps every later answer past ANSWER_TTL and past "
-    "_MAX_ANSWERS: the table grows without bound",
-)
 async def test_the_answers_stay_bounded_while_an_old_request_is_pending(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

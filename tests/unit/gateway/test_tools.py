@@ -360,14 +360,6 @@ async def test_a_timeout_is_tool_timeout_and_the_call_is_cancelled_on_the_runner
     assert rig.link.sent[-1].params == ToolCancelParams(call_id="call_t")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="ToolGateway.execute finishes the ledger record only for a TetherError "
-    "(src/tether/gateway/tools.py:184): when the caller is cancelled (a run stopped hard, "
-    "gateway shutdown) the tool_calls row stays 'dispatched' forever; the 'cancelled' "
-    "state ToolCallStore.finish documents is never written",
-)
 async def test_a_call_whose_caller_is_cancelled_is_not_left_dispatched(rig: Rig) -> None:
     rig.connect("rnr_1")
     held = Held()
