@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tether.config import Config
 from tether.errors import Unauthorized
 
 if TYPE_CHECKING:
+    from tether.config import Config
     from tether.transport.client import RpcClient
     from tether.transport.connection import Router
 
@@ -20,6 +20,7 @@ UrlOpt = Annotated[
     str | None,
     typer.Option(
         "--url",
+        metavar="URL",
         help="Gateway URL (ws://, wss://, http://, https://). Default: the local Unix socket.",
         show_default=False,
     ),
@@ -28,6 +29,7 @@ TokenOpt = Annotated[
     str | None,
     typer.Option(
         "--token",
+        metavar="TOKEN",
         help="Bearer token for --url (default: $TETHER_TOKEN, else this machine's admin token).",
         show_default=False,
     ),
