@@ -391,9 +391,7 @@ class GatewayServer:
         try:
             await ws.prepare(request)
             conn = WebSocketConnection(ws, self._new_session(), **self._conn_kwargs("ws"))
-            peer = Peer(
-                conn, principal, self.handlers, transport="ws", remote=request.remote or ""
-            )
+            peer = Peer(conn, principal, self.handlers, transport="ws", remote=request.remote or "")
             self._attach(conn, peer)
         finally:
             self._upgrading -= 1
