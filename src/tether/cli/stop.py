@@ -1,9 +1,10 @@
 """Stopping a foreground command (``tether up``, ``tether runner``) with SIGINT or SIGTERM.
 
 The first signal asks the command to stop; every later one only says that the stop is
-under way. The handlers stay installed until the process exits, so a second Ctrl-C can
-never interrupt a shutdown half-way (no ``KeyboardInterrupt`` inside a database pool,
-no traceback) and the exit status is the same however many signals arrived.
+under way. The handlers stay installed until the command is done, and then the signals
+are blocked until the process exits, so a second Ctrl-C can never interrupt a shutdown
+half-way (no ``KeyboardInterrupt`` inside a database pool, no traceback) and the exit
+status is the same however many signals arrived.
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ class StopSignals:
     def unbind(self) -> None:
         """The loop is closing: later signals only print the note."""
         self._loop = self._on_stop = None
+
+    def block(self) -> None:
+        """The command is done: a signal from now on stays pending and dies with the
+        process, so it cannot kill the interpreter while it exits (it restores the
+        default handlers then) and change the exit status."""
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         # A signal handler runs between two bytecodes of whatever the main thread does:

@@ -252,19 +252,22 @@ def up(
     heartbeats included) is logged at debug level: see them with --log-level debug.
     """
     signals = StopSignals().install()
-    config = load_gateway_config(listen, None, None, None)
-    quiet_access_log(config.log_level)
-    signals.note = (
-        f"still stopping: the local runner has up to {config.runner.shutdown_grace:g} s "
-        "to finish its tool calls"
-    )
-    spaces: dict[str, str] | None = None
-    if not no_runner:
-        spaces = parse_workspaces(workspace) or _default_workspace()
-        for name, path in spaces.items():
-            if not Path(path).is_dir():
-                raise ConfigError(f"workspace {name!r}: {path} is not a directory")
-    context.run_async(_up(config, spaces, signals))
+    try:
+        config = load_gateway_config(listen, None, None, None)
+        quiet_access_log(config.log_level)
+        signals.note = (
+            f"still stopping: the local runner has up to {config.runner.shutdown_grace:g} s "
+            "to finish its tool calls"
+        )
+        spaces: dict[str, str] | None = None
+        if not no_runner:
+            spaces = parse_workspaces(workspace) or _default_workspace()
+            for name, path in spaces.items():
+                if not Path(path).is_dir():
+                    raise ConfigError(f"workspace {name!r}: {path} is not a directory")
+        context.run_async(_up(config, spaces, signals))
+    finally:
+        signals.block()
 
 
 UP_EPILOG = examples(
