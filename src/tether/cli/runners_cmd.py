@@ -11,6 +11,8 @@ import typer
 
 from tether.cli import context
 from tether.cli.connect import TokenOpt, UrlOpt, open_client
+from tether.cli.help import examples
+from tether.cli.table import table
 from tether.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -19,8 +21,16 @@ if TYPE_CHECKING:
 __all__ = ["runners_app", "tools_app"]
 
 T = TypeVar("T")
-runners_app = typer.Typer(help="Enrol, list and revoke runners (admin).", no_args_is_help=True)
-tools_app = typer.Typer(help="Call tools on runners (admin diagnostics).", no_args_is_help=True)
+runners_app = typer.Typer(
+    help="Enrol, list and revoke runners (admin).",
+    no_args_is_help=True,
+    epilog=examples("tether runners add laptop", "tether runners list"),
+)
+tools_app = typer.Typer(
+    help="Call tools on runners (admin diagnostics).",
+    no_args_is_help=True,
+    epilog=examples('tether tools call laptop shell --args \'{"command": "uptime"}\''),
+)
 
 
 def _call(url: str | None, token: str | None, fn: Callable[[RpcClient], Awaitable[T]]) -> T:
@@ -43,16 +53,29 @@ def _ago(ts: float | None) -> str:
     return f"{seconds}s ago"
 
 
-@runners_app.command("add")
+@runners_app.command(
+    "add",
+    epilog=examples(
+        "tether runners add laptop",
+        "tether runners add laptop --rotate      # a new credential for an enrolled runner",
+        "tether runners add ci-box --ttl 60 --json",
+    ),
+)
 def add(
-    name: Annotated[str, typer.Argument(help="A name for the machine (letters, digits, . _ -).")],
+    name: Annotated[
+        str,
+        typer.Argument(metavar="NAME", help="A name for the machine (letters, digits, . _ -)."),
+    ],
     rotate: Annotated[
         bool,
         typer.Option(
             "--rotate", help="Re-enrol an existing runner (its old credential stops working)."
         ),
     ] = False,
-    ttl: Annotated[float, typer.Option("--ttl", min=1, help="Seconds the code stays valid.")] = 600,
+    ttl: Annotated[
+        float,
+        typer.Option("--ttl", metavar="SECONDS", min=1, help="Seconds the code stays valid."),
+    ] = 600,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
@@ -69,14 +92,23 @@ def add(
         raise ConfigError(f"invalid runner name {name!r}: {exc}") from None
     added = _call(url, token, lambda c: c.call(RUNNER_ADD, params))
     minutes = max(1, round((added.expires_at - time.time()) / 60))
-    context.current().emit(
-        added,
-        f"runner {added.name} ({added.runner_id}) created.\n"
-        f"On that machine, within {minutes} min, run:\n\n  {added.command} --workspace NAME=PATH\n",
-    )
+    if rotate:
+        how = (
+            f"runner {added.name} ({added.runner_id}) has a new code; its old credential "
+            "stops working once this one is used.\n"
+            f"On that machine, within {minutes} min, run:\n\n  {added.command}\n\n"
+            "(it keeps the workspaces it had; --workspace NAME=PATH replaces them)\n"
+        )
+    else:
+        how = (
+            f"runner {added.name} ({added.runner_id}) created.\n"
+            f"On that machine, within {minutes} min, run:\n\n"
+            f"  {added.command} --workspace NAME=PATH\n"
+        )
+    context.current().emit(added, how)
 
 
-@runners_app.command("list")
+@runners_app.command("list", epilog=examples("tether runners list", "tether runners list --json"))
 def list_(url: UrlOpt = None, token: TokenOpt = None) -> None:
     """List runners: online or not, last seen, version, workspaces, load."""
     from tether.protocol.methods import RUNNER_LIST
@@ -87,20 +119,32 @@ def list_(url: UrlOpt = None, token: TokenOpt = None) -> None:
     def human() -> None:
         if not page.runners:
             typer.echo("no runners (add one with `tether runners add NAME`)")
+            return
+        rows = []
         for r in page.runners:
             state = "online" if r.online else ("offline" if r.status == "enrolled" else r.status)
             load = f"{r.inflight}/{r.max_concurrency}" if r.online else "-"
-            typer.echo(
-                f"{r.name:<16} {state:<8} seen {_ago(r.last_seen_at):<10} v{r.version or '?':<8} "
-                f"load {load:<6} sandbox {r.sandbox or '-':<6} workspaces {', '.join(r.workspaces) or '-'}"
+            rows.append(
+                [
+                    r.name,
+                    state,
+                    _ago(r.last_seen_at),
+                    r.version or "?",
+                    load,
+                    r.sandbox or "-",
+                    ", ".join(r.workspaces) or "-",
+                ]
             )
+        typer.echo(
+            table(["NAME", "STATE", "SEEN", "VERSION", "LOAD", "SANDBOX", "WORKSPACES"], rows)
+        )
 
     context.current().emit(page, human)
 
 
-@runners_app.command("revoke")
+@runners_app.command("revoke", epilog=examples("tether runners revoke laptop"))
 def revoke(
-    name: Annotated[str, typer.Argument(help="The runner's name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The runner's name.")],
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
@@ -112,22 +156,42 @@ def revoke(
     context.current().emit(info, f"runner {info.name} revoked")
 
 
-@tools_app.command("call")
+@tools_app.command(
+    "call",
+    epilog=examples(
+        'tether tools call laptop shell --args \'{"command": "git status --short"}\'',
+        'tether tools call laptop read_file --args \'{"path": "README.md"}\' --workspace app',
+        "tether tools call laptop noop --json",
+    ),
+)
 def call(
-    runner: Annotated[str, typer.Argument(help="Runner name or id.")],
+    runner: Annotated[str, typer.Argument(metavar="RUNNER", help="Runner name or id.")],
     tool: Annotated[
         str,
         typer.Argument(
-            help="Tool name (read_file, write_file, edit_file, list_dir, glob, grep, shell)."
+            metavar="TOOL",
+            help="Tool name (read_file, write_file, edit_file, list_dir, glob, grep, shell, noop).",
         ),
     ],
-    args: Annotated[str, typer.Option("--args", help="Tool arguments as a JSON object.")] = "{}",
+    args: Annotated[
+        str, typer.Option("--args", metavar="JSON", help="Tool arguments as a JSON object.")
+    ] = "{}",
     workspace: Annotated[
-        str, typer.Option("--workspace", help="Workspace name (default: the runner's only one).")
+        str,
+        typer.Option(
+            "--workspace",
+            metavar="NAME",
+            help="Workspace name (default: the runner's only one).",
+        ),
     ] = "",
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", min=0.1, help="Seconds (default: runner.default_timeout)."),
+        typer.Option(
+            "--timeout",
+            metavar="SECONDS",
+            min=0.1,
+            help="Seconds (default: runner.default_timeout).",
+        ),
     ] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
