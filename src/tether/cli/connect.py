@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -14,7 +15,9 @@ if TYPE_CHECKING:
     from tether.transport.client import RpcClient
     from tether.transport.connection import Router
 
-__all__ = ["TokenOpt", "UrlOpt", "open_client", "resolve_token"]
+__all__ = ["TokenOpt", "UrlOpt", "open_client", "request", "resolve_token"]
+
+T = TypeVar("T")
 
 UrlOpt = Annotated[
     str | None,
@@ -80,3 +83,16 @@ async def open_client(
         timeout=timeout,
         max_frame_bytes=config.limits.max_frame_bytes,
     )
+
+
+def request(url: str | None, token: str | None, fn: Callable[[RpcClient], Awaitable[T]]) -> T:
+    """Load the config, connect, run ``fn`` with the client, close: one command's talk."""
+    from tether.cli import context
+
+    config = context.current().config()
+
+    async def go() -> T:
+        async with await open_client(config, url, token) as client:
+            return await fn(client)
+
+    return context.run_async(go())

@@ -113,12 +113,13 @@ def _register() -> None:
         runner_cmd,
         runners_cmd,
         runs_cmd,
+        sessions_cmd,
     )
 
     gateway_cmd.register(app)
     ping_cmd.register(app)
     app.add_typer(runs_cmd.runs_app, name="runs")
-    app.add_typer(runs_cmd.sessions_app, name="sessions")
+    app.add_typer(sessions_cmd.sessions_app, name="sessions")
     app.add_typer(runner_cmd.app, name="runner")
     app.add_typer(runners_cmd.runners_app, name="runners")
     app.add_typer(runners_cmd.tools_app, name="tools")

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from tether.cli import context
-from tether.cli.connect import TokenOpt, UrlOpt, open_client
+from tether.cli.connect import TokenOpt, UrlOpt, request
 from tether.cli.help import examples
 from tether.cli.table import table
 from tether.errors import ConfigError
 
 if TYPE_CHECKING:
-    from tether.transport.client import RpcClient
+    pass
 
 __all__ = ["runners_app", "tools_app"]
 
@@ -31,16 +30,6 @@ tools_app = typer.Typer(
     no_args_is_help=True,
     epilog=examples('tether tools call laptop shell --args \'{"command": "uptime"}\''),
 )
-
-
-def _call(url: str | None, token: str | None, fn: Callable[[RpcClient], Awaitable[T]]) -> T:
-    config = context.current().config()
-
-    async def go() -> T:
-        async with await open_client(config, url, token) as client:
-            return await fn(client)
-
-    return context.run_async(go())
 
 
 def _ago(ts: float | None) -> str:
@@ -90,7 +79,7 @@ def add(
         params = msgspec.convert(msgspec.structs.asdict(params), RunnerAddParams)
     except Exception as exc:  # noqa: BLE001 - msgspec reports the bad field
         raise ConfigError(f"invalid runner name {name!r}: {exc}") from None
-    added = _call(url, token, lambda c: c.call(RUNNER_ADD, params))
+    added = request(url, token, lambda c: c.call(RUNNER_ADD, params))
     minutes = max(1, round((added.expires_at - time.time()) / 60))
     if rotate:
         how = (
@@ -114,7 +103,7 @@ def list_(url: UrlOpt = None, token: TokenOpt = None) -> None:
     from tether.protocol.methods import RUNNER_LIST
     from tether.protocol.system import Empty
 
-    page = _call(url, token, lambda c: c.call(RUNNER_LIST, Empty()))
+    page = request(url, token, lambda c: c.call(RUNNER_LIST, Empty()))
 
     def human() -> None:
         if not page.runners:
@@ -152,7 +141,7 @@ def revoke(
     from tether.protocol.methods import RUNNER_REVOKE
     from tether.protocol.runners import RunnerRevokeParams
 
-    info = _call(url, token, lambda c: c.call(RUNNER_REVOKE, RunnerRevokeParams(name=name)))
+    info = request(url, token, lambda c: c.call(RUNNER_REVOKE, RunnerRevokeParams(name=name)))
     context.current().emit(info, f"runner {info.name} revoked")
 
 
@@ -209,7 +198,7 @@ def call(
     params = ToolCallParams(
         runner=runner, tool=tool, args=parsed, workspace=workspace, timeout=timeout
     )
-    outcome = _call(url, token, lambda c: c.call(TOOL_CALL, params))
+    outcome = request(url, token, lambda c: c.call(TOOL_CALL, params))
     result = json.loads(bytes(outcome.result))
 
     def human() -> None:

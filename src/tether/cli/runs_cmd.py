@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from tether.cli import context
-from tether.cli.connect import TokenOpt, UrlOpt, open_client
+from tether.cli.connect import TokenOpt, UrlOpt, open_client, request
 from tether.cli.help import examples
-from tether.cli.table import table
+from tether.cli.table import short, table, when
 
 if TYPE_CHECKING:
     from tether.protocol.runs import EventInfo, RunInfo
     from tether.transport.client import RpcClient
 
-__all__ = ["EXIT_CANCELLED", "FOLLOW_EXIT", "runs_app", "sessions_app"]
-
-T = TypeVar("T")
+__all__ = ["EXIT_CANCELLED", "FOLLOW_EXIT", "CursorOpt", "LimitOpt", "runs_app"]
 
 EXIT_CANCELLED = 3
 FOLLOW_EXIT = {
@@ -42,12 +38,6 @@ runs_app = typer.Typer(
     no_args_is_help=True,
     epilog=examples('tether runs start "say hello" --follow', "tether runs list --state running"),
 )
-sessions_app = typer.Typer(
-    help="Look at sessions.",
-    no_args_is_help=True,
-    epilog=examples("tether sessions list", "tether sessions show SESSION_ID"),
-)
-
 RunArg = Annotated[
     str, typer.Argument(metavar="RUN_ID", help="The run id (run_…).", show_default=False)
 ]
@@ -65,40 +55,20 @@ CursorOpt = Annotated[
 EVENT_HEADER = f"{'SEQ':>6}  {'TIME':<19}  {'SOURCE':<7}  {'KIND':<22}  DETAIL"
 
 
-def _call(url: str | None, token: str | None, fn: Callable[[RpcClient], Awaitable[T]]) -> T:
-    cli = context.current()
-    config = cli.config()
-
-    async def go() -> T:
-        async with await open_client(config, url, token) as client:
-            return await fn(client)
-
-    return context.run_async(go())
-
-
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
-
-
-def _short(text: str | None, width: int = 48) -> str:
-    text = (text or "").replace("\n", " ⏎ ")
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def _print_run(run: RunInfo) -> None:
     rows = [
         ("run", run.id),
         ("session", run.session_id),
         ("agent", run.agent),
         ("state", run.state + (f" ({run.reason})" if run.reason else "")),
-        ("created", _when(run.created_at)),
-        ("started", _when(run.started_at)),
-        ("finished", _when(run.finished_at)),
+        ("created", when(run.created_at)),
+        ("started", when(run.started_at)),
+        ("finished", when(run.finished_at)),
         ("attempts", str(run.attempts)),
         ("owner", run.owner or "-"),
         ("cancel requested", "yes" if run.cancel_requested else "no"),
-        ("input", _short(run.input, 200)),
-        ("output", _short(run.output, 200) or "-"),
+        ("input", short(run.input, 200)),
+        ("output", short(run.output, 200) or "-"),
     ]
     for key, value in rows:
         typer.echo(f"{key:>16}  {value}")
@@ -111,8 +81,10 @@ def _event_line(event: EventInfo) -> str:
         if isinstance(payload, dict) and "text" in payload
         else json.dumps(payload, ensure_ascii=False)
     )
-    when = _when(event.created_at)
-    return f"{event.seq:>6}  {when:<19}  {event.source:<7}  {event.kind:<22}  {_short(str(detail), 80)}"
+    at = when(event.created_at)
+    return (
+        f"{event.seq:>6}  {at:<19}  {event.source:<7}  {event.kind:<22}  {short(str(detail), 80)}"
+    )
 
 
 @runs_app.command(
@@ -166,7 +138,7 @@ def start(
     cli = context.current()
     body = sys.stdin.read() if text == "-" else text
     params = RunCreateParams(input=body, session_id=session, agent=agent, steer=not no_steer)
-    created = _call(url, token, lambda c: c.call(RUN_CREATE, params))
+    created = request(url, token, lambda c: c.call(RUN_CREATE, params))
     cli.emit(
         created, f"{created.run.id}  {created.disposition}  (session {created.run.session_id})"
     )
@@ -218,7 +190,7 @@ def list_(
         )
     except msgspec.ValidationError as exc:
         raise typer.BadParameter(str(exc)) from None
-    page = _call(url, token, lambda c: c.call(RUN_LIST, params))
+    page = request(url, token, lambda c: c.call(RUN_LIST, params))
 
     def human() -> None:
         if not page.runs:
@@ -231,9 +203,9 @@ def list_(
                         [
                             run.id,
                             run.state + (f"/{run.reason}" if run.reason else ""),
-                            _when(run.created_at),
+                            when(run.created_at),
                             run.agent,
-                            _short(run.input, 40),
+                            short(run.input, 40),
                         ]
                         for run in page.runs
                     ),
@@ -253,7 +225,7 @@ def show(run_id: RunArg, url: UrlOpt = None, token: TokenOpt = None) -> None:
     from tether.protocol.methods import RUN_GET
     from tether.protocol.runs import RunGetParams
 
-    run = _call(url, token, lambda c: c.call(RUN_GET, RunGetParams(run_id=run_id)))
+    run = request(url, token, lambda c: c.call(RUN_GET, RunGetParams(run_id=run_id)))
     context.current().emit(run, lambda: _print_run(run))
 
 
@@ -276,7 +248,7 @@ def events(
     from tether.protocol.methods import RUN_EVENTS
     from tether.protocol.runs import RunEventsParams
 
-    page = _call(
+    page = request(
         url,
         token,
         lambda c: c.call(RUN_EVENTS, RunEventsParams(run_id=run_id, after_seq=after, limit=limit)),
@@ -388,7 +360,7 @@ def artifact(
             if chunk.eof or not chunk.data:
                 return chunk, bytes(data)
 
-    meta, content = _call(url, token, fetch)
+    meta, content = request(url, token, fetch)
     if hashlib.sha256(content).hexdigest() != meta.sha256:
         raise InternalError(f"artifact {artifact_id} arrived damaged (sha256 mismatch)")
     if out is not None:
@@ -419,7 +391,7 @@ def cancel(
     from tether.protocol.methods import RUN_CANCEL
     from tether.protocol.runs import RunCancelParams
 
-    run = _call(
+    run = request(
         url, token, lambda c: c.call(RUN_CANCEL, RunCancelParams(run_id=run_id, reason=reason))
     )
     note = (
@@ -432,64 +404,3 @@ def cancel(
         )
     )
     context.current().emit(run, f"{run.id}  {note}")
-
-
-@sessions_app.command(
-    "list", epilog=examples("tether sessions list", "tether sessions list --limit 100 --json")
-)
-def sessions_list(
-    limit: LimitOpt = 20,
-    cursor: CursorOpt = None,
-    url: UrlOpt = None,
-    token: TokenOpt = None,
-) -> None:
-    """List sessions, newest first."""
-    from tether.protocol.methods import SESSION_LIST
-    from tether.protocol.runs import SessionListParams
-
-    page = _call(
-        url, token, lambda c: c.call(SESSION_LIST, SessionListParams(limit=limit, cursor=cursor))
-    )
-
-    def human() -> None:
-        if not page.sessions:
-            typer.echo("no sessions")
-        else:
-            typer.echo(
-                table(
-                    ["SESSION", "STATUS", "AGENT", "CREATED", "CONVERSATION"],
-                    (
-                        [s.id, s.status, s.agent, _when(s.created_at), s.conversation_id or "-"]
-                        for s in page.sessions
-                    ),
-                )
-            )
-        if page.next_cursor:
-            typer.echo(f"more: --cursor {page.next_cursor}")
-
-    context.current().emit(page, human)
-
-
-@sessions_app.command(
-    "show",
-    epilog=examples("tether sessions show SESSION_ID", "tether sessions show SESSION_ID --json"),
-)
-def sessions_show(
-    session_id: Annotated[
-        str, typer.Argument(metavar="SESSION_ID", help="The session id (ses_…).")
-    ],
-    url: UrlOpt = None,
-    token: TokenOpt = None,
-) -> None:
-    """Show one session."""
-    from tether.protocol.methods import SESSION_GET
-    from tether.protocol.runs import SessionGetParams
-
-    s = _call(url, token, lambda c: c.call(SESSION_GET, SessionGetParams(session_id=session_id)))
-    data: dict[str, Any] = {f: getattr(s, f) for f in s.__struct_fields__}
-
-    def human() -> None:
-        for key, value in data.items():
-            typer.echo(f"{key:>16}  {value}")
-
-    context.current().emit(s, human)
