@@ -222,14 +222,19 @@ class Gateway:
 
 
 async def serve_gateway(
-    config: Config, *, on_ready: Callable[[Gateway], None] | None = None
+    config: Config,
+    *,
+    on_ready: Callable[[Gateway], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Run a gateway until SIGTERM or SIGINT, then shut it down gracefully. A failure of a
-    supervised part stops it too, and is raised."""
+    """Run a gateway until ``stop`` is set (by default: until SIGTERM or SIGINT), then shut
+    it down gracefully. A failure of a supervised part stops it too, and is raised."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    own_signals = stop is None
+    stop = stop or asyncio.Event()
+    if own_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(config)
     try:
         await gateway.start()
@@ -251,10 +256,11 @@ async def serve_gateway(
         failing.cancel()
         log.info("shutting down")
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)
-        await gateway.stop()
+        await gateway.stop()  # a second signal meanwhile only sets ``stop`` again
+        if own_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
     if gateway.failure is not None:
         raise gateway.failure
     log.info("gateway stopped")

@@ -366,3 +366,25 @@ def test_invalid_config_names_the_key_and_exits_2(home: Path) -> None:
     assert shown.returncode == 0
     assert "hunter2" not in shown.stdout
     assert json.loads(shown.stdout)["limits"]["max_frame_bytes"] == 1048576
+
+
+@pytest.mark.parametrize(
+    "signals",
+    [(signal.SIGINT, signal.SIGINT), (signal.SIGTERM, signal.SIGINT, signal.SIGTERM)],
+    ids=["twice", "mixed"],
+)
+def test_repeated_signals_stop_the_gateway_cleanly(home: Path, signals: tuple[int, ...]) -> None:
+    proc = GatewayProcess(home)
+    proc.start()
+    try:
+        for sig in signals:
+            assert proc.proc is not None
+            proc.proc.send_signal(sig)
+            time.sleep(0.05)
+        code = proc.wait(30)
+    finally:
+        proc.stop()
+    err = proc.stderr()
+    assert "Traceback" not in err, err
+    assert code == 0, err
+    assert not (proc.runtime_dir / "gateway.sock").exists()

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.process import SCALE, run_cli, tether_env
 
 
@@ -86,3 +88,87 @@ def test_up_refuses_a_missing_workspace(home: Path) -> None:
     assert "is not a directory" in result.stderr
     start = time.monotonic()
     assert time.monotonic() - start < 5
+
+
+def start_up_logged(
+    home: Path, workspace: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], Path]:
+    """`tether up` with its stderr in a file; returns once it printed its ready line."""
+    log = home / f"up-{time.monotonic_ns()}.err"
+    with log.open("w") as err:
+        up = ["--json", "up", "--listen", "127.0.0.1:0", f"--workspace=proj={workspace}"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tether", *up, *args],
+            env=tether_env(home, env),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line, f"tether up printed nothing:\n{log.read_text()}"
+    return proc, log
+
+
+def _our_runners(home: Path) -> list[Path]:
+    return [p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_our_runner(p, home)]
+
+
+@pytest.mark.parametrize(
+    "signals",
+    [
+        (signal.SIGINT, signal.SIGINT),
+        (signal.SIGINT, signal.SIGINT, signal.SIGINT),
+        (signal.SIGTERM, signal.SIGINT, signal.SIGTERM),
+    ],
+    ids=["twice", "three-times", "mixed"],
+)
+def test_repeated_signals_stop_up_cleanly(home: Path, signals: tuple[int, ...]) -> None:
+    workspace = home / "project"
+    workspace.mkdir()
+    proc, log = start_up_logged(home, workspace)
+    try:
+        for sig in signals:
+            proc.send_signal(sig)
+            time.sleep(0.05)
+        code = proc.wait(30 * SCALE)
+    finally:
+        proc.kill()
+        proc.wait()
+    err = log.read_text()
+    assert "Traceback" not in err, err
+    assert code == 0, err  # as for a single signal
+    assert "still stopping" in err
+    assert _our_runners(home) == [], "the local runner outlived tether up"
+    assert not (home / "run" / "gateway.sock").exists()
+
+
+def test_up_logs_requests_and_heartbeats_at_debug_level_only(home: Path) -> None:
+    workspace = home / "project"
+    workspace.mkdir()
+    fast = {"TETHER_RUNNER__HEARTBEAT_INTERVAL": "0.2"}
+    proc, log = start_up_logged(home, workspace, env=fast)
+    try:
+        assert run_cli(home, "ping").returncode == 0
+        time.sleep(1.0)  # a few heartbeats
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30 * SCALE) == 0
+    quiet = log.read_text()
+    assert "runner registered" in quiet  # info lines still there
+    assert "tether.access" not in quiet, quiet
+
+    proc, log = start_up_logged(home, workspace, env={**fast, "TETHER_LOG_LEVEL": "debug"})
+    try:
+        assert run_cli(home, "ping").returncode == 0
+        deadline = time.monotonic() + 20 * SCALE
+        while "runner.heartbeat" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30 * SCALE) == 0
+    lines = log.read_text().splitlines()
+    access = [line for line in lines if " tether.access: " in line]
+    assert any(" runner.heartbeat " in line for line in access), lines
+    assert any(" ping " in line for line in access), lines
+    assert all(" DEBUG tether.access: " in line for line in access), access

@@ -5,10 +5,15 @@ from __future__ import annotations
 import typer
 
 from tether.cli import context
+from tether.cli.help import examples
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect the effective configuration.",
+    no_args_is_help=True,
+    epilog=examples("tether config show"),
+)
 
 
 def _toml_value(value: object) -> str:
@@ -26,7 +31,14 @@ def _toml_value(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-@app.command("show")
+@app.command(
+    "show",
+    epilog=examples(
+        "tether config show",
+        "tether config show --config ./tether.toml --json",
+        "TETHER_LIMITS__IDLE_TIMEOUT=30 tether config show",
+    ),
+)
 def show() -> None:
     """Print the effective config (defaults < file < TETHER_* env < flags), secrets redacted."""
     from tether.config import redacted

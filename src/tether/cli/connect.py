@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from tether.config import Config
 from tether.errors import Unauthorized
 
 if TYPE_CHECKING:
+    from tether.config import Config
     from tether.transport.client import RpcClient
     from tether.transport.connection import Router
 
-__all__ = ["TokenOpt", "UrlOpt", "open_client", "resolve_token"]
+__all__ = ["TokenOpt", "UrlOpt", "open_client", "request", "resolve_token"]
+
+T = TypeVar("T")
 
 UrlOpt = Annotated[
     str | None,
     typer.Option(
         "--url",
+        metavar="URL",
         help="Gateway URL (ws://, wss://, http://, https://). Default: the local Unix socket.",
         show_default=False,
     ),
@@ -28,6 +32,7 @@ TokenOpt = Annotated[
     str | None,
     typer.Option(
         "--token",
+        metavar="TOKEN",
         help="Bearer token for --url (default: $TETHER_TOKEN, else this machine's admin token).",
         show_default=False,
     ),
@@ -78,3 +83,16 @@ async def open_client(
         timeout=timeout,
         max_frame_bytes=config.limits.max_frame_bytes,
     )
+
+
+def request(url: str | None, token: str | None, fn: Callable[[RpcClient], Awaitable[T]]) -> T:
+    """Load the config, connect, run ``fn`` with the client, close: one command's talk."""
+    from tether.cli import context
+
+    config = context.current().config()
+
+    async def go() -> T:
+        async with await open_client(config, url, token) as client:
+            return await fn(client)
+
+    return context.run_async(go())

@@ -1,19 +1,22 @@
-"""State shared by every command: global flags, config loading, output and errors."""
+"""State shared by every command: global flags, config loading, output and errors.
+
+Imports stay light here (no asyncio, msgspec or config at module import): ``tether
+--help`` and every command import this module first.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-import msgspec
-
-from tether.config import Config, load_config
 from tether.errors import ConfigError, TetherError
-from tether.logs import configure_logging
+
+if TYPE_CHECKING:
+    import logging
+
+    from tether.config import Config
 
 __all__ = ["EXIT_FAILURE", "EXIT_USAGE", "Cli", "current", "run_async"]
 
@@ -35,6 +38,9 @@ class Cli:
 
     def config(self, **flags: Any) -> Config:
         """Load the effective config; command flags (None = not given) win over everything."""
+        from tether.config import load_config
+        from tether.logs import configure_logging
+
         tree: dict[str, Any] = {}
         if self.data_dir is not None:
             tree["data_dir"] = self.data_dir
@@ -57,6 +63,8 @@ class Cli:
     def emit(self, data: Any, human: Callable[[], None] | str) -> None:
         """Print ``data`` as JSON with ``--json``, else the human rendering."""
         if self.json:
+            import msgspec
+
             sys.stdout.write(msgspec.json.encode(data).decode() + "\n")
         elif isinstance(human, str):
             sys.stdout.write(human + "\n")
@@ -64,10 +72,14 @@ class Cli:
             human()
         sys.stdout.flush()
 
-    def fail(self, exc: TetherError) -> NoReturn:
-        """Report an error the way the output mode asks and exit (2 for config errors, else 1)."""
-        code = EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
+    def fail(self, exc: TetherError, code: int | None = None) -> NoReturn:
+        """Report an error the way the output mode asks and exit with ``code``
+        (default: 2 for config errors, else 1)."""
+        if code is None:
+            code = EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
         if self.json:
+            import json
+
             sys.stdout.write(
                 json.dumps({"error": {"code": exc.code, "message": exc.message, **exc.data}}) + "\n"
             )
@@ -76,10 +88,25 @@ class Cli:
         raise SystemExit(code)
 
 
-def _log_filters() -> list[Any]:
-    from tether.security.redaction import RedactingFilter
+def _log_filters() -> list[logging.Filter]:
+    """The redaction filter, built at the first record that reaches it: every record is
+    still redacted, and a command that logs nothing (``tether ping``) skips compiling
+    the secret patterns."""
+    import logging
 
-    return [RedactingFilter()]
+    class LazyRedaction(logging.Filter):
+        def __init__(self) -> None:
+            super().__init__()
+            self._filter: logging.Filter | None = None
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            if self._filter is None:
+                from tether.security.redaction import RedactingFilter
+
+                self._filter = RedactingFilter()
+            return bool(self._filter.filter(record))
+
+    return [LazyRedaction()]
 
 
 _current = Cli()
@@ -99,5 +126,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:
+        import asyncio
+
         return asyncio.run(coro)
     return uvloop.run(coro)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import typer
 
 from tether.cli import context
+from tether.cli.help import examples
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Inspect and migrate the ledger database.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect and migrate the ledger database.",
+    no_args_is_help=True,
+    epilog=examples("tether db status", "tether db upgrade"),
+)
 
 
 def _database() -> tuple[object, str]:
@@ -27,9 +32,16 @@ def _database() -> tuple[object, str]:
     return db, shown
 
 
-@app.command("status")
+@app.command(
+    "status",
+    epilog=examples(
+        "tether db status",
+        "TETHER_DATABASE_URL=postgresql://tether@db/tether tether db status --json",
+    ),
+)
 def status() -> None:
-    """Show the database, its schema revision and whether migrations are pending."""
+    """Show the database (password masked), its schema revision and whether migrations
+    are pending."""
     from tether.ledger.engine import HEAD_REVISION, Database
 
     db, shown = _database()
@@ -61,7 +73,7 @@ def status() -> None:
     )
 
 
-@app.command("upgrade")
+@app.command("upgrade", epilog=examples("tether db upgrade", "tether db upgrade --data-dir DIR"))
 def upgrade() -> None:
     """Apply pending migrations (the gateway also does this at start)."""
     from tether.ledger.engine import Database

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from tether.cli import context
+from tether.cli.help import examples
 from tether.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -19,11 +20,17 @@ ListenOpt = Annotated[
     str | None,
     typer.Option(
         "--listen",
+        metavar="HOST:PORT",
         help="HOST:PORT for HTTP and WebSocket (default 127.0.0.1:8765; port 0 picks a free one).",
     ),
 ]
-CertOpt = Annotated[str | None, typer.Option("--tls-cert", help="PEM certificate for TLS.")]
-KeyOpt = Annotated[str | None, typer.Option("--tls-key", help="PEM private key for TLS.")]
+CertOpt = Annotated[
+    str | None,
+    typer.Option("--tls-cert", metavar="FILE", help="PEM certificate (chain) for TLS."),
+]
+KeyOpt = Annotated[
+    str | None, typer.Option("--tls-key", metavar="FILE", help="PEM private key for TLS.")
+]
 InsecureOpt = Annotated[
     bool | None,
     typer.Option(
@@ -88,14 +95,37 @@ def gateway(
     Serves WebSocket JSON-RPC at /ws, /healthz and /metrics over HTTP, and a Unix socket
     for local commands. Writes <runtime dir>/gateway.json while it runs.
     """
+    import asyncio
+
+    from tether.cli.stop import StopSignals
+
+    signals = StopSignals("still stopping: letting requests finish").install()
     config = load_gateway_config(listen, tls_cert, tls_key, insecure)
     from tether.app import serve_gateway
 
-    context.run_async(serve_gateway(config, on_ready=ready_line))
+    async def go() -> None:
+        stop = asyncio.Event()
+        signals.bind(asyncio.get_running_loop(), stop.set)
+        try:
+            await serve_gateway(config, on_ready=ready_line, stop=stop)
+        finally:
+            signals.unbind()
+
+    try:
+        context.run_async(go())
+    finally:
+        signals.block()
+
+
+GATEWAY_EPILOG = examples(
+    "tether gateway",
+    "tether gateway --listen 127.0.0.1:0",
+    "tether gateway --listen 0.0.0.0:8765 --tls-cert cert.pem --tls-key key.pem",
+    after="Exit status: 0 after SIGTERM or Ctrl-C; 1 when the gateway fails (another one "
+    "already serves this runtime dir, the ledger cannot be opened, ...); 2 for a bad flag "
+    "or config.",
+)
 
 
 def register(app: typer.Typer) -> None:
-    app.command(name="gateway")(gateway)
-    from tether.cli.up_cmd import up
-
-    app.command(name="up")(up)
+    app.command(name="gateway", epilog=GATEWAY_EPILOG)(gateway)

@@ -1,6 +1,7 @@
 """``tether``: the command line.
 
-Heavy modules are imported inside commands, so ``tether --help`` stays fast.
+Heavy modules are imported inside commands, so ``tether --help`` and the commands that
+only talk to the gateway start fast; a test checks which modules a command loads.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from typing import Annotated
 import typer
 
 from tether import __version__
-from tether.cli import context
+from tether.cli import context, flags
 from tether.cli.context import Cli
+from tether.cli.help import examples
 from tether.errors import TetherError
 
 __all__ = ["app", "main"]
@@ -22,7 +24,14 @@ app = typer.Typer(
     help=(
         "Drive AI coding agents on your own machines from the chats you already use.\n\n"
         "Start everything on this machine with `tether up`. Commands talk to the local "
-        "gateway over its Unix socket unless given --url."
+        "gateway over its Unix socket unless given --url. The global options below may "
+        "also come after the command (`tether runs list --json`)."
+    ),
+    epilog=examples(
+        "tether up",
+        'tether runs start "say hello" --follow',
+        "tether runs list --json",
+        "tether runners add laptop",
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -39,16 +48,21 @@ def _global(
     ] = False,
     log_level: Annotated[
         str | None,
-        typer.Option("--log-level", help="debug, info, warning or error (default: info)."),
+        typer.Option(
+            "--log-level",
+            metavar="LEVEL",
+            help="debug, info, warning or error (default: info).",
+        ),
     ] = None,
     log_format: Annotated[
         str | None,
-        typer.Option("--log-format", help="text or json (default: text)."),
+        typer.Option("--log-format", metavar="FORMAT", help="text or json (default: text)."),
     ] = None,
     config_file: Annotated[
         str | None,
         typer.Option(
             "--config",
+            metavar="FILE",
             help="TOML config file (default: $TETHER_CONFIG, else ~/.config/tether/config.toml).",
         ),
     ] = None,
@@ -56,6 +70,7 @@ def _global(
         str | None,
         typer.Option(
             "--data-dir",
+            metavar="DIR",
             help="Where the ledger and keys live "
             "(default: $TETHER_DATA_DIR, else ~/.local/share/tether).",
         ),
@@ -73,7 +88,7 @@ def _global(
     )
 
 
-@app.command()
+@app.command(epilog=examples("tether version", "tether version --json"))
 def version() -> None:
     """Print the tether version."""
     cli = context.current()
@@ -98,12 +113,15 @@ def _register() -> None:
         runner_cmd,
         runners_cmd,
         runs_cmd,
+        sessions_cmd,
+        up_cmd,
     )
 
     gateway_cmd.register(app)
+    up_cmd.register(app)
     ping_cmd.register(app)
     app.add_typer(runs_cmd.runs_app, name="runs")
-    app.add_typer(runs_cmd.sessions_app, name="sessions")
+    app.add_typer(sessions_cmd.sessions_app, name="sessions")
     app.add_typer(runner_cmd.app, name="runner")
     app.add_typer(runners_cmd.runners_app, name="runners")
     app.add_typer(runners_cmd.tools_app, name="tools")
@@ -116,8 +134,11 @@ _register()
 
 def main() -> None:
     """Entry point of the ``tether`` console script."""
+    command = typer.main.get_command(app)
+    flags.annotate(command, flags.note(command.params))
+    argv = flags.hoist(sys.argv[1:], command.params)
     try:
-        app()
+        command.main(args=argv, prog_name="tether")
     except TetherError as exc:
         context.current().fail(exc)
     except KeyboardInterrupt:

@@ -9,6 +9,7 @@ import typer
 
 from tether.cli import context
 from tether.cli.connect import TokenOpt, UrlOpt, open_client
+from tether.cli.help import examples
 
 __all__ = ["register"]
 
@@ -16,9 +17,12 @@ __all__ = ["register"]
 def ping(
     url: UrlOpt = None,
     token: TokenOpt = None,
-    count: Annotated[int, typer.Option("--count", "-c", min=1, help="How many pings to send.")] = 1,
+    count: Annotated[
+        int, typer.Option("--count", "-c", metavar="N", min=1, help="How many pings to send.")
+    ] = 1,
     interval: Annotated[
-        float, typer.Option("--interval", "-i", min=0.0, help="Seconds between pings.")
+        float,
+        typer.Option("--interval", "-i", metavar="SECONDS", min=0.0, help="Seconds between pings."),
     ] = 0.2,
 ) -> None:
     """Ping the gateway and print the round-trip time.
@@ -66,4 +70,13 @@ def ping(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(name="ping")(ping)
+    app.command(
+        name="ping",
+        epilog=examples(
+            "tether ping",
+            "tether ping -c 5 -i 0",
+            "tether ping --url https://gw.example.com --token TOKEN --json",
+            after="Exit status: 0 when the gateway answered; 1 when it cannot be reached or "
+            "refuses the token.",
+        ),
+    )(ping)

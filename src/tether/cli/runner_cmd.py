@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,19 +10,42 @@ from typing import Annotated
 import typer
 
 from tether.cli import context
-from tether.errors import ConfigError
+from tether.cli.help import examples
+from tether.errors import ConfigError, PolicyDenied
 
-__all__ = ["app", "parse_workspaces"]
+__all__ = ["WorkspaceOpt", "app", "parse_workspaces"]
 
-log = logging.getLogger("tether.runner")
-app = typer.Typer(invoke_without_command=True)
+app = typer.Typer(
+    invoke_without_command=True,
+    epilog=examples(
+        "tether runner",
+        "tether runner --workspace docs=~/code/docs",
+        "tether runner enroll --gateway https://gw.example.com --code CODE -w app=~/code/app",
+        after="Exit status: 0 after SIGTERM or Ctrl-C; 2 when it refuses to connect (plain "
+        "ws:// or http:// to a non-loopback gateway without --insecure) or its config is "
+        "invalid; 3 when the gateway rejects its credential (revoked or unknown: enrol again); "
+        "4 when another process already runs with this runner's credential.",
+    ),
+)
 
 WorkspaceOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--workspace",
         "-w",
+        metavar="NAME=PATH",
         help="A workspace as NAME=PATH (repeatable). Adds to [runner.workspaces] in the config.",
+        show_default=False,
+    ),
+]
+EnrollWorkspaceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--workspace",
+        "-w",
+        metavar="NAME=PATH",
+        help="A workspace as NAME=PATH (repeatable), kept with the credential. Without it a "
+        "re-enrolment keeps the previous workspaces; with it they are replaced.",
         show_default=False,
     ),
 ]
@@ -46,19 +65,6 @@ def parse_workspaces(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-def _workspaces(
-    configured: dict[str, str], enrolled: dict[str, str], flags: dict[str, str]
-) -> dict[str, Path]:
-    merged = {**enrolled, **configured, **flags}
-    roots: dict[str, Path] = {}
-    for name, raw in merged.items():
-        path = Path(raw).expanduser()
-        if not path.is_dir():
-            raise ConfigError(f"workspace {name!r}: {path} is not a directory")
-        roots[name] = path.resolve()
-    return roots
-
-
 @app.callback()
 def runner(
     ctx: typer.Context,
@@ -68,73 +74,62 @@ def runner(
     """Run the daemon in the foreground (after `tether runner enroll`); SIGTERM stops it cleanly.
 
     Workspaces come from [runner.workspaces] in the config file, from --workspace given at
-    enrolment, and from --workspace here. Denied paths, timeouts, the output cap and the
+    enrolment, and from --workspace here. Protected paths, timeouts, the output cap and the
     sandbox are local policy in [runner]; the gateway cannot widen them.
     """
     if ctx.invoked_subcommand is not None:
         return
+    import asyncio
+
+    from tether.cli.stop import StopSignals
+
+    signals = StopSignals().install()
     cli = context.current()
     config = cli.config()
-    from tether.runner import reaper
-    from tether.runner.daemon import RunnerDaemon
-    from tether.runner.executor import CallExecutor
-    from tether.runner.identity import load_identity
-    from tether.runner.protected import runner_protected
-    from tether.runner.sandbox import detect
-    from tether.security.capability import CapabilityVerifier
+    signals.note = (
+        f"still stopping: running tool calls have up to {config.runner.shutdown_grace:g} s"
+    )
+    from tether.runner.node import prepare
 
-    identity = load_identity(config.config_path)
-    roots = _workspaces(config.runner.workspaces, identity.workspaces, parse_workspaces(workspace))
-    if not roots:
-        raise ConfigError("no workspaces: give --workspace NAME=PATH or set [runner.workspaces]")
-    home = Path(os.environ.get("HOME") or Path.home())
-    protected = runner_protected(config, env=os.environ, home=home)
-    for name, root in roots.items():
-        label = protected.inside(str(root))
-        if label is not None:
-            raise ConfigError(
-                f"workspace {name!r}: {root} lies inside a protected path ({label}); "
-                "a workspace cannot contain tether's own files"
-            )
-    sandbox = detect(config.runner.sandbox, config.runner.bwrap)
-    if sandbox.status != "bwrap":
-        log.warning("! %s", sandbox.reason)
-    reaper.become_subreaper()
-    verifier = CapabilityVerifier(identity.gateway_public_key, identity.runner_id)
+    node = prepare(
+        config,
+        flags=parse_workspaces(workspace),
+        env=os.environ,
+        home=Path(os.environ.get("HOME") or Path.home()),
+        insecure=insecure,
+    )
+    identity, roots, sandbox = node.identity, node.workspaces, node.sandbox
 
     async def go() -> int:
-        executor = CallExecutor(
-            config=config.runner,
-            workspaces=roots,
-            verifier=verifier,
-            sandbox=sandbox,
-            protected=protected,
-            home=home,
-        )
-        daemon = RunnerDaemon(
-            identity,
-            executor,
-            heartbeat_interval=config.runner.heartbeat_interval,
-            shutdown_grace=config.runner.shutdown_grace,
-            reconnect_max_delay=config.runner.reconnect_max_delay,
-            insecure=insecure,
-        )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, daemon.stop.set)
+        daemon = node.daemon()
+        signals.bind(asyncio.get_running_loop(), daemon.stop.set)
+
+        async def watch_signals() -> None:
+            # the handler sets daemon.stop at once; this only makes a lost wake-up harmless
+            while not signals.requested:  # noqa: ASYNC110 - a flag a signal handler sets
+                await asyncio.sleep(1.0)
+            daemon.stop.set()
+
+        watcher = asyncio.create_task(watch_signals(), name="runner:signals")
         ready = asyncio.create_task(daemon.registered.wait(), name="runner:ready")
         ready.add_done_callback(
-            lambda _t: _announce(identity.name, identity.gateway_url, roots, sandbox.reason)
+            lambda t: (
+                None
+                if t.cancelled()
+                else _announce(identity.name, identity.gateway_url, roots, sandbox.reason)
+            )
         )
         try:
             return await daemon.run()
         finally:
             ready.cancel()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(Exception):
-                    loop.remove_signal_handler(sig)
+            watcher.cancel()
+            signals.unbind()
 
-    code = context.run_async(go())
+    try:
+        code = context.run_async(go())
+    finally:
+        signals.block()
     if code:
         raise typer.Exit(code)
 
@@ -154,37 +149,82 @@ def _announce(name: str, url: str, roots: dict[str, Path], sandbox: str) -> None
     sys.stdout.flush()
 
 
-@app.command("enroll")
+@app.command(
+    "enroll",
+    epilog=examples(
+        "tether runner enroll --gateway https://gw.example.com --code ABCD-EFGH-JKMN-PQRS \\",
+        "    --workspace app=~/code/app",
+        "tether runner enroll --gateway https://gw.example.com --code NEW-CODE   # keeps workspaces",
+        after="Exit status: 0 when enrolled; 1 when the gateway refuses the code or cannot be "
+        "reached; 2 for plain http:// to a non-loopback gateway without --insecure, or a bad "
+        "--workspace.",
+    ),
+)
 def enroll(
     gateway: Annotated[
-        str, typer.Option("--gateway", help="The gateway URL printed by `tether runners add`.")
+        str,
+        typer.Option(
+            "--gateway", metavar="URL", help="The gateway URL printed by `tether runners add`."
+        ),
     ],
-    code: Annotated[str, typer.Option("--code", help="The one-time enrolment code.")],
-    workspace: WorkspaceOpt = None,
+    code: Annotated[
+        str, typer.Option("--code", metavar="CODE", help="The one-time enrolment code.")
+    ],
+    workspace: EnrollWorkspaceOpt = None,
     insecure: InsecureOpt = False,
 ) -> None:
-    """Enrol this machine: trade the one-time code for a credential (stored 0600 in the config dir)."""
+    """Enrol this machine: trade the one-time code for a credential (stored 0600 in the config dir).
+
+    Enrolling again (say after `tether runners add NAME --rotate`) without --workspace keeps
+    the workspaces of the previous enrolment; --workspace replaces them.
+    """
     from tether import __version__
     from tether.runner.enroll import enroll as do_enroll
+    from tether.runner.enroll import previous_workspaces
 
     cli = context.current()
     config = cli.config()
     spaces = parse_workspaces(workspace)
+    kept = False
+    if not spaces:
+        spaces = previous_workspaces(config.config_path)
+        kept = bool(spaces)
     for name, where in spaces.items():
         if not Path(where).is_dir():
-            raise ConfigError(f"workspace {name!r}: {where} is not a directory")
-    identity, path = context.run_async(
-        do_enroll(
-            gateway,
-            code,
-            config.config_path,
-            workspaces=spaces,
-            insecure=insecure,
-            version=__version__,
+            hint = (
+                " (kept from the previous enrolment; give --workspace to replace)" if kept else ""
+            )
+            raise ConfigError(f"workspace {name!r}: {where} is not a directory{hint}")
+    try:
+        identity, path = context.run_async(
+            do_enroll(
+                gateway,
+                code,
+                config.config_path,
+                workspaces=spaces,
+                insecure=insecure,
+                version=__version__,
+            )
         )
-    )
+    except PolicyDenied as exc:  # plain http:// to a remote gateway: retrying won't help
+        cli.fail(exc, context.EXIT_USAGE)
+    listed = ", ".join(f"{k}={v}" for k, v in spaces.items())
+    if kept:
+        where = f"workspaces {listed} (kept from the previous enrolment; --workspace replaces them)"
+    elif spaces:
+        where = f"workspaces {listed}"
+    elif config.runner.workspaces:
+        where = "workspaces from [runner.workspaces] in the config"
+    else:
+        where = "no workspaces yet: give `tether runner --workspace NAME=PATH`"
     cli.emit(
-        {"runner_id": identity.runner_id, "name": identity.name, "identity_file": str(path)},
+        {
+            "runner_id": identity.runner_id,
+            "name": identity.name,
+            "identity_file": str(path),
+            "workspaces": spaces,
+            "workspaces_kept": kept,
+        },
         f"enrolled as runner {identity.name} ({identity.runner_id})\ncredential saved to {path}\n"
-        "start it with: tether runner",
+        f"{where}\nstart it with: tether runner",
     )

@@ -4,33 +4,35 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from tether.cli import context
-from tether.cli.connect import TokenOpt, UrlOpt, open_client
+from tether.cli.connect import TokenOpt, UrlOpt, request
+from tether.cli.help import examples
+from tether.cli.table import table
 from tether.errors import ConfigError
 
 if TYPE_CHECKING:
-    from tether.transport.client import RpcClient
+    pass
 
 __all__ = ["runners_app", "tools_app"]
 
 T = TypeVar("T")
-runners_app = typer.Typer(help="Enrol, list and revoke runners (admin).", no_args_is_help=True)
-tools_app = typer.Typer(help="Call tools on runners (admin diagnostics).", no_args_is_help=True)
-
-
-def _call(url: str | None, token: str | None, fn: Callable[[RpcClient], Awaitable[T]]) -> T:
-    config = context.current().config()
-
-    async def go() -> T:
-        async with await open_client(config, url, token) as client:
-            return await fn(client)
-
-    return context.run_async(go())
+runners_app = typer.Typer(
+    help="Enrol, list and revoke runners (admin).",
+    no_args_is_help=True,
+    epilog=examples("tether runners add laptop", "tether runners list"),
+)
+tools_app = typer.Typer(
+    help="List and call tools on runners (admin diagnostics).",
+    no_args_is_help=True,
+    epilog=examples(
+        "tether tools list laptop",
+        'tether tools call laptop shell --args \'{"command": "uptime"}\'',
+    ),
+)
 
 
 def _ago(ts: float | None) -> str:
@@ -43,16 +45,29 @@ def _ago(ts: float | None) -> str:
     return f"{seconds}s ago"
 
 
-@runners_app.command("add")
+@runners_app.command(
+    "add",
+    epilog=examples(
+        "tether runners add laptop",
+        "tether runners add laptop --rotate      # a new credential for an enrolled runner",
+        "tether runners add ci-box --ttl 60 --json",
+    ),
+)
 def add(
-    name: Annotated[str, typer.Argument(help="A name for the machine (letters, digits, . _ -).")],
+    name: Annotated[
+        str,
+        typer.Argument(metavar="NAME", help="A name for the machine (letters, digits, . _ -)."),
+    ],
     rotate: Annotated[
         bool,
         typer.Option(
             "--rotate", help="Re-enrol an existing runner (its old credential stops working)."
         ),
     ] = False,
-    ttl: Annotated[float, typer.Option("--ttl", min=1, help="Seconds the code stays valid.")] = 600,
+    ttl: Annotated[
+        float,
+        typer.Option("--ttl", metavar="SECONDS", min=1, help="Seconds the code stays valid."),
+    ] = 600,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
@@ -67,40 +82,61 @@ def add(
         params = msgspec.convert(msgspec.structs.asdict(params), RunnerAddParams)
     except Exception as exc:  # noqa: BLE001 - msgspec reports the bad field
         raise ConfigError(f"invalid runner name {name!r}: {exc}") from None
-    added = _call(url, token, lambda c: c.call(RUNNER_ADD, params))
+    added = request(url, token, lambda c: c.call(RUNNER_ADD, params))
     minutes = max(1, round((added.expires_at - time.time()) / 60))
-    context.current().emit(
-        added,
-        f"runner {added.name} ({added.runner_id}) created.\n"
-        f"On that machine, within {minutes} min, run:\n\n  {added.command} --workspace NAME=PATH\n",
-    )
+    if rotate:
+        how = (
+            f"runner {added.name} ({added.runner_id}) has a new code; its old credential "
+            "stops working once this one is used.\n"
+            f"On that machine, within {minutes} min, run:\n\n  {added.command}\n\n"
+            "(it keeps the workspaces it had; --workspace NAME=PATH replaces them)\n"
+        )
+    else:
+        how = (
+            f"runner {added.name} ({added.runner_id}) created.\n"
+            f"On that machine, within {minutes} min, run:\n\n"
+            f"  {added.command} --workspace NAME=PATH\n"
+        )
+    context.current().emit(added, how)
 
 
-@runners_app.command("list")
+@runners_app.command("list", epilog=examples("tether runners list", "tether runners list --json"))
 def list_(url: UrlOpt = None, token: TokenOpt = None) -> None:
     """List runners: online or not, last seen, version, workspaces, load."""
     from tether.protocol.methods import RUNNER_LIST
     from tether.protocol.system import Empty
 
-    page = _call(url, token, lambda c: c.call(RUNNER_LIST, Empty()))
+    page = request(url, token, lambda c: c.call(RUNNER_LIST, Empty()))
 
     def human() -> None:
         if not page.runners:
             typer.echo("no runners (add one with `tether runners add NAME`)")
+            return
+        rows = []
         for r in page.runners:
             state = "online" if r.online else ("offline" if r.status == "enrolled" else r.status)
             load = f"{r.inflight}/{r.max_concurrency}" if r.online else "-"
-            typer.echo(
-                f"{r.name:<16} {state:<8} seen {_ago(r.last_seen_at):<10} v{r.version or '?':<8} "
-                f"load {load:<6} sandbox {r.sandbox or '-':<6} workspaces {', '.join(r.workspaces) or '-'}"
+            rows.append(
+                [
+                    r.name,
+                    state,
+                    _ago(r.last_seen_at),
+                    r.version or "?",
+                    load,
+                    r.sandbox or "-",
+                    ", ".join(r.workspaces) or "-",
+                ]
             )
+        typer.echo(
+            table(["NAME", "STATE", "SEEN", "VERSION", "LOAD", "SANDBOX", "WORKSPACES"], rows)
+        )
 
     context.current().emit(page, human)
 
 
-@runners_app.command("revoke")
+@runners_app.command("revoke", epilog=examples("tether runners revoke laptop"))
 def revoke(
-    name: Annotated[str, typer.Argument(help="The runner's name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The runner's name.")],
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
@@ -108,26 +144,46 @@ def revoke(
     from tether.protocol.methods import RUNNER_REVOKE
     from tether.protocol.runners import RunnerRevokeParams
 
-    info = _call(url, token, lambda c: c.call(RUNNER_REVOKE, RunnerRevokeParams(name=name)))
+    info = request(url, token, lambda c: c.call(RUNNER_REVOKE, RunnerRevokeParams(name=name)))
     context.current().emit(info, f"runner {info.name} revoked")
 
 
-@tools_app.command("call")
+@tools_app.command(
+    "call",
+    epilog=examples(
+        'tether tools call laptop shell --args \'{"command": "git status --short"}\'',
+        'tether tools call laptop read_file --args \'{"path": "README.md"}\' --workspace app',
+        "tether tools call laptop noop --json",
+    ),
+)
 def call(
-    runner: Annotated[str, typer.Argument(help="Runner name or id.")],
+    runner: Annotated[str, typer.Argument(metavar="RUNNER", help="Runner name or id.")],
     tool: Annotated[
         str,
         typer.Argument(
-            help="Tool name (read_file, write_file, edit_file, list_dir, glob, grep, shell)."
+            metavar="TOOL",
+            help="Tool name (read_file, write_file, edit_file, list_dir, glob, grep, shell, noop).",
         ),
     ],
-    args: Annotated[str, typer.Option("--args", help="Tool arguments as a JSON object.")] = "{}",
+    args: Annotated[
+        str, typer.Option("--args", metavar="JSON", help="Tool arguments as a JSON object.")
+    ] = "{}",
     workspace: Annotated[
-        str, typer.Option("--workspace", help="Workspace name (default: the runner's only one).")
+        str,
+        typer.Option(
+            "--workspace",
+            metavar="NAME",
+            help="Workspace name (default: the runner's only one).",
+        ),
     ] = "",
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", min=0.1, help="Seconds (default: runner.default_timeout)."),
+        typer.Option(
+            "--timeout",
+            metavar="SECONDS",
+            min=0.1,
+            help="Seconds (default: runner.default_timeout).",
+        ),
     ] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -145,7 +201,7 @@ def call(
     params = ToolCallParams(
         runner=runner, tool=tool, args=parsed, workspace=workspace, timeout=timeout
     )
-    outcome = _call(url, token, lambda c: c.call(TOOL_CALL, params))
+    outcome = request(url, token, lambda c: c.call(TOOL_CALL, params))
     result = json.loads(bytes(outcome.result))
 
     def human() -> None:
@@ -158,3 +214,36 @@ def call(
             typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
 
     context.current().emit(outcome, human)
+
+
+@tools_app.command(
+    "list",
+    epilog=examples(
+        "tether tools list laptop",
+        "tether tools list laptop --schemas      # with each tool's params (JSON schema)",
+        "tether tools list laptop --json",
+    ),
+)
+def list_tools(
+    runner: Annotated[str, typer.Argument(metavar="RUNNER", help="Runner name or id (connected).")],
+    schemas: Annotated[
+        bool, typer.Option("--schemas", help="Also print each tool's params as a JSON schema.")
+    ] = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """List the tools a connected runner offers: name, risk class, summary (and params)."""
+    from tether.protocol.methods import TOOL_LIST
+    from tether.protocol.runners import ToolListParams
+
+    found = request(url, token, lambda c: c.call(TOOL_LIST, ToolListParams(runner=runner)))
+
+    def human() -> None:
+        typer.echo(
+            table(["TOOL", "RISK", "SUMMARY"], ([t.name, t.risk, t.summary] for t in found.tools))
+        )
+        if schemas:
+            for t in found.tools:
+                typer.echo(f"\n{t.name}:\n{json.dumps(t.params_schema, indent=2)}")
+
+    context.current().emit(found, human)

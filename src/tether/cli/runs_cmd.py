@@ -4,47 +4,55 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from tether.cli import context
-from tether.cli.connect import TokenOpt, UrlOpt, open_client
+from tether.cli.connect import TokenOpt, UrlOpt, open_client, request
+from tether.cli.help import examples
+from tether.cli.table import short, table, when
 
 if TYPE_CHECKING:
     from tether.protocol.runs import EventInfo, RunInfo
     from tether.transport.client import RpcClient
 
-__all__ = ["runs_app", "sessions_app"]
+__all__ = ["EXIT_CANCELLED", "FOLLOW_EXIT", "CursorOpt", "LimitOpt", "runs_app"]
 
-T = TypeVar("T")
+EXIT_CANCELLED = 3
+FOLLOW_EXIT = {
+    "run.succeeded": 0,
+    "run.failed": context.EXIT_FAILURE,
+    "run.expired": context.EXIT_FAILURE,
+    "run.cancelled": EXIT_CANCELLED,
+}
+"""The exit status of a command that followed a run to its end, by the run's last event."""
 
-runs_app = typer.Typer(help="Look at, start, follow and cancel runs.", no_args_is_help=True)
-sessions_app = typer.Typer(help="Look at sessions.", no_args_is_help=True)
+FOLLOW_CODES = (
+    "0 when the run succeeded; 1 when it failed or expired (and for any error of the "
+    "command itself); 3 when it was cancelled; 130 when interrupted."
+)
 
-RunArg = Annotated[str, typer.Argument(help="The run id (run_…).", show_default=False)]
-
-
-def _call(url: str | None, token: str | None, fn: Callable[[RpcClient], Awaitable[T]]) -> T:
-    cli = context.current()
-    config = cli.config()
-
-    async def go() -> T:
-        async with await open_client(config, url, token) as client:
-            return await fn(client)
-
-    return context.run_async(go())
-
-
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
-
-
-def _short(text: str | None, width: int = 48) -> str:
-    text = (text or "").replace("\n", " ⏎ ")
-    return text if len(text) <= width else text[: width - 1] + "…"
+runs_app = typer.Typer(
+    help="Look at, start, follow and cancel runs.",
+    no_args_is_help=True,
+    epilog=examples('tether runs start "say hello" --follow', "tether runs list --state running"),
+)
+RunArg = Annotated[
+    str, typer.Argument(metavar="RUN_ID", help="The run id (run_…).", show_default=False)
+]
+LimitOpt = Annotated[
+    int, typer.Option("--limit", metavar="N", min=1, max=1000, help="At most N items.")
+]
+CursorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cursor",
+        metavar="ID",
+        help="Continue after this id (the `more: --cursor` line of the last page).",
+    ),
+]
+EVENT_HEADER = f"{'SEQ':>6}  {'TIME':<19}  {'SOURCE':<7}  {'KIND':<22}  DETAIL"
 
 
 def _print_run(run: RunInfo) -> None:
@@ -53,14 +61,14 @@ def _print_run(run: RunInfo) -> None:
         ("session", run.session_id),
         ("agent", run.agent),
         ("state", run.state + (f" ({run.reason})" if run.reason else "")),
-        ("created", _when(run.created_at)),
-        ("started", _when(run.started_at)),
-        ("finished", _when(run.finished_at)),
+        ("created", when(run.created_at)),
+        ("started", when(run.started_at)),
+        ("finished", when(run.finished_at)),
         ("attempts", str(run.attempts)),
         ("owner", run.owner or "-"),
         ("cancel requested", "yes" if run.cancel_requested else "no"),
-        ("input", _short(run.input, 200)),
-        ("output", _short(run.output, 200) or "-"),
+        ("input", short(run.input, 200)),
+        ("output", short(run.output, 200) or "-"),
     ]
     for key, value in rows:
         typer.echo(f"{key:>16}  {value}")
@@ -73,32 +81,52 @@ def _event_line(event: EventInfo) -> str:
         if isinstance(payload, dict) and "text" in payload
         else json.dumps(payload, ensure_ascii=False)
     )
-    when = _when(event.created_at)
-    return f"{event.seq:>6}  {when}  {event.source:<7}  {event.kind:<22}  {_short(str(detail), 80)}"
+    at = when(event.created_at)
+    return (
+        f"{event.seq:>6}  {at:<19}  {event.source:<7}  {event.kind:<22}  {short(str(detail), 80)}"
+    )
 
 
-@runs_app.command("start")
+@runs_app.command(
+    "start",
+    epilog=examples(
+        'tether runs start "say hello" --follow',
+        "tether runs start - --follow < script.txt",
+        'tether runs start "say more" --session SESSION_ID --no-steer',
+        after=f"Exit status with --follow: {FOLLOW_CODES} Without --follow: 0 once the input "
+        "is accepted. Either way 1 when it was dropped (the session's steering queue was full).",
+    ),
+)
 def start(
     text: Annotated[
         str,
         typer.Argument(
-            help="The input (for the script agent: one command per line; '-' reads stdin)."
+            metavar="TEXT",
+            help="The input (for the script agent: one command per line; '-' reads stdin).",
         ),
     ],
     session: Annotated[
-        str | None, typer.Option("--session", help="Add to this session (default: a new one).")
+        str | None,
+        typer.Option(
+            "--session", metavar="SESSION_ID", help="Add to this session (default: a new one)."
+        ),
     ] = None,
     agent: Annotated[
         str | None,
         typer.Option(
-            "--agent", help="Agent backend (default: the session's, else runs.default_agent)."
+            "--agent",
+            metavar="NAME",
+            help="Agent backend (default: the session's, else runs.default_agent).",
         ),
     ] = None,
     no_steer: Annotated[
         bool, typer.Option("--no-steer", help="Always queue a new run, never steer the active one.")
     ] = False,
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Print the run's events until it ends.")
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Print the run's events until it ends; exit with its outcome."
+        ),
     ] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -110,24 +138,41 @@ def start(
     cli = context.current()
     body = sys.stdin.read() if text == "-" else text
     params = RunCreateParams(input=body, session_id=session, agent=agent, steer=not no_steer)
-    created = _call(url, token, lambda c: c.call(RUN_CREATE, params))
+    created = request(url, token, lambda c: c.call(RUN_CREATE, params))
     cli.emit(
         created, f"{created.run.id}  {created.disposition}  (session {created.run.session_id})"
     )
+    if created.disposition == "dropped":
+        if not cli.json:
+            sys.stderr.write("the input was dropped: the session's steering queue is full\n")
+        raise typer.Exit(context.EXIT_FAILURE)
     if follow and created.disposition in ("started", "queued"):
-        _tail(created.run.id, 0, url, token)
+        raise typer.Exit(_tail(created.run.id, 0, url, token))
 
 
-@runs_app.command("list")
+@runs_app.command(
+    "list",
+    epilog=examples(
+        "tether runs list",
+        "tether runs list --state running --state waiting",
+        "tether runs list --session SESSION_ID --limit 100 --json",
+    ),
+)
 def list_(
-    session: Annotated[str | None, typer.Option("--session", help="Only this session.")] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", metavar="SESSION_ID", help="Only this session.")
+    ] = None,
     state: Annotated[
-        list[str] | None, typer.Option("--state", help="Only these states (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--state",
+            metavar="STATE",
+            help="Only runs in this state (repeatable): queued, running, waiting, succeeded, "
+            "failed, cancelled, expired.",
+        ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20,
-    cursor: Annotated[
-        str | None, typer.Option("--cursor", help="Continue after this run id.")
-    ] = None,
+    limit: LimitOpt = 20,
+    cursor: CursorOpt = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
@@ -145,16 +190,26 @@ def list_(
         )
     except msgspec.ValidationError as exc:
         raise typer.BadParameter(str(exc)) from None
-    page = _call(url, token, lambda c: c.call(RUN_LIST, params))
+    page = request(url, token, lambda c: c.call(RUN_LIST, params))
 
     def human() -> None:
         if not page.runs:
             typer.echo("no runs")
-        for run in page.runs:
-            state_text = run.state + (f"/{run.reason}" if run.reason else "")
+        else:
             typer.echo(
-                f"{run.id}  {state_text:<20}  {_when(run.created_at)}  "
-                f"{run.agent:<8}  {_short(run.input, 40)}"
+                table(
+                    ["RUN", "STATE", "CREATED", "AGENT", "INPUT"],
+                    (
+                        [
+                            run.id,
+                            run.state + (f"/{run.reason}" if run.reason else ""),
+                            when(run.created_at),
+                            run.agent,
+                            short(run.input, 40),
+                        ]
+                        for run in page.runs
+                    ),
+                )
             )
         if page.next_cursor:
             typer.echo(f"more: --cursor {page.next_cursor}")
@@ -162,35 +217,46 @@ def list_(
     cli.emit(page, human)
 
 
-@runs_app.command("show")
+@runs_app.command(
+    "show", epilog=examples("tether runs show RUN_ID", "tether runs show RUN_ID --json")
+)
 def show(run_id: RunArg, url: UrlOpt = None, token: TokenOpt = None) -> None:
     """Show one run."""
     from tether.protocol.methods import RUN_GET
     from tether.protocol.runs import RunGetParams
 
-    run = _call(url, token, lambda c: c.call(RUN_GET, RunGetParams(run_id=run_id)))
+    run = request(url, token, lambda c: c.call(RUN_GET, RunGetParams(run_id=run_id)))
     context.current().emit(run, lambda: _print_run(run))
 
 
-@runs_app.command("events")
+@runs_app.command(
+    "events",
+    epilog=examples("tether runs events RUN_ID", "tether runs events RUN_ID --after 10 --limit 50"),
+)
 def events(
     run_id: RunArg,
-    after: Annotated[int, typer.Option("--after", min=0, help="Only events after this seq.")] = 0,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 500,
+    after: Annotated[
+        int, typer.Option("--after", metavar="SEQ", min=0, help="Only events after this seq.")
+    ] = 0,
+    limit: Annotated[
+        int, typer.Option("--limit", metavar="N", min=1, max=1000, help="At most N events.")
+    ] = 500,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Print a page of a run's events."""
+    """Print a page of a run's events (to follow them live, use `tether runs tail`)."""
     from tether.protocol.methods import RUN_EVENTS
     from tether.protocol.runs import RunEventsParams
 
-    page = _call(
+    page = request(
         url,
         token,
         lambda c: c.call(RUN_EVENTS, RunEventsParams(run_id=run_id, after_seq=after, limit=limit)),
     )
 
     def human() -> None:
+        if page.events:
+            typer.echo(EVENT_HEADER)
         for event in page.events:
             typer.echo(_event_line(event))
         typer.echo(f"state {page.state}, last seq {page.last_seq}")
@@ -198,7 +264,8 @@ def events(
     context.current().emit(page, human)
 
 
-def _tail(run_id: str, after: int, url: str | None, token: str | None) -> None:
+def _tail(run_id: str, after: int, url: str | None, token: str | None) -> int:
+    """Print the run's events until it ends; the exit status its last event stands for."""
     from tether.transport.follow import follow
 
     cli = context.current()
@@ -207,7 +274,8 @@ def _tail(run_id: str, after: int, url: str | None, token: str | None) -> None:
     def reconnecting(attempt: int, exc: BaseException) -> None:
         sys.stderr.write(f"connection lost ({exc}); reconnecting (attempt {attempt})\n")
 
-    async def go() -> None:
+    async def go() -> int:
+        header = not cli.json
         async for event in follow(
             lambda router: open_client(config, url, token, router=router),
             run_id,
@@ -217,31 +285,60 @@ def _tail(run_id: str, after: int, url: str | None, token: str | None) -> None:
             if cli.json:
                 cli.emit(event, "")
             else:
+                if header:
+                    typer.echo(EVENT_HEADER)
+                    header = False
                 typer.echo(_event_line(event))
+            if event.kind in FOLLOW_EXIT:
+                return FOLLOW_EXIT[event.kind]
+        return context.EXIT_FAILURE  # the stream ended without the run's last event
 
-    context.run_async(go())
+    return context.run_async(go())
 
 
-@runs_app.command("tail")
+@runs_app.command(
+    "tail",
+    epilog=examples(
+        "tether runs tail RUN_ID",
+        "tether runs tail RUN_ID --after 42 --json",
+        "tether runs tail RUN_ID && echo done",
+        after=f"Exit status: {FOLLOW_CODES}",
+    ),
+)
 def tail(
     run_id: RunArg,
     after: Annotated[
-        int, typer.Option("--after", min=0, help="Start after this seq (default: from the start).")
+        int,
+        typer.Option(
+            "--after", metavar="SEQ", min=0, help="Start after this seq (default: from the start)."
+        ),
     ] = 0,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Follow a run's events live until it ends; reconnects and resumes if the connection drops."""
-    _tail(run_id, after, url, token)
+    """Follow a run's events live until it ends; reconnects and resumes if the connection drops.
+
+    Exits with the run's outcome, so scripts can wait for a run: see the exit status below.
+    """
+    raise typer.Exit(_tail(run_id, after, url, token))
 
 
-@runs_app.command("artifact")
+@runs_app.command(
+    "artifact",
+    epilog=examples(
+        "tether runs artifact ART_ID -o payload.json", "tether runs artifact ART_ID | jq ."
+    ),
+)
 def artifact(
     artifact_id: Annotated[
-        str, typer.Argument(help="The artifact id (art_…), as an event names it.")
+        str,
+        typer.Argument(
+            metavar="ARTIFACT_ID", help="The artifact id (art_…), as an event names it."
+        ),
     ],
     out: Annotated[
-        str | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")
+        str | None,
+        typer.Option("--out", "-o", metavar="FILE", help="Write to this file instead of stdout."),
     ] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -263,7 +360,7 @@ def artifact(
             if chunk.eof or not chunk.data:
                 return chunk, bytes(data)
 
-    meta, content = _call(url, token, fetch)
+    meta, content = request(url, token, fetch)
     if hashlib.sha256(content).hexdigest() != meta.sha256:
         raise InternalError(f"artifact {artifact_id} arrived damaged (sha256 mismatch)")
     if out is not None:
@@ -278,10 +375,15 @@ def artifact(
         sys.stdout.flush()
 
 
-@runs_app.command("cancel")
+@runs_app.command(
+    "cancel",
+    epilog=examples("tether runs cancel RUN_ID", 'tether runs cancel RUN_ID --reason "wrong repo"'),
+)
 def cancel(
     run_id: RunArg,
-    reason: Annotated[str, typer.Option("--reason", help="Recorded with the cancellation.")] = "",
+    reason: Annotated[
+        str, typer.Option("--reason", metavar="TEXT", help="Recorded with the cancellation.")
+    ] = "",
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
@@ -289,7 +391,7 @@ def cancel(
     from tether.protocol.methods import RUN_CANCEL
     from tether.protocol.runs import RunCancelParams
 
-    run = _call(
+    run = request(
         url, token, lambda c: c.call(RUN_CANCEL, RunCancelParams(run_id=run_id, reason=reason))
     )
     note = (
@@ -302,50 +404,3 @@ def cancel(
         )
     )
     context.current().emit(run, f"{run.id}  {note}")
-
-
-@sessions_app.command("list")
-def sessions_list(
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20,
-    cursor: Annotated[str | None, typer.Option("--cursor")] = None,
-    url: UrlOpt = None,
-    token: TokenOpt = None,
-) -> None:
-    """List sessions, newest first."""
-    from tether.protocol.methods import SESSION_LIST
-    from tether.protocol.runs import SessionListParams
-
-    page = _call(
-        url, token, lambda c: c.call(SESSION_LIST, SessionListParams(limit=limit, cursor=cursor))
-    )
-
-    def human() -> None:
-        for s in page.sessions:
-            typer.echo(
-                f"{s.id}  {s.status:<7}  {s.agent:<8}  {_when(s.created_at)}  "
-                f"{s.conversation_id or '-'}"
-            )
-        if page.next_cursor:
-            typer.echo(f"more: --cursor {page.next_cursor}")
-
-    context.current().emit(page, human)
-
-
-@sessions_app.command("show")
-def sessions_show(
-    session_id: Annotated[str, typer.Argument(help="The session id (ses_…).")],
-    url: UrlOpt = None,
-    token: TokenOpt = None,
-) -> None:
-    """Show one session."""
-    from tether.protocol.methods import SESSION_GET
-    from tether.protocol.runs import SessionGetParams
-
-    s = _call(url, token, lambda c: c.call(SESSION_GET, SessionGetParams(session_id=session_id)))
-    data: dict[str, Any] = {f: getattr(s, f) for f in s.__struct_fields__}
-
-    def human() -> None:
-        for key, value in data.items():
-            typer.echo(f"{key:>16}  {value}")
-
-    context.current().emit(s, human)

@@ -11,8 +11,7 @@ command can reach the admin token, the signing key, the ledger or the socket.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import logging
 import os
 import re
 import signal
@@ -25,22 +24,54 @@ import typer
 
 from tether.cli import context
 from tether.cli.gateway_cmd import ListenOpt, load_gateway_config
-from tether.cli.runner_cmd import WorkspaceOpt, parse_workspaces
+from tether.cli.help import examples
+from tether.cli.runner_cmd import parse_workspaces
+from tether.cli.stop import StopSignals
 from tether.errors import ConfigError
 
 if TYPE_CHECKING:
     from tether.app import Gateway
     from tether.config import Config
 
-__all__ = ["up"]
+__all__ = ["register", "up"]
 
 LOCAL_RUNNER = "local"
+WorkspaceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--workspace",
+        "-w",
+        metavar="NAME=PATH",
+        help="A workspace of the local runner as NAME=PATH (repeatable; default: the "
+        "current directory).",
+        show_default=False,
+    ),
+]
+ACCESS_LOGGER = "tether.access"
 
 
 def _default_workspace() -> dict[str, str]:
     cwd = Path.cwd()
     name = re.sub(r"[^A-Za-z0-9._-]", "-", cwd.name).strip("-.") or "here"
     return {name: str(cwd)}
+
+
+class _AsDebug(logging.Filter):
+    """Relabel a record as DEBUG (the gateway logs access lines at INFO)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def quiet_access_log(level: str) -> None:
+    """Under ``tether up`` a request's access line (a runner's heartbeat is one) is a debug
+    record: shown with ``--log-level debug``, else not even built."""
+    access = logging.getLogger(ACCESS_LOGGER)
+    if level == "debug":
+        access.addFilter(_AsDebug())
+    else:
+        access.setLevel(logging.WARNING)
 
 
 async def _ensure_identity(
@@ -95,6 +126,7 @@ def _spawn_runner(config: Config, runner_dir: Path) -> subprocess.Popen[bytes]:
     )
     env["TETHER_LOG_LEVEL"] = config.log_level
     env["TETHER_LOG_FORMAT"] = config.log_format
+    # its own session: a Ctrl-C in the terminal reaches only `tether up`, which stops it
     return subprocess.Popen(
         [sys.executable, "-m", "tether", "runner"],
         env=env,
@@ -104,11 +136,13 @@ def _spawn_runner(config: Config, runner_dir: Path) -> subprocess.Popen[bytes]:
 
 
 async def _wait_registered(
-    gateway: Gateway, runner: subprocess.Popen[bytes], timeout: float
+    gateway: Gateway, runner: subprocess.Popen[bytes], signals: StopSignals, timeout: float
 ) -> None:
+    import asyncio
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while loop.time() < deadline:
+    while loop.time() < deadline and not signals.requested:
         if any(live.name == LOCAL_RUNNER for live in gateway.registry.live.values()):
             return
         if runner.poll() is not None:
@@ -116,12 +150,15 @@ async def _wait_registered(
                 f"the local runner exited with code {runner.returncode}; see the log above"
             )
         await asyncio.sleep(0.02)
-    raise ConfigError("the local runner did not connect in time")
+    if not signals.requested:
+        raise ConfigError("the local runner did not connect in time")
 
 
 async def _stop_runner(runner: subprocess.Popen[bytes], grace: float) -> None:
+    import asyncio
+
     if runner.poll() is None:
-        runner.send_signal(signal.SIGTERM)
+        runner.send_signal(signal.SIGTERM)  # it finishes running calls within its grace
         for _ in range(int(grace / 0.05)):
             if runner.poll() is not None:
                 return
@@ -130,59 +167,74 @@ async def _stop_runner(runner: subprocess.Popen[bytes], grace: float) -> None:
         runner.wait()
 
 
-async def _up(config: Config, spaces: dict[str, str]) -> None:
+def _announce(gateway: Gateway, spaces: dict[str, str] | None) -> None:
+    server = gateway.server
+    info: dict[str, Any] = {
+        "url": server.url,
+        "ws": server.url.replace("http", "ws", 1) + "/ws",
+        "socket": str(server.socket_path),
+        "admin_token_file": str(gateway.admin_token_path),
+        "runner": LOCAL_RUNNER if spaces is not None else None,
+        "workspaces": spaces or {},
+    }
+    runner = (
+        f"  runner     {LOCAL_RUNNER} ({', '.join(f'{k}={v}' for k, v in spaces.items())})\n"
+        if spaces is not None
+        else "  runner     none (--no-runner)\n"
+    )
+    context.current().emit(
+        info,
+        f"tether is up\n  url        {info['url']}\n  socket     {info['socket']}\n"
+        f"  token      {info['admin_token_file']}\n{runner}"
+        'Try: tether runs start "say hello" --follow   |   Ctrl-C stops everything.',
+    )
+
+
+async def _up(config: Config, spaces: dict[str, str] | None, signals: StopSignals) -> None:
+    """Serve until a signal (or a failure of the gateway); ``spaces`` None: no local runner."""
+    import asyncio
+
     from tether.app import Gateway
 
-    cli = context.current()
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    wake = asyncio.Event()
+    signals.bind(asyncio.get_running_loop(), wake.set)
+    if signals.requested:
+        return
     gateway = Gateway(config)
     runner: subprocess.Popen[bytes] | None = None
+    runner_dir = config.data_path / "local-runner"
     try:
         await gateway.start()
-        runner_dir = config.data_path / "local-runner"
-        await _ensure_identity(config, gateway, runner_dir, spaces)
-        runner = _spawn_runner(config, runner_dir)
-        await _wait_registered(gateway, runner, 30.0)
-        info: dict[str, Any] = {
-            "url": gateway.server.url,
-            "ws": gateway.server.url.replace("http", "ws", 1) + "/ws",
-            "socket": str(gateway.server.socket_path),
-            "admin_token_file": str(gateway.admin_token_path),
-            "runner": LOCAL_RUNNER,
-            "workspaces": spaces,
-        }
-        cli.emit(
-            info,
-            f"tether is up\n  url        {info['url']}\n  socket     {info['socket']}\n"
-            f"  token      {info['admin_token_file']}\n  runner     {LOCAL_RUNNER} "
-            f"({', '.join(f'{k}={v}' for k, v in spaces.items())})\n"
-            'Try: tether runs start "say hello" --follow   |   Ctrl-C stops everything.',
-        )
+        if spaces is not None:
+            await _ensure_identity(config, gateway, runner_dir, spaces)
+            if not signals.requested:
+                runner = _spawn_runner(config, runner_dir)
+                await _wait_registered(gateway, runner, signals, 30.0)
+        if signals.requested:
+            return
+        _announce(gateway, spaces)
         failed = asyncio.create_task(gateway.wait_failed(), name="up:gateway")
-        stopping = asyncio.create_task(stop.wait(), name="up:signal")
+        woken = asyncio.create_task(wake.wait(), name="up:signal")
         try:
-            while not stop.is_set() and not failed.done():
+            # the wait wakes at a signal, and every second anyway: signals.requested is
+            # what counts, so even a lost wake-up cannot leave us serving
+            while not signals.requested and not failed.done():
                 await asyncio.wait(
-                    {failed, stopping}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                    {failed, woken}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
                 )
-                if runner.poll() is not None and not stop.is_set():
+                if runner is not None and runner.poll() is not None and not signals.requested:
                     sys.stderr.write(
                         f"the local runner exited ({runner.returncode}); restarting it\n"
                     )
                     runner = _spawn_runner(config, runner_dir)
         finally:
             failed.cancel()
-            stopping.cancel()
+            woken.cancel()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)
         if runner is not None:
             await _stop_runner(runner, config.runner.shutdown_grace + 2)
         await gateway.stop()
+        signals.unbind()
     if gateway.failure is not None:
         raise gateway.failure
 
@@ -195,17 +247,37 @@ def up(
     """Start everything on this machine: the gateway (SQLite) and a local runner, in the foreground.
 
     The local runner works in --workspace NAME=PATH (default: the current directory).
-    Prints the URL and where the admin token is. Ctrl-C stops both.
+    Prints the URL and where the admin token is. Ctrl-C (or SIGTERM) stops both and exits
+    0; further signals while it stops only say so. Each request's access line (runners'
+    heartbeats included) is logged at debug level: see them with --log-level debug.
     """
-    config = load_gateway_config(listen, None, None, None)
-    if no_runner:
-        from tether.app import serve_gateway
-        from tether.cli.gateway_cmd import ready_line
+    signals = StopSignals().install()
+    try:
+        config = load_gateway_config(listen, None, None, None)
+        quiet_access_log(config.log_level)
+        signals.note = (
+            f"still stopping: the local runner has up to {config.runner.shutdown_grace:g} s "
+            "to finish its tool calls"
+        )
+        spaces: dict[str, str] | None = None
+        if not no_runner:
+            spaces = parse_workspaces(workspace) or _default_workspace()
+            for name, path in spaces.items():
+                if not Path(path).is_dir():
+                    raise ConfigError(f"workspace {name!r}: {path} is not a directory")
+        context.run_async(_up(config, spaces, signals))
+    finally:
+        signals.block()
 
-        context.run_async(serve_gateway(config, on_ready=ready_line))
-        return
-    spaces = parse_workspaces(workspace) or _default_workspace()
-    for name, path in spaces.items():
-        if not Path(path).is_dir():
-            raise ConfigError(f"workspace {name!r}: {path} is not a directory")
-    context.run_async(_up(config, spaces))
+
+UP_EPILOG = examples(
+    "tether up",
+    "tether up --workspace app=~/code/app --listen 127.0.0.1:9000",
+    "tether up --log-level debug     # also every request and heartbeat",
+    after="Exit status: 0 after Ctrl-C or SIGTERM (however many); 1 when the gateway fails; "
+    "2 for a bad flag or config.",
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="up", epilog=UP_EPILOG)(up)

@@ -64,6 +64,8 @@ def _type_name(t: mi.Type) -> str:
         return "any"
     if isinstance(t, mi.RawType):
         return "JSON"
+    if isinstance(t, mi.BytesType):
+        return "string (base64)"
     if isinstance(t, mi.ListType):
         return f"array of {_type_name(t.item_type)}"
     if isinstance(t, mi.DictType):

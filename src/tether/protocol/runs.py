@@ -164,7 +164,7 @@ class ArtifactChunk(msgspec.Struct, kw_only=True):
     sha256: str
     offset: int
     data: bytes
-    """Base64 in JSON."""
+    """The slice's bytes; in JSON a base64 string (standard alphabet, with padding)."""
     eof: bool
     """True when this slice reaches the end of the artifact."""
 

@@ -11,10 +11,22 @@ import msgspec
 from tether.config import is_loopback_host
 from tether.errors import ConnectionClosed, PolicyDenied, Unauthorized
 from tether.protocol.runners import Enrolled, EnrolRequest
-from tether.runner.identity import RunnerIdentity, save_identity
+from tether.runner.identity import IDENTITY_FILE, RunnerIdentity, save_identity
 from tether.transport.client import http_url
 
-__all__ = ["enroll"]
+__all__ = ["enroll", "previous_workspaces"]
+
+
+def previous_workspaces(config_dir: Path) -> dict[str, str]:
+    """The workspaces of the identity already in ``config_dir`` ({} when there is none).
+
+    Enrolling again without ``--workspace`` keeps them. A damaged file has none.
+    """
+    try:
+        data = (config_dir / IDENTITY_FILE).read_bytes()
+        return dict(msgspec.json.decode(data, type=RunnerIdentity).workspaces)
+    except (OSError, msgspec.ValidationError, msgspec.DecodeError):
+        return {}
 
 
 async def enroll(

@@ -1,18 +1,15 @@
 """The runner's composition: the one place its parts are built and wired.
 
 :func:`prepare` checks the machine (identity, workspaces outside every protected path,
-the sandbox) and builds a :class:`RunnerNode`; :meth:`RunnerNode.serve` runs the daemon
-until SIGTERM/SIGINT and returns the process exit code. ``tether runner`` is a thin CLI
-over these two.
+the sandbox, the subreaper) and builds a :class:`RunnerNode`, whose
+:meth:`~RunnerNode.daemon` is the wired daemon. ``tether runner`` is a thin CLI over
+these: it adds only signal handling and what it prints.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,24 +72,6 @@ class RunnerNode:
             reconnect_max_delay=runner.reconnect_max_delay,
             insecure=self.insecure,
         )
-
-    async def serve(self, on_registered: Callable[[RunnerNode], None] | None = None) -> int:
-        """Run the daemon until SIGTERM/SIGINT; return the exit code (see ``daemon``)."""
-        daemon = self.daemon()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, daemon.stop.set)
-        ready = asyncio.create_task(daemon.registered.wait(), name="runner:ready")
-        if on_registered is not None:
-            ready.add_done_callback(lambda t: None if t.cancelled() else on_registered(self))
-        try:
-            return await daemon.run()
-        finally:
-            ready.cancel()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(Exception):
-                    loop.remove_signal_handler(sig)
-            self.protected.close()
 
 
 def prepare(

@@ -4,6 +4,9 @@ Used by the CLI (Unix socket or WebSocket) and the runner daemon (WebSocket). Fa
 to connect are raised as tether errors with messages a person can act on:
 ``Unauthorized`` (HTTP 401), ``Overloaded`` (the gateway is full), ``ConnectionClosed``
 (nobody listening), ``UnsupportedVersion`` and ``Forbidden`` (from ``hello``).
+
+aiohttp is imported only by :func:`connect_ws`: a command that talks to the local Unix
+socket starts without it.
 """
 
 from __future__ import annotations
@@ -13,10 +16,8 @@ import contextlib
 import logging
 import ssl
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
-
-import aiohttp
 
 from tether import __version__
 from tether.config import is_loopback_host
@@ -32,7 +33,9 @@ from tether.protocol.methods import HELLO, Method
 from tether.protocol.session import RpcSession
 from tether.transport.connection import Connection, Router
 from tether.transport.ipc import IpcConnection, IpcProtocol
-from tether.transport.websocket import WebSocketConnection
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["RpcClient", "connect_ipc", "connect_ws", "http_url", "ws_url"]
 
@@ -183,6 +186,10 @@ async def connect_ws(
 
     Plain ``ws://`` is allowed only to a loopback address unless ``insecure`` is set.
     """
+    import aiohttp
+
+    from tether.transport.websocket import WebSocketConnection
+
     target = ws_url(url)
     host = urlsplit(target).hostname or ""
     if target.startswith("ws://") and not insecure and not is_loopback_host(host):
