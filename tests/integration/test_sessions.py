@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.support import runs as r
-from tests.support.process import GatewayProcess, RunnerProcess
+from tests.support.process import GatewayProcess, RunnerProcess, run_cli
 from tether.errors import InvalidParams, NotFound
 from tether.protocol.methods import SESSION_GET, SESSION_UPDATE
 from tether.protocol.runs import SessionGetParams, SessionUpdateParams
@@ -77,3 +77,37 @@ async def test_bad_settings_are_refused(make_gateway: MakeGateway) -> None:
         raw = {"session_id": sid, "mode": "reckless"}
         with pytest.raises(InvalidParams):
             await c.call(SESSION_UPDATE, SessionUpdateParams(**raw))  # type: ignore[arg-type]
+
+
+def test_cli_sessions_set_and_tools_list(
+    make_gateway: MakeGateway, make_runner: MakeRunner
+) -> None:
+    gw = make_gateway()
+    make_runner(gw)
+    started = run_cli(gw.home, "--json", "runs", "start", "say hi")
+    assert started.returncode == 0, started.stderr
+    sid = json.loads(started.stdout)["run"]["session_id"]
+    done = run_cli(gw.home, "sessions", "set", sid, "--runner", "box", "--mode", "auto")
+    assert done.returncode == 0, done.stderr
+    assert "mode auto" in done.stdout
+    shown = json.loads(run_cli(gw.home, "--json", "sessions", "show", sid).stdout)
+    assert (shown["workspace"], shown["mode"]) == (None, "auto")
+    assert shown["runner_id"].startswith("rnr_")
+    listed = run_cli(gw.home, "sessions", "list")
+    assert "RUNNER" in listed.stdout
+    assert "auto" in listed.stdout
+    bad = run_cli(gw.home, "sessions", "set", sid, "--mode", "reckless")
+    assert bad.returncode == 2
+    assert "ask, auto-read or auto" in bad.stderr
+    nothing = run_cli(gw.home, "sessions", "set", sid)
+    assert nothing.returncode == 2
+    tools = run_cli(gw.home, "tools", "list", "box")
+    assert tools.returncode == 0, tools.stderr
+    assert tools.stdout.split("\n")[0].split() == ["TOOL", "RISK", "SUMMARY"]
+    assert "shell" in tools.stdout
+    assert "exec" in tools.stdout
+    data = json.loads(run_cli(gw.home, "--json", "tools", "list", "box").stdout)
+    noop = next(t for t in data["tools"] if t["name"] == "noop")
+    assert noop["params_schema"]["type"] == "object"
+    offline = run_cli(gw.home, "tools", "list", "nobody")
+    assert offline.returncode == 1
