@@ -412,17 +412,25 @@ async def runner_host(spec: str) -> None:
     """Host one real ``RunnerDaemon`` per identity until stdin closes."""
     from tether.runner.daemon import RunnerDaemon
     from tether.runner.executor import CallExecutor
+    from tether.runner.protected import ProtectedPaths
     from tether.runner.sandbox import detect
     from tether.security.capability import CapabilityVerifier
 
     _quiet()
     config = RunnerConfig(sandbox="off")
     sandbox = detect("off")
+    protected = ProtectedPaths([])  # noop calls touch no file
     daemons = []
     for ident in _load(spec):
         roots = {name: Path(p).resolve() for name, p in ident.workspaces.items()}
         verifier = CapabilityVerifier(ident.gateway_public_key, ident.runner_id)
-        executor = CallExecutor(config=config, workspaces=roots, verifier=verifier, sandbox=sandbox)
+        executor = CallExecutor(
+            config=config,
+            workspaces=roots,
+            verifier=verifier,
+            sandbox=sandbox,
+            protected=protected,
+        )
         daemons.append(
             RunnerDaemon(
                 ident,

@@ -207,6 +207,13 @@ async def gateway_ws_connections(gw: Gateway) -> int:
     return next(t.connections for t in info.transports if t.name == "ws")
 
 
+MASS_ENROLMENT = {
+    f"TETHER_LIMITS__ENROLL_{key}": "100000"
+    for key in ("RATE", "BURST", "TOTAL_RATE", "TOTAL_BURST")
+}
+"""Enrolment is rate-limited per source and in total; these benches enrol on purpose."""
+
+
 async def idle(home: Path, kids: Children, p: dict[str, Any], nofile: int) -> dict[str, Any]:
     """Enrol the largest size, restart the gateway, then connect sizes in turn and measure."""
     sizes = [n for n in p["idle_sizes"] if n + 512 <= nofile]
@@ -215,14 +222,7 @@ async def idle(home: Path, kids: Children, p: dict[str, Any], nofile: int) -> di
     if not sizes:
         return {"skipped": skipped, "rows": []}
     names = [f"i{i:05d}" for i in range(max(sizes))]
-    # enrolment is rate-limited per source and in total: this bench enrols on purpose
-    gw = Gateway(
-        home,
-        TETHER_LIMITS__ENROLL_RATE="100000",
-        TETHER_LIMITS__ENROLL_BURST="100000",
-        TETHER_LIMITS__ENROLL_TOTAL_RATE="100000",
-        TETHER_LIMITS__ENROLL_TOTAL_BURST="100000",
-    )
+    gw = Gateway(home, **MASS_ENROLMENT)
     try:
         t0 = time.perf_counter()
         ids = await enrol_many(gw.info["socket"], gw.info["url"], names, concurrency=32)
@@ -461,7 +461,7 @@ async def run_all(p: dict[str, Any], nofile: tuple[int, int]) -> dict[str, Any]:
             r["ledger"] = await ledger_costs(p["crypto_ops"] // 4, home)
             for sub in ("gw", "idle"):
                 (home / sub).mkdir()
-            gw = Gateway(home / "gw")
+            gw = Gateway(home / "gw", **MASS_ENROLMENT)
             try:
                 print("tool-call round trip ...", flush=True)
                 r["rtt"] = await tool_call_rtt(gw, home, kids, p["rtt_calls"])
