@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import unit
 from tests.support import runs as r
 from tests.support.process import GatewayProcess, RunnerProcess, run_cli
-from tests.support.proxy import Proxy
+from tests.support.proxy import proxied_runner
 from tether.errors import (
     Forbidden,
     InvalidParams,
@@ -306,28 +306,8 @@ async def test_reconnect_within_grace_delivers_the_outcome_once(
     make_gateway: MakeGateway, home: Path
 ) -> None:
     gw = make_gateway(TETHER_LIMITS__RUNNER_GRACE="20")
-    proxy = Proxy(int(gw.url.rsplit(":", 1)[1]))
-    await proxy.start()
-    ws = home / "ws"
-    ws.mkdir()
-    runner = RunnerProcess(home, "box", env={"TETHER_RUNNER__RECONNECT_MAX_DELAY": "1"})
+    proxy, runner, ws = await proxied_runner(gw, home)
     try:
-        added = json.loads(run_cli(gw.home, "--json", "runners", "add", "box").stdout)
-        # the proxy runs on this event loop: block in threads, not on the loop
-        enrol = await asyncio.to_thread(
-            run_cli,
-            home,
-            "runner",
-            "enroll",
-            "--gateway",
-            proxy.url,
-            "--code",
-            added["code"],
-            f"--workspace=app={ws}",
-            env={"TETHER_CONFIG_DIR": str(runner.config_dir)},
-        )
-        assert enrol.returncode == 0, enrol.stderr
-        await asyncio.to_thread(runner.start)
         async with await connect_ipc(gw.socket) as c:
             task = asyncio.create_task(
                 call(

@@ -26,7 +26,7 @@ import pytest
 from tests.conftest import unit
 from tests.support import runs as r
 from tests.support.process import GatewayProcess, RunnerProcess, run_cli
-from tests.support.proxy import Proxy
+from tests.support.proxy import Proxy, proxied_runner
 from tether.app import Gateway
 from tether.config import load_config
 from tether.protocol.methods import METHODS, RUN_CREATE, RUNNER_ADD, RUNNERS, Method, register
@@ -41,36 +41,10 @@ from tether.security.capability import CapabilityVerifier
 from tether.transport.client import connect_ipc
 
 
-async def start_proxied_runner(
-    gw: GatewayProcess, home: Path, name: str = "box"
-) -> tuple[Proxy, RunnerProcess, Path]:
-    proxy = Proxy(int(gw.url.rsplit(":", 1)[1]))
-    await proxy.start()
-    ws = home / f"ws-{name}"
-    ws.mkdir()
-    runner = RunnerProcess(home, name, env={"TETHER_RUNNER__RECONNECT_MAX_DELAY": "1"})
-    added = json.loads(run_cli(gw.home, "--json", "runners", "add", name).stdout)
-    enrol = await asyncio.to_thread(
-        run_cli,
-        home,
-        "runner",
-        "enroll",
-        "--gateway",
-        proxy.url,
-        "--code",
-        added["code"],
-        f"--workspace=app={ws}",
-        env={"TETHER_CONFIG_DIR": str(runner.config_dir)},
-    )
-    assert enrol.returncode == 0, enrol.stderr
-    await asyncio.to_thread(runner.start)
-    return proxy, runner, ws
-
-
 async def test_output_streamed_across_a_drop_arrives_once_in_order(home: Path) -> None:
     gw = GatewayProcess(home, env={"TETHER_LIMITS__RUNNER_GRACE": "20"})
     gw.start()
-    proxy, runner, _ws = await start_proxied_runner(gw, home)
+    proxy, runner, _ws = await proxied_runner(gw, home)
     try:
         command = "for i in $(seq 1 60); do echo line$i; sleep 0.05; done"
         script = f"tool box shell {shlex.quote(json.dumps({'command': command}))}"

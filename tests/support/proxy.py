@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+from pathlib import Path
+
+from tests.support.process import GatewayProcess, RunnerProcess, run_cli
 
 
 class Proxy:
@@ -59,3 +63,33 @@ class Proxy:
             self._server.close()
         for task in list(self._tasks):
             task.cancel()
+
+
+async def proxied_runner(
+    gateway: GatewayProcess, home: Path, name: str = "box"
+) -> tuple[Proxy, RunnerProcess, Path]:
+    """A runner enrolled through the CLI and connected through a :class:`Proxy` the test
+    can cut; it reconnects within a second. Its workspace ``app`` is ``home/ws-NAME``.
+    The caller stops the runner and closes the proxy."""
+    proxy = Proxy(int(gateway.url.rsplit(":", 1)[1]))
+    await proxy.start()
+    ws = home / f"ws-{name}"
+    ws.mkdir()
+    runner = RunnerProcess(home, name, env={"TETHER_RUNNER__RECONNECT_MAX_DELAY": "1"})
+    added = json.loads(run_cli(gateway.home, "--json", "runners", "add", name).stdout)
+    # the proxy runs on the caller's event loop: block in threads, not on the loop
+    enrol = await asyncio.to_thread(
+        run_cli,
+        home,
+        "runner",
+        "enroll",
+        "--gateway",
+        proxy.url,
+        "--code",
+        added["code"],
+        f"--workspace=app={ws}",
+        env={"TETHER_CONFIG_DIR": str(runner.config_dir)},
+    )
+    assert enrol.returncode == 0, enrol.stderr
+    await asyncio.to_thread(runner.start)
+    return proxy, runner, ws
