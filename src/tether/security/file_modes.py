@@ -29,6 +29,18 @@ def _check_owner(path: Path, st: os.stat_result, what: str) -> None:
         )
 
 
+def _tighten(path: Path, st: os.stat_result, mode: int, what: str) -> None:
+    """Take group and other access away (to ``mode``), saying so."""
+    if st.st_mode & 0o077:
+        log.warning(
+            "tightening the permissions of %s to %s",
+            what,
+            oct(mode)[2:].zfill(4),
+            extra={"path": str(path), "mode": oct(st.st_mode & 0o777)},
+        )
+        path.chmod(mode)
+
+
 def private_dir(path: Path, what: str = "directory") -> Path:
     """Create ``path`` (and parents) 0700, or tighten it to 0700 if it exists."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -36,13 +48,7 @@ def private_dir(path: Path, what: str = "directory") -> Path:
     if not stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"{what} {path} is not a directory")
     _check_owner(path, st, what)
-    if st.st_mode & 0o077:
-        log.warning(
-            "tightening the permissions of %s to 0700",
-            what,
-            extra={"path": str(path), "mode": oct(st.st_mode & 0o777)},
-        )
-        path.chmod(0o700)
+    _tighten(path, st, 0o700, what)
     return path
 
 
@@ -58,11 +64,5 @@ def private_file(path: Path, what: str = "file", *, create: bool = False) -> Pat
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"{what} {path} is not a regular file")
     _check_owner(path, st, what)
-    if st.st_mode & 0o077:
-        log.warning(
-            "tightening the permissions of %s to 0600",
-            what,
-            extra={"path": str(path), "mode": oct(st.st_mode & 0o777)},
-        )
-        path.chmod(0o600)
+    _tighten(path, st, 0o600, what)
     return path
