@@ -20,17 +20,22 @@ from types import TracebackType
 
 from tether.agents import AgentBackend, builtin
 from tether.config import Config
+from tether.gateway.access_api import AccessApi
 from tether.gateway.auth import (
     AdminTokenAuthenticator,
     ChainAuthenticator,
     RunnerAuthenticator,
+    UserAuthenticator,
     ensure_admin_token,
 )
+from tether.gateway.call_gate import CallGate
+from tether.gateway.call_policy import CallPolicy
 from tether.gateway.fanout import Fanout
 from tether.gateway.handlers import MethodHandlers
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.orchestrator import Orchestrator, default_node_id
 from tether.gateway.registry import RunnerRegistry
+from tether.gateway.requests import RequestBroker
 from tether.gateway.retention import RetentionJob
 from tether.gateway.run_log import RunLog
 from tether.gateway.runner_link import SocketRunnerLink
@@ -61,6 +66,7 @@ class GatewayParts:
     registry: RunnerRegistry
     link: SocketRunnerLink
     tools: ToolGateway
+    gate: CallGate
     fanout: Fanout
     orchestrator: Orchestrator
     retention: RetentionJob
@@ -79,16 +85,24 @@ def _build(
     supervisor: Supervisor,
 ) -> GatewayParts:
     handlers = MethodHandlers()
-    auth = ChainAuthenticator([AdminTokenAuthenticator(admin_token), RunnerAuthenticator(ledger)])
+    auth = ChainAuthenticator(
+        [
+            AdminTokenAuthenticator(admin_token),
+            UserAuthenticator(ledger),
+            RunnerAuthenticator(ledger),
+        ]
+    )
     server = GatewayServer(config, runtime, auth, handlers, metrics)
     registry = RunnerRegistry()
     link = SocketRunnerLink(registry, config.limits)
     tools = ToolGateway(ledger, registry, link, issuer, config.limits)
+    requests = RequestBroker(ledger, config.policy, connected=server.people)
+    gate = CallGate(CallPolicy(ledger, config.policy), requests, tools)
     fanout = Fanout()
     orchestrator = Orchestrator(
         RunLog(ledger, fanout),
         backends,
-        tools,
+        gate,
         config.runs,
         metrics,
         supervisor,
@@ -102,11 +116,13 @@ def _build(
         registry=registry,
         link=link,
         tools=tools,
+        gate=gate,
         ledger=ledger,
         public_key=issuer.public_pem,
         metrics=metrics,
     )
-    for api in (system, runs_api, runners_api):
+    access_api = AccessApi(ledger, gate, runs_api, registry, server, config.runs.default_mode)
+    for api in (system, runs_api, runners_api, access_api):
         api.install(handlers)
     server.on_peer_closed += [runs_api.peer_closed, runners_api.peer_closed]
     retention = RetentionJob(ledger, metrics, config.ledger.retention_interval)
@@ -116,6 +132,7 @@ def _build(
         registry=registry,
         link=link,
         tools=tools,
+        gate=gate,
         fanout=fanout,
         orchestrator=orchestrator,
         retention=retention,

@@ -29,8 +29,11 @@ __all__ = [
     "DEFAULT_LISTEN",
     "Config",
     "GatewayConfig",
+    "GuardSpec",
     "LedgerConfig",
     "Limits",
+    "PolicyConfig",
+    "RuleSpec",
     "RunnerConfig",
     "RunsConfig",
     "is_loopback_host",
@@ -163,11 +166,11 @@ class RunsConfig(_Section, frozen=True):
     """The runner (name) of a new session: where its tool calls go when they name none."""
     default_workspace: str | None = None
     """The workspace of a new session on that runner."""
-    default_mode: SessionMode = "ask"
-    """The mode of a new session: how its tool calls are decided."""
-    """The default until the operator agent exists; ``script`` is a test fixture."""
+    default_mode: SessionMode = "auto-read"
+    """The mode of a new session: how its tool calls are decided (docs/security.md)."""
     fixture_roles: list[str] = msgspec.field(default_factory=lambda: ["admin"])
-    """Connection roles that may start runs with a fixture agent (``script``)."""
+    """Connection roles (``admin``) or user roles (``member``) that may start runs with a
+    fixture agent (``script``)."""
     fixture_principals: list[str] = msgspec.field(default_factory=list)
     """Principals (e.g. ``admin``, ``local-admin``) that may, whatever their role."""
     lease_seconds: Seconds = 30.0
@@ -182,6 +185,117 @@ class RunsConfig(_Section, frozen=True):
     reap_interval: Seconds = 5.0
     node_id: str | None = None
     """Stable name of this gateway (default: host name + a hash of the data dir)."""
+
+
+Decision = Literal["allow", "ask", "deny"]
+RiskClass = Literal["read", "write", "exec"]
+
+
+class RuleSpec(_Section, frozen=True):
+    """One policy rule: the conditions it names, and what it decides (docs/security.md)."""
+
+    decision: Decision
+    tool: str | None = None
+    """A tool name, or a glob of names (``*_file``)."""
+    risk: RiskClass | None = None
+    workspace: str | None = None
+    paths: list[str] = []
+    """Globs on workspace-relative paths (``src/**``): every path of the call must match."""
+    command: str | None = None
+    """A glob on one simple shell command (``git status*``); shell calls only."""
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        named = (self.tool, self.risk, self.workspace, self.command)
+        if all(v is None for v in named) and not self.paths:
+            raise ValueError("decision: a rule must name at least one condition")
+
+
+class GuardSpec(_Section, frozen=True):
+    """One entry of the deny list: a dangerous command or path, refused in every mode."""
+
+    reason: str
+    program: list[str] = []
+    """Command names (globs: ``mkfs*``)."""
+    subcommand: str | None = None
+    """The first operand (``push`` for ``git push``)."""
+    flags: list[list[str]] = []
+    """Each group: one of its options is present (``-rf`` counts as ``-r`` and ``-f``)."""
+    args: list[str] = []
+    """Globs: some operand matches (empty: any)."""
+    piped_from: list[str] = []
+    """The command is fed by a pipe from one of these (``curl … | sh``)."""
+    paths: list[str] = []
+    """Globs: a write tool's path, or a shell redirection target or operand, matches."""
+
+    def __post_init__(self) -> None:
+        if not self.program and not self.paths:
+            raise ValueError("reason: a deny entry names a program or paths")
+
+
+def _default_guards() -> list[GuardSpec]:
+    shells = ["sh", "bash", "zsh", "dash", "ksh", "fish", "python", "python3", "perl", "ruby"]
+    roots = ["/", "/*", "~", "~/", "~/*", "$HOME", "$HOME/", "$HOME/*", "${HOME}", "${HOME}/*"]
+    roots += [f"/{d}" for d in ("bin", "boot", "etc", "home", "lib", "root", "usr", "var")]
+    protected = ["main", "master", "*:main", "*:master", "origin/main", "origin/master"]
+    return [
+        GuardSpec(
+            reason="deletes the whole file system or a home directory",
+            program=["rm"],
+            flags=[["-r", "-R", "--recursive"]],
+            args=roots,
+        ),
+        GuardSpec(
+            reason="changes the modes or owner of the whole file system",
+            program=["chmod", "chown", "chgrp"],
+            flags=[["-R", "--recursive"]],
+            args=roots,
+        ),
+        GuardSpec(
+            reason="runs a script downloaded from the network",
+            program=shells,
+            piped_from=["curl", "wget", "fetch"],
+        ),
+        GuardSpec(
+            reason="force-pushes a protected branch",
+            program=["git"],
+            subcommand="push",
+            flags=[["-f", "--force", "--force-with-lease", "--force-if-includes"]],
+            args=protected,
+        ),
+        GuardSpec(
+            reason="force-pushes a protected branch",
+            program=["git"],
+            subcommand="push",
+            args=["+main", "+master", "+*:main", "+*:master"],
+        ),
+        GuardSpec(reason="formats a disk", program=["mkfs", "mkfs.*", "mke2fs", "wipefs"]),
+        GuardSpec(
+            reason="writes to a disk device",
+            program=["dd"],
+            args=["of=/dev/sd*", "of=/dev/nvme*", "of=/dev/hd*", "of=/dev/vd*", "of=/dev/disk*"],
+        ),
+        GuardSpec(
+            reason="writes a git hook (code that git runs later, outside any sandbox)",
+            paths=[".git/hooks/**", "**/.git/hooks/**"],
+        ),
+    ]
+
+
+class PolicyConfig(_Section, frozen=True):
+    """How tool calls are decided: rules, the deny list and approvals (docs/security.md)."""
+
+    rules: list[RuleSpec] = []
+    deny: list[GuardSpec] = msgspec.field(default_factory=_default_guards)
+    """The deny list: refused in every mode (a guardrail against accidents; the sandbox
+    is the boundary). Setting it replaces the defaults; ``extra_deny`` adds to them."""
+    extra_deny: list[GuardSpec] = []
+    approvers: list[str] = []
+    """Who may decide requests besides the run's creator and owners: user names, or
+    ``role:member`` / ``role:viewer``."""
+    approval_timeout: Seconds = 600.0
+    """Seconds an approval or question stays open before it expires (the call is denied)."""
+    question_timeout: Seconds = 600.0
 
 
 class RunnerConfig(_Section, frozen=True):
@@ -243,6 +357,7 @@ class Config(_Section, frozen=True):
     limits: Limits = msgspec.field(default_factory=Limits)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     runs: RunsConfig = msgspec.field(default_factory=RunsConfig)
+    policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
     runner: RunnerConfig = msgspec.field(default_factory=RunnerConfig)
 
     @property
@@ -290,7 +405,7 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-_SECTIONS = ("gateway", "limits", "ledger", "runs", "runner")
+_SECTIONS = ("gateway", "limits", "ledger", "runs", "policy", "runner")
 _LIST_KEYS = {
     "denied_paths",
     "env_allowlist",
@@ -300,6 +415,7 @@ _LIST_KEYS = {
     "metrics_networks",
     "fixture_roles",
     "fixture_principals",
+    "approvers",
 }
 """Keys whose environment variable is a comma-separated list."""
 _ENV_ALIASES = {"TETHER_DATABASE_URL": ["ledger", "database_url"]}

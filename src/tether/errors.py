@@ -24,7 +24,8 @@ retrying the same operation can help::
     ├── RunnerOffline          the runner is not connected (retryable)    runner_offline
     ├── CapabilityDenied       capability token rejected by the runner    capability_denied
     ├── PolicyDenied           a policy rule forbids it                   policy_denied
-    ├── ApprovalDenied         a human said no, or nobody answered        approval_denied
+    ├── ApprovalDenied         a person said no (or the run was cancelled) approval_denied
+    ├── ApprovalExpired        nobody decided before the request expired  approval_expired
     ├── ToolTimeout            a tool ran past its deadline               tool_timeout
     ├── ToolFailed             a tool could not do its work               tool_failed
     ├── RequestTimeout         a peer did not answer an RPC in time       timeout
@@ -41,6 +42,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ApprovalDenied",
+    "ApprovalExpired",
     "CapabilityDenied",
     "ConfigError",
     "Conflict",
@@ -200,9 +202,15 @@ class PolicyDenied(TetherError):
 
 
 class ApprovalDenied(TetherError):
-    """The approver denied the call, or the approval expired."""
+    """A person denied the call, or its run was cancelled while it waited."""
 
     code = "approval_denied"
+
+
+class ApprovalExpired(TetherError):
+    """Nobody permitted decided the request before it expired."""
+
+    code = "approval_expired"
 
 
 class ToolTimeout(TetherError):
@@ -256,6 +264,7 @@ _BY_CODE: dict[str, type[TetherError]] = {
         CapabilityDenied,
         PolicyDenied,
         ApprovalDenied,
+        ApprovalExpired,
         ToolTimeout,
         ToolFailed,
         RequestTimeout,

@@ -13,7 +13,7 @@ import time
 from enum import StrEnum
 from typing import Literal
 
-__all__ = ["Role", "RunState", "SessionMode", "new_id"]
+__all__ = ["USER_ROLES", "Role", "RunState", "SessionMode", "UserRole", "new_id"]
 
 
 class Role(StrEnum):
@@ -23,6 +23,11 @@ class Role(StrEnum):
     CLIENT = "client"
     RUNNER = "runner"
 
+
+UserRole = Literal["owner", "member", "viewer"]
+"""What a person may do: everything; start runs and decide requests on their own runs;
+read their own work."""
+USER_ROLES: tuple[UserRole, ...] = ("owner", "member", "viewer")
 
 SessionMode = Literal["ask", "auto-read", "auto"]
 """How a session's tool calls are decided: ask a person for every call, allow reads and

@@ -55,7 +55,7 @@ class SessionSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Runner id tool calls go to when they name none."""
     workspace: str | None
     mode: str
-    """``ask``, ``auto-read`` or ``auto``."""
+    """``auto-read``, ``ask`` or ``auto`` (how policy decides its tool calls)."""
 
 
 class RunContext(Protocol):
@@ -112,7 +112,18 @@ class RunContext(Protocol):
 
         ``runner`` and ``workspace`` default to the session's. The call, its output and
         its outcome are recorded as run events; failures raise the matching
-        :class:`~tether.errors.TetherError`."""
+        :class:`~tether.errors.TetherError`. Policy decides every call first: a call it
+        denies raises ``policy_denied``; one a person must allow waits (the run is
+        ``waiting``) and raises ``approval_denied`` or ``approval_expired`` if they do not;
+        in every such case the call did not run."""
+        ...
+
+    async def ask(
+        self, question: str, choices: Sequence[str] = (), timeout: float | None = None
+    ) -> str:
+        """Ask the run's people a question and wait for the answer (free text, or one of
+        ``choices``); raises ``approval_expired`` when nobody answers in time and
+        ``approval_denied`` when the run stops meanwhile."""
         ...
 
 

@@ -13,6 +13,9 @@ without a model. One command per line:
     hang                ignore cancellation and never return (tests escalation)
     tool RUNNER TOOL JSON [WORKSPACE]
                         call a tool on a runner; its JSON result becomes the output
+                        (RUNNER ``-`` is the session's runner)
+    ask QUESTION [CHOICE …]
+                        ask the run's people; the answer becomes the output
 
 It can call any tool on any runner, so it is a ``fixture``: only ``admin`` connections
 (the local owner) may use it unless the config names more principals or roles.
@@ -93,7 +96,7 @@ class ScriptAgent:
                     )
                 try:
                     result = await ctx.call_tool(
-                        runner=args[0],
+                        runner="" if args[0] == "-" else args[0],
                         tool=args[1],
                         args=tool_args,
                         workspace=args[3] if len(args) > 3 else "",
@@ -101,6 +104,14 @@ class ScriptAgent:
                 except TetherError as exc:
                     return Outcome(state="failed", reason=exc.code, output=exc.message)
                 output = json.dumps(result, ensure_ascii=False)
+            elif verb == "ask":
+                if not args:
+                    return Outcome(state="failed", reason="bad_script", output="ask QUESTION")
+                try:
+                    output = await ctx.ask(args[0], args[1:])
+                except TetherError as exc:
+                    return Outcome(state="failed", reason=exc.code, output=exc.message)
+                await ctx.emit(AgentMessage(text=output))
             elif verb == "crash":
                 raise RuntimeError("the script asked to crash")
             elif verb == "hang":

@@ -1,5 +1,8 @@
 """Who is connecting: bearer token -> :class:`Principal` -> the roles it may take.
 
+People are the admin token and same-uid local connections (both the local owner) and
+users with login tokens (``tether users add``); runners have runner credentials.
+
 Fails closed: an empty, unknown, malformed or revoked token is no principal. Each
 source of credentials is an :class:`Authenticator`; the gateway asks them in turn.
 """
@@ -17,8 +20,8 @@ from typing import Protocol
 
 from tether.errors import NotFound
 from tether.ledger import Ledger
-from tether.security.credentials import parse_runner_credential, verify_secret
-from tether.types import Role
+from tether.security.credentials import parse_runner_credential, parse_user_token, verify_secret
+from tether.types import Role, UserRole
 
 __all__ = [
     "ADMIN_TOKEN_FILE",
@@ -27,6 +30,7 @@ __all__ = [
     "ChainAuthenticator",
     "Principal",
     "RunnerAuthenticator",
+    "UserAuthenticator",
     "ensure_admin_token",
     "local_admin",
 ]
@@ -39,16 +43,28 @@ _ADMIN_PREFIX = "tta_"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated party and the roles it may take in ``hello``."""
+    """An authenticated party and the roles it may take in ``hello``.
+
+    A person (the admin token, a same-uid local connection, a login token) has a user
+    role; a runner has none."""
 
     id: str
     roles: frozenset[Role]
     runner_id: str | None = None
+    user_role: UserRole | None = None
+    name: str = ""
+
+    @property
+    def is_owner(self) -> bool:
+        return self.user_role == "owner"
+
+
+_OWNER_ROLES = frozenset({Role.ADMIN, Role.CLIENT})
 
 
 def local_admin() -> Principal:
-    """The principal of a same-uid Unix-socket connection."""
-    return Principal("local-admin", frozenset({Role.ADMIN, Role.CLIENT}))
+    """The principal of a same-uid Unix-socket connection: the local owner."""
+    return Principal("local-admin", _OWNER_ROLES, user_role="owner", name="local-admin")
 
 
 class Authenticator(Protocol):
@@ -106,8 +122,30 @@ class AdminTokenAuthenticator:
     async def authenticate(self, token: str) -> Principal | None:
         expected = self._current()
         if expected and hmac.compare_digest(token.encode(), expected.encode()):
-            return Principal("admin", frozenset({Role.ADMIN, Role.CLIENT}))
+            return Principal("admin", _OWNER_ROLES, user_role="owner", name="admin")
         return None
+
+
+class UserAuthenticator:
+    """Login tokens (``ttu_<user id>.<secret>``) of active users, checked against the
+    ledger's hash. Owners may take the ``admin`` connection role too."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    async def authenticate(self, token: str) -> Principal | None:
+        parsed = parse_user_token(token)
+        if parsed is None:
+            return None
+        user_id, secret = parsed
+        try:
+            user = await self.ledger.users.get(user_id)
+        except NotFound:
+            return None
+        if user.status != "active" or not verify_secret(secret, user.token_hash):
+            return None
+        roles = _OWNER_ROLES if user.role == "owner" else frozenset({Role.CLIENT})
+        return Principal(user.id, roles, user_role=user.role, name=user.name)
 
 
 class RunnerAuthenticator:

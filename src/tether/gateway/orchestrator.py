@@ -23,11 +23,11 @@ from typing import Any
 from tether.agents.contract import AgentBackend
 from tether.config import RunsConfig
 from tether.errors import Conflict, Forbidden, InvalidParams, NotFound
+from tether.gateway.call_gate import CallGate
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.run_log import RunLog, encode_event
 from tether.gateway.run_task import RunEnv, RunTask
 from tether.gateway.supervisor import Supervisor
-from tether.gateway.tools import ToolGateway
 from tether.ledger import TERMINAL, Ledger, Run, Session
 from tether.protocol.events import (
     RunCancelled,
@@ -61,7 +61,7 @@ class Orchestrator:
         self,
         run_log: RunLog,
         backends: Mapping[str, AgentBackend],
-        tools: ToolGateway,
+        gate: CallGate,
         config: RunsConfig,
         metrics: GatewayMetrics,
         supervisor: Supervisor,
@@ -77,9 +77,11 @@ class Orchestrator:
         self.supervisor = supervisor
         self.node = node
         self.owner = f"{node}:{new_id('inc')}"
+        self.gate = gate
         self.env = RunEnv(
             log=run_log,
-            tools=tools,
+            tools=gate.tools,
+            gate=gate,
             config=config,
             owner=self.owner,
             tool_timeout=tool_timeout,
@@ -163,6 +165,7 @@ class Orchestrator:
             )
             if taken is not None:
                 await self._recover(taken)
+        await self.gate.requests.ledger.requests.expire_due()
         cutoff = time.time() - self.config.queue_ttl
         for run in await self.ledger.runs.expired_queued(cutoff):
             await self._end_unowned(
@@ -213,7 +216,15 @@ class Orchestrator:
         except Conflict:
             return None
         self.metrics.runs_finished.labels(to.value, reason).inc()
+        await self._close_requests(run.id, f"run.{to.value}")
         return ended
+
+    async def _close_requests(self, run_id: str, by: str) -> None:
+        """An ended run's open requests are closed (nothing will act on them)."""
+        try:
+            await self.gate.requests.close_run(run_id, by)
+        except Exception:
+            log.exception("closing the requests of an ended run failed", extra={"run_id": run_id})
 
     async def _launch(self, run: Run, *, resumed: bool) -> None:
         backend = self.backends.get(run.agent)
@@ -238,6 +249,7 @@ class Orchestrator:
                 self.metrics.runs_finished.labels(
                     task.record.state.value, task.record.reason or ""
                 ).inc()
+                await self._close_requests(task.run_id, f"run.{task.record.state.value}")
             self.wake()
 
     # ---- requests ------------------------------------------------------------------
@@ -251,19 +263,21 @@ class Orchestrator:
         created_by: str | None,
         steer: bool,
         role: str | None = None,
+        user_role: str | None = None,
         trusted: bool = False,
     ) -> tuple[Run, str]:
         """Create a run (or steer the active one); returns the run and the disposition.
-        ``created_by`` and ``role`` are the caller's principal and connection role;
+        ``created_by``, ``role`` and ``user_role`` are the caller's principal, connection
+        role and user role;
         ``trusted`` is input the gateway already accepted from them (requeued steering)."""
         if session_id is None:
             name = agent or self.config.default_agent
-            self.check_agent(name, created_by, role, trusted=trusted)
+            self.check_agent(name, created_by, role, user_role, trusted=trusted)
             session = await self.new_session(created_by)
         else:
             session = await self.ledger.sessions.get(session_id)
             name = agent or session.agent
-            self.check_agent(name, created_by, role, trusted=trusted)
+            self.check_agent(name, created_by, role, user_role, trusted=trusted)
         if steer:
             active = next((t for t in self.tasks.values() if t.session_id == session.id), None)
             if (
@@ -338,7 +352,13 @@ class Orchestrator:
         )
 
     def check_agent(
-        self, name: str, principal: str | None, role: str | None, *, trusted: bool = False
+        self,
+        name: str,
+        principal: str | None,
+        role: str | None,
+        user_role: str | None = None,
+        *,
+        trusted: bool = False,
     ) -> None:
         """Refuse an unknown agent (``invalid_params``) or a fixture the caller may not use
         (unless ``trusted``)."""
@@ -353,12 +373,13 @@ class Orchestrator:
             and not trusted
             and not (
                 (role is not None and role in self.config.fixture_roles)
+                or (user_role is not None and user_role in self.config.fixture_roles)
                 or (principal is not None and principal in self.config.fixture_principals)
             )
         ):
             raise Forbidden(
                 f"the {name!r} agent is a test fixture that can run any tool; only "
-                f"{', '.join(self.config.fixture_roles) or 'no'} connections may use it "
+                f"{', '.join(self.config.fixture_roles) or 'no'} connections or users may use it "
                 "(see [runs] fixture_roles and fixture_principals)",
                 data={"agent": name},
             )
@@ -378,6 +399,7 @@ class Orchestrator:
             if ended is not None:
                 return ended
         run = await self.ledger.runs.request_cancel(run_id)
+        await self._close_requests(run_id, "run.cancel")
         task = self.tasks.get(run_id)
         if task is not None:
             task.request_stop("cancelled", reason)

@@ -29,6 +29,7 @@ import msgspec
 from tether.agents.contract import AgentBackend, Outcome, PastEvent, SessionSettings
 from tether.config import RunsConfig
 from tether.errors import Conflict, InvalidParams, NotFound, TetherError
+from tether.gateway.call_gate import CallGate
 from tether.gateway.run_log import RunLog
 from tether.gateway.tools import ToolGateway
 from tether.ledger import Run
@@ -65,6 +66,8 @@ class RunEnv:
 
     log: RunLog
     tools: ToolGateway
+    gate: CallGate
+    """Policy, approvals and questions for the run's tool calls."""
     config: RunsConfig
     owner: str
     """This gateway incarnation's lease owner name."""
@@ -186,6 +189,23 @@ class RunTask:
     def cancelled(self) -> asyncio.Event:
         return self._cancelled
 
+    @property
+    def creator(self) -> str | None:
+        """Who started the run: the default approver of its requests."""
+        return self.record.created_by
+
+    @property
+    def mode(self) -> str:
+        return self._settings.mode
+
+    def closes_requests(self) -> bool:
+        return self.stop_reason in ("cancelled", "timeout", "stalled")
+
+    async def ask(
+        self, question: str, choices: Sequence[str] = (), timeout: float | None = None
+    ) -> str:
+        return await self.env.gate.question(self, question, list(choices), timeout)
+
     async def emit(self, event: RunEvent) -> int:
         return await self._record(event)
 
@@ -233,9 +253,9 @@ class RunTask:
                 data={"field": "runner"},
             )
 
-        def requested(runner_name: str, space: str) -> ToolCallRequested:
+        def requested(runner_name: str, space: str, cid: str) -> ToolCallRequested:
             return ToolCallRequested(
-                call_id=call_id,
+                call_id=cid,
                 runner=runner_name,
                 tool=tool,
                 args=redact_value(args),
@@ -247,10 +267,27 @@ class RunTask:
         except NotFound:
             raise  # no such runner: nothing was requested
         except TetherError as exc:  # offline, or the workspace must be named
-            await self.emit(requested(runner, workspace))
+            await self.emit(requested(runner, workspace, call_id))
             await self._call_failed(call_id, exc)
             raise
-        await self.emit(requested(live.name, workspace))
+
+        async def announce(cid: str) -> None:
+            await self.emit(requested(live.name, workspace, cid))
+
+        try:
+            verdict = await self.env.gate.admit(
+                self,
+                call_id=call_id,
+                live=live,
+                tool=tool,
+                args=args,
+                workspace=workspace,
+                announce=announce,
+            )
+        except TetherError as exc:
+            await self._call_failed(str(exc.data.get("call_id") or call_id), exc)
+            raise
+        call_id = verdict.call_id or call_id
         outputs = _Outputs(self, call_id)
         self.calls.add(call_id)
         try:
@@ -263,6 +300,9 @@ class RunTask:
                 timeout=timeout or self.env.tool_timeout,
                 run_id=self.run_id,
                 requested_by=self.record.created_by,
+                decided_by=verdict.by,
+                rule=verdict.rule,
+                request_id=verdict.request_id,
                 progress=outputs.feed,
             )
         except TetherError as exc:

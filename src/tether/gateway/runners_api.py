@@ -22,6 +22,7 @@ from tether.errors import (
     TooLarge,
     Unauthorized,
 )
+from tether.gateway.call_gate import CallGate
 from tether.gateway.handlers import MethodHandlers
 from tether.gateway.http_errors import error_response
 from tether.gateway.metrics import GatewayMetrics
@@ -60,6 +61,7 @@ from tether.security.credentials import (
     runner_credential,
 )
 from tether.security.redaction import redact, redact_value
+from tether.types import new_id
 
 if TYPE_CHECKING:
     from tether.config import Config
@@ -83,11 +85,13 @@ class RunnersApi:
         registry: RunnerRegistry,
         link: SocketRunnerLink,
         tools: ToolGateway,
+        gate: CallGate,
         ledger: Ledger,
         public_key: str,
         metrics: GatewayMetrics,
     ) -> None:
         self.config = config
+        self.gate = gate
         self.server = server
         self.registry = registry
         self.link = link
@@ -323,13 +327,15 @@ class RunnersApi:
 
     async def call(self, peer: Peer, p: ToolCallParams) -> ToolCallResult:
         live, workspace = await self.tools.target(p.runner, p.workspace)
-        outcome = await self.tools.execute(
-            runner_id=live.runner_id,
+        outcome = await self.gate.direct(
+            peer.principal,
+            live=live,
             tool=p.tool,
             args=p.args,
             workspace=workspace,
             timeout=p.timeout or self.config.runner.default_timeout,
-            requested_by=peer.principal.id,
+            ask=p.ask,
+            call_id=new_id("call"),
         )
         return ToolCallResult(
             call_id=outcome.call_id,

@@ -37,7 +37,7 @@ from tether.protocol.runs import (
 )
 from tether.protocol.system import Empty
 
-__all__ = ["RunsApi", "run_info", "session_info"]
+__all__ = ["RunsApi", "owner_filter", "run_info", "session_info"]
 
 
 def run_info(run: Run) -> RunInfo:
@@ -65,8 +65,17 @@ def session_info(session: Session) -> SessionInfo:
     return msgspec.convert(msgspec.structs.asdict(session), SessionInfo, strict=False)
 
 
+def owner_filter(peer: Peer) -> str | None:
+    """None for an owner (who sees everything), else the principal whose work it sees."""
+    return None if peer.is_owner else peer.principal.id
+
+
 class RunsApi:
-    """Binds the run and session methods to the ledger, orchestrator and fan-out."""
+    """Binds the run and session methods to the ledger, orchestrator and fan-out.
+
+    Each person sees their own work: a run or session another user created is
+    ``not_found`` (exactly as one that does not exist), and lists hold only their own.
+    Owners see everything."""
 
     def __init__(
         self, ledger: Ledger, orchestrator: Orchestrator, fanout: Fanout, metrics: GatewayMetrics
@@ -89,8 +98,31 @@ class RunsApi:
         handlers.add(m.SESSION_GET, self.get_session)
         handlers.add(m.SESSION_UPDATE, self.update_session)
 
+    # ---- what a person may see -----------------------------------------------------
+
+    async def session_for(self, peer: Peer, session_id: str) -> Session:
+        """The session, if ``peer`` may see it; else ``not_found``."""
+        session = await self.ledger.sessions.get(session_id)
+        if not peer.is_owner and session.created_by != peer.principal.id:
+            raise NotFound(f"session {session_id} does not exist", data={"session_id": session_id})
+        return session
+
+    async def run_for(self, peer: Peer, run_id: str) -> Run:
+        """The run, if ``peer`` may see it (its session is theirs); else ``not_found``."""
+        run = await self.ledger.runs.get(run_id)
+        if not peer.is_owner:
+            try:
+                await self.session_for(peer, run.session_id)
+            except NotFound:
+                raise NotFound(f"run {run_id} does not exist", data={"run_id": run_id}) from None
+        return run
+
+    # ---- handlers --------------------------------------------------------------------
+
     async def create(self, peer: Peer, p: RunCreateParams) -> RunCreated:
         orch = self.orchestrator
+        if p.session_id is not None:
+            await self.session_for(peer, p.session_id)
         run, disposition = await orch.submit(
             session_id=p.session_id,
             agent=p.agent,
@@ -98,23 +130,37 @@ class RunsApi:
             created_by=peer.principal.id,
             steer=p.steer,
             role=peer.role_name,
+            user_role=peer.user_role,
         )
         return RunCreated(run=run_info(run), disposition=disposition)  # type: ignore[arg-type]
 
     async def get(self, peer: Peer, p: RunGetParams) -> RunInfo:
-        ledger = self.ledger
-        return run_info(await ledger.runs.get(p.run_id))
+        return run_info(await self.run_for(peer, p.run_id))
 
     async def list(self, peer: Peer, p: RunListParams) -> RunPage:
         ledger = self.ledger
+        if p.session_id is not None:
+            await self.session_for(peer, p.session_id)
         runs, cursor = await ledger.runs.list(
-            session_id=p.session_id, states=p.states, before=p.cursor, limit=p.limit
+            session_id=p.session_id,
+            states=p.states,
+            before=p.cursor,
+            limit=p.limit,
+            owner=owner_filter(peer),
         )
         return RunPage(runs=[run_info(r) for r in runs], next_cursor=cursor)
 
     async def artifact(self, peer: Peer, p: ArtifactGetParams) -> ArtifactChunk:
         ledger = self.ledger
         art = await ledger.events.get_artifact(p.artifact_id)
+        if not peer.is_owner:
+            missing = NotFound(f"artifact {p.artifact_id} does not exist")
+            if art.run_id is None:
+                raise missing
+            try:
+                await self.run_for(peer, art.run_id)
+            except NotFound:
+                raise missing from None
         data = art.content[p.offset : p.offset + p.limit]
         return ArtifactChunk(
             id=art.id,
@@ -130,7 +176,7 @@ class RunsApi:
 
     async def events(self, peer: Peer, p: RunEventsParams) -> EventPage:
         ledger = self.ledger
-        run = await ledger.runs.get(p.run_id)
+        run = await self.run_for(peer, p.run_id)
         events = await ledger.events.read(p.run_id, after_seq=p.after_seq, limit=p.limit)
         last = events[-1].seq if events else await ledger.events.last_seq(p.run_id)
         return EventPage(
@@ -146,11 +192,11 @@ class RunsApi:
                 "give exactly one of run_id and session_id", data={"field": "params.run_id"}
             )
         if p.run_id is not None:
-            await ledger.runs.get(p.run_id)
+            await self.run_for(peer, p.run_id)
             after = {p.run_id: p.after_seq}
         else:
             assert p.session_id is not None
-            await ledger.sessions.get(p.session_id)
+            await self.session_for(peer, p.session_id)
             after = dict(p.after)
         sub = Subscription(
             ConnectionSink(peer.conn, queue_limit=max(8, peer.conn.send_queue_frames * 3 // 4)),
@@ -184,22 +230,26 @@ class RunsApi:
 
     async def cancel(self, peer: Peer, p: RunCancelParams) -> RunInfo:
         orch = self.orchestrator
+        await self.run_for(peer, p.run_id)
         return run_info(await orch.cancel(p.run_id, p.reason))
 
     async def list_sessions(self, peer: Peer, p: SessionListParams) -> SessionPage:
         ledger = self.ledger
-        sessions, cursor = await ledger.sessions.list(before=p.cursor, limit=p.limit)
+        sessions, cursor = await ledger.sessions.list(
+            before=p.cursor, limit=p.limit, owner=owner_filter(peer)
+        )
         return SessionPage(sessions=[session_info(s) for s in sessions], next_cursor=cursor)
 
     async def get_session(self, peer: Peer, p: SessionGetParams) -> SessionInfo:
-        ledger = self.ledger
-        return session_info(await ledger.sessions.get(p.session_id))
+        return session_info(await self.session_for(peer, p.session_id))
 
     async def update_session(self, peer: Peer, p: SessionUpdateParams) -> SessionInfo:
         ledger = self.ledger
-        await ledger.sessions.get(p.session_id)
+        await self.session_for(peer, p.session_id)
         if p.agent is not None:
-            self.orchestrator.check_agent(p.agent, peer.principal.id, peer.role_name)
+            self.orchestrator.check_agent(
+                p.agent, peer.principal.id, peer.role_name, peer.user_role
+            )
         runner_id = None
         clear: set[str] = set()
         if p.runner == "":

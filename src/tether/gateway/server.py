@@ -24,7 +24,7 @@ from tether import __version__
 from tether.config import Config, is_loopback_host, parse_listen
 from tether.errors import ConfigError, Overloaded, Unauthorized
 from tether.gateway.admission import Admission
-from tether.gateway.auth import Authenticator, local_admin
+from tether.gateway.auth import Authenticator, Principal, local_admin
 from tether.gateway.fd_limit import fit_fd_limit, log_plan
 from tether.gateway.handlers import MethodHandlers
 from tether.gateway.http_errors import error_response
@@ -244,6 +244,15 @@ class GatewayServer:
         log_plan(fitted, log)
 
     # ---- connection bookkeeping ----------------------------------------------------
+
+    def people(self) -> list[Principal]:
+        """The people (not runners) connected now, after ``hello``."""
+        return [
+            p.principal
+            for group in self.peers.values()
+            for p in group
+            if p.role is not None and p.principal.user_role is not None
+        ]
 
     def connection_count(self, transport: str) -> int:
         return len(self.peers[transport])

@@ -128,10 +128,14 @@ class ToolGateway:
         timeout: float,
         run_id: str = "",
         requested_by: str | None = None,
-        decision: str = "allow",
+        decided_by: str | None = None,
+        rule: str | None = None,
+        request_id: str | None = None,
         progress: Progress | None = None,
         call_id: str | None = None,
     ) -> CallOutcome:
+        """Run a call that policy (or a person) allowed: record it with who or what
+        decided, mint its token, send it, record the outcome."""
         live = self._check(runner_id, tool, workspace)
         call_id = call_id or new_id("call")
         with self._slot(runner_id):
@@ -147,9 +151,12 @@ class ToolGateway:
                     args=msgspec.json.encode(redact_value(args)).decode(),
                     args_sha256=digest,
                     workspace=workspace,
-                    decision=decision,
+                    decision="allow",
                     token_id=token_id,
                     requested_by=requested_by,
+                    decided_by=decided_by,
+                    rule=rule,
+                    request_id=request_id,
                 )
             )
             try:
@@ -207,6 +214,40 @@ class ToolGateway:
                 call_id, state="succeeded", result=redact_json(bytes(output.result))
             )
             return CallOutcome(call_id, runner_id, output.result, output.duration)
+
+    async def refuse(
+        self,
+        *,
+        call_id: str,
+        run_id: str,
+        runner_id: str,
+        tool: str,
+        args: dict[str, Any],
+        workspace: str,
+        requested_by: str | None,
+        decided_by: str,
+        rule: str,
+        request_id: str | None = None,
+    ) -> None:
+        """Record a call that policy or a person refused: no token, nothing sent."""
+        await self.ledger.tool_calls.create(
+            call_id=call_id,
+            run_id=run_id or None,
+            runner_id=runner_id,
+            tool=tool,
+            args=msgspec.json.encode(redact_value(args)).decode(),
+            args_sha256=args_digest(args),
+            workspace=workspace,
+            decision="deny",
+            token_id=None,
+            requested_by=requested_by,
+            decided_by=decided_by,
+            rule=redact(rule),
+            request_id=request_id,
+            state="denied",
+            error_code="policy_denied" if decided_by == "rule" else "approval_denied",
+            error=redact(rule),
+        )
 
     @contextlib.contextmanager
     def _slot(self, runner_id: str) -> Iterator[None]:

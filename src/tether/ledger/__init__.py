@@ -5,8 +5,10 @@ package builds SQL.
 """
 
 from tether.ledger.records import Artifact, Event, NewEvent, Run, Session
+from tether.ledger.requests import RequestRecord
 from tether.ledger.states import ACTIVE, STATE_EVENTS, TERMINAL, TRANSITIONS, check_transition
 from tether.ledger.store import Ledger
+from tether.ledger.users import UserRecord
 
 __all__ = [
     "ACTIVE",
@@ -17,7 +19,9 @@ __all__ = [
     "Event",
     "Ledger",
     "NewEvent",
+    "RequestRecord",
     "Run",
     "Session",
+    "UserRecord",
     "check_transition",
 ]

@@ -22,7 +22,7 @@ from sqlalchemy.sql import ColumnElement
 from tether.errors import Conflict, NotFound
 from tether.ledger.engine import Database
 from tether.ledger.records import NewEvent, Run, from_row
-from tether.ledger.schema import ACTIVE_STATES, run_events, runs
+from tether.ledger.schema import ACTIVE_STATES, run_events, runs, sessions
 from tether.ledger.states import TERMINAL, TRANSITIONS, check_transition
 from tether.types import RunState, new_id
 
@@ -114,11 +114,16 @@ class RunStore:
         states: Iterable[str] | None = None,
         before: str | None = None,
         limit: int = 50,
+        owner: str | None = None,
     ) -> tuple[list[Run], str | None]:
-        """Newest first; pass the returned cursor as ``before`` for the next page."""
+        """Newest first; pass the returned cursor as ``before`` for the next page.
+        ``owner``: only runs of sessions that principal created."""
         query = select(runs).order_by(runs.c.id.desc()).limit(limit + 1)
         if session_id is not None:
             query = query.where(runs.c.session_id == session_id)
+        if owner is not None:
+            mine = select(sessions.c.id).where(sessions.c.created_by == owner)
+            query = query.where(runs.c.session_id.in_(mine))
         if states:
             query = query.where(runs.c.state.in_(list(states)))
         if before is not None:

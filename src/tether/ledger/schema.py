@@ -36,6 +36,7 @@ __all__ = [
     "run_events",
     "runners",
     "runs",
+    "session_rules",
     "sessions",
     "tool_calls",
     "users",
@@ -57,9 +58,12 @@ users = Table(
     "users",
     metadata,
     Column("id", String(64), primary_key=True),
-    Column("name", String(200), nullable=False),
-    Column("roles", Text, nullable=False, server_default="[]"),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("role", String(16), nullable=False, server_default="member"),
+    Column("token_hash", String(128), nullable=True),
+    Column("status", String(16), nullable=False, server_default="active"),
     Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
 )
 
 conversations = Table(
@@ -157,15 +161,20 @@ tool_calls = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("finished_at", Float, nullable=True),
+    Column("decided_by", String(200), nullable=True),
+    Column("rule", Text, nullable=True),
+    Column("request_id", String(64), nullable=True),
     Index(None, "run_id"),
     Index(None, "runner_id", "state"),
 )
+
+_OPEN_SQL = "state = 'open'"
 
 approvals = Table(
     "approvals",
     metadata,
     Column("id", String(64), primary_key=True),
-    Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), nullable=True),
     Column("call_id", String(64), nullable=True),
     Column("kind", String(32), nullable=False),
     Column("summary", Text, nullable=False),
@@ -176,8 +185,37 @@ approvals = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
     Column("decided_at", Float, nullable=True),
+    Column("session_id", String(64), nullable=True),
+    Column("handle", String(16), nullable=False),
+    Column("tool", String(64), nullable=True),
+    Column("args_sha256", String(64), nullable=True),
+    Column("plan", Text, nullable=False, server_default="{}"),
+    Column("choices", Text, nullable=False, server_default="[]"),
+    Column("answer", Text, nullable=True),
+    Column("created_by", String(200), nullable=True),
     Index(None, "run_id"),
     Index(None, "state", "expires_at"),
+    # A short handle names one open request of its session.
+    Index(
+        "uq_approvals_open_handle",
+        "session_id",
+        "handle",
+        unique=True,
+        sqlite_where=text(_OPEN_SQL),
+        postgresql_where=text(_OPEN_SQL),
+    ),
+)
+
+session_rules = Table(
+    "session_rules",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("session_id", String(64), ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    Column("rule", Text, nullable=False),
+    Column("created_by", String(200), nullable=True),
+    Column("request_id", String(64), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Index(None, "session_id"),
 )
 
 runners = Table(

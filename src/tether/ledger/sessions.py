@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -11,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from tether.errors import NotFound
 from tether.ledger.engine import Database
 from tether.ledger.records import Session, from_row
-from tether.ledger.schema import conversations, sessions
+from tether.ledger.schema import conversations, session_rules, sessions
 from tether.types import SessionMode, new_id
 
 __all__ = ["SessionStore", "conversation_key"]
@@ -58,7 +59,7 @@ class SessionStore:
         conversation_id: str | None = None,
         runner_id: str | None = None,
         workspace: str | None = None,
-        mode: SessionMode = "ask",
+        mode: SessionMode = "auto-read",
         created_by: str | None = None,
         now: float | None = None,
     ) -> Session:
@@ -126,12 +127,51 @@ class SessionStore:
         return from_row(Session, row)
 
     async def list(
-        self, *, before: str | None = None, limit: int = 50
+        self, *, before: str | None = None, limit: int = 50, owner: str | None = None
     ) -> tuple[list[Session], str | None]:
+        """Newest first; ``owner``: only the sessions that principal created."""
         query = select(sessions).order_by(sessions.c.id.desc()).limit(limit + 1)
+        if owner is not None:
+            query = query.where(sessions.c.created_by == owner)
         if before is not None:
             query = query.where(sessions.c.id < before)
         async with self.db.reader.connect() as conn:
             rows = (await conn.execute(query)).all()
         items = [from_row(Session, r) for r in rows[:limit]]
         return items, (items[-1].id if len(rows) > limit else None)
+
+    async def add_rules(
+        self,
+        session_id: str,
+        rules: Sequence[str],
+        *,
+        created_by: str | None,
+        request_id: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Add rules (JSON text each) to a session, for "allow for this session"."""
+        now = time.time() if now is None else now
+        rows = [
+            {
+                "id": new_id("srl"),
+                "session_id": session_id,
+                "rule": rule,
+                "created_by": created_by,
+                "request_id": request_id,
+                "created_at": now,
+            }
+            for rule in rules
+        ]
+        if rows:
+            async with self.db.engine.begin() as conn:
+                await conn.execute(insert(session_rules), rows)
+
+    async def rules(self, session_id: str) -> Sequence[str]:
+        """The session's rules (JSON text), oldest first."""
+        query = (
+            select(session_rules.c.rule)
+            .where(session_rules.c.session_id == session_id)
+            .order_by(session_rules.c.id)
+        )
+        async with self.db.reader.connect() as conn:
+            return [r[0] for r in (await conn.execute(query)).all()]

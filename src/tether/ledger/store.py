@@ -17,11 +17,13 @@ from types import TracebackType
 from tether.config import LedgerConfig
 from tether.ledger.engine import Database, database_url
 from tether.ledger.events import EventStore
+from tether.ledger.requests import RequestStore
 from tether.ledger.retention import PurgeResult, purge
 from tether.ledger.runners import RunnerStore
 from tether.ledger.runs import RunStore
 from tether.ledger.sessions import SessionStore
 from tether.ledger.tool_calls import ToolCallStore
+from tether.ledger.users import UserStore
 from tether.ledger.writer import EventWriter, PostgresWriter, SqliteWriter
 
 __all__ = ["Ledger"]
@@ -53,6 +55,8 @@ class Ledger:
         self.sessions = SessionStore(db)
         self.runners = RunnerStore(db)
         self.tool_calls = ToolCallStore(db, self.writer)
+        self.users = UserStore(db)
+        self.requests = RequestStore(db)
 
     @classmethod
     async def open(

@@ -35,6 +35,10 @@ class ToolCallRecord(msgspec.Struct, frozen=True, kw_only=True):
     created_at: float
     updated_at: float
     finished_at: float | None
+    decided_by: str | None = None
+    """``rule: …`` or the principal who approved or denied it."""
+    rule: str | None = None
+    request_id: str | None = None
 
 
 class ToolCallStore:
@@ -55,11 +59,18 @@ class ToolCallStore:
         args_sha256: str,
         workspace: str,
         decision: str,
-        token_id: str,
+        token_id: str | None,
         requested_by: str | None,
+        decided_by: str | None = None,
+        rule: str | None = None,
+        request_id: str | None = None,
+        state: str = "dispatched",
+        error_code: str | None = None,
+        error: str | None = None,
         now: float | None = None,
     ) -> None:
-        """Record a call as ``dispatched``; returns once committed (before it is sent)."""
+        """Record a call as ``dispatched`` (or, refused, as ``denied`` with no token);
+        returns once committed (before it is sent)."""
         now = time.time() if now is None else now
         params: dict[str, Any] = {
             "id": call_id,
@@ -69,16 +80,19 @@ class ToolCallStore:
             "args": args,
             "args_sha256": args_sha256,
             "workspace": workspace,
-            "state": "dispatched",
+            "state": state,
             "decision": decision,
             "token_id": token_id,
             "result": None,
-            "error_code": None,
-            "error": None,
+            "error_code": error_code,
+            "error": error,
             "requested_by": requested_by,
             "created_at": now,
             "updated_at": now,
-            "finished_at": None,
+            "finished_at": None if state == "dispatched" else now,
+            "decided_by": decided_by,
+            "rule": rule,
+            "request_id": request_id,
         }
         await self.writer.apply([Op("tool_call.insert", params)])
 

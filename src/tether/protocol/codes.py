@@ -36,6 +36,7 @@ CODES: Final[dict[str, int]] = {
     "timeout": -32015,
     "connection_closed": -32016,
     "invalid_config": -32017,
+    "approval_expired": -32018,
 }
 
 

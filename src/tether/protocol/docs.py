@@ -41,6 +41,10 @@ the gateway's uid and is `admin`.
 - The first request on a connection is `hello`; it negotiates the protocol version
   (this build speaks {versions}) and fixes the connection's role. Only the methods whose
   callers include that role may be called afterwards.
+- A person's connection (the admin token, the local socket, a login token) also has a
+  user role: `owner`, `member` or `viewer`. A method lists the user roles that may call
+  it; others get `forbidden`. Members and viewers see only their own runs, sessions and
+  requests: another user's is `not_found`.
 - Batches are refused; `id` must be a non-empty string or an integer; unknown fields are
   refused everywhere.
 - Errors carry a stable string in `error.data.code`. Branch on it, never on the message.
@@ -123,6 +127,11 @@ def _structs_in(t: mi.Type) -> list[type[Any]]:
 
 def _method(m: Method[Any, Any]) -> str:
     callers = ", ".join(f"`{c}`" for c in sorted(m.callers))
+    people = {"admin", "client"} & set(m.callers)
+    if people:
+        order = ("owner", "member", "viewer")
+        users = ", ".join(f"`{u}`" for u in order if u in m.users)
+        callers += f" (users: {users})"
     kind = "notification" if m.is_notification else "request"
     about = (m.params.__dict__.get("__doc__") or "").strip()
     parts = [

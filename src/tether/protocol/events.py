@@ -25,7 +25,12 @@ __all__ = [
     "AgentDelta",
     "AgentMessage",
     "AgentStep",
+    "ApprovalRequested",
+    "ApprovalResolved",
     "EventSource",
+    "QuestionAnswered",
+    "QuestionAsked",
+    "RequestUnseen",
     "RunCancelRequested",
     "RunCancelled",
     "RunEvent",
@@ -41,6 +46,7 @@ __all__ = [
     "SteeringDropped",
     "SteeringReceived",
     "SteeringRequeued",
+    "ToolCallDecided",
     "ToolCallFailed",
     "ToolCallOutput",
     "ToolCallRequested",
@@ -211,6 +217,98 @@ class ToolCallFailed(RunEvent, frozen=True, kw_only=True):
     call_id: str
     code: str
     message: str
+
+
+@_kind(
+    "tool.call.decided",
+    "gateway",
+    "Policy or a person decided the call: ``decision`` (allow or deny) and ``by`` (the rule or the person).",
+)
+class ToolCallDecided(RunEvent, frozen=True, kw_only=True):
+    call_id: str
+    decision: Literal["allow", "deny"]
+    by: str
+    """``rule`` or the id of the person who decided."""
+    rule: str
+    """The rule, mode or request that decided, in words."""
+
+
+# ---- requests: approvals and questions -------------------------------------------------
+
+
+@_kind(
+    "approval.requested",
+    "gateway",
+    "A tool call waits for a person: the exact plan, who may decide, until when.",
+)
+class ApprovalRequested(RunEvent, frozen=True, kw_only=True):
+    request: str
+    handle: str
+    call_id: str
+    tool: str
+    runner: str
+    workspace: str
+    args: dict[str, Any]
+    """As requested (paths workspace-relative; the runner's resolution is authoritative)."""
+    commands: list[str] | None = None
+    """For shell: the simple commands it would run."""
+    cwd: str | None = None
+    env: list[str] = []
+    """For shell: names of the environment variables it sets."""
+    rule: str
+    """Why it asks."""
+    approvers: list[str]
+    expires_at: float
+
+
+@_kind(
+    "approval.resolved",
+    "gateway",
+    "The approval was decided (``allow_once``, ``allow_session``, ``deny``), expired or was cancelled.",
+)
+class ApprovalResolved(RunEvent, frozen=True, kw_only=True):
+    request: str
+    handle: str
+    decision: Literal["allow_once", "allow_session", "deny", "expired", "cancelled"]
+    by: str | None
+    at: float
+
+
+@_kind(
+    "question.asked", "gateway", "The agent asks a person a question (with choices, or free text)."
+)
+class QuestionAsked(RunEvent, frozen=True, kw_only=True):
+    request: str
+    handle: str
+    question: str
+    choices: list[str] = []
+    approvers: list[str]
+    expires_at: float
+
+
+@_kind(
+    "question.answered",
+    "gateway",
+    "The question was answered, expired or was cancelled; ``answer`` is what the person said.",
+)
+class QuestionAnswered(RunEvent, frozen=True, kw_only=True):
+    request: str
+    handle: str
+    decision: Literal["answer", "expired", "cancelled"]
+    answer: str | None = None
+    by: str | None
+    at: float
+
+
+@_kind(
+    "request.unseen",
+    "gateway",
+    "No person who may decide the request is connected: it will expire unless one comes.",
+)
+class RequestUnseen(RunEvent, frozen=True, kw_only=True):
+    request: str
+    handle: str
+    reason: str
 
 
 # ---- what the agent says ---------------------------------------------------------------

@@ -13,10 +13,10 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 import msgspec
 
-from tether.protocol import runners, runs
+from tether.protocol import access, runners, runs
 from tether.protocol.handshake import HelloParams, HelloResult
 from tether.protocol.system import Empty, GatewayInfo, PingParams, Pong
-from tether.types import Role
+from tether.types import USER_ROLES, Role, UserRole
 
 __all__ = [
     "ADMIN",
@@ -44,6 +44,11 @@ CLIENTS: Final[frozenset[Caller]] = frozenset({Role.ADMIN, Role.CLIENT})
 ANY_ROLE: Final[frozenset[Caller]] = frozenset(Role)
 RUNNERS: Final[frozenset[Caller]] = frozenset({Role.RUNNER})
 FROM_GATEWAY: Final[frozenset[Caller]] = frozenset({GATEWAY})
+EVERYONE: Final[frozenset[UserRole]] = frozenset(USER_ROLES)
+"""User roles: viewers read (their own work)."""
+MEMBERS: Final[frozenset[UserRole]] = frozenset({"owner", "member"})
+"""User roles that start runs and decide requests on their own runs."""
+OWNERS: Final[frozenset[UserRole]] = frozenset({"owner"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +61,8 @@ class Method(Generic[P, R]):
     callers: frozenset[Caller]
     """Connection roles that may send it, or :data:`GATEWAY` for what the gateway sends."""
     summary: str
+    users: frozenset[UserRole] = EVERYONE
+    """For a person's connection (admin or client): the user roles that may call it."""
     params_decoder: msgspec.json.Decoder[P] = field(init=False, repr=False)
     result_decoder: msgspec.json.Decoder[Any] | None = field(init=False, repr=False)
 
@@ -101,6 +108,7 @@ GATEWAY_INFO = register(
         GatewayInfo,
         ADMIN,
         "Version, pid, uptime, addresses and connection counts of the gateway.",
+        users=OWNERS,
     )
 )
 
@@ -113,6 +121,7 @@ RUN_CREATE = register(
         runs.RunCreated,
         CLIENTS,
         "Start a run (or steer the session's active run); says which happened.",
+        users=MEMBERS,
     )
 )
 RUN_GET = register(Method("run.get", runs.RunGetParams, runs.RunInfo, CLIENTS, "One run."))
@@ -162,6 +171,7 @@ RUN_CANCEL = register(
         runs.RunInfo,
         CLIENTS,
         "Cancel a run: a queued run ends at once; an active one is stopped by its owner.",
+        users=MEMBERS,
     )
 )
 SESSION_LIST = register(
@@ -179,6 +189,7 @@ SESSION_UPDATE = register(
         runs.SessionInfo,
         CLIENTS,
         "Set a session's agent, runner, workspace or mode (new runs use them).",
+        users=MEMBERS,
     )
 )
 RUN_EVENT: Method[runs.RunEventNote, None] = register(
@@ -268,6 +279,7 @@ RUNNER_ADD = register(
         runners.RunnerAdded,
         ADMIN,
         "Create a runner (or rotate one) and return a one-time enrolment code.",
+        users=OWNERS,
     )
 )
 RUNNER_LIST = register(
@@ -280,6 +292,7 @@ RUNNER_REVOKE = register(
         runners.RunnerInfo,
         ADMIN,
         "Revoke a runner: its credential stops working and it is disconnected at once.",
+        users=OWNERS,
     )
 )
 TOOL_LIST = register(
@@ -298,5 +311,72 @@ TOOL_CALL = register(
         runners.ToolCallResult,
         ADMIN,
         "Diagnostics: call a tool on a runner (with a capability token and the runner's policy).",
+        users=OWNERS,
+    )
+)
+
+# ---- users, requests and policy ----------------------------------------------------------
+
+USER_ADD = register(
+    Method(
+        "user.add",
+        access.UserAddParams,
+        access.UserAdded,
+        ADMIN,
+        "Add a person with a role; the answer holds their login token (shown once).",
+        users=OWNERS,
+    )
+)
+USER_LIST = register(
+    Method(
+        "user.list", Empty, access.UserList, ADMIN, "Every user with role and status.", users=OWNERS
+    )
+)
+USER_REVOKE = register(
+    Method(
+        "user.revoke",
+        access.UserRevokeParams,
+        access.UserInfo,
+        ADMIN,
+        "Revoke a user's login token; their open connections close at once.",
+        users=OWNERS,
+    )
+)
+REQUEST_LIST = register(
+    Method(
+        "request.list",
+        access.RequestListParams,
+        access.RequestList,
+        CLIENTS,
+        "Open requests (approvals and questions) the caller may decide.",
+    )
+)
+REQUEST_RESOLVE = register(
+    Method(
+        "request.resolve",
+        access.RequestResolveParams,
+        access.RequestInfo,
+        CLIENTS,
+        "Decide an approval (allow once, allow for the session, deny) or answer a question; "
+        "exactly one decision wins (a second gets `conflict`).",
+        users=MEMBERS,
+    )
+)
+POLICY_SHOW = register(
+    Method(
+        "policy.show",
+        access.PolicyShowParams,
+        access.PolicyView,
+        CLIENTS,
+        "The effective policy (of a session): rules in the order they apply, and the mode.",
+    )
+)
+POLICY_EXPLAIN = register(
+    Method(
+        "policy.explain",
+        access.PolicyExplainParams,
+        access.PolicyExplained,
+        CLIENTS,
+        "Which rule decides a tool call, and why (nothing is run).",
     )
 )

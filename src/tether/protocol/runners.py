@@ -47,6 +47,8 @@ class ToolInfo(msgspec.Struct, kw_only=True):
     summary: str
     risk: Literal["read", "write", "exec"]
     params_schema: dict[str, Any]
+    path_params: list[str] = []
+    """Params that name paths in the workspace (what policy path rules look at)."""
 
 
 class RunnerRegisterParams(_Params):
@@ -192,6 +194,8 @@ class ToolCallParams(_Params):
     args: dict[str, Any] = msgspec.field(default_factory=dict)
     workspace: Annotated[str, msgspec.Meta(max_length=100)] = ""
     timeout: Seconds | None = None
+    ask: bool = False
+    """Send the call through the approval path: it runs only once a person allows it."""
 
 
 class ToolListParams(_Params):

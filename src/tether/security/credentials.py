@@ -1,6 +1,7 @@
-"""Runner credentials and enrolment codes: random secrets, stored only as hashes.
+"""Runner credentials, login tokens and enrolment codes: random secrets, stored only as hashes.
 
-A runner credential is ``ttr_<runner id>.<secret>``: the id makes lookup direct, the
+A runner credential is ``ttr_<runner id>.<secret>`` and a login token
+``ttu_<user id>.<secret>``: the id makes lookup direct, the
 secret (256 bits) is compared against a SHA-256 hash in constant time. An enrolment
 code is short enough to paste (``ABCD-EFGH-JKMN-PQRS``, 80 bits), works once, and
 expires within minutes.
@@ -19,13 +20,17 @@ __all__ = [
     "new_secret",
     "normalize_code",
     "parse_runner_credential",
+    "parse_user_token",
     "runner_credential",
+    "user_token",
     "verify_secret",
 ]
 
 _PREFIX = "ttr_"
 _CREDENTIAL = re.compile(r"ttr_(rnr_[0-9A-HJKMNP-TV-Z]{1,40})\.([A-Za-z0-9_\-]{43})")
 """The whole credential: a runner id and exactly the secret :func:`new_secret` makes."""
+_USER_TOKEN = re.compile(r"ttu_(usr_[0-9A-HJKMNP-TV-Z]{1,40})\.([A-Za-z0-9_\-]{43})")
+"""A login token: ``ttu_<user id>.<secret>``, the secret as :func:`new_secret` makes it."""
 _CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
 
 
@@ -69,3 +74,16 @@ def new_enrolment_code() -> str:
 def normalize_code(code: str) -> str:
     """Upper-case, without spaces or dashes (so a code survives being retyped)."""
     return "".join(c for c in code.upper() if c.isalnum())
+
+
+def user_token(user_id: str, secret: str) -> str:
+    """The login token a user presents: ``ttu_<user id>.<secret>``."""
+    return f"ttu_{user_id}.{secret}"
+
+
+def parse_user_token(token: str) -> tuple[str, str] | None:
+    """Split a login token into (user id, secret), or None unless it is one as a whole."""
+    m = _USER_TOKEN.fullmatch(token)
+    if m is None:
+        return None
+    return m.group(1), m.group(2)

@@ -73,7 +73,9 @@ async def test_the_admin_token_is_the_admin(tmp_path: Path) -> None:
     path = tmp_path / ADMIN_TOKEN_FILE
     write_token(path, "tta_right")
     auth = AdminTokenAuthenticator(path)
-    assert await auth.authenticate("tta_right") == Principal("admin", ADMIN)
+    assert await auth.authenticate("tta_right") == Principal(
+        "admin", ADMIN, user_role="owner", name="admin"
+    )
     for wrong in ("tta_wrong", "tta_righ", "tta_right2", " tta_right", "TTA_RIGHT", ""):
         assert await auth.authenticate(wrong) is None, wrong
 
@@ -135,7 +137,7 @@ async def test_a_corrupt_admin_token_file_refuses_the_admin_but_not_the_runners(
 
 
 def test_the_local_admin_may_be_admin_or_client() -> None:
-    assert local_admin() == Principal("local-admin", ADMIN)
+    assert local_admin() == Principal("local-admin", ADMIN, user_role="owner", name="local-admin")
 
 
 # ---- runner credentials -----------------------------------------------------------------

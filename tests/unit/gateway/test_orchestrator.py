@@ -15,12 +15,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.conftest import unit
 from tether.agents.contract import Capabilities, Outcome, RunContext
-from tether.config import Limits, RunsConfig
+from tether.config import Limits, PolicyConfig, RunsConfig
 from tether.errors import Forbidden, InvalidParams, NotFound
+from tether.gateway.call_gate import CallGate
+from tether.gateway.call_policy import CallPolicy
 from tether.gateway.fanout import Fanout
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.orchestrator import Orchestrator
 from tether.gateway.registry import RunnerRegistry
+from tether.gateway.requests import RequestBroker
 from tether.gateway.run_log import RunLog
 from tether.gateway.runner_link import SocketRunnerLink
 from tether.gateway.supervisor import Supervisor
@@ -88,10 +91,12 @@ async def make(ledger: Ledger) -> AsyncIterator[Make]:
             CapabilityIssuer(Ed25519PrivateKey.generate()),
             Limits(),
         )
+        policy = PolicyConfig()
+        gate = CallGate(CallPolicy(ledger, policy), RequestBroker(ledger, policy), tools)
         orch = Orchestrator(
             RunLog(ledger, Fanout()),
             {a.name: a for a in agents},
-            tools,
+            gate,
             RunsConfig(**config),
             GatewayMetrics(),
             Supervisor(),

@@ -265,14 +265,20 @@ async def test_a_call_is_recorded_before_it_is_sent_and_finished_after(
     rig.link.execute = runner
     before_call = time.monotonic()
     outcome = await rig.call(
-        "rnr_1", call_id="call_1", requested_by="alice", decision="ask", timeout=20.0
+        "rnr_1",
+        call_id="call_1",
+        requested_by="alice",
+        decided_by="bob",
+        rule="allow_once by bob (request abcd)",
+        timeout=20.0,
     )
     assert outcome == CallOutcome("call_1", "rnr_1", msgspec.Raw(b'{"lines":3}'), 0.25)
     assert journal == ["recorded", "sent", "finished"]  # committed before it was sent
     (before,) = at_send
     assert (before.state, before.finished_at, before.result) == ("dispatched", None, None)
     assert (before.runner_id, before.tool, before.workspace) == ("rnr_1", "read_file", "app")
-    assert (before.decision, before.requested_by, before.run_id) == ("ask", "alice", None)
+    assert (before.decision, before.requested_by, before.run_id) == ("allow", "alice", None)
+    assert (before.decided_by, before.rule) == ("bob", "allow_once by bob (request abcd)")
     assert json.loads(before.args) == {"path": "README.md"}
     after = await record(rig, "call_1")
     assert (after.state, after.error_code) == ("succeeded", None)

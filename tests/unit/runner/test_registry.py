@@ -44,7 +44,8 @@ def test_describe_is_json_with_inline_object_schemas() -> None:
     assert json.loads(json.dumps(described)) == described
     assert [d["name"] for d in described] == NAMES
     for entry in described:
-        assert set(entry) == {"name", "summary", "risk", "params_schema"}
+        assert set(entry) == {"name", "summary", "risk", "params_schema", "path_params"}
+        assert entry["path_params"] == list(TOOLS[entry["name"]].path_params)
         schema = entry["params_schema"]
         assert schema["type"] == "object"
         assert schema["additionalProperties"] is False

@@ -94,13 +94,15 @@ TOOLS: dict[str, ToolSpec[Any]] = {spec.name: spec for spec in _SPECS}
 
 
 def describe() -> list[dict[str, Any]]:
-    """Name, summary, risk and params JSON schema of every tool, as the gateway sees them."""
+    """Name, summary, risk, params JSON schema and path params of every tool, as the
+    gateway sees them."""
     return [
         {
             "name": spec.name,
             "summary": spec.summary,
             "risk": spec.risk,
             "params_schema": spec.json_schema(),
+            "path_params": list(spec.path_params),
         }
         for spec in TOOLS.values()
     ]

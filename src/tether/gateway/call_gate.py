@@ -1,0 +1,499 @@
+"""Policy, then approval, then token: the one path every tool call takes.
+
+:meth:`CallGate.call` decides a run's call with :class:`CallPolicy`. ``deny`` records the
+call as refused (no token is minted) and raises ``policy_denied``. ``ask`` opens an
+approval that binds the exact plan (tool, workspace, arguments, their hash, and for
+shell the parsed commands, cwd and environment additions), puts the run in ``waiting``
+and waits for a permitted person; only ``allow_once`` or ``allow_session`` lets the call
+go on, with exactly those arguments, and anything else ends it with ``approval_denied``
+or ``approval_expired`` (the agent is told that nothing ran). ``allow`` (by rule or by a
+person) is recorded with who or what decided, and only then is the token minted and the
+call sent (:class:`~tether.gateway.tools.ToolGateway`).
+
+A run resumed after a restart that makes the same call again (same tool, workspace and
+argument hash) waits on the request it had opened, under the same call id, instead of
+asking twice; a request allowed just before the restart is honoured once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tether.errors import ApprovalDenied, ApprovalExpired, NotFound, PolicyDenied, TetherError
+from tether.gateway.auth import Principal
+from tether.gateway.call_policy import CallPolicy
+from tether.gateway.registry import LiveRunner
+from tether.gateway.requests import RequestBroker
+from tether.gateway.tools import CallOutcome, Progress, ToolGateway
+from tether.ledger import RequestRecord
+from tether.policy import Call, Decision
+from tether.protocol.events import (
+    ApprovalRequested,
+    ApprovalResolved,
+    QuestionAnswered,
+    QuestionAsked,
+    RequestUnseen,
+    RunEvent,
+    ToolCallDecided,
+)
+from tether.security.capability import args_digest
+from tether.security.redaction import redact_value
+
+__all__ = ["CallGate", "GateRun", "Verdict"]
+
+NOT_RUN = "the call did not run and produced no output"
+
+
+class GateRun(Protocol):
+    """What the gate needs from the run a call belongs to."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def creator(self) -> str | None: ...
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def resumed(self) -> bool: ...
+
+    @property
+    def cancelled(self) -> asyncio.Event: ...
+
+    def closes_requests(self) -> bool:
+        """True when the run is stopping for good (cancel, timeout), so its requests are
+        denied; False while it merely shuts down or lost its lease (they stay open)."""
+        ...
+
+    async def emit(self, event: RunEvent) -> int: ...
+
+    async def set_waiting(self, waiting: bool, reason: str = "") -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """How a call was let through: by a rule, or by a person's decision."""
+
+    by: str
+    rule: str
+    request_id: str | None = None
+    call_id: str | None = None
+    """Set when a resumed run's earlier call id is reused."""
+
+
+class CallGate:
+    """See the module docstring."""
+
+    def __init__(self, policy: CallPolicy, requests: RequestBroker, tools: ToolGateway) -> None:
+        self.policy = policy
+        self.requests = requests
+        self.tools = tools
+
+    # ---- runs ----------------------------------------------------------------------
+
+    async def admit(
+        self,
+        run: GateRun,
+        *,
+        call_id: str,
+        live: LiveRunner,
+        tool: str,
+        args: dict[str, Any],
+        workspace: str,
+        announce: Callable[[str], Awaitable[None]],
+    ) -> Verdict:
+        """Decide a run's call; return how it was allowed, or raise why not. ``announce``
+        records ``tool.call.requested`` (with the call id to use) once it is known to be new."""
+        call = self.policy.describe(tool, args, workspace=workspace, live=live)
+        digest = args_digest(args)
+        earlier = await self._earlier(run, tool, digest, workspace) if run.resumed else None
+        if earlier is not None and earlier.call_id:
+            call_id = earlier.call_id  # the resumed run's call: same id, no second prompt
+        else:
+            earlier = None
+            await announce(call_id)
+        if earlier is not None and earlier.state == "allowed":
+            verdict = _person(earlier, call_id)
+            await run.emit(_decided(call_id, "allow", verdict))
+            return verdict
+        if earlier is None:
+            decision = await self.policy.decide(call, session_id=run.session_id, mode=run.mode)
+            if decision.decision == "allow":
+                verdict = Verdict(by="rule", rule=decision.rule)
+                await run.emit(_decided(call_id, "allow", verdict))
+                return verdict
+            if decision.decision == "deny":
+                await self._refuse(run, call_id, live, tool, args, workspace, "rule", decision.rule)
+                raise PolicyDenied(
+                    f"policy denied {tool}: {decision.rule}; {NOT_RUN}",
+                    data={"call_id": call_id, "rule": decision.rule},
+                )
+            record = await self._ask(run, call_id, live, call, args, digest, decision)
+        else:
+            record = earlier
+        return await self._await_approval(run, record, call_id, live, call, args)
+
+    async def _earlier(
+        self, run: GateRun, tool: str, digest: str, workspace: str
+    ) -> RequestRecord | None:
+        """An open (or allowed, never executed) approval of this run for the same call."""
+        store = self.requests.ledger.requests
+        found = await store.open_for_call(run.run_id, tool, digest, workspace)
+        if found is not None:
+            return found
+        for record in await store.for_run(run.run_id):
+            if (
+                record.state == "allowed"
+                and record.tool == tool
+                and record.args_sha256 == digest
+                and record.plan_data().get("workspace") == workspace
+                and record.call_id
+            ):
+                try:
+                    await self.tools.ledger.tool_calls.get(record.call_id)
+                except NotFound:
+                    return record
+        return None
+
+    async def _ask(
+        self,
+        run: GateRun,
+        call_id: str,
+        live: LiveRunner,
+        call: Call,
+        args: dict[str, Any],
+        digest: str,
+        decision: Decision,
+    ) -> RequestRecord:
+        approvers = await self.requests.approvers_for(run.creator)
+        plan = _plan(live, call, args)
+        record = await self.requests.open(
+            kind="approval",
+            run_id=run.run_id,
+            session_id=run.session_id,
+            call_id=call_id,
+            summary=_summary(call),
+            approvers=approvers,
+            created_by=run.creator,
+            tool=call.tool,
+            args_sha256=digest,
+            plan=plan,
+        )
+        await run.emit(
+            ApprovalRequested(
+                request=record.id,
+                handle=record.handle,
+                call_id=call_id,
+                tool=call.tool,
+                runner=live.name,
+                workspace=call.workspace,
+                args=plan["args"],
+                commands=plan.get("commands"),
+                cwd=plan.get("cwd"),
+                env=plan.get("env", []),
+                rule=decision.rule,
+                approvers=approvers,
+                expires_at=record.expires_at,
+            )
+        )
+        await self._say_if_unseen(run, record)
+        return record
+
+    async def _say_if_unseen(self, run: GateRun, record: RequestRecord) -> None:
+        if not self.requests.reachable(record.approver_list()):
+            await run.emit(
+                RequestUnseen(
+                    request=record.id,
+                    handle=record.handle,
+                    reason="no person who may decide it is connected; it expires "
+                    f"in {max(0, round(record.expires_at - time.time()))} s unless one comes",
+                )
+            )
+
+    async def _await_approval(
+        self,
+        run: GateRun,
+        record: RequestRecord,
+        call_id: str,
+        live: LiveRunner,
+        call: Call,
+        args: dict[str, Any],
+    ) -> Verdict:
+        final = await self._wait(run, record)
+        decision = {"allowed": final.decision, "denied": "deny", "expired": "expired"}.get(
+            final.state, "cancelled"
+        )
+        await run.emit(
+            ApprovalResolved(
+                request=final.id,
+                handle=final.handle,
+                decision=decision,  # type: ignore[arg-type]
+                by=final.decided_by,
+                at=final.decided_at or time.time(),
+            )
+        )
+        if final.state == "allowed":
+            verdict = _person(final, call_id)
+            if final.decision == "allow_session":
+                await self.policy.allow_for_session(
+                    run.session_id, call, by=final.decided_by or "", request_id=final.id
+                )
+            await run.emit(_decided(call_id, "allow", verdict))
+            return verdict
+        by = final.decided_by or "nobody"
+        if final.state == "expired":
+            rule = f"request {final.handle} expired before anyone decided"
+            error: TetherError = ApprovalExpired(
+                f"{rule}; {NOT_RUN}", data={"call_id": call_id, "request": final.id}
+            )
+        elif final.state == "denied":
+            rule = f"denied by {by} (request {final.handle})"
+            error = ApprovalDenied(
+                f"{rule}; {NOT_RUN}", data={"call_id": call_id, "request": final.id}
+            )
+        else:
+            rule = f"request {final.handle} was closed: the run is stopping"
+            error = ApprovalDenied(
+                f"{rule}; {NOT_RUN}", data={"call_id": call_id, "request": final.id}
+            )
+        await self._refuse(
+            run, call_id, live, call.tool, args, call.workspace, by, rule, request_id=final.id
+        )
+        raise error
+
+    async def _wait(self, run: GateRun, record: RequestRecord) -> RequestRecord:
+        await run.set_waiting(True, "approval" if record.kind == "approval" else "question")
+        try:
+            while True:
+                final = await self.requests.wait(record, run.cancelled)
+                if not final.is_open:
+                    return final
+                if run.closes_requests():
+                    await self.requests.close_run(run.run_id, "run.cancel")
+                    return await self.requests.ledger.requests.get(record.id)
+                await asyncio.Event().wait()  # shutting down: the task is cancelled soon
+        finally:
+            if not run.cancelled.is_set():
+                await run.set_waiting(False, "decided")
+
+    async def _refuse(
+        self,
+        run: GateRun | None,
+        call_id: str,
+        live: LiveRunner,
+        tool: str,
+        args: dict[str, Any],
+        workspace: str,
+        by: str,
+        rule: str,
+        *,
+        request_id: str | None = None,
+        requested_by: str | None = None,
+    ) -> None:
+        await self.tools.refuse(
+            call_id=call_id,
+            run_id=run.run_id if run is not None else "",
+            runner_id=live.runner_id,
+            tool=tool,
+            args=args,
+            workspace=workspace,
+            requested_by=run.creator if run is not None else requested_by,
+            decided_by=by,
+            rule=rule,
+            request_id=request_id,
+        )
+        if run is not None:
+            await run.emit(ToolCallDecided(call_id=call_id, decision="deny", by=by, rule=rule))
+
+    # ---- questions -----------------------------------------------------------------
+
+    async def question(
+        self, run: GateRun, text: str, choices: list[str], timeout: float | None
+    ) -> str:
+        """Ask the run's people a question; returns the answer or raises why there is none."""
+        record = None
+        if run.resumed:
+            record = await self.requests.ledger.requests.open_question(run.run_id, text)
+        if record is None:
+            approvers = await self.requests.approvers_for(run.creator)
+            record = await self.requests.open(
+                kind="question",
+                run_id=run.run_id,
+                session_id=run.session_id,
+                call_id=None,
+                summary=text,
+                approvers=approvers,
+                created_by=run.creator,
+                choices=choices,
+                timeout=timeout,
+            )
+            await run.emit(
+                QuestionAsked(
+                    request=record.id,
+                    handle=record.handle,
+                    question=text,
+                    choices=choices,
+                    approvers=approvers,
+                    expires_at=record.expires_at,
+                )
+            )
+            await self._say_if_unseen(run, record)
+        final = await self._wait(run, record)
+        decision = {"answered": "answer", "expired": "expired"}.get(final.state, "cancelled")
+        await run.emit(
+            QuestionAnswered(
+                request=final.id,
+                handle=final.handle,
+                decision=decision,  # type: ignore[arg-type]
+                answer=final.answer,
+                by=final.decided_by,
+                at=final.decided_at or time.time(),
+            )
+        )
+        if final.state == "answered" and final.answer is not None:
+            return final.answer
+        if final.state == "expired":
+            raise ApprovalExpired(
+                f"nobody answered question {final.handle} in time", data={"request": final.id}
+            )
+        raise ApprovalDenied(
+            f"question {final.handle} was closed: the run is stopping", data={"request": final.id}
+        )
+
+    # ---- direct calls (tool.call) ----------------------------------------------------
+
+    async def direct(
+        self,
+        principal: Principal,
+        *,
+        live: LiveRunner,
+        tool: str,
+        args: dict[str, Any],
+        workspace: str,
+        timeout: float,
+        ask: bool,
+        call_id: str,
+        progress: Progress | None = None,
+    ) -> CallOutcome:
+        """A call an owner makes by hand. Policy still decides: the deny list and deny
+        rules refuse it; ``ask`` counts as allowed by the caller, who is a permitted
+        person typing the call, unless ``ask`` is set, which opens a real request."""
+        call = self.policy.describe(tool, args, workspace=workspace, live=live)
+        decision = await self.policy.decide(call, session_id=None, mode="auto-read")
+        if decision.decision == "deny":
+            await self._refuse(
+                None,
+                call_id,
+                live,
+                tool,
+                args,
+                workspace,
+                "rule",
+                decision.rule,
+                requested_by=principal.id,
+            )
+            raise PolicyDenied(
+                f"policy denied {tool}: {decision.rule}; {NOT_RUN}",
+                data={"call_id": call_id, "rule": decision.rule},
+            )
+        verdict = Verdict(by="rule", rule=decision.rule)
+        if ask:
+            record = await self.requests.open(
+                kind="approval",
+                run_id=None,
+                session_id=None,
+                call_id=call_id,
+                summary=_summary(call),
+                approvers=[principal.id],
+                created_by=principal.id,
+                tool=tool,
+                args_sha256=args_digest(args),
+                plan=_plan(live, call, args),
+            )
+            final = await self.requests.wait(record)
+            if final.state != "allowed":
+                by = final.decided_by or "nobody"
+                rule = f"request {final.handle} {final.state}"
+                await self._refuse(
+                    None,
+                    call_id,
+                    live,
+                    tool,
+                    args,
+                    workspace,
+                    by,
+                    rule,
+                    request_id=final.id,
+                    requested_by=principal.id,
+                )
+                cls = ApprovalExpired if final.state == "expired" else ApprovalDenied
+                raise cls(f"{rule}; {NOT_RUN}", data={"call_id": call_id, "request": final.id})
+            verdict = _person(final, call_id)
+        elif decision.decision == "ask":
+            verdict = Verdict(by=principal.id, rule=f"called by hand by {principal.id}")
+        return await self.tools.execute(
+            call_id=call_id,
+            runner_id=live.runner_id,
+            tool=tool,
+            args=args,
+            workspace=workspace,
+            timeout=timeout,
+            requested_by=principal.id,
+            decided_by=verdict.by,
+            rule=verdict.rule,
+            request_id=verdict.request_id,
+            progress=progress,
+        )
+
+
+def _person(record: RequestRecord, call_id: str) -> Verdict:
+    by = record.decided_by or ""
+    return Verdict(
+        by=by,
+        rule=f"{record.decision} by {by} (request {record.handle})",
+        request_id=record.id,
+        call_id=call_id,
+    )
+
+
+def _decided(call_id: str, decision: str, verdict: Verdict) -> ToolCallDecided:
+    return ToolCallDecided(
+        call_id=call_id,
+        decision="allow" if decision == "allow" else "deny",
+        by=verdict.by,
+        rule=verdict.rule,
+    )
+
+
+def _plan(live: LiveRunner, call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    """What exactly would run, as the request shows and binds it."""
+    plan: dict[str, Any] = {
+        "tool": call.tool,
+        "runner": live.name,
+        "workspace": call.workspace,
+        "risk": call.risk,
+        "args": redact_value(args),
+        "paths": list(call.paths),
+    }
+    if call.command is not None:
+        plan["commands"] = [c.text for c in call.commands] if call.commands is not None else None
+        plan["cwd"] = args.get("cwd") or "."
+        plan["env"] = sorted({name for c in (call.commands or ()) for name in c.env})
+    return plan
+
+
+def _summary(call: Call) -> str:
+    if call.command is not None:
+        text = call.command if len(call.command) <= 200 else call.command[:199] + "…"
+        return f"{call.tool} in {call.workspace}: {redact_value(text)}"
+    where = ", ".join(call.paths) or "-"
+    return f"{call.tool} in {call.workspace}: {where}"
