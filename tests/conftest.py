@@ -90,11 +90,11 @@ def make_gateway(home: Path, database_url: str | None) -> Iterator[Callable[...,
     """Start `tether gateway` processes on this test's database (SQLite or PostgreSQL)."""
     started: list[GatewayProcess] = []
 
-    def make(**env: str) -> GatewayProcess:
+    def make(*args: str, **env: str) -> GatewayProcess:
         full = dict(env)
         if database_url is not None:
             full.setdefault("TETHER_DATABASE_URL", database_url)
-        proc = GatewayProcess(home, env=full)
+        proc = GatewayProcess(home, env=full, args=args)
         proc.start()
         started.append(proc)
         return proc

@@ -181,6 +181,9 @@ class RunsConfig(_Section, frozen=True):
     cancel_grace: Seconds = 10.0
     steering_queue: Positive = 16
     queue_ttl: Seconds = 86_400.0
+    resume_runner_wait: Seconds = 30.0
+    """Seconds a resumed run's tool call waits for its runner to reconnect (runners come
+    back on their own after a gateway restart)."""
     poll_interval: Seconds = 1.0
     reap_interval: Seconds = 5.0
     node_id: str | None = None

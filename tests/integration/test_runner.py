@@ -244,7 +244,7 @@ async def test_policy_denials_come_from_the_runner(
 async def test_cancel_kills_the_process_group(
     make_gateway: MakeGateway, make_runner: MakeRunner
 ) -> None:
-    gw = make_gateway()
+    gw = make_gateway(TETHER_RUNS__DEFAULT_MODE="auto")  # the shell call runs unasked
     make_runner(gw)
     marker = f"{time.time_ns() % 100000 + 1000}.5"
     async with await connect_ipc(gw.socket) as c:

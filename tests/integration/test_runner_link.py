@@ -42,7 +42,10 @@ from tether.transport.client import connect_ipc
 
 
 async def test_output_streamed_across_a_drop_arrives_once_in_order(home: Path) -> None:
-    gw = GatewayProcess(home, env={"TETHER_LIMITS__RUNNER_GRACE": "20"})
+    # the call runs without asking: what is tested is the output across a drop
+    gw = GatewayProcess(
+        home, env={"TETHER_LIMITS__RUNNER_GRACE": "20", "TETHER_RUNS__DEFAULT_MODE": "auto"}
+    )
     gw.start()
     proxy, runner, _ws = await proxied_runner(gw, home)
     try:

@@ -111,7 +111,9 @@ class Rig:
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.gateway = GatewayProcess(home)
+        # runs' tool calls go unasked (the deny list still applies): what these tests
+        # attack is the runner and its sandbox, not the approval path
+        self.gateway = GatewayProcess(home, env={"TETHER_RUNS__DEFAULT_MODE": "auto"})
         self.gateway.start()
         self.runners: list[RunnerProcess] = []
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from tether.errors import Unauthorized
+from tether.errors import Forbidden, Unauthorized
 
 if TYPE_CHECKING:
     from tether.config import Config
@@ -67,15 +67,30 @@ async def open_client(
 
     timeout = config.limits.request_timeout
     if url:
-        return await connect_ws(
-            url,
-            token=resolve_token(config, token),
-            role=role,
-            router=router,
-            timeout=timeout,
-            insecure=config.gateway.insecure,
-            max_frame_bytes=config.limits.max_frame_bytes,
-        )
+        bearer = resolve_token(config, token)
+        try:
+            return await connect_ws(
+                url,
+                token=bearer,
+                role=role,
+                router=router,
+                timeout=timeout,
+                insecure=config.gateway.insecure,
+                max_frame_bytes=config.limits.max_frame_bytes,
+            )
+        except Forbidden as exc:
+            # a member's or viewer's login token: the same commands, as a client
+            if role != "admin" or "client" not in (exc.data.get("allowed") or ()):
+                raise
+            return await connect_ws(
+                url,
+                token=bearer,
+                role="client",
+                router=router,
+                timeout=timeout,
+                insecure=config.gateway.insecure,
+                max_frame_bytes=config.limits.max_frame_bytes,
+            )
     return await connect_ipc(
         str(config.runtime_path / "gateway.sock"),
         role=role,

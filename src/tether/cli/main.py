@@ -106,15 +106,18 @@ def version() -> None:
 
 def _register() -> None:
     from tether.cli import (
+        approvals_cmd,
         config_cmd,
         db_cmd,
         gateway_cmd,
         ping_cmd,
+        policy_cmd,
         runner_cmd,
         runners_cmd,
         runs_cmd,
         sessions_cmd,
         up_cmd,
+        users_cmd,
     )
 
     gateway_cmd.register(app)
@@ -125,6 +128,9 @@ def _register() -> None:
     app.add_typer(runner_cmd.app, name="runner")
     app.add_typer(runners_cmd.runners_app, name="runners")
     app.add_typer(runners_cmd.tools_app, name="tools")
+    app.add_typer(users_cmd.users_app, name="users")
+    app.add_typer(approvals_cmd.approvals_app, name="approvals")
+    app.add_typer(policy_cmd.policy_app, name="policy")
     app.add_typer(db_cmd.app, name="db")
     app.add_typer(config_cmd.app, name="config")
 

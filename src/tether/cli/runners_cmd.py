@@ -15,7 +15,8 @@ from tether.cli.table import table
 from tether.errors import ConfigError
 
 if TYPE_CHECKING:
-    pass
+    from tether.protocol.runners import ToolCallParams, ToolCallResult
+    from tether.transport.client import RpcClient
 
 __all__ = ["runners_app", "tools_app"]
 
@@ -148,12 +149,37 @@ def revoke(
     context.current().emit(info, f"runner {info.name} revoked")
 
 
+async def _call(client: RpcClient, params: ToolCallParams, wait: float) -> ToolCallResult:
+    """Make the call; with ``ask``, say which request waits for approval meanwhile."""
+    import asyncio
+
+    from tether.protocol.access import RequestListParams
+    from tether.protocol.methods import REQUEST_LIST, TOOL_CALL
+
+    pending = asyncio.ensure_future(client.call(TOOL_CALL, params, timeout=wait))
+    if params.ask:
+        shown: set[str] = set()
+        while not pending.done() and not shown:
+            await asyncio.wait({pending}, timeout=0.2)
+            found = await client.call(REQUEST_LIST, RequestListParams())
+            for r in found.requests:
+                if r.run_id is None and r.plan.get("tool") == params.tool and r.id not in shown:
+                    shown.add(r.id)
+                    typer.echo(
+                        f"waiting for approval of request {r.handle}: "
+                        f"`tether approvals approve {r.handle}` (or deny it)",
+                        err=True,
+                    )
+    return await pending
+
+
 @tools_app.command(
     "call",
     epilog=examples(
         'tether tools call laptop shell --args \'{"command": "git status --short"}\'',
         'tether tools call laptop read_file --args \'{"path": "README.md"}\' --workspace app',
         "tether tools call laptop noop --json",
+        'tether tools call laptop shell --args \'{"command": "make"}\' --ask   # approve it elsewhere',
     ),
 )
 def call(
@@ -185,11 +211,20 @@ def call(
             help="Seconds (default: runner.default_timeout).",
         ),
     ] = None,
+    ask: Annotated[
+        bool,
+        typer.Option(
+            "--ask",
+            help="Send the call through the approval path: it waits until someone allows it "
+            "(`tether approvals approve HANDLE`) and runs only then.",
+        ),
+    ] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Call one tool on a runner. It still goes through a capability token and the runner's policy."""
-    from tether.protocol.methods import TOOL_CALL
+    """Call one tool on a runner. Policy decides first (the deny list refuses; what would
+    ask counts as allowed by you, unless --ask), then a capability token and the runner's
+    own policy."""
     from tether.protocol.runners import ToolCallParams
 
     try:
@@ -199,9 +234,13 @@ def call(
     if not isinstance(parsed, dict):
         raise ConfigError("--args must be a JSON object")
     params = ToolCallParams(
-        runner=runner, tool=tool, args=parsed, workspace=workspace, timeout=timeout
+        runner=runner, tool=tool, args=parsed, workspace=workspace, timeout=timeout, ask=ask
     )
-    outcome = request(url, token, lambda c: c.call(TOOL_CALL, params))
+    config = context.current().config()
+    wait = (timeout or config.runner.default_timeout) + 10
+    if ask:
+        wait += config.policy.approval_timeout
+    outcome = request(url, token, lambda c: _call(c, params, wait))
     result = json.loads(bytes(outcome.result))
 
     def human() -> None:

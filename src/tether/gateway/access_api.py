@@ -81,7 +81,9 @@ class AccessApi:
 
     async def add_user(self, peer: Peer, p: UserAddParams) -> UserAdded:
         user, token = await self.ledger.users.add(p.name, p.role)
-        log.info("user added", extra={"user": user.id, "name": user.name, "role": user.role})
+        log.info(
+            "user added", extra={"user": user.id, "user_name": user.name, "user_role": user.role}
+        )
         return UserAdded(user=user_info(user), token=token)
 
     async def list_users(self, peer: Peer, p: Empty) -> UserList:

@@ -241,6 +241,7 @@ class CallGate:
                 at=final.decided_at or time.time(),
             )
         )
+        await self._resume(run)
         if final.state == "allowed":
             verdict = _person(final, call_id)
             if final.decision == "allow_session":
@@ -271,19 +272,22 @@ class CallGate:
         raise error
 
     async def _wait(self, run: GateRun, record: RequestRecord) -> RequestRecord:
+        """Hold the run in ``waiting`` until the request ends; the caller records how it
+        ended and moves the run back to ``running``."""
         await run.set_waiting(True, "approval" if record.kind == "approval" else "question")
-        try:
-            while True:
-                final = await self.requests.wait(record, run.cancelled)
-                if not final.is_open:
-                    return final
-                if run.closes_requests():
-                    await self.requests.close_run(run.run_id, "run.cancel")
-                    return await self.requests.ledger.requests.get(record.id)
-                await asyncio.Event().wait()  # shutting down: the task is cancelled soon
-        finally:
-            if not run.cancelled.is_set():
-                await run.set_waiting(False, "decided")
+        while True:
+            final = await self.requests.wait(record, run.cancelled)
+            if not final.is_open:
+                return final
+            if run.closes_requests():
+                await self.requests.close_run(run.run_id, "run.cancel")
+                return await self.requests.ledger.requests.get(record.id)
+            await asyncio.Event().wait()  # shutting down: the task is cancelled soon
+
+    @staticmethod
+    async def _resume(run: GateRun) -> None:
+        if not run.cancelled.is_set():
+            await run.set_waiting(False, "decided")
 
     async def _refuse(
         self,
@@ -359,6 +363,7 @@ class CallGate:
                 at=final.decided_at or time.time(),
             )
         )
+        await self._resume(run)
         if final.state == "answered" and final.answer is not None:
             return final.answer
         if final.state == "expired":

@@ -263,7 +263,9 @@ class RunTask:
             )
 
         try:
-            live, workspace = await tools.target(runner, workspace)
+            # after a restart the runner may not have reconnected yet: give it a moment
+            wait = self.env.config.resume_runner_wait if self._resumed else 0.0
+            live, workspace = await tools.target(runner, workspace, wait=wait)
         except NotFound:
             raise  # no such runner: nothing was requested
         except TetherError as exc:  # offline, or the workspace must be named

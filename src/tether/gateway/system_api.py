@@ -52,6 +52,7 @@ class SystemApi:
             server=f"tether/{__version__}",
             max_frame_bytes=limits.max_frame_bytes,
             idle_timeout=limits.idle_timeout,
+            user_role=peer.principal.user_role,
         )
 
     def ping(self, peer: Peer, params: PingParams) -> Pong:

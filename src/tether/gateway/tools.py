@@ -92,22 +92,27 @@ class ToolGateway:
         if active.progress is not None:
             active.progress(stream, text)
 
-    async def live(self, runner: str) -> LiveRunner:
+    async def live(self, runner: str, *, wait: float = 0.0) -> LiveRunner:
         """The connected runner called ``runner`` (name or id): ``runner_offline`` for a
-        known one that is not connected (the ledger is read only then), ``not_found`` for
-        an unknown one."""
+        known one that is not connected (the ledger is read only then) after waiting up to
+        ``wait`` seconds for it to reconnect, ``not_found`` for an unknown one."""
         live = self.registry.find(runner)
         if live is None:
             record = await self.ledger.runners.find(runner)
-            raise RunnerOffline(
-                f"runner {record.name} is not connected", data={"runner": record.name}
-            )
+            if wait > 0:
+                live = await self.registry.wait_back(record.id, wait)
+            if live is None:
+                raise RunnerOffline(
+                    f"runner {record.name} is not connected", data={"runner": record.name}
+                )
         return live
 
-    async def target(self, runner: str, workspace: str = "") -> tuple[LiveRunner, str]:
+    async def target(
+        self, runner: str, workspace: str = "", *, wait: float = 0.0
+    ) -> tuple[LiveRunner, str]:
         """:meth:`live` and the workspace to use: the one given, else the runner's only
         one (``invalid_params`` when it must be named)."""
-        live = await self.live(runner)
+        live = await self.live(runner, wait=wait)
         if not workspace:
             if len(live.workspaces) != 1:
                 known = ", ".join(live.workspaces) or "none"

@@ -74,8 +74,12 @@ class SimpleCommand:
 
     @property
     def text(self) -> str:
-        """Name and arguments joined by single spaces (what command rules match)."""
-        return " ".join((self.name, *self.argv[1:]))
+        """Name and arguments joined by single spaces, then its redirections as
+        ``> FILE`` and ``< FILE``: what command rules match (so a rule for ``echo hi``
+        does not also allow ``echo hi > ~/.bashrc``)."""
+        words = [self.name, *self.argv[1:]] if self.argv else []
+        words += [f"> {w}" for w in self.writes] + [f"< {r}" for r in self.reads]
+        return " ".join(words)
 
 
 @dataclass(slots=True)

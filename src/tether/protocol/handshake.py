@@ -13,7 +13,7 @@ from typing import Annotated
 import msgspec
 
 from tether.errors import UnsupportedVersion
-from tether.types import Role
+from tether.types import Role, UserRole
 
 __all__ = ["PROTOCOL_VERSIONS", "HelloParams", "HelloResult", "negotiate"]
 
@@ -38,6 +38,8 @@ class HelloResult(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Server software and version, e.g. ``tether/0.1.0``."""
     max_frame_bytes: int
     idle_timeout: float
+    user_role: UserRole | None = None
+    """A person's role (``owner``, ``member``, ``viewer``); none for a runner."""
 
 
 def negotiate(offered: Iterable[int], supported: Iterable[int] = PROTOCOL_VERSIONS) -> int:
