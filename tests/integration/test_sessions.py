@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.support import runs as r
+from tests.support.people import open_request, resolve
 from tests.support.process import GatewayProcess, RunnerProcess, run_cli
 from tether.errors import InvalidParams, NotFound
 from tether.protocol.methods import SESSION_GET, SESSION_UPDATE
@@ -52,6 +53,9 @@ async def test_settings_apply_to_new_runs(
             "ask",
         )
         routed = await r.start(c, NOOP, session_id=sid, steer=False)
+        request = await open_request(c, routed.run.id)  # mode ask: even a read asks
+        assert request.plan["tool"] == "noop"
+        await resolve(c, request.handle, "allow_once")
         done = await r.wait_state(c, routed.run.id)
         assert (done.state, json.loads(done.output or "{}")["echo"]) == ("succeeded", "x")
 

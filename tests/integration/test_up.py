@@ -37,6 +37,19 @@ def start_up(home: Path, workspace: Path) -> tuple[subprocess.Popen[str], dict[s
     return proc, json.loads(line)
 
 
+def wait_for_request(home: Path, run_id: str) -> str:
+    """The handle of the run's open request, as `tether approvals list` shows it."""
+    deadline = time.monotonic() + 20 * SCALE
+    while time.monotonic() < deadline:
+        listed = run_cli(home, "--json", "approvals", "list", "--run", run_id)
+        assert listed.returncode == 0, listed.stderr
+        requests = json.loads(listed.stdout)["requests"]
+        if requests:
+            return str(requests[0]["handle"])
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} asked for nothing")
+
+
 def test_up_runs_a_tool_on_the_local_runner_and_stops_cleanly(home: Path) -> None:
     workspace = home / "project"
     workspace.mkdir()
@@ -48,6 +61,13 @@ def test_up_runs_a_tool_on_the_local_runner_and_stops_cleanly(home: Path) -> Non
         started = run_cli(home, "--json", "runs", "start", script)
         assert started.returncode == 0, started.stderr
         run_id = json.loads(started.stdout)["run"]["id"]
+        # a write asks (mode auto-read): the owner approves it from another command
+        handle = wait_for_request(home, run_id)
+        assert not (workspace / "hello.txt").exists()
+        approved = run_cli(home, "approvals", "approve", handle)
+        assert approved.returncode == 0, approved.stderr
+        assert "allowed once" in approved.stdout
+        assert "write_file on local in proj" in approved.stdout
         tail = run_cli(home, "runs", "tail", run_id)
         assert "run.succeeded" in tail.stdout, tail.stdout
         assert (workspace / "hello.txt").read_text() == "hi"

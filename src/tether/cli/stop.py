@@ -2,7 +2,7 @@
 
 The first signal asks the command to stop; every later one only says that the stop is
 under way. The handlers stay installed until the command is done, and then the signals
-are blocked until the process exits, so a second Ctrl-C can never interrupt a shutdown
+are ignored until the process exits, so a second Ctrl-C can never interrupt a shutdown
 half-way (no ``KeyboardInterrupt`` inside a database pool, no traceback) and the exit
 status is the same however many signals arrived.
 """
@@ -55,11 +55,13 @@ class StopSignals:
         self._loop = self._on_stop = None
 
     def block(self) -> None:
-        """The command is done: a signal from now on stays pending and dies with the
-        process, so it cannot kill the interpreter while it exits (it restores the
-        default handlers then) and change the exit status."""
-        if hasattr(signal, "pthread_sigmask"):
-            signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        """The command is done: a signal from now on is ignored, so it cannot kill the
+        interpreter while it exits and change the exit status. (Blocking it is not
+        enough: a blocked signal is delivered to any other thread still alive, such as
+        a database driver's, once the interpreter has restored the default handlers.
+        An ignored one is dropped in every thread, and Python leaves it ignored.)"""
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         # A signal handler runs between two bytecodes of whatever the main thread does:
