@@ -229,7 +229,8 @@ class GuardSpec(_Section, frozen=True):
     piped_from: list[str] = []
     """The command is fed by a pipe from one of these (``curl … | sh``)."""
     paths: list[str] = []
-    """Globs: a write tool's path, or a shell redirection target or operand, matches."""
+    """Globs: a write tool's path, a shell redirection target, or a file named to a
+    command that writes it (``cp``, ``mv``, ``tee``, ``sed`` …) matches."""
 
     def __post_init__(self) -> None:
         if not self.program and not self.paths:

@@ -21,6 +21,24 @@ from tether.policy.shell import SimpleCommand
 __all__ = ["Guard", "compile_guards"]
 
 _GLOB_FLAGS = glob.GLOBSTAR | glob.DOTGLOB
+WRITERS = frozenset(
+    {
+        "cp",
+        "mv",
+        "install",
+        "ln",
+        "tee",
+        "touch",
+        "chmod",
+        "chown",
+        "truncate",
+        "rsync",
+        "sed",
+        "dd",
+    }
+)
+"""Commands whose operands a guarded path (``paths``) is checked against, besides every
+command's output redirections: programs that write the files they name."""
 _OPTION_VALUES = {"git": frozenset({"-C", "-c"})}
 """Global options that take a value, so the word after them is not the subcommand."""
 
@@ -80,8 +98,10 @@ class Guard:
     def hits_command(self, cmd: SimpleCommand) -> bool:
         spec = self.spec
         if spec.paths and self.paths is not None:
-            _, operands = _operands(cmd)
-            if any(self.paths.match(p.lstrip("/")) for p in (*cmd.writes, *operands)):
+            named = list(cmd.writes)
+            if cmd.name in WRITERS:
+                named += _operands(cmd)[1]
+            if any(self.paths.match(p.lstrip("/")) for p in named):
                 return True
         if not spec.program or not cmd.argv:
             return False

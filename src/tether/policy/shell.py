@@ -180,14 +180,11 @@ def _scan(line: str, depth: int) -> _Scan:
             if i + 1 >= n:
                 raise Unknown("a trailing backslash")
             nxt = line[i + 1]
-            if nxt == "\n":
-                pass  # a line continuation
-            elif quote == '"' and nxt not in '$`"\\':
-                word.text += c + nxt
-            else:
-                word.text += nxt
-            word.started = True
             i += 2
+            if nxt == "\n":
+                continue  # a line continuation
+            word.text += c + nxt if quote == '"' and nxt not in '$`"\\' else nxt
+            word.started = True
             continue
         if c == "$" and i + 1 < n:
             nxt = line[i + 1]
@@ -317,7 +314,9 @@ def _command(
         words = words[1:]
     if not words:
         if writes or reads or env:
-            return [SimpleCommand(argv=(), env=tuple(env), writes=tuple(writes))]
+            return [
+                SimpleCommand(argv=(), env=tuple(env), writes=tuple(writes), reads=tuple(reads))
+            ]
         return []
     head = words[0]
     if not head.quoted and head.text in _UNKNOWN_WORDS:
