@@ -18,6 +18,7 @@ from tether.gateway.auth import (
     ChainAuthenticator,
     Principal,
     RunnerAuthenticator,
+    UserAuthenticator,
     ensure_admin_token,
     local_admin,
 )
@@ -257,3 +258,29 @@ async def test_the_real_chain_tells_the_admin_from_a_runner(tmp_path: Path, ledg
     assert (admin.roles, admin.runner_id) == (ADMIN, None)
     assert (runner.roles, runner.runner_id) == (frozenset({Role.RUNNER}), runner_id)
     assert await chain.authenticate(admin_token + credential) is None
+
+
+async def test_login_tokens_name_active_users_only(ledger: Ledger) -> None:
+    auth = UserAuthenticator(ledger)
+    user, token = await ledger.users.add("alice", "member")
+    owner, owner_token = await ledger.users.add("olga", "owner")
+    assert await auth.authenticate(token) == Principal(
+        user.id, frozenset({Role.CLIENT}), user_role="member", name="alice"
+    )
+    seen = await auth.authenticate(owner_token)
+    assert seen is not None
+    assert (seen.roles, seen.user_role, seen.is_owner) == (ADMIN, "owner", True)
+    prefix, _, secret = token.partition(".")
+    for bad in (
+        "",
+        prefix,
+        f"{prefix}.{secret[:-1]}",
+        f"{prefix}.{secret}x",
+        f"{prefix}.{'A' * len(secret)}",
+        token.replace(user.id, owner.id),  # another user's id with this secret
+        " " + token,
+        runner_credential("rnr_" + user.id[4:], secret),
+    ):
+        assert await auth.authenticate(bad) is None, bad
+    await ledger.users.revoke("alice")
+    assert await auth.authenticate(token) is None
