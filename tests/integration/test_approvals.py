@@ -311,3 +311,14 @@ async def test_cancel_denies_open_requests_and_revoking_a_user_closes_them_out(
     async with await connect_ws(gw.ws_url, token=owner, role="admin") as olga:
         seen = await olga.call(RUN_GET, RunGetParams(run_id=created.run.id))  # owners see all
         assert seen.id == created.run.id
+
+
+async def test_an_agent_cannot_ask_an_unbounded_question(make_gateway: MakeGateway) -> None:
+    gw = make_gateway()
+    choices = " ".join(f"c{i}" for i in range(21))
+    async with await connect_ipc(gw.socket) as c:
+        for script in (f'ask "pick one" {choices}', 'ask "  "', f"ask {'x' * 4001}"):
+            created = await r.start(c, script)
+            done = await r.wait_state(c, created.run.id)
+            assert (done.state, done.reason) == ("failed", "invalid_params"), script
+        assert (await c.call(REQUEST_LIST, RequestListParams())).requests == []

@@ -129,7 +129,9 @@ def sessions_set(
         typer.Option(
             "--mode",
             metavar="MODE",
-            help="How tool calls are decided: ask, auto-read or auto.",
+            help="How tool calls no rule covers are decided: auto-read (reads run, writes "
+            "and shell ask), ask (everything asks) or auto (everything runs but the deny "
+            "list). See `tether policy show`.",
         ),
     ] = None,
     url: UrlOpt = None,

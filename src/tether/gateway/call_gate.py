@@ -20,10 +20,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tether.errors import ApprovalDenied, ApprovalExpired, NotFound, PolicyDenied, TetherError
+from tether.errors import (
+    ApprovalDenied,
+    ApprovalExpired,
+    InvalidParams,
+    NotFound,
+    PolicyDenied,
+    TetherError,
+)
 from tether.gateway.auth import Principal
 from tether.gateway.call_policy import CallPolicy
 from tether.gateway.registry import LiveRunner
@@ -46,6 +53,10 @@ from tether.security.redaction import redact_value
 __all__ = ["CallGate", "GateRun", "Verdict"]
 
 NOT_RUN = "the call did not run and produced no output"
+MAX_QUESTION = 4000
+MAX_CHOICES = 20
+MAX_CHOICE = 200
+"""Bounds on what an agent may ask (it is stored, shown and sent to chats)."""
 
 
 class GateRun(Protocol):
@@ -88,6 +99,9 @@ class Verdict:
     request_id: str | None = None
     call_id: str | None = None
     """Set when a resumed run's earlier call id is reused."""
+    settled: asyncio.Future[None] | None = field(default=None, compare=False)
+    """The run's events about the decision, still being recorded: await it before the
+    call's own events (its output, its outcome)."""
 
 
 class CallGate:
@@ -232,24 +246,36 @@ class CallGate:
         decision = {"allowed": final.decision, "denied": "deny", "expired": "expired"}.get(
             final.state, "cancelled"
         )
-        await run.emit(
-            ApprovalResolved(
-                request=final.id,
-                handle=final.handle,
-                decision=decision,  # type: ignore[arg-type]
-                by=final.decided_by,
-                at=final.decided_at or time.time(),
-            )
+        resolved = ApprovalResolved(
+            request=final.id,
+            handle=final.handle,
+            decision=decision,  # type: ignore[arg-type]
+            by=final.decided_by,
+            at=final.decided_at or time.time(),
         )
-        await self._resume(run)
         if final.state == "allowed":
             verdict = _person(final, call_id)
-            if final.decision == "allow_session":
-                await self.policy.allow_for_session(
-                    run.session_id, call, by=final.decided_by or "", request_id=final.id
-                )
-            await run.emit(_decided(call_id, "allow", verdict))
-            return verdict
+
+            async def settle() -> None:
+                await run.emit(resolved)
+                await self._resume(run)
+                if final.decision == "allow_session":
+                    await self.policy.allow_for_session(
+                        run.session_id, call, by=final.decided_by or "", request_id=final.id
+                    )
+                await run.emit(_decided(call_id, "allow", verdict))
+
+            # the run's bookkeeping is recorded while the call is dispatched (its ledger
+            # row, with who allowed it, is still committed before it is sent)
+            return Verdict(
+                by=verdict.by,
+                rule=verdict.rule,
+                request_id=verdict.request_id,
+                call_id=call_id,
+                settled=asyncio.ensure_future(settle()),
+            )
+        await run.emit(resolved)
+        await self._resume(run)
         by = final.decided_by or "nobody"
         if final.state == "expired":
             rule = f"request {final.handle} expired before anyone decided"
@@ -324,6 +350,12 @@ class CallGate:
         self, run: GateRun, text: str, choices: list[str], timeout: float | None
     ) -> str:
         """Ask the run's people a question; returns the answer or raises why there is none."""
+        if not text.strip() or len(text) > MAX_QUESTION:
+            raise InvalidParams(f"a question has 1 to {MAX_QUESTION} characters")
+        if len(choices) > MAX_CHOICES or any(not c or len(c) > MAX_CHOICE for c in choices):
+            raise InvalidParams(
+                f"a question offers at most {MAX_CHOICES} choices of 1 to {MAX_CHOICE} characters"
+            )
         record = None
         if run.resumed:
             record = await self.requests.ledger.requests.open_question(run.run_id, text)

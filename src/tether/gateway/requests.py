@@ -71,6 +71,11 @@ class RequestBroker:
         """The people connected now (to say when no approver can see a request)."""
         self.clock = clock
         self._wakers: dict[str, asyncio.Event] = {}
+        self._decided: dict[str, RequestRecord] = {}
+        """Requests this gateway resolved, handed to their local waiter without a read."""
+        self._waiting: dict[str, RequestRecord] = {}
+        """Requests waited on here, as opened: who may decide them never changes, so a
+        decision needs no read before its compare-and-set (which checks the state)."""
 
     # ---- who decides ---------------------------------------------------------------
 
@@ -151,9 +156,11 @@ class RequestBroker:
         """Wait until the request is no longer open (decided, expired or closed) and
         return it as it ended; returns the open record if ``stop`` is set first."""
         waker = self._wakers.setdefault(record.id, asyncio.Event())
+        self._waiting[record.id] = record
         try:
             while True:
-                current = await self.ledger.requests.get(record.id)
+                decided = self._decided.pop(record.id, None)
+                current = decided or await self.ledger.requests.get(record.id)
                 if not current.is_open:
                     return current
                 remaining = current.expires_at - self.clock()
@@ -176,17 +183,24 @@ class RequestBroker:
         finally:
             if self._wakers.get(record.id) is waker:
                 del self._wakers[record.id]
+                self._waiting.pop(record.id, None)
+            self._decided.pop(record.id, None)
 
-    def _wake(self, request_id: str) -> None:
+    def _wake(self, request_id: str, record: RequestRecord | None = None) -> None:
         waker = self._wakers.get(request_id)
         if waker is not None:
+            if record is not None:
+                self._decided[request_id] = record
             waker.set()
 
     # ---- decide --------------------------------------------------------------------
 
     async def find(self, principal: Principal, ref: str) -> RequestRecord:
         """A request by id or handle, as ``principal`` may see it (else ``not_found``)."""
-        if ref.startswith("req_"):
+        local = self._waiting.get(ref)
+        if local is not None:
+            candidates = [local]
+        elif ref.startswith("req_"):
             try:
                 record = await self.ledger.requests.get(ref)
             except NotFound:
@@ -265,7 +279,7 @@ class RequestBroker:
             "request resolved",
             extra={"request": record.id, "decision": decided, "by": principal.id},
         )
-        self._wake(record.id)
+        self._wake(record.id, resolved)
         return resolved
 
     async def list_for(
@@ -284,5 +298,5 @@ class RequestBroker:
         """Deny what a run that ends or is cancelled still waits for."""
         closed = await self.ledger.requests.close_for_run(run_id, by=by, now=self.clock())
         for record in closed:
-            self._wake(record.id)
+            self._wake(record.id, record)
         return closed

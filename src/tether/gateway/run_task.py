@@ -290,7 +290,7 @@ class RunTask:
             await self._call_failed(str(exc.data.get("call_id") or call_id), exc)
             raise
         call_id = verdict.call_id or call_id
-        outputs = _Outputs(self, call_id)
+        outputs = _Outputs(self, call_id, verdict.settled)
         self.calls.add(call_id)
         try:
             outcome = await tools.execute(
@@ -310,6 +310,10 @@ class RunTask:
         except TetherError as exc:
             await outputs.flush()
             await self._call_failed(call_id, exc)
+            raise
+        except asyncio.CancelledError:
+            if verdict.settled is not None:
+                verdict.settled.cancel()
             raise
         finally:
             self.calls.discard(call_id)
@@ -493,17 +497,26 @@ class _Outputs:
     """A tool call's streamed output as ``tool.call.output`` events: each stream is
     redacted as a whole (a secret split across chunks is still masked)."""
 
-    def __init__(self, task: RunTask, call_id: str) -> None:
+    def __init__(
+        self, task: RunTask, call_id: str, before: asyncio.Future[None] | None = None
+    ) -> None:
         self.task = task
         self.call_id = call_id
+        self.before = before
+        """Events that must be recorded first (how the call was decided)."""
         self.streams: dict[str, StreamRedactor] = {}
         self.pending: set[asyncio.Task[int]] = set()
+
+    async def _emit(self, event: RunEvent) -> int:
+        if self.before is not None:
+            await asyncio.shield(self.before)
+        return await self.task.emit(event)
 
     def _publish(self, stream: str, text: str) -> None:
         if text:
             kind: Literal["stdout", "stderr"] = "stderr" if stream == "stderr" else "stdout"
             event = ToolCallOutput(call_id=self.call_id, stream=kind, text=text)
-            task = asyncio.get_running_loop().create_task(self.task.emit(event))
+            task = asyncio.get_running_loop().create_task(self._emit(event))
             self.pending.add(task)
 
     def feed(self, stream: str, text: str) -> None:
@@ -513,9 +526,13 @@ class _Outputs:
         self._publish(stream, redactor.feed(text))
 
     async def flush(self) -> None:
+        """Record what is left of the output, after how the call was decided (whose
+        failure, a lost lease, is raised here)."""
         for stream, redactor in self.streams.items():
             self._publish(stream, redactor.flush())
         await asyncio.gather(*self.pending, return_exceptions=True)
+        if self.before is not None:
+            await self.before
 
 
 def _outcome_of(agent: asyncio.Task[Outcome]) -> Outcome:

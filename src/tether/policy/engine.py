@@ -28,6 +28,9 @@ MODES: dict[str, dict[str, str]] = {
 """What each mode decides for a risk class when no rule matches."""
 
 
+_CACHE_LIMIT = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     decision: str
@@ -58,7 +61,7 @@ class Policy:
     def __init__(self, config: PolicyConfig) -> None:
         self.guards: list[Guard] = compile_guards([*config.deny, *config.extra_deny])
         self.rules: list[Rule] = sorted(compile_rules(config.rules, "config"), key=_order)
-        self._by_tool: dict[str, list[Rule]] = {}
+        self._by_tool: dict[tuple[str, str, str], list[Rule]] = {}
         self._command_guards = [g for g in self.guards if g.spec.program or g.spec.paths]
         self._path_guards = [g for g in self.guards if g.paths is not None]
 
@@ -66,17 +69,27 @@ class Policy:
     def session_rules(specs: Iterable[RuleSpec]) -> list[Rule]:
         return sorted(compile_rules(specs, "session"), key=_order)
 
-    def _candidates(self, tool: str) -> list[Rule]:
-        found = self._by_tool.get(tool)
+    def _candidates(self, call: Call) -> list[Rule]:
+        """The config rules whose tool, risk and workspace conditions fit the call, in
+        order (cached per combination; the cache is bounded, as tool names come from
+        agents)."""
+        key = (call.tool, call.risk, call.workspace)
+        found = self._by_tool.get(key)
         if found is None:
             found = [
                 r
                 for r in self.rules
-                if r.spec.tool is None
-                or r.spec.tool == tool
-                or fnmatch.fnmatchcase(tool, r.spec.tool)
+                if (
+                    r.spec.tool is None
+                    or r.spec.tool == call.tool
+                    or fnmatch.fnmatchcase(call.tool, r.spec.tool)
+                )
+                and r.spec.risk in (None, call.risk)
+                and r.spec.workspace in (None, call.workspace)
             ]
-            self._by_tool[tool] = found
+            if len(self._by_tool) >= _CACHE_LIMIT:
+                self._by_tool.clear()
+            self._by_tool[key] = found
         return found
 
     def decide(
@@ -86,7 +99,7 @@ class Policy:
         for guard in self._path_guards:
             if guard.hits_paths(call):
                 return Decision("deny", "deny list", guard.label)
-        rules = [r for r in self._candidates(call.tool) if r.matches_call(call)]
+        rules = [r for r in self._candidates(call) if r.matches_call(call)]
         if session:
             rules += [r for r in session if r.matches_call(call)]
             rules.sort(key=_order)

@@ -90,6 +90,8 @@ class Guard:
     spec: GuardSpec
     index: int
     paths: glob.WcMatcher[str] | None
+    programs: re.Pattern[str] | None = None
+    """``spec.program`` as one compiled pattern."""
 
     @property
     def label(self) -> str:
@@ -103,9 +105,7 @@ class Guard:
                 named += _operands(cmd)[1]
             if any(self.paths.match(p.lstrip("/")) for p in named):
                 return True
-        if not spec.program or not cmd.argv:
-            return False
-        if not any(fnmatch.fnmatchcase(cmd.name, p) for p in spec.program):
+        if self.programs is None or not cmd.argv or not self.programs.match(cmd.name):
             return False
         if spec.piped_from and cmd.piped_from not in spec.piped_from:
             return False
@@ -131,5 +131,9 @@ def compile_guards(specs: Iterable[GuardSpec]) -> list[Guard]:
     out = []
     for index, spec in enumerate(specs):
         matcher = glob.compile(spec.paths, flags=_GLOB_FLAGS) if spec.paths else None
-        out.append(Guard(spec, index, matcher))
+        programs = None
+        if spec.program:
+            either = "|".join(fnmatch.translate(p) for p in spec.program)
+            programs = re.compile(f"(?:{either})")
+        out.append(Guard(spec, index, matcher, programs))
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -27,9 +28,11 @@ def exact_glob(text: str) -> str:
 class Rule:
     spec: RuleSpec
     source: str
-    """Where it came from: ``config``, ``config (workspace app)``, ``session`` …"""
+    """Where it came from: ``config`` or ``session``."""
     index: int
     paths: glob.WcMatcher[str] | None
+    command: re.Pattern[str] | None = None
+    """``spec.command`` compiled."""
 
     @property
     def decision(self) -> str:
@@ -86,16 +89,17 @@ class Rule:
 
     def matches_command(self, cmd: SimpleCommand | None) -> bool:
         """The command condition, for one simple command (None: the call as a whole)."""
-        if self.spec.command is None:
+        if self.command is None:
             return True
-        return cmd is not None and fnmatch.fnmatchcase(cmd.text, self.spec.command)
+        return cmd is not None and self.command.match(cmd.text) is not None
 
 
 def compile_rules(specs: Iterable[RuleSpec], source: str, *, start: int = 0) -> list[Rule]:
     out = []
     for index, spec in enumerate(specs, start=start):
         matcher = glob.compile(spec.paths, flags=_GLOB_FLAGS) if spec.paths else None
-        out.append(Rule(spec, source, index, matcher))
+        command = re.compile(fnmatch.translate(spec.command)) if spec.command is not None else None
+        out.append(Rule(spec, source, index, matcher, command))
     return out
 
 

@@ -34,6 +34,7 @@ _OPERATORS: tuple[str, ...] = (
     *("|", "&", ";", "<", ">", "(", ")", "\n"),
 )
 """Longest first, so ``>>`` is not read as two ``>``."""
+_OPERATOR_START = frozenset(o[0] for o in _OPERATORS)
 _REDIRECTS = frozenset({">", ">>", ">|", "&>", "&>>", "<", "<>", ">&", "<&"})
 _WRITES = frozenset({">", ">>", ">|", "&>", "&>>", "<>"})
 _SEPARATORS = frozenset({"&&", "||", ";", "&", "(", ")", "\n"})
@@ -66,20 +67,19 @@ class SimpleCommand:
     """The name of the command whose output is piped into this one."""
     via: str | None = None
     """The wrapper it was found inside (``sudo``, ``sh -c`` …), if any."""
+    name: str = field(init=False, compare=False)
+    """The program's base name: ``/usr/bin/git`` is ``git``."""
+    text: str = field(init=False, compare=False)
+    """Name and arguments joined by single spaces, then its redirections as ``> FILE``
+    and ``< FILE``: what command rules match (so a rule for ``echo hi`` does not also
+    allow ``echo hi > ~/.bashrc``)."""
 
-    @property
-    def name(self) -> str:
-        """The program's base name: ``/usr/bin/git`` is ``git``."""
-        return posixpath.basename(self.argv[0]) if self.argv else ""
-
-    @property
-    def text(self) -> str:
-        """Name and arguments joined by single spaces, then its redirections as
-        ``> FILE`` and ``< FILE``: what command rules match (so a rule for ``echo hi``
-        does not also allow ``echo hi > ~/.bashrc``)."""
-        words = [self.name, *self.argv[1:]] if self.argv else []
+    def __post_init__(self) -> None:
+        name = posixpath.basename(self.argv[0]) if self.argv else ""
+        words = [name, *self.argv[1:]] if self.argv else []
         words += [f"> {w}" for w in self.writes] + [f"< {r}" for r in self.reads]
-        return " ".join(words)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "text", " ".join(words))
 
 
 @dataclass(slots=True)
@@ -235,7 +235,9 @@ def _scan(line: str, depth: int) -> _Scan:
             end_word()
             i = close + 1
             continue
-        op = next((o for o in _OPERATORS if line.startswith(o, i)), None)
+        op = None
+        if c in _OPERATOR_START:
+            op = next((o for o in _OPERATORS if line.startswith(o, i)), None)
         if op is not None:
             if op in ("<", "<&", "<>") and line.startswith("<<", i):
                 raise Unknown("a heredoc")
