@@ -322,3 +322,24 @@ async def test_an_agent_cannot_ask_an_unbounded_question(make_gateway: MakeGatew
             done = await r.wait_state(c, created.run.id)
             assert (done.state, done.reason) == ("failed", "invalid_params"), script
         assert (await c.call(REQUEST_LIST, RequestListParams())).requests == []
+
+
+async def test_a_deny_added_while_a_request_waits_wins_after_a_restart(
+    make_gateway: MakeGateway, make_runner: MakeRunner, home: Path, tmp_path: Path
+) -> None:
+    listen = ("--listen", f"127.0.0.1:{free_port()}")
+    gw = make_gateway(*listen)
+    make_runner(gw)
+    async with await connect_ipc(gw.socket) as c:
+        created = await r.start(c, shell("echo late >> late.txt"))
+        request = await open_request(c, created.run.id)
+    gw.kill()
+    config = tmp_path / "tighter.toml"
+    config.write_text('[[policy.rules]]\ntool = "shell"\ncommand = "echo *"\ndecision = "deny"\n')
+    gw2 = make_gateway(*listen, TETHER_CONFIG=str(config))
+    async with await connect_ipc(gw2.socket) as c:
+        done = await r.wait_state(c, created.run.id, timeout=40)
+        assert (done.state, done.reason) == ("failed", "policy_denied")
+        with pytest.raises(Conflict):  # the old request was closed, not left to approve
+            await resolve(c, request.id, "allow_once")
+    assert not (home / "ws-box" / "late.txt").exists()

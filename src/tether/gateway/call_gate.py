@@ -135,26 +135,26 @@ class CallGate:
         else:
             earlier = None
             await announce(call_id)
+        # policy decides every time, a resumed call too: what it denies now stays denied
+        decision = await self.policy.decide(call, session_id=run.session_id, mode=run.mode)
+        if decision.decision == "deny":
+            if earlier is not None and earlier.is_open:
+                await self.requests.close_run(run.run_id, "policy", request_id=earlier.id)
+            await self._refuse(run, call_id, live, tool, args, workspace, "rule", decision.rule)
+            raise PolicyDenied(
+                f"policy denied {tool}: {decision.rule}; {NOT_RUN}",
+                data={"call_id": call_id, "rule": decision.rule},
+            )
         if earlier is not None and earlier.state == "allowed":
             verdict = _person(earlier, call_id)
-            await run.emit(_decided(call_id, "allow", verdict))
-            return verdict
-        if earlier is None:
-            decision = await self.policy.decide(call, session_id=run.session_id, mode=run.mode)
-            if decision.decision == "allow":
-                verdict = Verdict(by="rule", rule=decision.rule)
-                await run.emit(_decided(call_id, "allow", verdict))
-                return verdict
-            if decision.decision == "deny":
-                await self._refuse(run, call_id, live, tool, args, workspace, "rule", decision.rule)
-                raise PolicyDenied(
-                    f"policy denied {tool}: {decision.rule}; {NOT_RUN}",
-                    data={"call_id": call_id, "rule": decision.rule},
-                )
-            record = await self._ask(run, call_id, live, call, args, digest, decision)
+        elif earlier is None and decision.decision == "allow":
+            verdict = Verdict(by="rule", rule=decision.rule)
         else:
-            record = earlier
-        return await self._await_approval(run, record, call_id, live, call, args)
+            if earlier is None:  # ask
+                earlier = await self._ask(run, call_id, live, call, args, digest, decision)
+            return await self._await_approval(run, earlier, call_id, live, call, args)
+        await run.emit(_decided(call_id, "allow", verdict))
+        return verdict
 
     async def _earlier(
         self, run: GateRun, tool: str, digest: str, workspace: str

@@ -294,9 +294,13 @@ class RequestBroker:
                 out.append(record)
         return out
 
-    async def close_run(self, run_id: str, by: str) -> list[RequestRecord]:
-        """Deny what a run that ends or is cancelled still waits for."""
-        closed = await self.ledger.requests.close_for_run(run_id, by=by, now=self.clock())
+    async def close_run(
+        self, run_id: str, by: str, *, request_id: str | None = None
+    ) -> list[RequestRecord]:
+        """Deny what a run that ends or is cancelled still waits for (or one request)."""
+        closed = await self.ledger.requests.close_for_run(
+            run_id, by=by, now=self.clock(), request_id=request_id
+        )
         for record in closed:
             self._wake(record.id, record)
         return closed

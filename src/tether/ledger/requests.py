@@ -246,13 +246,16 @@ class RequestStore:
         return [from_row(RequestRecord, r) for r in rows]
 
     async def close_for_run(
-        self, run_id: str, *, by: str, now: float | None = None
+        self, run_id: str, *, by: str, now: float | None = None, request_id: str | None = None
     ) -> list[RequestRecord]:
-        """Deny the open requests of a run that ends or is cancelled."""
+        """Deny the open requests of a run that ends or is cancelled (or just one)."""
         now = time.time() if now is None else now
+        which = approvals.c.run_id == run_id
+        if request_id is not None:
+            which = and_(which, approvals.c.id == request_id)
         stmt = (
             update(approvals)
-            .where(and_(approvals.c.run_id == run_id, approvals.c.state == "open"))
+            .where(and_(which, approvals.c.state == "open"))
             .values(state="cancelled", decision="deny", decided_by=by, decided_at=now)
             .returning(*approvals.c)
         )
