@@ -189,7 +189,8 @@ async def _approved(
             break
         await asyncio.sleep(0.002)
     else:
-        raise TimeoutError("no request")
+        run = await admin.call(RUN_GET, RunGetParams(run_id=created.run.id))
+        raise TimeoutError(f"run {i} asked for nothing: {run.state} {run.reason} {run.output}")
     request = found.requests[0]
     await asyncio.sleep(0.01)  # the run is parked on its request
     handed.clear()

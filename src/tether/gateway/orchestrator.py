@@ -280,11 +280,9 @@ class Orchestrator:
             self.check_agent(name, created_by, role, user_role, trusted=trusted)
         if steer:
             active = next((t for t in self.tasks.values() if t.session_id == session.id), None)
-            if (
-                active is not None
-                and active.backend.capabilities.steering
-                and active.stop_reason is None
-            ):
+            # a run whose agent is done (its end is being recorded) would never read it:
+            # the input becomes the session's next run instead
+            if active is not None and active.takes_steering:
                 accepted = active.steer(text, created_by)
                 event: RunEvent = (
                     SteeringReceived(text=text, sender=created_by)

@@ -112,6 +112,8 @@ class RunTask:
         self._stop = asyncio.Event()
         self.stop_reason: str | None = None
         self.stop_detail = ""
+        self.finishing = False
+        """The agent is done and the run is being ended: it takes no more steering."""
         self.fenced = False
         self.steering: collections.deque[tuple[str, str | None]] = collections.deque()
         """Accepted steering input the agent has not taken: (text, sender)."""
@@ -329,10 +331,20 @@ class RunTask:
 
     # ---- control from outside ------------------------------------------------------
 
+    @property
+    def takes_steering(self) -> bool:
+        """The agent may still read steering input (it declares steering, and the run is
+        neither stopping nor being ended)."""
+        return (
+            self.backend.capabilities.steering and self.stop_reason is None and not self.finishing
+        )
+
     def steer(self, text: str, sender: str | None = None) -> bool:
         """Queue steering input; False when the queue is full or the run is stopping (the
         caller records the drop)."""
         if self.stop_reason is not None or len(self.steering) >= self.env.config.steering_queue:
+            return False
+        if self.finishing:
             return False
         self.steering.append((text, sender))
         return True
@@ -427,6 +439,7 @@ class RunTask:
         return Outcome(state="failed", reason=self.stop_reason, output=self.stop_detail or None)
 
     async def _finish(self, outcome: Outcome) -> None:
+        self.finishing = True  # from here on, new input is the session's next run
         await self._settle_steering()
         # an output may be JSON text (a tool's result): redacted as data, else as text
         output = redact_json(outcome.output) if outcome.output is not None else None

@@ -278,6 +278,20 @@ async def test_input_for_an_active_run_is_steered_into_it(ledger: Ledger, make: 
     assert len((await ledger.runs.list(session_id=run.session_id))[0]) == 1  # no new run
 
 
+async def test_input_for_a_run_being_ended_becomes_the_next_run(ledger: Ledger, make: Make) -> None:
+    agent = Agent("plain")
+    orch = make([agent])
+    run = await active_run(orch, agent)
+    orch.tasks[run.id].finishing = True  # the agent returned; its end is being recorded
+    later, disposition = await submit(orch, "late", session_id=run.session_id, steer=True)
+    assert later.id != run.id
+    assert disposition == "queued"  # not "steered" into a run that would never read it
+    agent.release.set()
+    await state(ledger, run.id, {RunState.SUCCEEDED, RunState.FAILED})
+    done = await state(ledger, later.id, {RunState.SUCCEEDED, RunState.FAILED})
+    assert done.input == "late"
+
+
 async def test_steering_beyond_the_queue_is_dropped(ledger: Ledger, make: Make) -> None:
     agent = Agent("plain")
     orch = make([agent], steering_queue=1)
