@@ -343,3 +343,28 @@ async def test_a_deny_added_while_a_request_waits_wins_after_a_restart(
         with pytest.raises(Conflict):  # the old request was closed, not left to approve
             await resolve(c, request.id, "allow_once")
     assert not (home / "ws-box" / "late.txt").exists()
+
+
+async def test_configured_approvers_may_see_and_decide_others_requests(
+    make_gateway: MakeGateway, make_runner: MakeRunner, home: Path
+) -> None:
+    gw = make_gateway(TETHER_POLICY__APPROVERS="bob", **MEMBERS_MAY_SCRIPT)
+    make_runner(gw)
+    alice_token, bob_token = await add_user(gw, "alice"), await add_user(gw, "bob")
+    carol_token = await add_user(gw, "carol")
+    async with (
+        await as_user(gw, alice_token) as alice,
+        await as_user(gw, bob_token) as bob,
+        await as_user(gw, carol_token) as carol,
+    ):
+        created = await r.start(alice, shell("echo by-bob >> marks.txt"))
+        request = await open_request(bob, created.run.id)  # bob is an approver: he sees it
+        assert len(request.approvers) == 2
+        with pytest.raises(NotFound):  # carol is not
+            await resolve(carol, request.handle, "allow_once")
+        with pytest.raises(NotFound):  # and bob still cannot read alice's run itself
+            await bob.call(RUN_GET, RunGetParams(run_id=created.run.id))
+        decided = await resolve(bob, request.handle, "allow_once")
+        assert decided.decided_by == request.approvers[1]
+        assert (await r.wait_state(alice, created.run.id)).state == "succeeded"
+    assert (home / "ws-box" / "marks.txt").read_text() == "by-bob\n"
