@@ -274,6 +274,7 @@ class RequestBroker:
             by=principal.id,
             answer=answer,
             now=self.clock(),
+            known=record,
         )
         log.info(
             "request resolved",

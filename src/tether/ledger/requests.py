@@ -21,6 +21,7 @@ from tether.errors import Conflict, NotFound
 from tether.ledger.engine import Database
 from tether.ledger.records import from_row
 from tether.ledger.schema import approvals
+from tether.ledger.writer import EventWriter, Op
 
 __all__ = ["RequestRecord", "RequestStore"]
 
@@ -82,8 +83,11 @@ def new_request_id() -> str:
 
 
 class RequestStore:
-    def __init__(self, db: Database) -> None:
+    """Requests; a decision is a compare-and-set that rides the writer's group commit."""
+
+    def __init__(self, db: Database, writer: EventWriter) -> None:
         self.db = db
+        self.writer = writer
 
     async def create(
         self,
@@ -203,25 +207,18 @@ class RequestStore:
         by: str,
         answer: str | None = None,
         now: float | None = None,
+        known: RequestRecord | None = None,
     ) -> RequestRecord:
-        """Decide an open request; ``conflict`` if it was decided, expired or closed."""
+        """Decide an open request; ``conflict`` if it was decided, expired or closed.
+        ``known``: the request as read before (its fixed parts), so a decision that wins
+        needs no read afterwards."""
         now = time.time() if now is None else now
-        stmt = (
-            update(approvals)
-            .where(
-                and_(
-                    approvals.c.id == request_id,
-                    approvals.c.state == "open",
-                    approvals.c.expires_at > now,
-                )
-            )
-            .values(state=state, decision=decision, decided_by=by, answer=answer, decided_at=now)
-            .returning(*approvals.c)
-        )
-        async with self.db.engine.begin() as conn:
-            row = (await conn.execute(stmt)).first()
-        if row is not None:
-            return from_row(RequestRecord, row)
+        values = {"state": state, "decision": decision, "decided_by": by, "answer": answer}
+        op = Op("request.resolve", {"request_id": request_id, "open": "open", "now": now, **values})
+        if await self.writer.count(op) == 1:
+            if known is not None and known.id == request_id:
+                return msgspec.structs.replace(known, decided_at=now, **values)
+            return await self.get(request_id)
         current = await self.get(request_id)
         if current.is_open:  # past its expiry: it is expired, whoever asks
             await self.expire_due(now)

@@ -56,7 +56,7 @@ class Ledger:
         self.runners = RunnerStore(db)
         self.tool_calls = ToolCallStore(db, self.writer)
         self.users = UserStore(db)
-        self.requests = RequestStore(db)
+        self.requests = RequestStore(db, self.writer)
 
     @classmethod
     async def open(

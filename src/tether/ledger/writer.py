@@ -58,7 +58,7 @@ from tether.errors import (
     Overloaded,
     TetherError,
 )
-from tether.ledger.schema import run_events, runs, tool_calls
+from tether.ledger.schema import approvals, run_events, runs, tool_calls
 
 __all__ = ["STATEMENTS", "EventRow", "EventWriter", "Op", "PostgresWriter", "SqliteWriter"]
 
@@ -89,6 +89,20 @@ STATEMENTS: dict[str, ClauseElement] = {
         updated_at=bindparam("updated_at"),
         finished_at=bindparam("finished_at"),
     ),
+    # a compare-and-set: only an open, unexpired request is decided (see Op.counted)
+    "request.resolve": update(approvals)
+    .where(
+        approvals.c.id == bindparam("request_id"),
+        approvals.c.state == bindparam("open"),
+        approvals.c.expires_at > bindparam("now"),
+    )
+    .values(
+        state=bindparam("state"),
+        decision=bindparam("decision"),
+        decided_by=bindparam("decided_by"),
+        answer=bindparam("answer"),
+        decided_at=bindparam("now"),
+    ),
 }
 """Writes that may be batched, by name."""
 
@@ -99,6 +113,8 @@ class Op:
 
     statement: str
     params: dict[str, Any]
+    counted: bool = False
+    """Run on its own and report how many rows it changed (a compare-and-set)."""
 
 
 def _compile_all(dialect: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -116,9 +132,24 @@ def _grouped(
     groups: dict[str, list[tuple[Any, ...]]] = {}
     for item in batch:
         for op in item.ops:
+            if op.counted:
+                continue
             sql, names = compiled[op.statement]
             groups.setdefault(sql, []).append(tuple(op.params.get(n) for n in names))
     return groups
+
+
+def _counted(
+    batch: Sequence[_Item], compiled: dict[str, tuple[str, tuple[str, ...]]]
+) -> list[tuple[_Item, str, tuple[Any, ...]]]:
+    out = []
+    for item in batch:
+        item.changed = 0  # a batch retried item by item counts again
+        for op in item.ops:
+            if op.counted:
+                sql, names = compiled[op.statement]
+                out.append((item, sql, tuple(op.params.get(n) for n in names)))
+    return out
 
 
 class EventWriter(Protocol):
@@ -135,15 +166,19 @@ class EventWriter(Protocol):
 
     async def apply(self, ops: Sequence[Op]) -> None: ...
 
+    async def count(self, op: Op) -> int: ...
+
     async def aclose(self) -> None: ...
 
 
 @dataclass(slots=True)
 class _Item:
     rows: Sequence[EventRow]
-    future: asyncio.Future[None]
+    future: asyncio.Future[int]
     ops: Sequence[Op] = ()
     error: BaseException | None = field(default=None)
+    changed: int = 0
+    """Rows its counted ops changed."""
 
     @property
     def size(self) -> int:
@@ -216,7 +251,7 @@ def _settle(items: Sequence[_Item], gate: _Backpressure) -> None:
         if item.future.done():
             continue
         if item.error is None:
-            item.future.set_result(None)
+            item.future.set_result(item.changed)
         else:
             item.future.set_exception(item.error)
 
@@ -257,7 +292,12 @@ class _Writer:
         if ops:
             await self._submit((), ops)
 
-    async def _submit(self, rows: Sequence[EventRow], ops: Sequence[Op]) -> None:
+    async def count(self, op: Op) -> int:
+        """Commit one counted op (a conditional update) and return how many rows it
+        changed: a compare-and-set that rides the group commit."""
+        return await self._submit((), (Op(op.statement, op.params, counted=True),))
+
+    async def _submit(self, rows: Sequence[EventRow], ops: Sequence[Op]) -> int:
         if self.failure is not None:
             raise self._broken()
         if self._closing:
@@ -267,7 +307,7 @@ class _Writer:
             await self._gate.wait(size)
         item = _Item(rows, asyncio.get_running_loop().create_future(), ops)
         self._enqueue(item)
-        await item.future
+        return await item.future
 
     def _enqueue(self, item: _Item) -> None:
         raise NotImplementedError
@@ -391,6 +431,8 @@ class SqliteWriter(_Writer):
             try:
                 for sql, params in _grouped(batch, self._compiled).items():
                     conn.executemany(sql, params)
+                for item, sql, values in _counted(batch, self._compiled):
+                    item.changed += conn.execute(sql, values).rowcount
                 before = conn.total_changes
                 conn.executemany(self._insert, rows)
                 written = conn.total_changes - before
@@ -540,6 +582,9 @@ class PostgresWriter(_Writer):
             async with conn.transaction():
                 for sql, params in _grouped(batch, self._compiled).items():
                     await conn.executemany(sql, params)
+                for item, sql, values in _counted(batch, self._compiled):
+                    status = await conn.execute(sql, *values)
+                    item.changed += int(status.rsplit(" ", 1)[-1])
                 written = 0
                 if rows:
                     status = await conn.execute(self._SQL, *columns)
