@@ -23,8 +23,10 @@ appender sees the error.
   batch with one ``INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING``.
 
 Besides events, a writer applies ops (:class:`Op`): small, frequent writes (tool-call
-records) that ride in the same group commits instead of paying a transaction each. The
-statements are SQLAlchemy Core from ``tether.ledger.schema``, compiled once per dialect.
+records) that ride in the same group commits instead of paying a transaction each. A
+*counted* op (:meth:`count`) runs on its own inside the batch and reports how many rows
+it changed, which makes it a compare-and-set (a request's decision). The statements are
+SQLAlchemy Core from ``tether.ledger.schema``, compiled once per dialect.
 
 An unexpected exception inside a batch (anything but the database errors handled
 above) settles every appender of that batch, and of everything queued after it, with
