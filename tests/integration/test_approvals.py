@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import runs as r
+from tests.support.ledger_scan import dump_ledger
 from tests.support.people import (
     MEMBERS_MAY_SCRIPT,
     add_user,
@@ -368,3 +369,20 @@ async def test_configured_approvers_may_see_and_decide_others_requests(
         assert decided.decided_by == request.approvers[1]
         assert (await r.wait_state(alice, created.run.id)).state == "succeeded"
     assert (home / "ws-box" / "marks.txt").read_text() == "by-bob\n"
+
+
+async def test_a_secret_in_a_question_or_answer_stays_out_of_the_ledger(
+    make_gateway: MakeGateway, database_url: str | None
+) -> None:
+    gw = make_gateway()
+    secret = "ghp_" + "Zy9Xw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0Fe9Dc8Ba"
+    async with await connect_ipc(gw.socket) as c:
+        created = await r.start(c, f'ask "is {secret} still valid?"')
+        question = await open_request(c, created.run.id)
+        assert secret not in question.summary
+        await resolve(c, question.handle, answer=f"no, use {secret}")
+        done = await r.wait_state(c, created.run.id)
+        assert done.state == "succeeded"
+    stored = await dump_ledger(database_url, gw.data_dir)
+    assert "[redacted]" in stored
+    assert secret not in stored

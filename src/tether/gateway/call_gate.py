@@ -48,7 +48,7 @@ from tether.protocol.events import (
     ToolCallDecided,
 )
 from tether.security.capability import args_digest
-from tether.security.redaction import redact_value
+from tether.security.redaction import redact, redact_value
 
 __all__ = ["CallGate", "GateRun", "Verdict"]
 
@@ -357,8 +357,9 @@ class CallGate:
                 f"a question offers at most {MAX_CHOICES} choices of 1 to {MAX_CHOICE} characters"
             )
         record = None
+        stored = redact(text)  # the ledger keeps it redacted, as every event
         if run.resumed:
-            record = await self.requests.ledger.requests.open_question(run.run_id, text)
+            record = await self.requests.ledger.requests.open_question(run.run_id, stored)
         if record is None:
             approvers = await self.requests.approvers_for(run.creator)
             record = await self.requests.open(
@@ -366,10 +367,10 @@ class CallGate:
                 run_id=run.run_id,
                 session_id=run.session_id,
                 call_id=None,
-                summary=text,
+                summary=stored,
                 approvers=approvers,
                 created_by=run.creator,
-                choices=choices,
+                choices=[redact(c) for c in choices],
                 timeout=timeout,
             )
             await run.emit(

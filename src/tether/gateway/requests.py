@@ -17,11 +17,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import msgspec
+
 from tether.config import PolicyConfig
 from tether.errors import Forbidden, InvalidParams, NotFound
 from tether.gateway.auth import Principal
 from tether.ledger import Ledger, RequestRecord
 from tether.protocol.access import RequestInfo
+from tether.security.redaction import redact
 
 __all__ = ["RequestBroker", "request_info"]
 
@@ -267,12 +270,13 @@ class RequestBroker:
                 )
             state = "denied" if decision == "deny" else "allowed"
             decided, answer = decision, None
+        # the ledger keeps the answer redacted; a waiter on this gateway gets it as typed
         resolved = await self.ledger.requests.resolve(
             record.id,
             state=state,
             decision=decided,
             by=principal.id,
-            answer=answer,
+            answer=redact(answer) if answer is not None else None,
             now=self.clock(),
             known=record,
         )
@@ -280,7 +284,7 @@ class RequestBroker:
             "request resolved",
             extra={"request": record.id, "decision": decided, "by": principal.id},
         )
-        self._wake(record.id, resolved)
+        self._wake(record.id, msgspec.structs.replace(resolved, answer=answer))
         return resolved
 
     async def list_for(
