@@ -57,8 +57,8 @@ def test_up_runs_a_tool_on_the_local_runner_and_stops_cleanly(home: Path) -> Non
     try:
         assert info["runner"] == "local"
         assert info["workspaces"] == {"proj": str(workspace)}
-        script = 'tool local write_file \'{"path": "hello.txt", "content": "hi"}\''
-        started = run_cli(home, "--json", "runs", "start", script)
+        # the operator agent on the local runner is what tether up starts sessions with
+        started = run_cli(home, "--json", "runs", "start", "/write hello.txt\nhi")
         assert started.returncode == 0, started.stderr
         run_id = json.loads(started.stdout)["run"]["id"]
         # a write asks (mode auto-read): the owner approves it from another command

@@ -90,7 +90,8 @@ def _event_line(event: EventInfo) -> str:
 @runs_app.command(
     "start",
     epilog=examples(
-        'tether runs start "say hello" --follow',
+        'tether runs start "!git status" --follow       # the operator agent',
+        'tether runs start "say hello" --agent script --follow',
         "tether runs start - --follow < script.txt",
         'tether runs start "say more" --session SESSION_ID --no-steer',
         after=f"Exit status with --follow: {FOLLOW_CODES} Without --follow: 0 once the input "
@@ -102,7 +103,8 @@ def start(
         str,
         typer.Argument(
             metavar="TEXT",
-            help="The input (for the script agent: one command per line; '-' reads stdin).",
+            help="The input: for the operator agent !COMMAND, /read PATH, /ls, /write PATH "
+            "or help; for the script agent one command per line. '-' reads stdin.",
         ),
     ],
     session: Annotated[

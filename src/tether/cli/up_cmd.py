@@ -106,6 +106,24 @@ async def _ensure_identity(
     await enroll(gateway.server.url, added.code, runner_dir, workspaces=spaces)
 
 
+def local_defaults(config: Config, spaces: dict[str, str] | None) -> Config:
+    """Under ``tether up`` new sessions use the ``operator`` agent on the local runner (and
+    its workspace, when it has one), unless the config names others."""
+    import msgspec
+
+    runs = config.runs
+    changes: dict[str, str] = {}
+    if runs.default_agent == "script":  # the built-in default is a test fixture
+        changes["default_agent"] = "operator"
+    if spaces and runs.default_runner is None:
+        changes["default_runner"] = LOCAL_RUNNER
+        if len(spaces) == 1 and runs.default_workspace is None:
+            changes["default_workspace"] = next(iter(spaces))
+    if not changes:
+        return config
+    return msgspec.structs.replace(config, runs=msgspec.structs.replace(runs, **changes))
+
+
 def _config_file(config: Config) -> str | None:
     """The config file the gateway read, if any (the runner reads the same one)."""
     explicit = context.current().config_file or os.environ.get("TETHER_CONFIG")
@@ -247,6 +265,7 @@ def up(
     """Start everything on this machine: the gateway (SQLite) and a local runner, in the foreground.
 
     The local runner works in --workspace NAME=PATH (default: the current directory).
+    New sessions use the operator agent on it (`tether runs start "!git status"`).
     Prints the URL and where the admin token is. Ctrl-C (or SIGTERM) stops both and exits
     0; further signals while it stops only say so. Each request's access line (runners'
     heartbeats included) is logged at debug level: see them with --log-level debug.
@@ -265,13 +284,14 @@ def up(
             for name, path in spaces.items():
                 if not Path(path).is_dir():
                     raise ConfigError(f"workspace {name!r}: {path} is not a directory")
-        context.run_async(_up(config, spaces, signals))
+        context.run_async(_up(local_defaults(config, spaces), spaces, signals))
     finally:
         signals.block()
 
 
 UP_EPILOG = examples(
     "tether up",
+    'tether runs start "!git status" --follow   # in another terminal; approve it there too',
     "tether up --workspace app=~/code/app --listen 127.0.0.1:9000",
     "tether up --log-level debug     # also every request and heartbeat",
     after="Exit status: 0 after Ctrl-C or SIGTERM (however many); 1 when the gateway fails; "
