@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from tether.agents import AgentBackend, builtin
+from tether.agents import AgentBackend, Discovered, builtin, discover
 from tether.config import Config
 from tether.gateway.access_api import AccessApi
+from tether.gateway.agents_api import AgentsApi
 from tether.gateway.auth import (
     AdminTokenAuthenticator,
     ChainAuthenticator,
@@ -78,7 +79,7 @@ def _build(
     ledger: Ledger,
     runtime: RuntimeDirLock,
     *,
-    backends: Mapping[str, AgentBackend],
+    agents: Discovered,
     issuer: CapabilityIssuer,
     admin_token: Path,
     metrics: GatewayMetrics,
@@ -101,7 +102,7 @@ def _build(
     fanout = Fanout()
     orchestrator = Orchestrator(
         RunLog(ledger, fanout),
-        backends,
+        agents.backends,
         gate,
         config.runs,
         metrics,
@@ -122,7 +123,8 @@ def _build(
         metrics=metrics,
     )
     access_api = AccessApi(ledger, gate, runs_api, registry, server, config.runs.default_mode)
-    for api in (system, runs_api, runners_api, access_api):
+    agents_api = AgentsApi(agents, config.runs.default_agent)
+    for api in (system, runs_api, runners_api, access_api, agents_api):
         api.install(handlers)
     server.on_peer_closed += [runs_api.peer_closed, runners_api.peer_closed]
     retention = RetentionJob(ledger, metrics, config.ledger.retention_interval)
@@ -148,7 +150,13 @@ class Gateway:
     ) -> None:
         self.config = config
         self.data_dir = config.data_path
-        self.backends = dict(backends) if backends is not None else builtin()
+        if backends is not None:
+            self.agents = Discovered(
+                backends=dict(backends), sources=dict.fromkeys(backends, "given")
+            )
+        else:
+            self.agents = discover(builtin().values())
+        self.backends = self.agents.backends
         self.metrics = GatewayMetrics()
         self.supervisor = Supervisor()
         data = private_dir(self.data_dir, "data directory")
@@ -195,7 +203,7 @@ class Gateway:
                 config,
                 self._ledger,
                 self._runtime,
-                backends=self.backends,
+                agents=self.agents,
                 issuer=self.issuer,
                 admin_token=self.admin_token_path,
                 metrics=self.metrics,

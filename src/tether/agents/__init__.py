@@ -1,19 +1,34 @@
 """Agent backends: the contract, and the built-in ones (``operator``, and the ``script``
 test fixture)."""
 
-from tether.agents.contract import AgentBackend, Capabilities, Outcome, PastEvent, RunContext
+from tether.agents.contract import (
+    AgentBackend,
+    Capabilities,
+    Manifest,
+    Outcome,
+    PastEvent,
+    Permissions,
+    RunContext,
+)
+from tether.agents.discovery import ENTRY_POINT_GROUP, Discovered, Skipped, discover
 from tether.agents.operator import OperatorAgent
 from tether.agents.script import ScriptAgent
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "AgentBackend",
     "Capabilities",
+    "Discovered",
+    "Manifest",
     "OperatorAgent",
     "Outcome",
     "PastEvent",
+    "Permissions",
     "RunContext",
     "ScriptAgent",
+    "Skipped",
     "builtin",
+    "discover",
 ]
 
 

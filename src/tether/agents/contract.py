@@ -13,23 +13,71 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 
 from tether.protocol.events import RunEvent
 
-__all__ = ["AgentBackend", "Capabilities", "Outcome", "PastEvent", "RunContext", "SessionSettings"]
+__all__ = [
+    "AgentBackend",
+    "Capabilities",
+    "Manifest",
+    "Outcome",
+    "PastEvent",
+    "Permissions",
+    "RunContext",
+    "SessionSettings",
+]
 
 
-class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
-    resume: bool = False
-    """Can continue a run after a gateway restart."""
+class Capabilities(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What a backend can do. They describe; they grant nothing. Unknown keys are refused."""
+
+    streaming: bool = False
+    """Emits ``agent.delta`` while it writes."""
     steering: bool = False
     """Takes extra user input while a run is active (``ctx.take_steering()``)."""
+    interrupt: bool = False
+    """Stops its current step when asked, and can go on after."""
+    resume: bool = False
+    """Can continue a run after a gateway restart."""
+    hosted: bool = False
+    """Runs on a runner, next to the code (Codex, ACP agents)."""
+    questions: bool = False
+    """May ask its people questions (``ctx.ask``)."""
     fixture: bool = False
     """A test fixture, not an agent for people: only the principals and roles in
     ``[runs] fixture_principals`` / ``fixture_roles`` (default: ``admin``) may use it."""
+
+
+class Permissions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The most a backend may ever use (an upper bound; policy still decides each call).
+    Unknown keys are refused."""
+
+    tools: list[str] = []
+    """Tool names, risk classes (``read``, ``write``, ``exec``) or ``*`` for all."""
+    workspaces: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    """Workspace names it may work in, or ``*``: the session's, whichever it is."""
+    network: list[str] = []
+    """A gateway-side agent's model endpoints (URLs); a hosted agent's sandbox network."""
+
+
+Id = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+
+
+class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Who a backend is and what it may do. Plugins give one; tether checks it strictly."""
+
+    id: Id
+    """The agent's name in sessions and ``--agent`` (the entry point's name, for a plugin)."""
+    version: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    label: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    description: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    capabilities: Capabilities = Capabilities()
+    permissions: Permissions = Permissions()
+    config_schema: dict[str, Any] = {}
+    """JSON schema of its config section (``[agents.<id>]``)."""
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -128,7 +176,10 @@ class RunContext(Protocol):
 
 
 class AgentBackend(Protocol):
+    """A backend: its manifest (whose ``id`` is its ``name``) and what it does with a run."""
+
     name: str
     capabilities: Capabilities
+    manifest: Manifest
 
     async def run(self, ctx: RunContext) -> Outcome: ...

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tether.agents.contract import Capabilities, Outcome, RunContext
+from tether import __version__
+from tether.agents.contract import Capabilities, Manifest, Outcome, Permissions, RunContext
 from tether.errors import TetherError
 from tether.protocol.events import AgentMessage
 
@@ -40,6 +41,15 @@ class OperatorAgent:
     def __init__(self) -> None:
         self.name = "operator"
         self.capabilities = Capabilities()
+        self.manifest = Manifest(
+            id="operator",
+            version=__version__,
+            label="Operator (no model)",
+            description="What you type runs on the session's runner: !COMMAND, /read, /ls, "
+            "/write, help; through policy and approvals like any agent.",
+            capabilities=self.capabilities,
+            permissions=Permissions(tools=["shell", "read_file", "list_dir", "write_file"]),
+        )
 
     async def run(self, ctx: RunContext) -> Outcome:
         text = ctx.input.strip()

@@ -32,7 +32,8 @@ import contextlib
 import json
 import shlex
 
-from tether.agents.contract import Capabilities, Outcome, RunContext
+from tether import __version__
+from tether.agents.contract import Capabilities, Manifest, Outcome, Permissions, RunContext
 from tether.errors import TetherError
 from tether.protocol.events import AgentDelta, AgentMessage, AgentStep
 
@@ -42,7 +43,16 @@ __all__ = ["ScriptAgent"]
 class ScriptAgent:
     def __init__(self, name: str = "script", *, resume: bool = True) -> None:
         self.name = name
-        self.capabilities = Capabilities(resume=resume, steering=True, fixture=True)
+        self.capabilities = Capabilities(resume=resume, steering=True, questions=True, fixture=True)
+        self.manifest = Manifest(
+            id=name,
+            version=__version__,
+            label="Script (test fixture)",
+            description="Follows a script in the run's input: say, tool, ask, sleep … "
+            "For tests, smoke checks and benchmarks; admin connections only by default.",
+            capabilities=self.capabilities,
+            permissions=Permissions(tools=["*"]),
+        )
 
     async def run(self, ctx: RunContext) -> Outcome:
         lines = [line.strip() for line in ctx.input.splitlines() if line.strip()]

@@ -106,6 +106,7 @@ def version() -> None:
 
 def _register() -> None:
     from tether.cli import (
+        agents_cmd,
         approvals_cmd,
         config_cmd,
         db_cmd,
@@ -129,6 +130,7 @@ def _register() -> None:
     app.add_typer(runners_cmd.runners_app, name="runners")
     app.add_typer(runners_cmd.tools_app, name="tools")
     app.add_typer(users_cmd.users_app, name="users")
+    app.add_typer(agents_cmd.agents_app, name="agents")
     app.add_typer(approvals_cmd.approvals_app, name="approvals")
     app.add_typer(policy_cmd.policy_app, name="policy")
     app.add_typer(db_cmd.app, name="db")

@@ -13,7 +13,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 import msgspec
 
-from tether.protocol import access, runners, runs
+from tether.protocol import access, agents, runners, runs
 from tether.protocol.handshake import HelloParams, HelloResult
 from tether.protocol.system import Empty, GatewayInfo, PingParams, Pong
 from tether.types import USER_ROLES, Role, UserRole
@@ -378,5 +378,15 @@ POLICY_EXPLAIN = register(
         access.PolicyExplained,
         CLIENTS,
         "Which rule decides a tool call, and why (nothing is run).",
+    )
+)
+
+AGENT_LIST = register(
+    Method(
+        "agent.list",
+        Empty,
+        agents.AgentList,
+        CLIENTS,
+        "The agent backends this gateway offers (with manifests), and plugins it skipped and why.",
     )
 )
