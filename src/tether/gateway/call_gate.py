@@ -26,12 +26,14 @@ from typing import Any, Protocol
 from tether.errors import (
     ApprovalDenied,
     ApprovalExpired,
+    CapabilityDenied,
     InvalidParams,
     NotFound,
     PolicyDenied,
     TetherError,
 )
 from tether.gateway.auth import Principal
+from tether.gateway.authorization import Authorization
 from tether.gateway.call_policy import CallPolicy
 from tether.gateway.registry import LiveRunner
 from tether.gateway.requests import RequestBroker
@@ -79,6 +81,11 @@ class GateRun(Protocol):
 
     @property
     def cancelled(self) -> asyncio.Event: ...
+
+    @property
+    def authorization(self) -> Authorization:
+        """What the run may ever use, frozen when it started."""
+        ...
 
     def closes_requests(self) -> bool:
         """True when the run is stopping for good (cancel, timeout), so its requests are
@@ -135,6 +142,18 @@ class CallGate:
         else:
             earlier = None
             await announce(call_id)
+        # the run's authorization first: outside it nothing is asked or decided
+        outside = run.authorization.refusal(live.runner_id, tool, workspace)
+        if outside is not None:
+            if earlier is not None and earlier.is_open:
+                await self.requests.close_run(run.run_id, "authorization", request_id=earlier.id)
+            await self._refuse(
+                run, call_id, live, tool, args, workspace, "authorization", outside,
+                code="capability_denied",
+            )  # fmt: skip
+            raise CapabilityDenied(
+                f"{outside}; {NOT_RUN}", data={"call_id": call_id, "reason": "authorization"}
+            )
         # policy decides every time, a resumed call too: what it denies now stays denied
         decision = await self.policy.decide(call, session_id=run.session_id, mode=run.mode)
         if decision.decision == "deny":
@@ -328,6 +347,7 @@ class CallGate:
         *,
         request_id: str | None = None,
         requested_by: str | None = None,
+        code: str | None = None,
     ) -> None:
         await self.tools.refuse(
             call_id=call_id,
@@ -340,6 +360,7 @@ class CallGate:
             decided_by=by,
             rule=rule,
             request_id=request_id,
+            code=code or ("policy_denied" if by == "rule" else "approval_denied"),
         )
         if run is not None:
             await run.emit(ToolCallDecided(call_id=call_id, decision="deny", by=by, rule=rule))

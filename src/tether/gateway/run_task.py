@@ -29,10 +29,11 @@ import msgspec
 from tether.agents.contract import AgentBackend, Outcome, PastEvent, SessionSettings
 from tether.config import RunsConfig
 from tether.errors import Conflict, InvalidParams, NotFound, TetherError
+from tether.gateway.authorization import Authorization, freeze
 from tether.gateway.call_gate import CallGate
 from tether.gateway.run_log import RunLog
 from tether.gateway.tools import ToolGateway
-from tether.ledger import Run
+from tether.ledger import Run, Session
 from tether.protocol.events import (
     RunCancelled,
     RunCancelRequested,
@@ -103,6 +104,8 @@ class RunTask:
         self.record = run
         self._settings = SessionSettings(agent=run.agent, runner=None, workspace=None, mode="ask")
         """Read from the session when the run starts (:meth:`main`)."""
+        self.authorization = Authorization()
+        """What the run may ever use: nothing until :meth:`main` freezes it."""
         self._input = raw_input if raw_input is not None else run.input
         self.backend = backend
         self._resumed = resumed
@@ -384,6 +387,7 @@ class RunTask:
                 workspace=session.workspace,
                 mode=session.mode,
             )
+            self.authorization = await self._authorize(session)
             if self._resumed:
                 await self._record_own(RunRecovered(attempt=self.attempt))
             else:
@@ -465,6 +469,25 @@ class RunTask:
             else:
                 reason = "run_cancelled" if self.stop_reason == "cancelled" else "run_ended"
                 await self._record_own(SteeringDropped(text=text, reason=reason, sender=sender))
+
+    async def _authorize(self, session: Session) -> Authorization:
+        """The run's frozen authorization: read back when it has one, else computed from
+        the agent's manifest and the session's runner and stored with the run."""
+        if self.record.authorization:
+            return msgspec.json.decode(self.record.authorization, type=Authorization)
+        offered: dict[str, Any] = {}
+        if session.runner_id is not None:
+            with contextlib.suppress(NotFound):
+                offered = (await self.env.log.ledger.runners.get(session.runner_id)).offered()
+        auth = freeze(
+            getattr(self.backend, "manifest", None),
+            runner_id=session.runner_id,
+            workspace=session.workspace,
+            offered=offered,
+        )
+        encoded = msgspec.json.encode(auth).decode()
+        await self.env.log.ledger.runs.authorize(self.run_id, self.record.epoch, encoded)
+        return auth
 
     # ---- side loops ----------------------------------------------------------------
 

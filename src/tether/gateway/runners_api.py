@@ -234,6 +234,7 @@ class RunnersApi:
         self.link.registered(live)
         info = {
             "tools": sorted(live.tools),
+            "tool_risks": {name: t.risk for name, t in sorted(live.tools.items())},
             "workspaces": live.workspaces,
             "agents": live.agents,
             "sandbox": live.sandbox,

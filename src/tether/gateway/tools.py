@@ -233,8 +233,9 @@ class ToolGateway:
         decided_by: str,
         rule: str,
         request_id: str | None = None,
+        code: str = "policy_denied",
     ) -> None:
-        """Record a call that policy or a person refused: no token, nothing sent."""
+        """Record a call that was refused (``code``: why): no token, nothing sent."""
         await self.ledger.tool_calls.create(
             call_id=call_id,
             run_id=run_id or None,
@@ -250,7 +251,7 @@ class ToolGateway:
             rule=redact(rule),
             request_id=request_id,
             state="denied",
-            error_code="policy_denied" if decided_by == "rule" else "approval_denied",
+            error_code=code,
             error=redact(rule),
         )
 

@@ -48,6 +48,8 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
     epoch: int
     attempts: int
     cancel_requested_at: float | None
+    authorization: str | None = None
+    """JSON: what the run may ever use, frozen when it started (``gateway.authorization``)."""
 
     @property
     def is_terminal(self) -> bool:

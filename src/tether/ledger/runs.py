@@ -24,6 +24,7 @@ from tether.ledger.engine import Database
 from tether.ledger.records import NewEvent, Run, from_row
 from tether.ledger.schema import ACTIVE_STATES, run_events, runs, sessions
 from tether.ledger.states import TERMINAL, TRANSITIONS, check_transition
+from tether.ledger.writer import EventWriter, Op
 from tether.types import RunState, new_id
 
 __all__ = ["RunStore", "insert_event"]
@@ -62,8 +63,9 @@ def _stale(now: float, dead_owners: str | None, alive_owner: str) -> ColumnEleme
 class RunStore:
     """Domain operations on runs."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, writer: EventWriter) -> None:
         self.db = db
+        self.writer = writer
 
     async def create(
         self,
@@ -313,6 +315,12 @@ class RunStore:
         async with self.db.engine.begin() as conn:
             row = (await conn.execute(stmt)).first()
         return from_row(Run, row) if row is not None else None
+
+    async def authorize(self, run_id: str, epoch: int, authorization: str) -> None:
+        """Store a run's authorization once (by the owner of ``epoch``; later calls and
+        stale owners change nothing). Rides the event writer's group commit."""
+        params = {"run_id": run_id, "epoch": epoch, "authorization": authorization}
+        await self.writer.apply([Op("run.authorize", params)])
 
     async def request_cancel(self, run_id: str, *, now: float | None = None) -> Run:
         """Flag an active run for cancellation (its owner acts on it); idempotent."""

@@ -114,6 +114,7 @@ runs = Table(
     Column("epoch", Integer, nullable=False, server_default="0"),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("cancel_requested_at", Float, nullable=True),
+    Column("authorization", Text, nullable=True),
     Index(None, "state", "id"),
     Index(None, "session_id", "id"),
     Index(None, "state", "lease_expires_at"),

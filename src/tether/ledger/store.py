@@ -50,7 +50,7 @@ class Ledger:
                 max_rows=config.group_commit_max_rows,
                 server_settings=db.pg_server_settings,
             )
-        self.runs = RunStore(db)
+        self.runs = RunStore(db, self.writer)
         self.events = EventStore(db, self.writer, inline_payload_bytes=config.inline_payload_bytes)
         self.sessions = SessionStore(db)
         self.runners = RunnerStore(db)

@@ -91,6 +91,14 @@ STATEMENTS: dict[str, ClauseElement] = {
         updated_at=bindparam("updated_at"),
         finished_at=bindparam("finished_at"),
     ),
+    # once per run, by its current owner: what the run may ever use
+    "run.authorize": update(runs)
+    .where(
+        runs.c.id == bindparam("run_id"),
+        runs.c.epoch == bindparam("epoch"),
+        runs.c.authorization.is_(None),
+    )
+    .values(authorization=bindparam("authorization")),
     # a compare-and-set: only an open, unexpired request is decided (see Op.counted)
     "request.resolve": update(approvals)
     .where(
