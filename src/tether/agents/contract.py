@@ -131,8 +131,10 @@ class RunContext(Protocol):
     def cancelled(self) -> asyncio.Event: ...
 
     async def emit(self, event: RunEvent) -> int:
-        """Record one event of the catalogue (``tether.protocol.events``), for instance
-        ``AgentMessage(text=…)``; returns its seq once committed."""
+        """Record one of the agent's events of the catalogue (``tether.protocol.events``:
+        ``AgentMessage``, ``AgentDelta``, ``AgentStep``, ``AgentUsage``, ``AgentStatus``);
+        returns its seq once committed. Other kinds are the gateway's or a runner's to
+        record: ``invalid_params``."""
         ...
 
     async def set_waiting(self, waiting: bool, reason: str = "") -> None:

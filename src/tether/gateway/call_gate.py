@@ -92,7 +92,9 @@ class GateRun(Protocol):
         denied; False while it merely shuts down or lost its lease (they stay open)."""
         ...
 
-    async def emit(self, event: RunEvent) -> int: ...
+    async def record_event(self, event: RunEvent) -> int:
+        """Record a gateway event of the run."""
+        ...
 
     async def set_waiting(self, waiting: bool, reason: str = "") -> None: ...
 
@@ -172,7 +174,7 @@ class CallGate:
             if earlier is None:  # ask
                 earlier = await self._ask(run, call_id, live, call, args, digest, decision)
             return await self._await_approval(run, earlier, call_id, live, call, args)
-        await run.emit(_decided(call_id, "allow", verdict))
+        await run.record_event(_decided(call_id, "allow", verdict))
         return verdict
 
     async def _earlier(
@@ -221,7 +223,7 @@ class CallGate:
             args_sha256=digest,
             plan=plan,
         )
-        await run.emit(
+        await run.record_event(
             ApprovalRequested(
                 request=record.id,
                 handle=record.handle,
@@ -243,7 +245,7 @@ class CallGate:
 
     async def _say_if_unseen(self, run: GateRun, record: RequestRecord) -> None:
         if not self.requests.reachable(record.approver_list()):
-            await run.emit(
+            await run.record_event(
                 RequestUnseen(
                     request=record.id,
                     handle=record.handle,
@@ -276,13 +278,13 @@ class CallGate:
             verdict = _person(final, call_id)
 
             async def settle() -> None:
-                await run.emit(resolved)
+                await run.record_event(resolved)
                 await self._resume(run)
                 if final.decision == "allow_session":
                     await self.policy.allow_for_session(
                         run.session_id, call, by=final.decided_by or "", request_id=final.id
                     )
-                await run.emit(_decided(call_id, "allow", verdict))
+                await run.record_event(_decided(call_id, "allow", verdict))
 
             # the run's bookkeeping is recorded while the call is dispatched (its ledger
             # row, with who allowed it, is still committed before it is sent)
@@ -293,7 +295,7 @@ class CallGate:
                 call_id=call_id,
                 settled=asyncio.ensure_future(settle()),
             )
-        await run.emit(resolved)
+        await run.record_event(resolved)
         await self._resume(run)
         by = final.decided_by or "nobody"
         if final.state == "expired":
@@ -363,7 +365,9 @@ class CallGate:
             code=code or ("policy_denied" if by == "rule" else "approval_denied"),
         )
         if run is not None:
-            await run.emit(ToolCallDecided(call_id=call_id, decision="deny", by=by, rule=rule))
+            await run.record_event(
+                ToolCallDecided(call_id=call_id, decision="deny", by=by, rule=rule)
+            )
 
     # ---- questions -----------------------------------------------------------------
 
@@ -394,7 +398,7 @@ class CallGate:
                 choices=[redact(c) for c in choices],
                 timeout=timeout,
             )
-            await run.emit(
+            await run.record_event(
                 QuestionAsked(
                     request=record.id,
                     handle=record.handle,
@@ -407,7 +411,7 @@ class CallGate:
             await self._say_if_unseen(run, record)
         final = await self._wait(run, record)
         decision = {"answered": "answer", "expired": "expired"}.get(final.state, "cancelled")
-        await run.emit(
+        await run.record_event(
             QuestionAnswered(
                 request=final.id,
                 handle=final.handle,

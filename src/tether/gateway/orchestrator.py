@@ -289,7 +289,7 @@ class Orchestrator:
                     if accepted
                     else SteeringDropped(text=text, reason="queue_full", sender=created_by)
                 )
-                await active.emit(event)
+                await active.record_event(event)
                 return active.record, "steered" if accepted else "dropped"
         ahead, _ = await self.ledger.runs.list(
             session_id=session.id, states=["queued", "running", "waiting"], limit=1

@@ -212,6 +212,17 @@ class RunTask:
         return await self.env.gate.question(self, question, list(choices), timeout)
 
     async def emit(self, event: RunEvent) -> int:
+        """An agent's event: only kinds an agent records (``agent.*``); a backend cannot
+        write what the gateway or a runner says (a run's end, a decision, a tool's result)."""
+        if event.SOURCE != "agent":
+            raise InvalidParams(
+                f"an agent may not record {event.KIND!r} (the {event.SOURCE} records it)",
+                data={"kind": event.KIND},
+            )
+        return await self._record(event)
+
+    async def record_event(self, event: RunEvent) -> int:
+        """A gateway (or runner) event of this run."""
         return await self._record(event)
 
     async def set_waiting(self, waiting: bool, reason: str = "") -> None:
@@ -274,12 +285,12 @@ class RunTask:
         except NotFound:
             raise  # no such runner: nothing was requested
         except TetherError as exc:  # offline, or the workspace must be named
-            await self.emit(requested(runner, workspace, call_id))
+            await self.record_event(requested(runner, workspace, call_id))
             await self._call_failed(call_id, exc)
             raise
 
         async def announce(cid: str) -> None:
-            await self.emit(requested(live.name, workspace, cid))
+            await self.record_event(requested(live.name, workspace, cid))
 
         try:
             verdict = await self.env.gate.admit(
@@ -324,13 +335,13 @@ class RunTask:
             self.calls.discard(call_id)
         await outputs.flush()
         result = msgspec.json.decode(outcome.result)
-        await self.emit(
+        await self.record_event(
             ToolCallSucceeded(call_id=call_id, duration=round(outcome.duration, 6), result=result)
         )
         return result
 
     async def _call_failed(self, call_id: str, exc: TetherError) -> None:
-        await self.emit(ToolCallFailed(call_id=call_id, code=exc.code, message=exc.message))
+        await self.record_event(ToolCallFailed(call_id=call_id, code=exc.code, message=exc.message))
 
     # ---- control from outside ------------------------------------------------------
 
@@ -546,7 +557,7 @@ class _Outputs:
     async def _emit(self, event: RunEvent) -> int:
         if self.before is not None:
             await asyncio.shield(self.before)
-        return await self.task.emit(event)
+        return await self.task.record_event(event)
 
     def _publish(self, stream: str, text: str) -> None:
         if text:

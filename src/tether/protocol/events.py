@@ -24,7 +24,9 @@ __all__ = [
     "TERMINAL_EVENTS",
     "AgentDelta",
     "AgentMessage",
+    "AgentStatus",
     "AgentStep",
+    "AgentUsage",
     "ApprovalRequested",
     "ApprovalResolved",
     "EventSource",
@@ -328,6 +330,23 @@ class AgentDelta(RunEvent, frozen=True, kw_only=True):
 @_kind("agent.step", "agent", "The agent finished a step of its work (a resume point).")
 class AgentStep(RunEvent, frozen=True, kw_only=True):
     step: int
+
+
+@_kind(
+    "agent.usage",
+    "agent",
+    "What a model call cost, as the model server reported it (missing means unknown, never zero).",
+)
+class AgentUsage(RunEvent, frozen=True, kw_only=True):
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+
+
+@_kind("agent.status", "agent", "What the agent is doing now, in a few words (telemetry).")
+class AgentStatus(RunEvent, frozen=True, kw_only=True):
+    text: str
 
 
 TERMINAL_EVENTS: Final = frozenset(
