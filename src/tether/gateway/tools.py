@@ -102,8 +102,12 @@ class ToolGateway:
             if wait > 0:
                 live = await self.registry.wait_back(record.id, wait)
             if live is None:
+                seen = "never connected" if record.last_seen_at is None else "offline"
                 raise RunnerOffline(
-                    f"runner {record.name} is not connected", data={"runner": record.name}
+                    f"runner {record.name} is not connected ({seen}): start it on its machine "
+                    "with `tether runner` (or `tether up` for this one); `tether runners list` "
+                    "shows when it was last seen",
+                    data={"runner": record.name},
                 )
         return live
 
