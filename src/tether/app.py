@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from tether.agents import AgentBackend, Discovered, builtin, discover
+from tether.agents import AgentBackend, Discovered, builtin, configured, discover
 from tether.config import Config
 from tether.gateway.access_api import AccessApi
 from tether.gateway.agents_api import AgentsApi
@@ -155,7 +155,7 @@ class Gateway:
                 backends=dict(backends), sources=dict.fromkeys(backends, "given")
             )
         else:
-            self.agents = discover(builtin().values())
+            self.agents = discover([*builtin().values(), *configured(config)])
         self.backends = self.agents.backends
         self.metrics = GatewayMetrics()
         self.supervisor = Supervisor()

@@ -27,11 +27,13 @@ from tether.types import SessionMode
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "AgentsConfig",
     "Config",
     "GatewayConfig",
     "GuardSpec",
     "LedgerConfig",
     "Limits",
+    "OpenAIConfig",
     "PolicyConfig",
     "RuleSpec",
     "RunnerConfig",
@@ -155,6 +157,39 @@ class LedgerConfig(_Section, frozen=True):
     pg_idle_transaction_timeout: Seconds = 15.0
     """PostgreSQL ends a transaction of ours left idle this long, so a stalled gateway
     (stopped mid-transaction) releases its row locks and another can take its runs over."""
+
+
+class OpenAIConfig(_Section, frozen=True):
+    """The ``openai`` agent: any OpenAI-compatible Chat Completions endpoint."""
+
+    model: str | None = None
+    """The model name; the agent is offered only when it is set."""
+    base_url: str | None = None
+    """E.g. ``https://api.deepseek.com/v1`` or ``http://127.0.0.1:11434/v1`` (Ollama); unset:
+    OpenAI's."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """The environment variable that holds the API key (keys are never put in config)."""
+    system_prompt: str = (
+        "You are a coding agent working in the user's workspace through the tools you are "
+        "given. A tool call may need a person's approval, or be refused; when a call did not "
+        "run, say so and do not pretend it did. Be brief."
+    )
+    max_rounds: Positive = 40
+    """Model calls in one run at most."""
+    request_timeout: Seconds = 120.0
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 3
+    """Retries of one model call (429 with its retry-after, 5xx, a broken stream, a timeout)."""
+    history_chars: Positive = 400_000
+    """The conversation sent to the model is trimmed to about this many characters
+    (oldest tool results first); the server's reported usage says what it really cost."""
+    tool_result_chars: Positive = 32_000
+    """A tool result longer than this reaches the model cut, with a note saying so."""
+
+
+class AgentsConfig(_Section, frozen=True):
+    """Agent backends that need configuration."""
+
+    openai: OpenAIConfig = msgspec.field(default_factory=OpenAIConfig)
 
 
 class RunsConfig(_Section, frozen=True):
@@ -361,6 +396,7 @@ class Config(_Section, frozen=True):
     limits: Limits = msgspec.field(default_factory=Limits)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     runs: RunsConfig = msgspec.field(default_factory=RunsConfig)
+    agents: AgentsConfig = msgspec.field(default_factory=AgentsConfig)
     policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
     runner: RunnerConfig = msgspec.field(default_factory=RunnerConfig)
 

@@ -13,6 +13,7 @@ from tether.agents.contract import (
 from tether.agents.discovery import ENTRY_POINT_GROUP, Discovered, Skipped, discover
 from tether.agents.operator import OperatorAgent
 from tether.agents.script import ScriptAgent
+from tether.config import Config
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -28,8 +29,19 @@ __all__ = [
     "ScriptAgent",
     "Skipped",
     "builtin",
+    "configured",
     "discover",
 ]
+
+
+def configured(config: Config) -> list[AgentBackend]:
+    """The built-in backends that need configuration, where it is given."""
+    out: list[AgentBackend] = []
+    if config.agents.openai.model:
+        from tether.agents.openai_chat import OpenAIAgent
+
+        out.append(OpenAIAgent(config.agents.openai))
+    return out
 
 
 def builtin() -> dict[str, AgentBackend]:

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Protocol
 import msgspec
 
 from tether.protocol.events import RunEvent
+from tether.protocol.runners import ToolInfo
 
 __all__ = [
     "AgentBackend",
@@ -166,6 +167,11 @@ class RunContext(Protocol):
         denies raises ``policy_denied``; one a person must allow waits (the run is
         ``waiting``) and raises ``approval_denied`` or ``approval_expired`` if they do not;
         in every such case the call did not run."""
+        ...
+
+    async def tools(self) -> list[ToolInfo]:
+        """The tools this run may call on the session's runner (its authorization ∩ what
+        the runner offers now), with their params' JSON schemas; empty when it is offline."""
         ...
 
     async def ask(

@@ -52,6 +52,7 @@ from tether.protocol.events import (
     ToolCallRequested,
     ToolCallSucceeded,
 )
+from tether.protocol.runners import ToolInfo
 from tether.security.redaction import redact, redact_json, redact_value
 from tether.security.stream_redaction import StreamRedactor
 from tether.types import RunState, new_id
@@ -205,6 +206,18 @@ class RunTask:
 
     def closes_requests(self) -> bool:
         return self.stop_reason in ("cancelled", "timeout", "stalled")
+
+    async def tools(self) -> list[ToolInfo]:
+        runner_id = self._settings.runner
+        live = self.env.tools.registry.get(runner_id) if runner_id is not None else None
+        if live is None:
+            return []
+        auth = self.authorization
+        return [
+            live.tools[name]
+            for name in sorted(live.tools)
+            if auth.any or (live.runner_id == auth.runner_id and name in auth.tools)
+        ]
 
     async def ask(
         self, question: str, choices: Sequence[str] = (), timeout: float | None = None

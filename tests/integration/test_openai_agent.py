@@ -1,0 +1,125 @@
+"""The openai agent through the real SDK against a scripted model server, with a real
+gateway and runner: allowed, approved and denied tool calls, a 429, a broken stream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import runs as r
+from tests.support.model_server import ModelServer
+from tests.support.people import kinds_of, open_request, resolve
+from tests.support.process import GatewayProcess, RunnerProcess
+from tether.transport.client import connect_ipc
+
+MakeGateway = Callable[..., GatewayProcess]
+MakeRunner = Callable[..., RunnerProcess]
+KEY = "sk-test-" + "k" * 40
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[Callable[[list[dict[str, Any]]], Any]]:
+    servers: list[ModelServer] = []
+
+    async def start(script: list[dict[str, Any]]) -> ModelServer:
+        server = await ModelServer(script).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+def gateway_for(
+    make_gateway: MakeGateway, server: ModelServer, tmp_path: Path, **env: str
+) -> GatewayProcess:
+    config = tmp_path / "model.toml"
+    config.write_text(
+        f'[agents.openai]\nmodel = "scripted-1"\nbase_url = "{server.url}"\n'
+        'api_key_env = "TEST_MODEL_KEY"\nmax_retries = 2\n'
+    )
+    return make_gateway(
+        TETHER_CONFIG=str(config),
+        TETHER_RUNS__DEFAULT_RUNNER="box",
+        TETHER_RUNS__DEFAULT_WORKSPACE="app",
+        TEST_MODEL_KEY=KEY,
+        **env,
+    )
+
+
+def tool_messages(request: dict[str, Any]) -> list[str]:
+    return [m["content"] for m in request["messages"] if m["role"] == "tool"]
+
+
+async def test_a_tool_calling_loop_with_policy_and_a_person_in_it(
+    make_gateway: MakeGateway, make_runner: MakeRunner, model: Any, home: Path, tmp_path: Path
+) -> None:
+    server = await model(
+        [
+            {"tool": "read_file", "args": {"path": "README.md"}},  # a read: allowed
+            {"tool": "shell", "args": {"command": "echo approved > ok.txt"}},  # asks: approved
+            {"tool": "write_file", "args": {"path": "no.txt", "content": "x"}},  # asks: denied
+            {"status": 429, "retry_after": "0"},  # the SDK waits and retries
+            {"text": "All done."},
+        ]
+    )
+    gw = gateway_for(make_gateway, server, tmp_path)
+    make_runner(gw)
+    workspace = home / "ws-box"
+    (workspace / "README.md").write_text("the readme says hi")
+    async with await connect_ipc(gw.socket) as c:
+        created = await r.start(c, "tidy up the workspace", agent="openai")
+        shell = await open_request(c, created.run.id)
+        assert shell.plan["commands"] == ["echo approved > ok.txt"]
+        await resolve(c, shell.handle, "allow_once")
+        write = await open_request(c, created.run.id)
+        assert write.plan["tool"] == "write_file"
+        await resolve(c, write.handle, "deny")
+        done = await r.wait_state(c, created.run.id, timeout=60)
+        assert (done.state, done.output) == ("succeeded", "All done.")
+        events = await r.events(c, created.run.id)
+    assert (workspace / "ok.txt").read_text() == "approved\n"
+    assert not (workspace / "no.txt").exists()
+
+    first, *_, last = server.requests
+    assert len(server.requests) == 5
+    assert first["model"] == "scripted-1"
+    assert first["stream"] is True
+    offered = {t["function"]["name"] for t in first["tools"]}
+    assert {"read_file", "shell", "write_file"} <= offered
+    assert [m["role"] for m in first["messages"]] == ["system", "user"]
+    results = tool_messages(last)
+    assert "the readme says hi" in results[0]
+    assert json.loads(results[1])["exit_code"] == 0
+    assert results[2].startswith("error (approval_denied)")
+    assert "did not run" in results[2]  # the model is told, not shown a result
+    assert kinds_of(events, "agent.usage")[0]["input_tokens"] == 100
+    assert "".join(d["text"] for d in kinds_of(events, "agent.delta")) == "All done."
+    assert [d["decision"] for d in kinds_of(events, "tool.call.decided")] == [
+        "allow",
+        "allow",
+        "deny",
+    ]
+
+
+async def test_a_broken_stream_is_retried_and_a_bad_key_said_plainly(
+    make_gateway: MakeGateway, model: Any, tmp_path: Path
+) -> None:
+    server = await model([{"break": True}, {"text": "recovered"}, {"status": 401}])
+    gw = gateway_for(make_gateway, server, tmp_path)
+    async with await connect_ipc(gw.socket) as c:
+        created = await r.start(c, "hello", agent="openai")
+        done = await r.wait_state(c, created.run.id, timeout=60)
+        assert (done.state, done.output) == ("succeeded", "recovered")
+        statuses = [s["text"] for s in kinds_of(await r.events(c, created.run.id), "agent.status")]
+        assert any("retrying" in s for s in statuses)
+        refused = await r.start(c, "again", agent="openai", session_id=created.run.session_id)
+        done = await r.wait_state(c, refused.run.id, timeout=60)
+        assert (done.state, done.reason) == ("failed", "model_unauthorized")
+        assert "TEST_MODEL_KEY" in (done.output or "")
+    assert KEY not in json.dumps(server.requests)  # the key travels in a header only

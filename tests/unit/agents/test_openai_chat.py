@@ -1,0 +1,59 @@
+"""The openai agent's history budget: what is kept when the conversation grows."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from tether.agents.openai_chat import OpenAIAgent, trim
+from tether.config import OpenAIConfig
+
+
+def conversation(turns: int, result: int = 2000) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "the task"},
+    ]
+    for i in range(turns):
+        call = {
+            "id": f"c{i}",
+            "type": "function",
+            "function": {"name": "read_file", "arguments": "{}"},
+        }
+        out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        out.append({"role": "tool", "tool_call_id": f"c{i}", "content": "x" * result})
+    return out
+
+
+def size(messages: list[dict[str, object]]) -> int:
+    return sum(len(json.dumps(m)) for m in messages)
+
+
+def test_within_budget_nothing_changes() -> None:
+    messages = conversation(3)
+    assert trim(messages, 10**6) is messages
+
+
+def test_old_results_are_cut_first_then_old_turns_dropped() -> None:
+    messages = conversation(20)
+    cut = trim(messages, 12_000)
+    assert size(cut) <= 12_000
+    assert cut[:2] == messages[:2]  # the system prompt and the task stay
+    assert cut[-1] == messages[-1]  # the newest result stays whole
+    assert "older result cut" in str(cut[3]["content"])
+    tiny = trim(messages, 1500)
+    assert tiny[:2] == messages[:2]
+    # no tool result is left without the assistant turn that asked for it
+    for prev, m in itertools.pairwise(tiny):
+        if m["role"] == "tool":
+            assert prev["role"] in ("assistant", "tool")
+
+
+def test_the_agent_needs_a_model() -> None:
+    with pytest.raises(ValueError, match="model"):
+        OpenAIAgent(OpenAIConfig())
+    agent = OpenAIAgent(OpenAIConfig(model="m", base_url="http://127.0.0.1:9/v1"))
+    assert agent.manifest.permissions.network == ["http://127.0.0.1:9/v1"]
+    assert agent.capabilities.streaming
