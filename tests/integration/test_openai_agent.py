@@ -12,7 +12,7 @@ import pytest
 
 from tests.support import runs as r
 from tests.support.model_server import ModelServer
-from tests.support.people import kinds_of, open_request, resolve
+from tests.support.people import free_port, kinds_of, open_request, resolve
 from tests.support.process import GatewayProcess, RunnerProcess
 from tether.transport.client import connect_ipc
 
@@ -36,7 +36,11 @@ async def model() -> AsyncIterator[Callable[[list[dict[str, Any]]], Any]]:
 
 
 def gateway_for(
-    make_gateway: MakeGateway, server: ModelServer, tmp_path: Path, **env: str
+    make_gateway: MakeGateway,
+    server: ModelServer,
+    tmp_path: Path,
+    _args: tuple[str, ...] = (),
+    **env: str,
 ) -> GatewayProcess:
     config = tmp_path / "model.toml"
     config.write_text(
@@ -44,6 +48,7 @@ def gateway_for(
         'api_key_env = "TEST_MODEL_KEY"\nmax_retries = 2\n'
     )
     return make_gateway(
+        *_args,
         TETHER_CONFIG=str(config),
         TETHER_RUNS__DEFAULT_RUNNER="box",
         TETHER_RUNS__DEFAULT_WORKSPACE="app",
@@ -123,3 +128,39 @@ async def test_a_broken_stream_is_retried_and_a_bad_key_said_plainly(
         assert (done.state, done.reason) == ("failed", "model_unauthorized")
         assert "TEST_MODEL_KEY" in (done.output or "")
     assert KEY not in json.dumps(server.requests)  # the key travels in a header only
+
+
+async def test_a_run_resumes_from_its_transcript_after_a_gateway_kill(
+    make_gateway: MakeGateway, make_runner: MakeRunner, model: Any, home: Path, tmp_path: Path
+) -> None:
+    call = {"tool": "shell", "args": {"command": "echo once >> once.txt"}}
+    server = await model(
+        [
+            {"tool": "read_file", "args": {"path": "README.md"}},  # round 1: recorded
+            call,  # round 2: asks; the gateway dies while it waits
+            call,  # after the restart the model is asked again and asks the same
+            {"text": "finished"},
+        ]
+    )
+    (home / "ws-box").mkdir(exist_ok=True)
+    (home / "ws-box" / "README.md").write_text("readme")
+    listen = ("--listen", f"127.0.0.1:{free_port()}")  # the runner comes back to it
+    gw = gateway_for(make_gateway, server, tmp_path, _args=listen)
+    make_runner(gw)
+    async with await connect_ipc(gw.socket) as c:
+        created = await r.start(c, "append once", agent="openai")
+        before = await open_request(c, created.run.id)
+    gw.kill()
+    gw2 = gateway_for(make_gateway, server, tmp_path, _args=listen)
+    async with await connect_ipc(gw2.socket) as c:
+        after = await open_request(c, created.run.id, timeout=40)
+        assert after.id == before.id  # the same request: nobody is asked twice
+        await resolve(c, after.handle, "allow_once")
+        done = await r.wait_state(c, created.run.id, timeout=60)
+        assert (done.state, done.output, done.attempts) == ("succeeded", "finished", 2)
+        events = await r.events(c, created.run.id)
+    assert (home / "ws-box" / "once.txt").read_text() == "once\n"  # ran exactly once
+    assert len(kinds_of(events, "approval.requested")) == 1
+    resumed = server.requests[2]  # the first call after the restart
+    assert "readme" in tool_messages(resumed)[0]  # round 1 came back from the transcript
+    assert [m["role"] for m in resumed["messages"]] == ["system", "user", "assistant", "tool"]

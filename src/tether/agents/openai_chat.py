@@ -45,7 +45,7 @@ class OpenAIAgent:
             raise ValueError("[agents.openai] model is not set")
         self.config = config
         self.name = "openai"
-        self.capabilities = Capabilities(streaming=True, steering=True)
+        self.capabilities = Capabilities(streaming=True, steering=True, resume=True)
         self.manifest = Manifest(
             id="openai",
             version=__version__,
@@ -78,9 +78,18 @@ class OpenAIAgent:
             {"role": "system", "content": self.config.system_prompt},
             {"role": "user", "content": ctx.input},
         ]
-        for round_no in range(1, self.config.max_rounds + 1):
+        done = 0
+        if ctx.resumed:  # the transcript so far, from the steps recorded before the restart
+            for event in await ctx.history():
+                if event.kind == AgentStep.KIND and isinstance(event.payload, dict):
+                    memo = event.payload.get("memo")
+                    if isinstance(memo, list):
+                        messages += [m for m in memo if isinstance(m, dict)]
+                        done = max(done, int(event.payload.get("step") or 0))
+        for round_no in range(done + 1, self.config.max_rounds + 1):
             if ctx.cancelled.is_set():
                 return Outcome(state="failed", reason="cancelled")
+            start = len(messages)
             messages += [{"role": "user", "content": t} for t in ctx.take_steering()]
             try:
                 reply = await self._complete(ctx, trim(messages, self.config.history_chars), tools)
@@ -101,7 +110,8 @@ class OpenAIAgent:
                         "content": await self._run_tool(ctx, call["function"]),
                     }
                 )
-            await ctx.emit(AgentStep(step=round_no))
+            # what this round added: enough to go on from here after a restart
+            await ctx.emit(AgentStep(step=round_no, memo=messages[start:]))
         text = f"stopped after {self.config.max_rounds} model calls without a final answer"
         await ctx.emit(AgentMessage(text=text))
         return Outcome(state="failed", reason="max_rounds", output=text)

@@ -330,6 +330,9 @@ class AgentDelta(RunEvent, frozen=True, kw_only=True):
 @_kind("agent.step", "agent", "The agent finished a step of its work (a resume point).")
 class AgentStep(RunEvent, frozen=True, kw_only=True):
     step: int
+    memo: Any = None
+    """What the agent needs to go on from this step after a restart, in its own format
+    (the ``openai`` agent: the messages this step added)."""
 
 
 @_kind(
