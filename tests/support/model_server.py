@@ -22,8 +22,10 @@ __all__ = ["ModelServer"]
 
 
 class ModelServer:
-    def __init__(self, script: list[dict[str, Any]]) -> None:
+    def __init__(self, script: list[dict[str, Any]], *, delay: float = 0.0) -> None:
         self.script = list(script)
+        self.delay = delay
+        """Seconds before each answer starts (a model's time to first token)."""
         self.requests: list[dict[str, Any]] = []
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -46,6 +48,8 @@ class ModelServer:
     async def _complete(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if not self.script:
             return web.json_response({"error": {"message": "script exhausted"}}, status=500)
         step = self.script.pop(0)
