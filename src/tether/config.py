@@ -179,9 +179,10 @@ class OpenAIConfig(_Section, frozen=True):
     request_timeout: Seconds = 120.0
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 3
     """Retries of one model call (429 with its retry-after, 5xx, a broken stream, a timeout)."""
-    history_chars: Positive = 400_000
-    """The conversation sent to the model is trimmed to about this many characters
-    (oldest tool results first); the server's reported usage says what it really cost."""
+    context_tokens: Positive = 100_000
+    """The conversation sent to the model is trimmed (oldest tool results first) to fit
+    about this many tokens. Tokens are estimated from characters, with no tokenizer to
+    download; the usage the server reports corrects the estimate as the run goes."""
     tool_result_chars: Positive = 32_000
     """A tool result longer than this reaches the model cut, with a note saying so."""
 

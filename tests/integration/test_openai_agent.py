@@ -164,3 +164,58 @@ async def test_a_run_resumes_from_its_transcript_after_a_gateway_kill(
     resumed = server.requests[2]  # the first call after the restart
     assert "readme" in tool_messages(resumed)[0]  # round 1 came back from the transcript
     assert [m["role"] for m in resumed["messages"]] == ["system", "user", "assistant", "tool"]
+
+
+async def test_model_errors_end_the_run_with_a_reason(
+    make_gateway: MakeGateway, model: Any, tmp_path: Path
+) -> None:
+    server = await model([{"status": 404}, {"status": 503}, {"status": 503}, {"status": 503}])
+    gw = gateway_for(make_gateway, server, tmp_path)
+    async with await connect_ipc(gw.socket) as c:
+        missing = await r.start(c, "hello", agent="openai")
+        done = await r.wait_state(c, missing.run.id, timeout=60)
+        assert (done.state, done.reason) == ("failed", "model_not_found")
+        assert "no model 'scripted-1'" in (done.output or "")
+        failing = await r.start(c, "again", agent="openai", session_id=missing.run.session_id)
+        done = await r.wait_state(c, failing.run.id, timeout=60)
+        assert (done.state, done.reason) == ("failed", "model_error")
+        assert "HTTP 503" in (done.output or "")
+    assert len(server.requests) == 4  # 404 once; 503 tried three times (max_retries = 2)
+
+
+async def test_steering_reaches_the_model_between_rounds(
+    make_gateway: MakeGateway, make_runner: MakeRunner, model: Any, tmp_path: Path
+) -> None:
+    server = await model([{"tool": "noop", "args": {"echo": "x"}}, {"text": "ok, both"}])
+    server.delay = 0.6  # the first call is still running when the steering arrives
+    gw = gateway_for(make_gateway, server, tmp_path)
+    make_runner(gw)
+    async with await connect_ipc(gw.socket) as c:
+        created = await r.start(c, "first thing", agent="openai")
+        await r.wait_state(c, created.run.id, {"running"})
+        steered = await r.start(
+            c, "and a second thing", session_id=created.run.session_id, steer=True
+        )
+        assert steered.disposition == "steered"
+        done = await r.wait_state(c, created.run.id, timeout=60)
+        assert (done.state, done.output) == ("succeeded", "ok, both")
+    users = [m["content"] for m in server.requests[1]["messages"] if m["role"] == "user"]
+    assert users == ["first thing", "and a second thing"]
+
+
+async def test_a_model_that_never_answers_times_out_plainly(
+    make_gateway: MakeGateway, model: Any, tmp_path: Path
+) -> None:
+    server = await model([{"text": "too late"}] * 3)
+    server.delay = 5.0
+    config = tmp_path / "slow.toml"
+    config.write_text(
+        f'[agents.openai]\nmodel = "m"\nbase_url = "{server.url}"\n'
+        "request_timeout = 0.5\nmax_retries = 1\n"
+    )
+    gw = make_gateway(TETHER_CONFIG=str(config))
+    async with await connect_ipc(gw.socket) as c:
+        created = await r.start(c, "hello", agent="openai")
+        done = await r.wait_state(c, created.run.id, timeout=60)
+        assert (done.state, done.reason) == ("failed", "model_unreachable")
+        assert "did not answer" in (done.output or "")

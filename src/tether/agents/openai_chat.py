@@ -4,8 +4,10 @@ Each round streams one model call (``agent.delta`` as text arrives, ``agent.usag
 what the server reported), then runs the tool calls the model asked for through
 ``ctx.call_tool``, so policy, approvals and the run's authorization decide each one. A
 call that did not run is reported to the model as such, never as a result. Steering
-input is read between rounds. The conversation is trimmed to a character budget (no
-tokenizer files are needed). Model errors get bounded retries (the SDK honours
+input is read between rounds. The conversation is trimmed to fit ``context_tokens``,
+estimated from characters (no tokenizer files are needed) and corrected by the usage
+each call reports. A run resumed after a gateway restart rebuilds its conversation from
+the messages each round recorded in its ``agent.step``. Model errors get bounded retries (the SDK honours
 ``retry-after`` on 429 and retries 5xx and timeouts; a stream that breaks is retried
 here) and end the run with a message a person can act on.
 
@@ -78,6 +80,7 @@ class OpenAIAgent:
             {"role": "system", "content": self.config.system_prompt},
             {"role": "user", "content": ctx.input},
         ]
+        budget = _Budget(self.config.context_tokens)
         done = 0
         if ctx.resumed:  # the transcript so far, from the steps recorded before the restart
             for event in await ctx.history():
@@ -91,11 +94,13 @@ class OpenAIAgent:
                 return Outcome(state="failed", reason="cancelled")
             start = len(messages)
             messages += [{"role": "user", "content": t} for t in ctx.take_steering()]
+            sent = trim(messages, budget.chars())
             try:
-                reply = await self._complete(ctx, trim(messages, self.config.history_chars), tools)
+                reply, used = await self._complete(ctx, sent, tools)
             except ModelError as exc:
                 await ctx.emit(AgentMessage(text=str(exc)))
                 return Outcome(state="failed", reason=exc.reason, output=str(exc))
+            budget.observe(sum(_size(m) for m in sent) + len(json.dumps(tools)), used)
             calls = reply.get("tool_calls") or []
             if not calls:
                 text = reply.get("content") or ""
@@ -139,22 +144,31 @@ class OpenAIAgent:
 
     async def _complete(
         self, ctx: RunContext, messages: list[Message], tools: list[dict[str, Any]]
-    ) -> Message:
-        """One streamed model call, retried when the stream breaks; the assembled reply."""
+    ) -> tuple[Message, int | None]:
+        """One streamed model call: the assembled reply and the prompt tokens the server
+        reported (None: it did not say). The SDK retries what fails before the stream
+        starts (429, 5xx, timeouts, refused connections); a stream that breaks half-way
+        is retried here; each at most ``max_retries`` times."""
         import openai
 
-        for attempt in range(self.config.max_retries + 1):
+        where = self.config.base_url or "api.openai.com"
+        tries = self.config.max_retries + 1
+        for attempt in range(tries):
             try:
                 return await self._stream(ctx, messages, tools)
             except openai.APIStatusError as exc:
                 raise _status_error(exc, self.config) from exc
-            except (openai.APIConnectionError, openai.APITimeoutError, _Broken) as exc:
+            except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+                raise ModelError(
+                    "model_unreachable",
+                    f"the model server at {where} did not answer ({type(exc).__name__}) "
+                    f"after {tries} tries",
+                ) from exc
+            except _Broken as exc:
                 if attempt == self.config.max_retries:
                     raise ModelError(
                         "model_unreachable",
-                        f"the model server at {self.config.base_url or 'api.openai.com'} "
-                        f"did not answer ({type(exc).__name__}) after "
-                        f"{self.config.max_retries + 1} tries",
+                        f"the model server at {where} broke off its answer {tries} times",
                     ) from exc
                 await ctx.emit(
                     AgentStatus(text=f"the model call broke off; retrying ({attempt + 1})")
@@ -163,7 +177,7 @@ class OpenAIAgent:
 
     async def _stream(
         self, ctx: RunContext, messages: list[Message], tools: list[dict[str, Any]]
-    ) -> Message:
+    ) -> tuple[Message, int | None]:
         import openai
 
         kwargs: dict[str, Any] = {
@@ -178,11 +192,13 @@ class OpenAIAgent:
         text: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
         finished = False
+        prompt_tokens: int | None = None
         index = 0
         try:
             async for chunk in stream:
                 if chunk.usage is not None:
                     u = chunk.usage
+                    prompt_tokens = u.prompt_tokens
                     details = getattr(u, "prompt_tokens_details", None)
                     await ctx.emit(
                         AgentUsage(
@@ -223,7 +239,25 @@ class OpenAIAgent:
         reply: Message = {"role": "assistant", "content": "".join(text) or None}
         if calls:
             reply["tool_calls"] = [calls[i] for i in sorted(calls)]
-        return reply
+        return reply, prompt_tokens
+
+
+class _Budget:
+    """How many characters of conversation fit the model's context: tokens are estimated
+    as characters / 4 until the server's reported usage gives the real ratio."""
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+        self.chars_per_token = 4.0
+
+    def chars(self) -> int:
+        return int(self.tokens * self.chars_per_token)
+
+    def observe(self, chars: int, prompt_tokens: int | None) -> None:
+        if prompt_tokens and prompt_tokens > 0 and chars > 0:
+            seen = chars / prompt_tokens
+            # smoothed, and never more optimistic than 8 characters a token
+            self.chars_per_token = min(8.0, 0.5 * self.chars_per_token + 0.5 * seen)
 
 
 class _Broken(Exception):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tether.agents.openai_chat import OpenAIAgent, trim
+from tether.agents.openai_chat import OpenAIAgent, _Budget, trim
 from tether.config import OpenAIConfig
 
 
@@ -57,3 +57,16 @@ def test_the_agent_needs_a_model() -> None:
     agent = OpenAIAgent(OpenAIConfig(model="m", base_url="http://127.0.0.1:9/v1"))
     assert agent.manifest.permissions.network == ["http://127.0.0.1:9/v1"]
     assert agent.capabilities.streaming
+
+
+def test_the_budget_learns_the_real_ratio_from_usage() -> None:
+    budget = _Budget(1000)
+    assert budget.chars() == 4000  # four characters a token until told otherwise
+    budget.observe(chars=3000, prompt_tokens=1000)  # this model: three a token
+    assert budget.chars() == 3500
+    budget.observe(chars=3000, prompt_tokens=1000)
+    assert budget.chars() == 3250
+    budget.observe(chars=3000, prompt_tokens=None)  # no usage: the estimate stays
+    assert budget.chars() == 3250
+    budget.observe(chars=100_000, prompt_tokens=1)  # nonsense cannot make it optimistic
+    assert budget.chars() <= 8000
