@@ -88,6 +88,8 @@ def test_tools_call_ask_waits_for_an_approval_from_another_terminal(
         assert "shell in app" in listed
         approved = ok(home, "approvals", "approve", handle)
         assert "$ echo asked > asked.txt" in approved
+        assert f"approval {handle} allowed once" in approved
+        assert "allowed by local-admin" in approved  # decided: no expiry shown any more
         out, err = waiting.communicate(timeout=30 * SCALE)
     finally:
         waiting.kill()

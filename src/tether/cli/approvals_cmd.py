@@ -39,9 +39,10 @@ def _left(expires_at: float) -> str:
 
 def describe(r: RequestInfo) -> str:
     """A request in a few lines: what it would run or asks, who asked, until when."""
-    lines = [
-        f"{r.kind} {r.handle} ({r.id}), run {r.run_id or '-'}, expires in {_left(r.expires_at)}"
-    ]
+    when = f"expires in {_left(r.expires_at)}" if r.state == "open" else r.state
+    if r.decided_by and r.state != "open":
+        when += f" by {r.decided_by}"
+    lines = [f"{r.kind} {r.handle} ({r.id}), run {r.run_id or '-'}, {when}"]
     if r.kind == "question":
         lines.append(f"  question: {r.summary}")
         if r.choices:
