@@ -181,18 +181,19 @@ class CallGate:
         self, run: GateRun, tool: str, digest: str, workspace: str
     ) -> RequestRecord | None:
         """An open (or allowed, never executed) approval of this run for the same call."""
-        store = self.requests.ledger.requests
-        found = await store.open_for_call(run.run_id, tool, digest, workspace)
+        same = [
+            r
+            for r in await self.requests.ledger.requests.for_run(run.run_id)
+            if r.kind == "approval"
+            and r.tool == tool
+            and r.args_sha256 == digest
+            and r.plan_data().get("workspace") == workspace
+        ]
+        found = next((r for r in same if r.is_open), None)
         if found is not None:
             return found
-        for record in await store.for_run(run.run_id):
-            if (
-                record.state == "allowed"
-                and record.tool == tool
-                and record.args_sha256 == digest
-                and record.plan_data().get("workspace") == workspace
-                and record.call_id
-            ):
+        for record in same:
+            if record.state == "allowed" and record.call_id:
                 try:
                     await self.tools.ledger.tool_calls.get(record.call_id)
                 except NotFound:

@@ -176,21 +176,6 @@ class RequestStore:
             rows = (await conn.execute(query)).all()
         return [from_row(RequestRecord, r) for r in rows]
 
-    async def open_for_call(
-        self, run_id: str, tool: str, args_sha256: str, workspace: str
-    ) -> RequestRecord | None:
-        """The open approval a resumed run made for exactly this call before a restart."""
-        for record in await self.open(run_id=run_id):
-            plan = record.plan_data()
-            if (
-                record.kind == "approval"
-                and record.tool == tool
-                and record.args_sha256 == args_sha256
-                and plan.get("workspace") == workspace
-            ):
-                return record
-        return None
-
     async def open_question(self, run_id: str, summary: str) -> RequestRecord | None:
         """The open question a resumed run asked before a restart."""
         for record in await self.open(run_id=run_id):
