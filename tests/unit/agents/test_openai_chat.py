@@ -70,3 +70,36 @@ def test_the_budget_learns_the_real_ratio_from_usage() -> None:
     assert budget.chars() == 3250
     budget.observe(chars=100_000, prompt_tokens=1)  # nonsense cannot make it optimistic
     assert budget.chars() <= 8000
+
+
+class _Ctx:
+    """Just what ``_run_tool`` touches: status events and one tool call."""
+
+    def __init__(self, result: object) -> None:
+        self.result = result
+        self.calls: list[tuple[str, dict[str, object]]] = []
+
+    async def emit(self, event: object) -> int:
+        return 1
+
+    async def call_tool(self, *, runner: str, tool: str, args: dict[str, object]) -> object:
+        self.calls.append((tool, args))
+        return self.result
+
+
+@pytest.mark.parametrize("arguments", ["{not json", "[1, 2]", '"a string"'])
+async def test_a_model_sending_bad_arguments_runs_nothing(arguments: str) -> None:
+    agent = OpenAIAgent(OpenAIConfig(model="m"))
+    ctx = _Ctx({})
+    said = await agent._run_tool(ctx, {"name": "shell", "arguments": arguments})  # type: ignore[arg-type]
+    assert said.startswith("error: the call to shell did not run")
+    assert ctx.calls == []
+
+
+async def test_a_huge_tool_result_reaches_the_model_cut() -> None:
+    agent = OpenAIAgent(OpenAIConfig(model="m", tool_result_chars=100))
+    ctx = _Ctx({"output": "x" * 10_000})
+    said = await agent._run_tool(ctx, {"name": "read_file", "arguments": '{"path": "a"}'})  # type: ignore[arg-type]
+    assert len(said) < 200
+    assert "more characters not shown" in said
+    assert ctx.calls == [("read_file", {"path": "a"})]
