@@ -173,6 +173,8 @@ class CallGate:
         else:
             if earlier is None:  # ask
                 earlier = await self._ask(run, call_id, live, call, args, digest, decision)
+            elif not await self._announced(run, earlier, ApprovalRequested.KIND):
+                await self._announce_approval(run, earlier, decision.rule)
             return await self._await_approval(run, earlier, call_id, live, call, args)
         await run.record_event(_decided(call_id, "allow", verdict))
         return verdict
@@ -211,7 +213,6 @@ class CallGate:
         decision: Decision,
     ) -> RequestRecord:
         approvers = await self.requests.approvers_for(run.creator)
-        plan = _plan(live, call, args)
         record = await self.requests.open(
             kind="approval",
             run_id=run.run_id,
@@ -222,27 +223,39 @@ class CallGate:
             created_by=run.creator,
             tool=call.tool,
             args_sha256=digest,
-            plan=plan,
+            plan=_plan(live, call, args),
         )
+        await self._announce_approval(run, record, decision.rule)
+        await self._say_if_unseen(run, record)
+        return record
+
+    @staticmethod
+    async def _announce_approval(run: GateRun, record: RequestRecord, rule: str) -> None:
+        """``approval.requested`` for ``record``, from the plan it binds."""
+        plan = record.plan_data()
         await run.record_event(
             ApprovalRequested(
                 request=record.id,
                 handle=record.handle,
-                call_id=call_id,
-                tool=call.tool,
-                runner=live.name,
-                workspace=call.workspace,
-                args=plan["args"],
+                call_id=record.call_id or "",
+                tool=str(plan.get("tool", record.tool or "")),
+                runner=str(plan.get("runner", "")),
+                workspace=str(plan.get("workspace", "")),
+                args=plan.get("args") or {},
                 commands=plan.get("commands"),
                 cwd=plan.get("cwd"),
                 env=plan.get("env", []),
-                rule=decision.rule,
-                approvers=approvers,
+                rule=rule,
+                approvers=record.approver_list(),
                 expires_at=record.expires_at,
             )
         )
-        await self._say_if_unseen(run, record)
-        return record
+
+    async def _announced(self, run: GateRun, record: RequestRecord, kind: str) -> bool:
+        """Whether the run's log says ``kind`` for ``record``: a gateway that died between
+        opening a request and recording it leaves the record unsaid (read on resume only)."""
+        events = await self.tools.ledger.events.read(run.run_id, limit=100_000)
+        return any(event.kind == kind and record.id in event.payload for event in events)
 
     async def _say_if_unseen(self, run: GateRun, record: RequestRecord) -> None:
         if not self.requests.reachable(record.approver_list()):
@@ -386,6 +399,8 @@ class CallGate:
         stored = redact(text)  # the ledger keeps it redacted, as every event
         if run.resumed:
             record = await self.requests.ledger.requests.open_question(run.run_id, stored)
+            if record is not None and not await self._announced(run, record, QuestionAsked.KIND):
+                await self._announce_question(run, record, text, choices)
         if record is None:
             approvers = await self.requests.approvers_for(run.creator)
             record = await self.requests.open(
@@ -399,16 +414,7 @@ class CallGate:
                 choices=[redact(c) for c in choices],
                 timeout=timeout,
             )
-            await run.record_event(
-                QuestionAsked(
-                    request=record.id,
-                    handle=record.handle,
-                    question=text,
-                    choices=choices,
-                    approvers=approvers,
-                    expires_at=record.expires_at,
-                )
-            )
+            await self._announce_question(run, record, text, choices)
             await self._say_if_unseen(run, record)
         final = await self._wait(run, record)
         decision = {"answered": "answer", "expired": "expired"}.get(final.state, "cancelled")
@@ -431,6 +437,21 @@ class CallGate:
             )
         raise ApprovalDenied(
             f"question {final.handle} was closed: the run is stopping", data={"request": final.id}
+        )
+
+    @staticmethod
+    async def _announce_question(
+        run: GateRun, record: RequestRecord, text: str, choices: list[str]
+    ) -> None:
+        await run.record_event(
+            QuestionAsked(
+                request=record.id,
+                handle=record.handle,
+                question=text,
+                choices=choices,
+                approvers=record.approver_list(),
+                expires_at=record.expires_at,
+            )
         )
 
     # ---- direct calls (tool.call) ----------------------------------------------------
