@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from tether.agents import AgentBackend, Discovered, builtin, configured, discover
+from tether.agents import AgentBackend, Discovered, HostedAgent, builtin, configured, discover
 from tether.config import Config
 from tether.gateway.access_api import AccessApi
 from tether.gateway.agents_api import AgentsApi
@@ -33,6 +33,7 @@ from tether.gateway.call_gate import CallGate
 from tether.gateway.call_policy import CallPolicy
 from tether.gateway.fanout import Fanout
 from tether.gateway.handlers import MethodHandlers
+from tether.gateway.hosted import HostedService
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.orchestrator import Orchestrator, default_node_id
 from tether.gateway.registry import RunnerRegistry
@@ -99,6 +100,18 @@ def _build(
     tools = ToolGateway(ledger, registry, link, issuer, config.limits)
     requests = RequestBroker(ledger, config.policy, connected=server.people)
     gate = CallGate(CallPolicy(ledger, config.policy), requests, tools)
+    hosted = HostedService(
+        ledger=ledger,
+        registry=registry,
+        link=link,
+        tools=tools,
+        gate=gate,
+        issuer=issuer,
+        config=config.runs,
+    )
+    for backend in agents.backends.values():
+        if isinstance(backend, HostedAgent):
+            backend.bind(hosted)
     fanout = Fanout()
     orchestrator = Orchestrator(
         RunLog(ledger, fanout),
@@ -124,7 +137,7 @@ def _build(
     )
     access_api = AccessApi(ledger, gate, runs_api, registry, server, config.runs.default_mode)
     agents_api = AgentsApi(agents, config.runs.default_agent)
-    for api in (system, runs_api, runners_api, access_api, agents_api):
+    for api in (system, runs_api, runners_api, access_api, agents_api, hosted):
         api.install(handlers)
     server.on_peer_closed += [runs_api.peer_closed, runners_api.peer_closed]
     retention = RetentionJob(ledger, metrics, config.ledger.retention_interval)

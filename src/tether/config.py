@@ -187,10 +187,35 @@ class OpenAIConfig(_Section, frozen=True):
     """A tool result longer than this reaches the model cut, with a note saying so."""
 
 
+class CodexConfig(_Section, frozen=True):
+    """The hosted ``codex`` agent, as a runner starts it (``codex app-server``); read by
+    the runner, which also keeps its model credentials (they never reach the gateway)."""
+
+    command: str = "codex"
+    """The program: a path, or a name on PATH (the npm shim or the native binary)."""
+    settings: dict[str, Any] = {}
+    """Codex config keys (dotted names) passed as ``-c key=value``: the model, a model
+    provider and its ``base_url``. tether's own settings (plugins, analytics, updates and
+    web search off) are passed after them and win."""
+    env: list[str] = []
+    """Names of the runner's environment variables the agent gets (e.g. its API key)."""
+    sandbox: Literal["auto", "codex", "external"] = "auto"
+    """``codex``: Codex's own read-only sandbox inside tether's, so reads run unasked and
+    everything more asks (needs nested user namespaces); ``external``: tether's sandbox
+    only, and every command asks; ``auto``: ``codex`` where it works, else ``external``."""
+    share_home: bool = False
+    """Give sessions the user's own CODEX_HOME (``user_home``) instead of a private one,
+    so threads started with the Codex CLI can be attached (docs/agents.md)."""
+    user_home: str = "~/.codex"
+    start_timeout: Seconds = 60.0
+    """Seconds for the agent to start and answer ``initialize``."""
+
+
 class AgentsConfig(_Section, frozen=True):
     """Agent backends that need configuration."""
 
     openai: OpenAIConfig = msgspec.field(default_factory=OpenAIConfig)
+    codex: CodexConfig = msgspec.field(default_factory=CodexConfig)
 
 
 class RunsConfig(_Section, frozen=True):
@@ -383,6 +408,16 @@ class RunnerConfig(_Section, frozen=True):
     heartbeat_interval: Seconds = 15.0
     shutdown_grace: Seconds = 10.0
     reconnect_max_delay: Seconds = 30.0
+    agent_buffer_memory_bytes: Positive = 1024 * 1024
+    """A hosted agent's events the gateway has not acknowledged, kept in memory up to
+    this, then on disk (under the data dir)."""
+    agent_buffer_disk_bytes: Positive = 64 * 1024 * 1024
+    """Past this on disk, the turn is interrupted and fails with ``buffer_full``."""
+    agent_interrupt_grace: Seconds = 5.0
+    """Seconds a hosted agent has to end an interrupted turn before its process is killed."""
+    agent_network: bool = True
+    """Hosted agents share the runner's network (they must reach their model); false
+    gives them none at all."""
 
 
 class Config(_Section, frozen=True):

@@ -1,5 +1,5 @@
-"""Agent backends: the contract, and the built-in ones (``operator``, and the ``script``
-test fixture)."""
+"""Agent backends: the contract, and the built-in ones (``operator``, ``codex`` hosted
+on runners, and the ``script`` test fixture)."""
 
 from tether.agents.contract import (
     AgentBackend,
@@ -11,6 +11,7 @@ from tether.agents.contract import (
     RunContext,
 )
 from tether.agents.discovery import ENTRY_POINT_GROUP, Discovered, Skipped, discover
+from tether.agents.hosted import CODEX, HostedAgent
 from tether.agents.operator import OperatorAgent
 from tether.agents.script import ScriptAgent
 from tether.config import Config
@@ -20,6 +21,7 @@ __all__ = [
     "AgentBackend",
     "Capabilities",
     "Discovered",
+    "HostedAgent",
     "Manifest",
     "OperatorAgent",
     "Outcome",
@@ -50,5 +52,6 @@ def builtin() -> dict[str, AgentBackend]:
         OperatorAgent(),
         ScriptAgent(),
         ScriptAgent("script-once", resume=False),
+        HostedAgent(CODEX),
     ]
     return {a.name: a for a in agents}

@@ -3,6 +3,7 @@
 It is the agent's manifest permissions ∩ the session's runner and workspace ∩ the tools
 that runner offers (as it last registered, so an offline runner still counts), computed
 once, stored with the run, and read back (never recomputed) when the run is resumed.
+A hosted agent (Codex) gets the actions its manifest names, on a runner that hosts it.
 Every tool call is checked against it before policy decides: outside it, the call is
 refused with ``capability_denied``. Test fixtures (``script``) are not limited by it;
 policy and the runners still are.
@@ -54,6 +55,19 @@ def freeze(
     if runner_id is None:
         return Authorization(network=list(manifest.permissions.network))
     perms = manifest.permissions
+    runner_spaces = list(offered.get("workspaces") or [])
+    candidates = [workspace] if workspace else runner_spaces
+    spaces = [w for w in candidates if "*" in perms.workspaces or w in perms.workspaces]
+    if manifest.capabilities.hosted:
+        # a hosted agent's actions are its own (a command, a file change), named in its
+        # manifest; it has them only on a runner that hosts it
+        hosts = manifest.id in (offered.get("agents") or [])
+        return Authorization(
+            runner_id=runner_id,
+            workspaces=spaces,
+            tools=sorted(t for t in perms.tools if t != "*") if hosts else [],
+            network=list(perms.network),
+        )
     risks: dict[str, str] = dict(offered.get("tool_risks") or {})
     for name in offered.get("tools") or []:
         risks.setdefault(name, "exec")  # registered before risks were kept: the strictest
@@ -62,9 +76,6 @@ def freeze(
         for name, risk in risks.items()
         if "*" in perms.tools or name in perms.tools or risk in perms.tools
     )
-    runner_spaces = list(offered.get("workspaces") or [])
-    candidates = [workspace] if workspace else runner_spaces
-    spaces = [w for w in candidates if "*" in perms.workspaces or w in perms.workspaces]
     return Authorization(
         runner_id=runner_id, workspaces=spaces, tools=tools, network=list(perms.network)
     )

@@ -133,10 +133,13 @@ class CallGate:
         args: dict[str, Any],
         workspace: str,
         announce: Callable[[str], Awaitable[None]],
+        call: Call | None = None,
     ) -> Verdict:
         """Decide a run's call; return how it was allowed, or raise why not. ``announce``
-        records ``tool.call.requested`` (with the call id to use) once it is known to be new."""
-        call = self.policy.describe(tool, args, workspace=workspace, live=live)
+        records ``tool.call.requested`` (with the call id to use) once it is known to be new.
+        ``call``: how policy sees it, when not one of the runner's tools (a hosted agent's
+        own action)."""
+        call = call or self.policy.describe(tool, args, workspace=workspace, live=live)
         digest = args_digest(args)
         earlier = await self._earlier(run, tool, digest, workspace) if run.resumed else None
         if earlier is not None and earlier.call_id:

@@ -28,12 +28,19 @@ __all__ = ["RunLog", "encode_event"]
 _encode = msgspec.json.Encoder().encode
 
 
-def encode_event(event: RunEvent, seq: int, created_at: float) -> NewEvent:
+def encode_event(
+    event: RunEvent, seq: int, created_at: float, origin: int | None = None
+) -> NewEvent:
     """The stored form of ``event`` at ``seq``: its kind and source from the catalogue, and
     its payload as JSON with secrets redacted (nothing secret reaches the ledger)."""
     payload = _encode(redact_value(payload_data(event))).decode()
     return NewEvent(
-        seq=seq, kind=event.KIND, source=event.SOURCE, payload=payload, created_at=created_at
+        seq=seq,
+        kind=event.KIND,
+        source=event.SOURCE,
+        payload=payload,
+        created_at=created_at,
+        origin=origin,
     )
 
 
@@ -57,6 +64,7 @@ class RunLog:
         to: RunState | None = None,
         reason: str | None = None,
         output: str | None = None,
+        origin: int | None = None,
     ) -> tuple[Event, Run]:
         """Commit ``event`` (at ``seq``, else after the last one) under ``run.epoch``, with
         the transition to ``to`` if given; publish it; return it and the run as now stored."""
@@ -69,7 +77,7 @@ class RunLog:
                 )
         if seq is None:
             seq = await self.next_seq(run.id)
-        new = encode_event(event, seq, self.clock())
+        new = encode_event(event, seq, self.clock(), origin)
         if to is None:
             (new,) = await self.ledger.events.append(run.id, run.epoch, [new])
         else:

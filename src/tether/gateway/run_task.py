@@ -141,6 +141,7 @@ class RunTask:
         to: RunState | None = None,
         reason: str | None = None,
         output: str | None = None,
+        origin: int | None = None,
     ) -> int:
         """Record one event (with a state change when ``to`` is given), in seq order."""
         if self.fenced:
@@ -149,7 +150,7 @@ class RunTask:
             seq = self._seq if self._seq is not None else await self.env.log.next_seq(self.run_id)
             try:
                 stored, self.record = await self.env.log.record(
-                    self.record, event, seq=seq, to=to, reason=reason, output=output
+                    self.record, event, seq=seq, to=to, reason=reason, output=output, origin=origin
                 )
             except Conflict as exc:
                 self._fence(exc.message)
@@ -234,9 +235,10 @@ class RunTask:
             )
         return await self._record(event)
 
-    async def record_event(self, event: RunEvent) -> int:
-        """A gateway (or runner) event of this run."""
-        return await self._record(event)
+    async def record_event(self, event: RunEvent, origin: int | None = None) -> int:
+        """A gateway (or runner) event of this run; ``origin``: a hosted agent's number
+        for it (see ``tether.gateway.hosted``)."""
+        return await self._record(event, origin=origin)
 
     async def set_waiting(self, waiting: bool, reason: str = "") -> None:
         if waiting and self.state == RunState.RUNNING:

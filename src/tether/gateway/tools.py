@@ -259,6 +259,38 @@ class ToolGateway:
             error=redact(rule),
         )
 
+    async def record_hosted(
+        self,
+        *,
+        call_id: str,
+        run_id: str,
+        runner_id: str,
+        tool: str,
+        args: dict[str, Any],
+        workspace: str,
+        requested_by: str | None,
+        decided_by: str,
+        rule: str,
+        request_id: str | None = None,
+    ) -> None:
+        """Record a hosted agent's action that policy (or a person) allowed: the agent runs
+        it itself, so no token is minted; its outcome is recorded when the agent reports it."""
+        await self.ledger.tool_calls.create(
+            call_id=call_id,
+            run_id=run_id or None,
+            runner_id=runner_id,
+            tool=tool,
+            args=msgspec.json.encode(redact_value(args)).decode(),
+            args_sha256=args_digest(args),
+            workspace=workspace,
+            decision="allow",
+            token_id=None,
+            requested_by=requested_by,
+            decided_by=decided_by,
+            rule=redact(rule),
+            request_id=request_id,
+        )
+
     @contextlib.contextmanager
     def _slot(self, runner_id: str) -> Iterator[None]:
         """Count a call in flight on a runner. Taken before the call's first await, so

@@ -43,7 +43,8 @@ class EventStore:
         content at an existing seq raises Conflict."""
         stored = [await self.offload(run_id, e) for e in events]
         rows: list[EventRow] = [
-            (run_id, e.seq, e.kind, e.source, e.payload, e.created_at, epoch) for e in stored
+            (run_id, e.seq, e.kind, e.source, e.payload, e.created_at, epoch, e.origin)
+            for e in stored
         ]
         await self.writer.append(rows)
         return stored
@@ -82,6 +83,16 @@ class EventStore:
         async with self.db.reader.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [Event(**r._asdict()) for r in rows]
+
+    async def last_origin(self, run_id: str) -> int:
+        """The highest hosted-agent event number recorded for the run (0: none)."""
+        async with self.db.reader.connect() as conn:
+            value = (
+                await conn.execute(
+                    select(func.max(run_events.c.origin)).where(run_events.c.run_id == run_id)
+                )
+            ).scalar()
+        return int(value or 0)
 
     async def last_seq(self, run_id: str) -> int:
         async with self.db.reader.connect() as conn:

@@ -66,6 +66,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     payload: str
     created_at: float
     epoch: int
+    origin: int | None = None
+    """A hosted agent's event: its runner's number for it (see ``run_events.origin``)."""
 
 
 class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,6 +78,7 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
     source: str
     payload: str
     created_at: float
+    origin: int | None = None
 
     def committed(self, run_id: str, epoch: int) -> Event:
         """The record this event is once committed to ``run_id`` under ``epoch``."""
@@ -87,6 +90,7 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
             payload=self.payload,
             created_at=self.created_at,
             epoch=epoch,
+            origin=self.origin,
         )
 
 

@@ -41,6 +41,7 @@ async def insert_event(conn: AsyncConnection, run_id: str, event: NewEvent, epoc
             payload=event.payload,
             created_at=event.created_at,
             epoch=epoch,
+            origin=event.origin,
         )
     )
 

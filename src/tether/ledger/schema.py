@@ -138,6 +138,9 @@ run_events = Table(
     Column("payload", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("epoch", Integer, nullable=False),
+    Column("origin", Integer, nullable=True),
+    # ``origin``: for an event a hosted agent sent, its runner's number for it (1, 2, ...
+    # per run), so a gateway that restarts knows exactly which of them it already has.
     # A rowid table (not WITHOUT ROWID): rows of ~500 bytes append 2.5x faster this way.
     PrimaryKeyConstraint("run_id", "seq"),
 )

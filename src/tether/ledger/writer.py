@@ -66,10 +66,10 @@ __all__ = ["STATEMENTS", "EventRow", "EventWriter", "Op", "PostgresWriter", "Sql
 
 log = logging.getLogger(__name__)
 
-EventRow = tuple[str, int, str, str, str, float, int]
-"""(run_id, seq, kind, source, payload, created_at, epoch) in table column order."""
+EventRow = tuple[str, int, str, str, str, float, int, int | None]
+"""(run_id, seq, kind, source, payload, created_at, epoch, origin) in table column order."""
 
-COLUMNS = ("run_id", "seq", "kind", "source", "payload", "created_at", "epoch")
+COLUMNS = ("run_id", "seq", "kind", "source", "payload", "created_at", "epoch", "origin")
 if tuple(c.name for c in run_events.columns) != COLUMNS:  # pragma: no cover - schema guard
     raise RuntimeError("EventRow must follow the run_events columns")
 _TABLE = run_events.name
@@ -496,7 +496,7 @@ class PostgresWriter(_Writer):
     _SQL = (
         f"INSERT INTO {_TABLE} ({', '.join(COLUMNS)}) "  # noqa: S608
         f"SELECT u.* FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], "
-        f"$6::float8[], $7::int[]) AS u({', '.join(COLUMNS)}) "
+        f"$6::float8[], $7::int[], $8::int[]) AS u({', '.join(COLUMNS)}) "
         f"JOIN {runs.name} r ON r.id = u.run_id AND r.epoch = u.epoch "
         "FOR SHARE OF r ON CONFLICT DO NOTHING"
     )

@@ -13,7 +13,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 import msgspec
 
-from tether.protocol import access, agents, runners, runs
+from tether.protocol import access, agents, hosted, runners, runs
 from tether.protocol.handshake import HelloParams, HelloResult
 from tether.protocol.system import Empty, GatewayInfo, PingParams, Pong
 from tether.types import USER_ROLES, Role, UserRole
@@ -312,6 +312,83 @@ TOOL_CALL = register(
         ADMIN,
         "Diagnostics: call a tool on a runner (with a capability token and the runner's policy).",
         users=OWNERS,
+    )
+)
+
+# ---- hosted agents (gateway <-> runner) -------------------------------------------------
+
+AGENT_START = register(
+    Method(
+        "agent.start",
+        hosted.AgentStartParams,
+        hosted.AgentStarted,
+        FROM_GATEWAY,
+        "Start a hosted agent's turn (under a capability token), or attach to the one the "
+        "runner has and replay its events after `after`.",
+    )
+)
+AGENT_STEER = register(
+    Method(
+        "agent.steer",
+        hosted.AgentSteerParams,
+        Empty,
+        FROM_GATEWAY,
+        "Add input to a hosted agent's running turn.",
+    )
+)
+AGENT_INTERRUPT = register(
+    Method(
+        "agent.interrupt",
+        hosted.AgentTurnParams,
+        Empty,
+        FROM_GATEWAY,
+        "Interrupt a hosted agent's turn (its process is killed after a grace period).",
+    )
+)
+AGENT_DONE = register(
+    Method(
+        "agent.done",
+        hosted.AgentTurnParams,
+        Empty,
+        FROM_GATEWAY,
+        "The gateway has recorded the turn's end: the runner forgets its events.",
+    )
+)
+AGENT_STOP = register(
+    Method(
+        "agent.stop",
+        hosted.AgentStopParams,
+        Empty,
+        FROM_GATEWAY,
+        "Stop a session's hosted agent process (its thread can be resumed).",
+    )
+)
+AGENT_ACK: Method[hosted.AgentAckNote, None] = register(
+    Method(
+        "agent.ack",
+        hosted.AgentAckNote,
+        None,
+        FROM_GATEWAY,
+        "Notification: the turn's events up to `n` are committed; the runner may drop them.",
+    )
+)
+AGENT_EVENT: Method[hosted.AgentEventNote, None] = register(
+    Method(
+        "agent.event",
+        hosted.AgentEventNote,
+        None,
+        RUNNERS,
+        "Notification: event `n` of a hosted agent's turn.",
+    )
+)
+AGENT_PERMISSION = register(
+    Method(
+        "agent.permission",
+        hosted.AgentPermissionParams,
+        hosted.AgentPermissionAnswer,
+        RUNNERS,
+        "A hosted agent asks before it acts (a command, a file change, a question): "
+        "answered by policy or a person, once per `request_key`.",
     )
 )
 

@@ -28,6 +28,12 @@ from typing import Any, Literal
 from tether import __version__
 from tether.errors import Conflict, PolicyDenied, TetherError, Unauthorized
 from tether.protocol.methods import (
+    AGENT_ACK,
+    AGENT_DONE,
+    AGENT_INTERRUPT,
+    AGENT_START,
+    AGENT_STEER,
+    AGENT_STOP,
     RUNNER_ACK,
     RUNNER_HEARTBEAT,
     RUNNER_PROBE,
@@ -47,6 +53,7 @@ from tether.protocol.runners import (
     ToolProgressNote,
 )
 from tether.protocol.system import Empty
+from tether.runner.agents.host import AgentHost
 from tether.runner.executor import CallExecutor
 from tether.runner.gateway_link import GatewayLink
 from tether.runner.identity import RunnerIdentity
@@ -97,15 +104,15 @@ class RunnerDaemon:
         shutdown_grace: float,
         reconnect_max_delay: float,
         insecure: bool = False,
-        agents: list[str] | None = None,
+        host: Callable[[GatewayLink, str], AgentHost] | None = None,
     ) -> None:
+        """``host`` builds the agent host (from the link and this process's boot id)."""
         self.identity = identity
         self.executor = executor
         self.heartbeat_interval = heartbeat_interval
         self.shutdown_grace = shutdown_grace
         self.backoff = Backoff(cap=reconnect_max_delay)
         self.insecure = insecure
-        self.agents = agents or []
         self.boot_id = secrets.token_hex(8)
         self.client: RpcClient | None = None
         self.stop = asyncio.Event()
@@ -116,6 +123,15 @@ class RunnerDaemon:
         self.routes.add(TOOL_CANCEL, self._cancel)
         self.routes.add(RUNNER_PROBE, lambda _p: Empty())
         self.routes.add(RUNNER_ACK, lambda p: self.link.ack(p.acked))
+        self.host = host(self.link, self.boot_id) if host is not None else None
+        if self.host is not None:
+            self.routes.add(AGENT_START, self.host.start)
+            self.routes.add(AGENT_STEER, self.host.steer)
+            self.routes.add(AGENT_INTERRUPT, self.host.interrupt)
+            self.routes.add(AGENT_DONE, self.host.done)
+            self.routes.add(AGENT_STOP, self.host.stop)
+            self.routes.add(AGENT_ACK, self.host.ack)
+        self.agents = self.host.available() if self.host is not None else []
         executor.progress = self._progress
 
     # ---- incoming calls ------------------------------------------------------------
@@ -199,6 +215,8 @@ class RunnerDaemon:
                 log.warning("! disconnected; reconnecting", extra={"in_s": round(delay, 2)})
                 await self._sleep(delay)
         await self.executor.drain(self.shutdown_grace)  # calls left running while disconnected
+        if self.host is not None:
+            await self.host.aclose()
         return 0
 
     async def _serve(self, client: RpcClient) -> None:

@@ -16,8 +16,10 @@ from pathlib import Path
 from tether.config import Config
 from tether.errors import ConfigError
 from tether.runner import reaper
+from tether.runner.agents.host import AgentHost
 from tether.runner.daemon import RunnerDaemon
 from tether.runner.executor import CallExecutor
+from tether.runner.gateway_link import GatewayLink
 from tether.runner.identity import RunnerIdentity, load_identity
 from tether.runner.protected import ProtectedPaths, runner_protected
 from tether.runner.sandbox import SandboxInfo, detect
@@ -64,6 +66,20 @@ class RunnerNode:
             protected=self.protected,
             home=self.home,
         )
+
+        def host(link: GatewayLink, boot_id: str) -> AgentHost:
+            return AgentHost(
+                self.config,
+                runner_name=self.identity.name,
+                workspaces=self.workspaces,
+                verifier=executor.verifier,
+                sandbox=self.sandbox,
+                protected=self.protected,
+                home=self.home,
+                link=link,
+                boot_id=boot_id,
+            )
+
         return RunnerDaemon(
             self.identity,
             executor,
@@ -71,6 +87,7 @@ class RunnerNode:
             shutdown_grace=runner.shutdown_grace,
             reconnect_max_delay=runner.reconnect_max_delay,
             insecure=self.insecure,
+            host=host,
         )
 
 

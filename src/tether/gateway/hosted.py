@@ -1,0 +1,495 @@
+"""The gateway's side of hosted agents: a run is one turn of an agent on its runner.
+
+:meth:`HostedService.drive` is the hosted backends' ``run``: it mints a capability token
+bound to the runner, run, agent and workspace, starts the turn (``agent.start``), records
+every event the runner sends (``agent.event``) in order with its number as the event's
+``origin``, acknowledges them once committed (``agent.ack``), passes steering
+(``agent.steer``) and a stop (``agent.interrupt``), and returns the turn's outcome.
+
+Nothing is lost or recorded twice: when the runner's connection drops the turn goes on
+there, and once the runner is back the drive attaches again (``agent.start`` with
+``after`` = the last number committed) and the runner replays the rest. A gateway that
+restarts resumes the run and does the same, reading ``after`` from the ledger
+(``EventStore.last_origin``). Numbers it already has are ignored; a gap makes it attach
+again.
+
+What a runner may record is limited (:data:`~tether.protocol.hosted.HOST_KINDS`, each
+checked against the catalogue): agent text and status, and the agent's tool calls,
+whose ``runner`` and ``workspace`` are the drive's own and whose only decision it may
+record is its sandbox's (``by: agent_sandbox``). Decisions are tether's:
+``agent.permission`` goes through the :class:`~tether.gateway.call_gate.CallGate`
+(authorization, policy, a person) and the answer is ``accept`` (once), ``decline``, or
+``cancel`` when the run is stopping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from tether.agents.contract import Outcome, RunContext
+from tether.config import RunsConfig
+from tether.errors import (
+    ApprovalDenied,
+    ApprovalExpired,
+    CapabilityDenied,
+    InvalidParams,
+    PolicyDenied,
+    RunnerOffline,
+    TetherError,
+)
+from tether.gateway.call_gate import CallGate
+from tether.gateway.handlers import MethodHandlers
+from tether.gateway.peer import Peer
+from tether.gateway.registry import LiveRunner, RunnerRegistry
+from tether.gateway.run_task import RunTask
+from tether.gateway.runner_link import SocketRunnerLink
+from tether.gateway.tools import ToolGateway
+from tether.ledger import Ledger
+from tether.policy import Call, describe_call
+from tether.policy.calls import normalize_path
+from tether.protocol.events import (
+    RunEvent,
+    ToolCallDecided,
+    ToolCallFailed,
+    ToolCallRequested,
+    ToolCallSucceeded,
+    decode_payload,
+)
+from tether.protocol.hosted import (
+    HOST_KINDS,
+    TURN_ENDED,
+    AgentAckNote,
+    AgentEventNote,
+    AgentPermissionAnswer,
+    AgentPermissionParams,
+    AgentStartParams,
+    AgentSteerParams,
+    AgentTurnParams,
+)
+from tether.protocol.methods import (
+    AGENT_ACK,
+    AGENT_DONE,
+    AGENT_EVENT,
+    AGENT_INTERRUPT,
+    AGENT_PERMISSION,
+    AGENT_START,
+    AGENT_STEER,
+)
+from tether.security.capability import CapabilityIssuer
+from tether.security.redaction import redact, redact_value
+
+__all__ = ["HostedService"]
+
+log = logging.getLogger(__name__)
+
+ACK_EVERY = 32
+"""Events committed between two ``agent.ack``."""
+QUEUE_MAX = 10_000
+"""Events held for one drive before it drops the rest and asks for a replay."""
+START_TIMEOUT = 120.0
+QUIET = 30.0
+"""Seconds without an event after which the drive attaches again (a safety net)."""
+POLL = 0.2
+
+
+class _Reattach(Exception):
+    """The runner's stream broke (a reconnect, a gap): attach again and replay."""
+
+
+@dataclass
+class _Drive:
+    task: RunTask
+    agent: str
+    live: LiveRunner
+    workspace: str
+    recorded: int
+    """The last event number committed."""
+    queue: asyncio.Queue[AgentEventNote] = field(default_factory=asyncio.Queue)
+    overflowed: bool = False
+    acked: int = 0
+    admitted: set[str] = field(default_factory=set)
+    """Calls tether allowed (recorded in ``tool_calls``): their outcome is recorded too."""
+    thread: str | None = None
+
+
+class HostedService:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        registry: RunnerRegistry,
+        link: SocketRunnerLink,
+        tools: ToolGateway,
+        gate: CallGate,
+        issuer: CapabilityIssuer,
+        config: RunsConfig,
+    ) -> None:
+        self.ledger = ledger
+        self.registry = registry
+        self.link = link
+        self.tools = tools
+        self.gate = gate
+        self.issuer = issuer
+        self.config = config
+        self.drives: dict[str, _Drive] = {}
+        self._arrived: dict[str, asyncio.Event] = {}
+
+    def install(self, handlers: MethodHandlers) -> None:
+        handlers.add(AGENT_EVENT, self.on_event)
+        handlers.add(AGENT_PERMISSION, self.link.serve(self.permission))
+
+    # ---- a run ---------------------------------------------------------------------
+
+    async def drive(self, agent: str, ctx: RunContext) -> Outcome:
+        if not isinstance(ctx, RunTask):
+            return _failed("agent_error", "a hosted agent runs only inside the gateway")
+        task = ctx
+        runner = task.settings.runner
+        if runner is None:
+            return _failed(
+                "no_runner",
+                f"{agent} runs on a runner, next to the code: give the session one with "
+                f"`tether sessions set {task.session_id} --runner NAME`",
+            )
+        wait = self.config.resume_runner_wait if task.resumed else 0.0
+        try:
+            live, workspace = await self.tools.target(
+                runner, task.settings.workspace or "", wait=wait
+            )
+        except TetherError as exc:
+            return _failed(exc.code, exc.message)
+        if agent not in live.agents:
+            return _failed(
+                "agent_unavailable",
+                f"runner {live.name} does not host {agent}: install it there (see "
+                "docs/agents.md) and restart the runner",
+            )
+        recorded = await self.ledger.events.last_origin(task.run_id)
+        drive = _Drive(task=task, agent=agent, live=live, workspace=workspace, recorded=recorded)
+        self.drives[task.run_id] = drive
+        self._arrived.setdefault(task.run_id, asyncio.Event()).set()
+        try:
+            return await self._turn(drive)
+        finally:
+            self.drives.pop(task.run_id, None)
+            self._arrived.pop(task.run_id, None)
+
+    async def _turn(self, drive: _Drive) -> Outcome:
+        task = drive.task
+        attach = task.resumed or drive.recorded > 0
+        while True:
+            try:
+                started = await self._start(drive, attach=attach)
+            except RunnerOffline:
+                back = await self._runner_back(drive)
+                if back is None:
+                    return _failed(
+                        "runner_offline",
+                        f"runner {drive.live.name} went away during the turn and did not "
+                        f"come back within {self.config.resume_runner_wait:g} s",
+                    )
+                attach = True
+                continue
+            except TetherError as exc:
+                return _failed(exc.code, exc.message)
+            attach = True
+            drive.thread = started or drive.thread
+            try:
+                outcome = await self._consume(drive)
+            except _Reattach:
+                gone = self.registry.get(drive.live.runner_id) is not drive.live
+                if gone and await self._runner_back(drive) is None:
+                    return _failed(
+                        "runner_offline",
+                        f"runner {drive.live.name} went away during the turn and did "
+                        f"not come back within {self.config.resume_runner_wait:g} s",
+                    )
+                continue
+            self._ack(drive, force=True)
+            with contextlib.suppress(TetherError):
+                await self.link.call(
+                    drive.live.runner_id,
+                    AGENT_DONE,
+                    AgentTurnParams(run_id=task.run_id),
+                    deadline=time.monotonic() + 10,
+                )
+            return outcome
+
+    async def _start(self, drive: _Drive, *, attach: bool) -> str | None:
+        task = drive.task
+        token, _cap = self.issuer.mint(
+            runner_id=drive.live.runner_id,
+            call_id=task.run_id,
+            tool=f"agent:{drive.agent}",
+            args={"session": task.session_id},
+            workspace=drive.workspace,
+            run_id=task.run_id,
+            ttl=int(START_TIMEOUT),
+        )
+        params = AgentStartParams(
+            run_id=task.run_id,
+            session_id=task.session_id,
+            agent=drive.agent,
+            workspace=drive.workspace,
+            input=task.input,
+            token=token,
+            after=drive.recorded,
+            resumed=attach,
+        )
+        result = await self.link.call(
+            drive.live.runner_id,
+            AGENT_START,
+            params,
+            deadline=time.monotonic() + START_TIMEOUT,
+            call_key=f"{task.run_id}:{drive.recorded}:{attach}",
+        )
+        return result.thread
+
+    async def _runner_back(self, drive: _Drive) -> LiveRunner | None:
+        back = await self.registry.wait_back(
+            drive.live.runner_id, self.config.resume_runner_wait, gone=drive.live.peer
+        )
+        if back is not None:
+            drive.live = back
+        return back
+
+    async def _consume(self, drive: _Drive) -> Outcome:
+        """Record the turn's events until it ends; raise :class:`_Reattach` to replay."""
+        task = drive.task
+        interrupted = False
+        quiet_since = time.monotonic()
+        while True:
+            if self.registry.get(drive.live.runner_id) is not drive.live:
+                raise _Reattach
+            if drive.overflowed:
+                drive.overflowed = False
+                drive.queue = asyncio.Queue()
+                raise _Reattach
+            if task.cancelled.is_set() and not interrupted:
+                interrupted = True
+                await self._send(drive, AGENT_INTERRUPT, AgentTurnParams(run_id=task.run_id))
+            await self._steer(drive)
+            try:
+                note = await asyncio.wait_for(drive.queue.get(), POLL)
+            except TimeoutError:
+                self._ack(drive)
+                if time.monotonic() - quiet_since > QUIET:
+                    raise _Reattach from None  # nothing for a while: make sure nothing was lost
+                continue
+            quiet_since = time.monotonic()
+            if note.n <= drive.recorded:
+                continue  # a replay of what is committed
+            if note.n > drive.recorded + 1:
+                drive.queue = asyncio.Queue()
+                raise _Reattach  # something was lost on the way: replay from the last one
+            if note.kind == TURN_ENDED:
+                return self._outcome(note.payload)
+            await self._record(drive, note)
+
+    async def _record(self, drive: _Drive, note: AgentEventNote) -> None:
+        event = self._checked(drive, note)
+        task = drive.task
+        if event is not None:
+            await task.record_event(event, origin=note.n)
+            await self._finish_call(drive, event)
+        else:
+            # not recordable: keep the numbering whole with a status saying so
+            from tether.protocol.events import AgentStatus
+
+            await task.record_event(
+                AgentStatus(text=f"(an event of kind {note.kind[:64]!r} was not recorded)"),
+                origin=note.n,
+            )
+        drive.recorded = note.n
+        if drive.recorded - drive.acked >= ACK_EVERY:
+            self._ack(drive)
+
+    def _checked(self, drive: _Drive, note: AgentEventNote) -> RunEvent | None:
+        """The catalogue event a runner's note stands for, or None if it may not say it."""
+        if note.kind not in HOST_KINDS or note.kind == TURN_ENDED:
+            log.warning("! a runner sent an event it may not record", extra={"kind": note.kind})
+            return None
+        event = decode_payload(note.kind, msgspec.json.encode(note.payload))
+        if event is None:
+            log.warning("! a runner sent an invalid event", extra={"kind": note.kind})
+            return None
+        if isinstance(event, ToolCallRequested):
+            event = msgspec.structs.replace(
+                event, runner=drive.live.name, workspace=drive.workspace
+            )
+        elif isinstance(event, ToolCallDecided):
+            event = msgspec.structs.replace(event, by="agent_sandbox")
+        return event
+
+    async def _finish_call(self, drive: _Drive, event: RunEvent) -> None:
+        if isinstance(event, ToolCallSucceeded) and event.call_id in drive.admitted:
+            drive.admitted.discard(event.call_id)
+            await self.ledger.tool_calls.finish(
+                event.call_id,
+                state="succeeded",
+                result=msgspec.json.encode(redact_value(event.result)).decode(),
+            )
+        elif isinstance(event, ToolCallFailed) and event.call_id in drive.admitted:
+            drive.admitted.discard(event.call_id)
+            await self.ledger.tool_calls.finish(
+                event.call_id, state="failed", error_code=event.code, error=redact(event.message)
+            )
+
+    @staticmethod
+    def _outcome(payload: dict[str, Any]) -> Outcome:
+        status = payload.get("status")
+        output = payload.get("output")
+        output = output if isinstance(output, str) else None
+        if status == "completed":
+            return Outcome(state="succeeded", output=output)
+        reason = payload.get("reason")
+        message = payload.get("message")
+        text = message if isinstance(message, str) and message else output
+        return Outcome(
+            state="failed",
+            reason=str(reason or ("interrupted" if status == "interrupted" else "agent_error")),
+            output=text,
+        )
+
+    def _ack(self, drive: _Drive, *, force: bool = False) -> None:
+        if drive.recorded > drive.acked or (force and drive.recorded):
+            drive.acked = drive.recorded
+            self.link.notify(
+                drive.live.runner_id,
+                AGENT_ACK,
+                AgentAckNote(run_id=drive.task.run_id, n=drive.recorded),
+            )
+
+    async def _steer(self, drive: _Drive) -> None:
+        task = drive.task
+        if task.cancelled.is_set() or not task.steering:
+            return
+        for text in task.take_steering():
+            try:
+                await self._send(
+                    drive, AGENT_STEER, AgentSteerParams(run_id=task.run_id, text=text)
+                )
+            except TetherError as exc:
+                # not taken: the session's next run gets it (RunTask settles what is left)
+                log.info("steering not delivered", extra={"error": exc.message})
+                task.steering.append((text, None))
+                return
+
+    async def _send(self, drive: _Drive, method: Any, params: Any) -> None:
+        await self.link.call(drive.live.runner_id, method, params, deadline=time.monotonic() + 30)
+
+    # ---- from runners --------------------------------------------------------------
+
+    def on_event(self, peer: Peer, note: AgentEventNote) -> None:
+        drive = self.drives.get(note.run_id)
+        if drive is None or peer.runner_id != drive.live.runner_id:
+            return  # not driven here (yet): the drive replays it when it attaches
+        if drive.queue.qsize() >= QUEUE_MAX:
+            drive.overflowed = True
+            return
+        drive.queue.put_nowait(note)
+
+    async def _drive_of(self, run_id: str) -> _Drive | None:
+        """The run's drive, waiting a while for it (a gateway that just restarted resumes
+        its runs first)."""
+        drive = self.drives.get(run_id)
+        if drive is not None:
+            return drive
+        arrived = self._arrived.setdefault(run_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(arrived.wait(), self.config.resume_runner_wait)
+        return self.drives.get(run_id)
+
+    async def permission(self, runner_id: str, p: AgentPermissionParams) -> AgentPermissionAnswer:
+        drive = await self._drive_of(p.run_id)
+        if drive is None or drive.live.runner_id != runner_id:
+            return AgentPermissionAnswer(
+                decision="decline", message="this run is not active on this gateway"
+            )
+        task = drive.task
+        if task.cancelled.is_set():
+            return AgentPermissionAnswer(decision="cancel", message="the run is stopping")
+        if p.kind == "question":
+            return await self._question(task, p)
+        call = _call_for(p, drive.workspace)
+        live = drive.live
+
+        async def announce(call_id: str) -> None:
+            await task.record_event(
+                ToolCallRequested(
+                    call_id=call_id,
+                    runner=live.name,
+                    tool=call.tool,
+                    args=redact_value(p.args),
+                    workspace=drive.workspace,
+                )
+            )
+
+        try:
+            verdict = await self.gate.admit(
+                task,
+                call_id=p.call_id,
+                live=live,
+                tool=call.tool,
+                args=p.args,
+                workspace=drive.workspace,
+                announce=announce,
+                call=call,
+            )
+        except (PolicyDenied, ApprovalDenied, ApprovalExpired, CapabilityDenied) as exc:
+            return _refused(task, exc.message)
+        if verdict.settled is not None:
+            await verdict.settled
+        call_id = verdict.call_id or p.call_id
+        await self.tools.record_hosted(
+            call_id=call_id,
+            run_id=task.run_id,
+            runner_id=live.runner_id,
+            tool=call.tool,
+            args=p.args,
+            workspace=drive.workspace,
+            requested_by=task.creator,
+            decided_by=verdict.by,
+            rule=verdict.rule,
+            request_id=verdict.request_id,
+        )
+        drive.admitted.add(call_id)
+        return AgentPermissionAnswer(decision="accept")
+
+    async def _question(self, task: RunTask, p: AgentPermissionParams) -> AgentPermissionAnswer:
+        try:
+            answer = await self.gate.question(task, p.question or "?", list(p.choices), None)
+        except (ApprovalDenied, ApprovalExpired, InvalidParams) as exc:
+            return _refused(task, exc.message)
+        return AgentPermissionAnswer(decision="accept", answer=answer)
+
+
+def _call_for(p: AgentPermissionParams, workspace: str) -> Call:
+    """How policy sees a hosted agent's action."""
+    if p.kind == "command":
+        return describe_call("shell", p.args, workspace=workspace, risk="exec")
+    if p.kind == "file_change":
+        raw: Sequence[Any] = p.args.get("paths") or []
+        paths = tuple(normalize_path(str(x)) for x in raw if isinstance(x, str)) or (".",)
+        return Call(tool="apply_patch", risk="write", workspace=workspace, paths=paths)
+    return Call(tool="agent_permissions", risk="exec", workspace=workspace)
+
+
+def _refused(task: RunTask, message: str) -> AgentPermissionAnswer:
+    if task.cancelled.is_set():
+        return AgentPermissionAnswer(decision="cancel", message=message)
+    return AgentPermissionAnswer(decision="decline", message=message)
+
+
+def _failed(reason: str, message: str) -> Outcome:
+    return Outcome(state="failed", reason=reason, output=message)

@@ -1,0 +1,1 @@
+"""Hosted agents: agent programs the runner runs next to the code (Codex)."""

@@ -1,0 +1,429 @@
+"""``AgentHost``: the runner's hosted agents (Codex), one process per tether session.
+
+The gateway drives it with the ``agent.*`` methods (:mod:`tether.protocol.hosted`):
+
+- ``agent.start`` verifies the capability token (tool ``agent:<agent>``, call id the run,
+  args ``{"session": …}``, the workspace), then attaches to the turn it already has for
+  the run (replaying the events after ``after``) or starts one: the session's process is
+  started when it is not running (in its own process group, in the sandbox: see
+  :mod:`tether.runner.agents.launch`) and the session's thread resumed. A re-attach
+  (``resumed``) for a turn this runner does not know (it restarted) starts nothing: the
+  turn ends at once with ``runner_restarted`` and says the thread was kept.
+- ``agent.steer`` / ``agent.interrupt`` pass to the agent; an interrupted turn that has
+  not ended after ``runner.agent_interrupt_grace`` has its process killed.
+- ``agent.ack`` lets the turn's journal forget; ``agent.done`` forgets the turn.
+
+A process that exits while its turn runs fails the turn with ``agent_crashed`` and the
+tail of its stderr; the next turn starts it again and resumes the thread. When the
+gateway is away the agent keeps working: events stay in the journal (memory, then disk,
+then the turn is interrupted) and permission requests wait for the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from tether.config import Config
+from tether.errors import (
+    CapabilityDenied,
+    NotFound,
+    PolicyDenied,
+    RequestTimeout,
+    TetherError,
+)
+from tether.protocol.hosted import (
+    AgentAckNote,
+    AgentEventNote,
+    AgentPermissionAnswer,
+    AgentPermissionParams,
+    AgentStarted,
+    AgentStartParams,
+    AgentSteerParams,
+    AgentStopParams,
+    AgentTurnParams,
+)
+from tether.protocol.methods import AGENT_EVENT, AGENT_PERMISSION
+from tether.protocol.system import Empty
+from tether.runner.agents.codex import CodexSession
+from tether.runner.agents.journal import TurnJournal
+from tether.runner.agents.launch import (
+    codex_launch,
+    codex_sandbox_mode,
+    resolve_program,
+    user_codex_home,
+)
+from tether.runner.agents.turns import Permission, Turn
+from tether.runner.gateway_link import GatewayLink
+from tether.runner.protected import ProtectedPaths
+from tether.runner.sandbox import SandboxInfo
+from tether.security.capability import CapabilityVerifier
+from tether.security.file_modes import private_dir
+from tether.security.redaction import redact, redact_value
+
+__all__ = ["PERMISSION_WAIT", "AgentHost"]
+
+log = logging.getLogger(__name__)
+
+PERMISSION_WAIT = 86_400.0
+"""The most a permission request waits for the gateway (its own expiry decides first)."""
+_SESSION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_THREAD_FILE = "thread"
+
+
+class AgentHost:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        runner_name: str,
+        workspaces: dict[str, Path],
+        verifier: CapabilityVerifier,
+        sandbox: SandboxInfo,
+        protected: ProtectedPaths,
+        home: Path,
+        link: GatewayLink,
+        boot_id: str,
+    ) -> None:
+        self.config = config
+        self.runner_name = runner_name
+        self.workspaces = workspaces
+        self.verifier = verifier
+        self.sandbox = sandbox
+        self.protected = protected
+        self.home = home
+        self.link = link
+        self.boot_id = boot_id
+        self.state_dir = config.data_path / "agents"
+        self.sessions: dict[str, CodexSession] = {}
+        self.turns: dict[str, Turn] = {}
+        self._starting: dict[str, asyncio.Lock] = {}
+        self._side: set[asyncio.Task[Any]] = set()
+        self._secrets = [
+            os.environ[name]
+            for name in config.agents.codex.env
+            if len(os.environ.get(name, "")) >= 8
+        ]
+        self._mode: str | None = None
+
+    # ---- what this runner hosts --------------------------------------------------------
+
+    def available(self) -> list[str]:
+        """The hosted agents this runner can start (their program is installed)."""
+        return ["codex"] if resolve_program(self.config.agents.codex.command) else []
+
+    @property
+    def codex_mode(self) -> str:
+        if self._mode is None:
+            self._mode = codex_sandbox_mode(self.config, self.sandbox)
+            log.info("codex sandbox", extra={"mode": self._mode})
+        return self._mode
+
+    # ---- agent.* -------------------------------------------------------------------
+
+    async def start(self, p: AgentStartParams) -> AgentStarted:
+        self.verifier.verify(
+            p.token,
+            call_id=p.run_id,
+            tool=f"agent:{p.agent}",
+            args={"session": p.session_id},
+            workspace=p.workspace,
+            resend=p.resend,
+        )
+        turn = self.turns.get(p.run_id)
+        if turn is not None:
+            if turn.session_id != p.session_id:
+                raise CapabilityDenied(
+                    "this run belongs to another session", data={"reason": "wrong_session"}
+                )
+            turn.replay(p.after)
+            session = self.sessions.get(p.session_id)
+            return AgentStarted(
+                run_id=p.run_id, thread=session.thread if session else None, attached=True
+            )
+        if p.agent != "codex" or not self.available():
+            raise NotFound(
+                f"this runner does not host the agent {p.agent!r}", data={"agent": p.agent}
+            )
+        root = self.workspaces.get(p.workspace)
+        if root is None:
+            raise PolicyDenied(
+                f"workspace {p.workspace!r} is not configured on this runner",
+                data={"reason": "unknown_workspace", "workspace": p.workspace},
+            )
+        if not _SESSION.match(p.session_id):
+            raise CapabilityDenied("a session id must be a plain name")
+        turn = self._new_turn(p)
+        if p.resumed:
+            thread = self._thread_file(p.session_id)
+            turn.end(
+                "failed",
+                reason="runner_restarted",
+                message="the runner restarted during this turn, so it stopped; its work so far "
+                "is in the Codex thread"
+                + (f" {thread}" if thread else "")
+                + ", which the next message resumes",
+            )
+            return AgentStarted(run_id=p.run_id, thread=thread, attached=False)
+        try:
+            session = await self._session(p, root)
+            await session.start_turn(turn, p.input)
+        except TetherError as exc:
+            turn.end("failed", reason=exc.data.get("reason") or "agent_error", message=exc.message)
+            return AgentStarted(run_id=p.run_id, thread=None, attached=False)
+        return AgentStarted(
+            run_id=p.run_id,
+            thread=session.thread,
+            attached=False,
+            home_shared=self.config.agents.codex.share_home,
+        )
+
+    async def steer(self, p: AgentSteerParams) -> Empty:
+        _turn, session = self._running(p.run_id)
+        await session.steer(p.text)
+        return Empty()
+
+    async def interrupt(self, p: AgentTurnParams) -> Empty:
+        turn = self.turns.get(p.run_id)
+        if turn is None or turn.ended:
+            return Empty()
+        session = self.sessions.get(turn.session_id)
+        if session is not None:
+            with contextlib.suppress(TetherError):
+                await session.interrupt()
+        self._spawn(self._kill_after_grace(turn), f"agent:{p.run_id}:interrupt")
+        return Empty()
+
+    def done(self, p: AgentTurnParams) -> Empty:
+        turn = self.turns.pop(p.run_id, None)
+        if turn is not None:
+            turn.journal.close()
+        return Empty()
+
+    def ack(self, p: AgentAckNote) -> None:
+        turn = self.turns.get(p.run_id)
+        if turn is not None:
+            turn.journal.ack(p.n)
+
+    async def stop(self, p: AgentStopParams) -> Empty:
+        session = self.sessions.pop(p.session_id, None)
+        if session is not None:
+            await self._close(session, "stopped")
+        return Empty()
+
+    async def aclose(self) -> None:
+        """Stop every agent process (the runner is stopping)."""
+        for session in list(self.sessions.values()):
+            await self._close(session, "the runner stopped")
+        self.sessions.clear()
+        for task in list(self._side):
+            task.cancel()
+
+    # ---- turns and sessions ----------------------------------------------------------
+
+    def _new_turn(self, p: AgentStartParams) -> Turn:
+        config = self.config.runner
+        journal = TurnJournal(
+            self.state_dir / "spool" / f"{p.run_id}.events",
+            memory_bytes=config.agent_buffer_memory_bytes,
+            disk_bytes=config.agent_buffer_disk_bytes,
+        )
+        turn = Turn(
+            run_id=p.run_id,
+            session_id=p.session_id,
+            runner=self.runner_name,
+            workspace=p.workspace,
+            journal=journal,
+            send=self._send,
+            mask=self._mask,
+        )
+        turn.on_overflow = self._overflowed
+        self.turns[p.run_id] = turn
+        return turn
+
+    def _send(self, note: AgentEventNote) -> bool:
+        client = self.link.client
+        if client is None or client.closed:
+            return False
+        client.notify(AGENT_EVENT, note)
+        return True
+
+    def _mask(self, payload: Any) -> Any:
+        """Secrets never leave the runner: the agent's own keys by value, the rest by
+        pattern (``tether.security.redaction``)."""
+        return redact_value(self._scrub(payload))
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._secrets:
+                value = value.replace(secret, "[redacted]")
+            return value
+        if isinstance(value, dict):
+            return {k: self._scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._scrub(v) for v in value]
+        return value
+
+    def _running(self, run_id: str) -> tuple[Turn, CodexSession]:
+        turn = self.turns.get(run_id)
+        session = self.sessions.get(turn.session_id) if turn is not None else None
+        if turn is None or turn.ended or session is None or not session.alive:
+            raise NotFound(f"no turn of run {run_id} is running here", data={"run_id": run_id})
+        return turn, session
+
+    def _session_dir(self, session_id: str) -> Path:
+        return self.state_dir / "codex" / session_id
+
+    def _thread_file(self, session_id: str) -> str | None:
+        with contextlib.suppress(OSError):
+            text = (self._session_dir(session_id) / _THREAD_FILE).read_text().strip()
+            return text or None
+        return None
+
+    async def _session(self, p: AgentStartParams, root: Path) -> CodexSession:
+        lock = self._starting.setdefault(p.session_id, asyncio.Lock())
+        async with lock:
+            session = self.sessions.get(p.session_id)
+            reusable = session is not None and session.alive and session.cwd == str(root)
+            if reusable and session is not None and p.thread in (None, session.thread):
+                return session
+            if session is not None:
+                self.sessions.pop(p.session_id, None)
+                await self._close(session, "restarted")
+            session = await self._open(p, root)
+            self.sessions[p.session_id] = session
+            return session
+
+    async def _open(self, p: AgentStartParams, root: Path) -> CodexSession:
+        codex = self.config.agents.codex
+        program = resolve_program(codex.command)
+        if program is None:
+            raise NotFound(f"the codex program ({codex.command}) is not installed here")
+        state = self._session_dir(p.session_id)
+        private_dir(state, "agent session directory")
+        shared = codex.share_home
+        home = user_codex_home(self.config, self.home) if shared else state / "home"
+        if not shared:
+            private_dir(home, "agent home")
+        launch = codex_launch(
+            self.config,
+            program=program,
+            workspace=root,
+            home=home,
+            shared_home=shared,
+            sandbox=self.sandbox,
+            protected=self.protected,
+            runner_home=self.home,
+        )
+        session = CodexSession(
+            session_id=p.session_id,
+            argv=launch.argv,
+            env=launch.env,
+            pass_fds=launch.pass_fds,
+            cwd=str(root),
+            workspace_root=launch.workspace,
+            sandbox=self.codex_mode,
+            ask=self._ask,
+            start_timeout=codex.start_timeout,
+        )
+        session.on_exit = self._exited
+        thread = p.thread or self._thread_file(p.session_id)
+        try:
+            thread = await session.open(thread)
+        except BaseException:
+            await session.aclose(grace=0.5)
+            raise
+        finally:
+            launch.close_fds()
+        (state / _THREAD_FILE).write_text(thread + "\n")
+        log.info(
+            "codex started",
+            extra={"session_id": p.session_id, "codex_thread": thread, "pid": session.pid},
+        )
+        return session
+
+    def _exited(self, session: CodexSession) -> None:
+        """The process ended on its own: a running turn fails with ``agent_crashed``."""
+        if self.sessions.get(session.session_id) is session:
+            del self.sessions[session.session_id]
+        code = session.proc.returncode if session.proc is not None else None
+        tail = redact(self._scrub(session.stderr_text()))[-2000:]
+        turn = session.turn
+        log.warning("! codex exited", extra={"session_id": session.session_id, "exit_code": code})
+        if turn is not None and not turn.ended:
+            turn.end(
+                "failed",
+                reason="agent_crashed",
+                message=f"codex exited unexpectedly (exit status {code})"
+                + (f": {tail}" if tail else ""),
+            )
+        self._spawn(session.aclose(grace=0.5), f"agent:{session.session_id}:reap")
+
+    async def _close(self, session: CodexSession, why: str) -> None:
+        turn = session.turn
+        await session.aclose()
+        if turn is not None and not turn.ended:
+            turn.end("interrupted", reason="interrupted", message=f"the agent was {why}")
+
+    def _overflowed(self, turn: Turn) -> None:
+        self._spawn(self.interrupt(AgentTurnParams(run_id=turn.run_id)), "agent:overflow")
+
+    async def _kill_after_grace(self, turn: Turn) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(turn.done.wait(), self.config.runner.agent_interrupt_grace)
+            return
+        session = self.sessions.pop(turn.session_id, None)
+        if session is not None:
+            await session.aclose(grace=0.5)
+        turn.end(
+            "interrupted",
+            reason="interrupted",
+            message="the agent did not stop in time; its process was killed",
+        )
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
+
+    # ---- permission requests -----------------------------------------------------------
+
+    async def _ask(self, turn: Turn, permission: Permission) -> AgentPermissionAnswer:
+        """Ask the gateway, across reconnects, until it answers (its expiry decides)."""
+        params = AgentPermissionParams(
+            request_key=f"{self.boot_id}:{turn.run_id}:{permission.call_id}"[:80],
+            run_id=turn.run_id,
+            kind=permission.kind,
+            call_id=permission.call_id,
+            tool=permission.tool,
+            args=self._mask(permission.args),
+            reason=self._mask(permission.reason)[:4000],
+            question=self._mask(permission.question)[:4000],
+            choices=[c[:200] for c in permission.choices],
+        )
+        waiter = asyncio.ensure_future(
+            self.link.request(AGENT_PERMISSION, params, deadline=time.monotonic() + PERMISSION_WAIT)
+        )
+        ended = asyncio.ensure_future(turn.done.wait())
+        try:
+            await asyncio.wait({waiter, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if not waiter.done():
+            waiter.cancel()
+            return AgentPermissionAnswer(decision="cancel", message="the turn ended")
+        try:
+            return waiter.result()
+        except RequestTimeout:
+            return AgentPermissionAnswer(decision="decline", message="no decision in time")
+        except TetherError as exc:
+            log.warning("! a permission request failed", extra={"error": exc.message})
+            return AgentPermissionAnswer(decision="decline", message=exc.message)

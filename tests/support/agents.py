@@ -1,0 +1,72 @@
+"""The real agent programs the suite drives (installed by `make agents` into
+tools/agents), and the runner config that points them at a scripted model server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.support.model_server import ModelServer
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENTS = ROOT / "tools" / "agents" / "node_modules" / ".bin"
+MODEL_KEY = "sk-codex-" + "q" * 40
+"""The agent's API key: lives on the runner only (tests check it never leaves it)."""
+
+
+def program(name: str) -> Path:
+    """The installed agent program, or skip (fail under CI: there it must be installed)."""
+    path = AGENTS / name
+    if not path.exists():
+        message = f"{name} is not installed (run `make agents`)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def codex_config(path: Path, server: ModelServer, *, extra: str = "") -> Path:
+    """A runner config that starts Codex against ``server``."""
+    codex = program("codex")
+    path.write_text(
+        f"""
+[agents.codex]
+command = "{codex}"
+env = ["SCRIPTED_API_KEY"]
+start_timeout = 60
+{extra}
+
+[agents.codex.settings]
+model = "gpt-5.5"
+model_provider = "scripted"
+
+[agents.codex.settings."model_providers.scripted"]
+name = "Scripted"
+base_url = "{server.url}"
+wire_api = "responses"
+env_key = "SCRIPTED_API_KEY"
+request_max_retries = 0
+stream_max_retries = 0
+"""
+    )
+    return path
+
+
+def escalated(command: str) -> dict[str, object]:
+    """A model step: Codex's shell tool, asking to run outside its sandbox (so it asks)."""
+    return {
+        "tool": "exec_command",
+        "args": {
+            "cmd": command,
+            "sandbox_permissions": "require_escalated",
+            "justification": "needed for the task",
+            "login": False,
+        },
+    }
+
+
+def plain(command: str) -> dict[str, object]:
+    """A model step: Codex's shell tool, inside its sandbox."""
+    return {"tool": "exec_command", "args": {"cmd": command, "login": False}}
