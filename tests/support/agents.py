@@ -70,3 +70,29 @@ def escalated(command: str) -> dict[str, object]:
 def plain(command: str) -> dict[str, object]:
     """A model step: Codex's shell tool, inside its sandbox."""
     return {"tool": "exec_command", "args": {"cmd": command, "login": False}}
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """Every live descendant of ``pid``, with its command line."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(name))
+    out: list[tuple[int, str]] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        out.append((child, cmd))
+        todo += children.get(child, [])
+    return out

@@ -13,7 +13,9 @@ Each call of an agent's loop takes the next step of one agent-neutral script:
   the request (``exec_command``, ``Bash``, ``mcp__acp__Bash``, ``run_shell_command``,
   ``shell``);
 - ``{"status": 429, "retry_after": "0"}`` (or any status): an HTTP error;
-- ``{"break": True}``: a first piece of text, then the connection is cut mid-stream.
+- ``{"break": True}``: a first piece of text, then the connection is cut mid-stream;
+- ``{"custom": NAME, "input": "…"}``: a freeform tool call (Codex's ``apply_patch``);
+- any step may carry ``"delay": SECONDS``, waited before it is answered.
 
 Calls outside the loop are answered without taking a step: an Anthropic call without
 tools gets a short text, a Gemini call asking for JSON gets ``{}``. Every request body is
@@ -84,6 +86,8 @@ class ModelServer:
         if not self.script:
             return {"status": 500, "message": "script exhausted"}
         step = self.script.pop(0)
+        if step.get("delay"):
+            await asyncio.sleep(float(step["delay"]))
         if "shell" in step:
             name, arg = _shell_tool(body)
             step = {"tool": name, "args": {arg: step["shell"]}}
@@ -178,7 +182,21 @@ class ModelServer:
         await send(
             "response.created", {"response": {**base, "status": "in_progress", "output": []}}
         )
-        if "tool" in step:
+        if "custom" in step:
+            item = {
+                "type": "custom_tool_call",
+                "id": f"ctc_{n}",
+                "call_id": f"call_{n}",
+                "name": step["custom"],
+                "input": step.get("input", ""),
+                "status": "completed",
+            }
+            await send(
+                "response.output_item.added",
+                {"output_index": 0, "item": {**item, "status": "in_progress"}},
+            )
+            await send("response.output_item.done", {"output_index": 0, "item": item})
+        elif "tool" in step:
             item = {
                 "type": "function_call",
                 "id": f"fc_{n}",

@@ -179,10 +179,14 @@ class HostedService:
         self.drives[task.run_id] = drive
         self._arrived.setdefault(task.run_id, asyncio.Event()).set()
         try:
-            return await self._turn(drive)
+            outcome = await self._turn(drive)
         finally:
             self.drives.pop(task.run_id, None)
             self._arrived.pop(task.run_id, None)
+        # the turn is over: what it asked and nobody decided is moot (a gateway shutting
+        # down never gets here, so its requests stay open for the next one)
+        await self.gate.requests.close_run(task.run_id, "turn.ended")
+        return outcome
 
     async def _turn(self, drive: _Drive) -> Outcome:
         task = drive.task

@@ -273,7 +273,7 @@ class Orchestrator:
         if session_id is None:
             name = agent or self.config.default_agent
             self.check_agent(name, created_by, role, user_role, trusted=trusted)
-            session = await self.new_session(created_by)
+            session = await self.new_session(created_by, agent=name)
         else:
             session = await self.ledger.sessions.get(session_id)
             name = agent or session.agent
@@ -329,8 +329,9 @@ class Orchestrator:
         )
         return run.id
 
-    async def new_session(self, created_by: str | None) -> Session:
-        """A session with the configured defaults (agent, runner, workspace, mode)."""
+    async def new_session(self, created_by: str | None, *, agent: str | None = None) -> Session:
+        """A session with the configured defaults (runner, workspace, mode) and ``agent``
+        (else the default agent)."""
         config = self.config
         runner_id = None
         if config.default_runner:
@@ -342,7 +343,7 @@ class Orchestrator:
                     extra={"runner": config.default_runner},
                 )
         return await self.ledger.sessions.create(
-            agent=config.default_agent,
+            agent=agent or config.default_agent,
             runner_id=runner_id,
             workspace=config.default_workspace,
             mode=config.default_mode,
