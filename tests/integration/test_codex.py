@@ -310,3 +310,60 @@ async def test_input_during_a_turn_steers_it(
         done = await r.wait_state(c, run.id, timeout=60)
     assert (done.state, done.output) == ("succeeded", "took the steer"), done
     assert "pineapples" in json.dumps(server.requests[-1]["input"])
+
+
+PATCH = """*** Begin Patch
+*** Add File: hello.txt
++hello from codex
+*** End Patch
+"""
+
+
+async def test_a_file_change_is_approved_and_applied(
+    make_gateway: MakeGateway, make_runner: MakeRunner, model: Any, home: Path, tmp_path: Path
+) -> None:
+    server = await model([{"custom": "apply_patch", "input": PATCH}, {"text": "patched"}])
+    gw, _runner = stack(make_gateway, make_runner, server, tmp_path)
+    async with await connect_ipc(gw.socket) as c:
+        run_id = (await r.start(c, "add hello.txt", agent="codex")).run.id
+        request = await open_request(c, run_id, timeout=60)
+        assert request.plan["tool"] == "apply_patch"
+        assert request.plan["paths"] == ["hello.txt"]
+        await resolve(c, request.id, "allow_once")
+        done = await r.wait_state(c, run_id, timeout=60)
+        events = await r.events(c, run_id)
+    assert (done.state, done.output) == ("succeeded", "patched"), done
+    assert (home / "ws-box" / "hello.txt").read_text() == "hello from codex\n"
+    changes = kinds_of(events, "tool.call.succeeded")[0]["result"]["changes"]
+    assert [c["path"] for c in changes] == ["hello.txt"]
+
+
+async def test_a_question_from_codex_is_answered_by_a_person(
+    make_gateway: MakeGateway, make_runner: MakeRunner, model: Any, home: Path, tmp_path: Path
+) -> None:
+    question = {
+        "questions": [
+            {
+                "id": "db",
+                "header": "Database",
+                "question": "Which database?",
+                "options": [
+                    {"label": "postgres", "description": "the server"},
+                    {"label": "sqlite", "description": "a file"},
+                ],
+            }
+        ]
+    }
+    server = await model([{"tool": "request_user_input", "args": question}, {"text": "noted"}])
+    gw, _runner = stack(make_gateway, make_runner, server, tmp_path)
+    async with await connect_ipc(gw.socket) as c:
+        run_id = (await r.start(c, "set up storage", agent="codex")).run.id
+        asked = await open_request(c, run_id, timeout=60)
+        assert (asked.kind, asked.summary) == (
+            "question",
+            "Which database? (postgres, sqlite, or something else)",
+        )
+        await resolve(c, asked.id, answer="sqlite")
+        done = await r.wait_state(c, run_id, timeout=60)
+    assert (done.state, done.output) == ("succeeded", "noted"), done
+    assert "sqlite" in json.dumps(server.requests[-1]["input"])

@@ -62,9 +62,16 @@ SAFE_OVERRIDES: tuple[tuple[str, str], ...] = (
 Ask = Callable[[Turn, Permission], Awaitable[AgentPermissionAnswer]]
 
 
+DEFAULTS: tuple[tuple[str, str], ...] = (("features.default_mode_request_user_input", "true"),)
+"""Passed before the configured settings: Codex may ask its people questions."""
+
+
 def codex_overrides(settings: dict[str, Any]) -> list[str]:
-    """``-c key=value`` arguments: the configured settings (values as TOML), then ours."""
+    """``-c key=value`` arguments: our defaults, the configured settings (values as TOML),
+    then our safety settings."""
     args: list[str] = []
+    for key, value in DEFAULTS:
+        args += ["-c", f"{key}={value}"]
     for key, value in settings.items():
         args += ["-c", f"{key}={_toml(value)}"]
     for key, value in SAFE_OVERRIDES:
@@ -558,14 +565,19 @@ class CodexSession:
         answers: dict[str, Any] = {}
         for index, question in enumerate(params.get("questions") or []):
             options = [str(o.get("label") or "") for o in question.get("options") or []]
+            options = [o for o in options if o][:20]
             text = str(question.get("question") or question.get("header") or "?")
+            if question.get("isOther") and options:
+                # any answer is fine: offer the options in the text, not as the only choices
+                text = f"{text} ({', '.join(options)}, or something else)"
+                options = []
             answer = await self.ask(
                 turn,
                 Permission(
                     kind="question",
                     call_id=f"{call_id}q{index}",
                     question=text,
-                    choices=[o for o in options if o][:20],
+                    choices=options,
                 ),
             )
             reply = answer.answer if answer.decision == "accept" else None
