@@ -1,12 +1,13 @@
 # Two commands do everything on a fresh machine:
 #   make up    - create .venv, install tether, run `tether up`
-#   make test  - create .venv, install dev tools, run lint, types, import rules and every test
+#   make test  - create .venv, install dev tools and the pinned agent programs, run lint,
+#                types, import rules and every test
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?= -n 2
 
-.PHONY: up test lint typecheck imports pytest bench install dev clean docs
+.PHONY: up test lint typecheck imports pytest bench install dev clean docs agents
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tether needs Python >= 3.11"'
@@ -21,8 +22,16 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@ $(VENV)/.installed
 
+# The agent programs the tests drive (pinned in tools/agents/package-lock.json), installed
+# into tools/agents/node_modules: never a global prefix.
+AGENTS_DIR := tools/agents
+$(AGENTS_DIR)/node_modules/.installed: $(AGENTS_DIR)/package.json $(AGENTS_DIR)/package-lock.json
+	cd $(AGENTS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
+agents: $(AGENTS_DIR)/node_modules/.installed
 
 up: install
 	$(BIN)/tether up
@@ -41,15 +50,15 @@ docs: dev
 	$(BIN)/python -m tether.protocol.docs > docs/protocol.md
 
 # pytest exits 5 when a selection collects no tests; that is not a failure of the suite.
-pytest: dev
+pytest: dev agents
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected (exit 5), treated as success"; exit 0; fi; \
 	exit $$rc
 
 test: lint typecheck imports pytest
 
-bench: dev
+bench: dev agents
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(AGENTS_DIR)/node_modules

@@ -62,9 +62,7 @@ def stack(
     }
     gw = make_gateway(*args, **env)
     config = codex_config(tmp_path / "runner.toml", server)
-    runner = make_runner(
-        gw, env={"TETHER_CONFIG": str(config), "SCRIPTED_API_KEY": MODEL_KEY}
-    )
+    runner = make_runner(gw, env={"TETHER_CONFIG": str(config), "SCRIPTED_API_KEY": MODEL_KEY})
     return gw, runner
 
 

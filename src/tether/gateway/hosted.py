@@ -323,7 +323,10 @@ class HostedService:
         if note.kind not in HOST_KINDS or note.kind == TURN_ENDED:
             log.warning("! a runner sent an event it may not record", extra={"kind": note.kind})
             return None
-        event = decode_payload(note.kind, msgspec.json.encode(note.payload))
+        try:
+            event = decode_payload(note.kind, msgspec.json.encode(note.payload))
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            event = None
         if event is None:
             log.warning("! a runner sent an invalid event", extra={"kind": note.kind})
             return None
