@@ -17,10 +17,10 @@ import signal
 import pytest
 
 from tests.support import runs as r
-from tests.support.agents import MODEL_KEY, codex_config, descendants, escalated
+from tests.support.agents import MODEL_KEY, codex_config, codex_exec, descendants, escalated
 from tests.support.model_server import ModelServer
 from tests.support.people import free_port, kinds_of, open_request, resolve
-from tests.support.process import GatewayProcess, RunnerProcess
+from tests.support.process import GatewayProcess, RunnerProcess, run_cli
 from tether.protocol.access import RequestListParams
 from tether.protocol.methods import REQUEST_LIST, RUN_CANCEL
 from tether.protocol.runs import RunCancelParams
@@ -52,6 +52,7 @@ def stack(
     server: ModelServer,
     tmp_path: Path,
     *args: str,
+    runner_extra: str = "",
     **gateway_env: str,
 ) -> tuple[GatewayProcess, RunnerProcess]:
     env = {
@@ -61,7 +62,7 @@ def stack(
         **gateway_env,
     }
     gw = make_gateway(*args, **env)
-    config = codex_config(tmp_path / "runner.toml", server)
+    config = codex_config(tmp_path / "runner.toml", server, extra=runner_extra)
     runner = make_runner(gw, env={"TETHER_CONFIG": str(config), "SCRIPTED_API_KEY": MODEL_KEY})
     return gw, runner
 
@@ -365,3 +366,59 @@ async def test_a_question_from_codex_is_answered_by_a_person(
         done = await r.wait_state(c, run_id, timeout=60)
     assert (done.state, done.output) == ("succeeded", "noted"), done
     assert "sqlite" in json.dumps(server.requests[-1]["input"])
+
+
+@pytest.fixture
+def user_codex_home() -> Any:
+    """A person's own CODEX_HOME (not under /tmp: Codex refuses temporary directories)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="tether-codex-", dir="/var/tmp"))  # noqa: S108
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_a_thread_moves_between_the_codex_cli_and_a_chat_session(
+    make_gateway: MakeGateway,
+    make_runner: MakeRunner,
+    model: Any,
+    home: Path,
+    tmp_path: Path,
+    user_codex_home: Path,
+) -> None:
+    server = await model(
+        [
+            {"text": "noted: kiwi"},  # the terminal
+            {"text": "hello from the chat"},  # the session's first run
+            {"text": "the word was kiwi"},  # the session, continuing the terminal's thread
+            {"text": "back in the terminal"},  # the terminal, continuing the chat's thread
+        ]
+    )
+    workspace = home / "ws-box"
+    workspace.mkdir(exist_ok=True)
+    thread = await codex_exec(user_codex_home, server, workspace, "remember the word kiwi")
+    gw, _runner = stack(
+        make_gateway,
+        make_runner,
+        server,
+        tmp_path,
+        runner_extra=f'share_home = true\nuser_home = "{user_codex_home}"',
+        TETHER_RUNS__DEFAULT_MODE="auto",
+    )
+    async with await connect_ipc(gw.socket) as c:
+        first = (await r.start(c, "hello", agent="codex")).run
+        assert (await r.wait_state(c, first.id, timeout=60)).state == "succeeded"
+        attached = run_cli(
+            gw.home, "sessions", "attach", first.session_id, "--codex-thread", thread
+        )
+        assert attached.returncode == 0, attached.stderr
+        assert thread in attached.stdout
+        second = (await r.start(c, "what was the word?", session_id=first.session_id)).run
+        done = await r.wait_state(c, second.id, timeout=60)
+    assert (done.state, done.output) == ("succeeded", "the word was kiwi"), done
+    assert "remember the word kiwi" in json.dumps(server.requests[2]["input"])
+    shown = run_cli(gw.home, "sessions", "show", first.session_id)
+    assert f"codex resume {thread}" in shown.stdout, shown.stdout
+    await codex_exec(user_codex_home, server, workspace, "and now?", resume=thread)
+    assert "what was the word?" in json.dumps(server.requests[3]["input"])

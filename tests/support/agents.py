@@ -3,6 +3,7 @@ tools/agents), and the runner config that points them at a scripted model server
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -52,6 +53,62 @@ stream_max_retries = 0
 """
     )
     return path
+
+
+def codex_settings(server: ModelServer) -> dict[str, object]:
+    """The settings :func:`codex_config` writes, for running the Codex CLI by hand."""
+    return {
+        "model": "gpt-5.5",
+        "model_provider": "scripted",
+        "model_providers.scripted": {
+            "name": "Scripted",
+            "base_url": server.url,
+            "wire_api": "responses",
+            "env_key": "SCRIPTED_API_KEY",
+            "request_max_retries": 0,
+            "stream_max_retries": 0,
+        },
+    }
+
+
+async def codex_exec(
+    home: Path, server: ModelServer, cwd: Path, prompt: str, *, resume: str | None = None
+) -> str:
+    """Run the Codex CLI as a person would in a terminal (``codex exec``, or ``codex exec
+    resume THREAD``) with ``CODEX_HOME=home``; return the thread id it reports."""
+    import json
+    import subprocess
+
+    from tether.runner.agents.codex import codex_overrides
+
+    argv = [str(program("codex")), "exec"]
+    if resume is not None:
+        argv += ["resume", resume]
+    argv += ["--json", "--skip-git-repo-check", *codex_overrides(codex_settings(server)), prompt]
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "CODEX_HOME": str(home),
+        "SCRIPTED_API_KEY": MODEL_KEY,
+    }
+    # the model server runs on this event loop: the program must not block it
+    done = await asyncio.to_thread(
+        subprocess.run,
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    for line in done.stdout.splitlines():
+        event = json.loads(line)
+        if event.get("type") == "thread.started":
+            return str(event["thread_id"])
+    raise AssertionError(f"codex exec reported no thread: {done.stdout[-2000:]}")
 
 
 def escalated(command: str) -> dict[str, object]:

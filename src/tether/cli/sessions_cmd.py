@@ -21,6 +21,7 @@ sessions_app = typer.Typer(
         "tether sessions list",
         "tether sessions show SESSION_ID",
         "tether sessions set SESSION_ID --runner laptop --workspace app",
+        "tether sessions attach SESSION_ID --codex-thread THREAD_ID",
     ),
 )
 
@@ -89,7 +90,12 @@ def sessions_show(
 
     def human() -> None:
         for key, value in data.items():
-            typer.echo(f"{key:>16}  {value}")
+            if key != "agent_resume":
+                typer.echo(f"{key:>16}  {value}")
+        if s.agent_resume:
+            typer.echo(
+                f"\ncontinue this thread in a terminal on the runner's machine:\n  {s.agent_resume}"
+            )
 
     context.current().emit(s, human)
 
@@ -157,5 +163,48 @@ def sessions_set(
     human = (
         f"session {s.id}: agent {s.agent}, runner {s.runner_id or '-'}, "
         f"workspace {s.workspace or '-'}, mode {s.mode}"
+    )
+    context.current().emit(s, human)
+
+
+@sessions_app.command(
+    "attach",
+    epilog=examples(
+        "codex exec 'start the refactor'          # in a terminal: prints the thread id",
+        "tether sessions attach SESSION_ID --codex-thread THREAD_ID",
+        'tether sessions attach SESSION_ID --codex-thread ""   # start afresh next time',
+        after="The thread must be in the CODEX_HOME the session's runner gives Codex: the "
+        "user's own when the runner sets agents.codex.share_home (docs/agents.md).",
+    ),
+)
+def sessions_attach(
+    session_id: Annotated[
+        str, typer.Argument(metavar="SESSION_ID", help="The session id (ses_…).")
+    ],
+    codex_thread: Annotated[
+        str,
+        typer.Option(
+            "--codex-thread",
+            metavar="THREAD",
+            help='A Codex thread id; the next run of the session continues it ("" detaches).',
+        ),
+    ],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Continue a Codex thread (one started in a terminal, say) in this session."""
+    from tether.protocol.methods import SESSION_UPDATE
+    from tether.protocol.runs import SessionUpdateParams
+
+    params = SessionUpdateParams(
+        session_id=session_id,
+        agent="codex" if codex_thread else None,
+        agent_thread=codex_thread,
+    )
+    s = request(url, token, lambda c: c.call(SESSION_UPDATE, params))
+    human = (
+        f"session {s.id} continues Codex thread {s.agent_thread} on its next run"
+        if s.agent_thread
+        else f"session {s.id}: its next run starts a new thread"
     )
     context.current().emit(s, human)

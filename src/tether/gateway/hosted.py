@@ -231,6 +231,7 @@ class HostedService:
 
     async def _start(self, drive: _Drive, *, attach: bool) -> str | None:
         task = drive.task
+        session = await self.ledger.sessions.get(task.session_id)
         token, _cap = self.issuer.mint(
             runner_id=drive.live.runner_id,
             call_id=task.run_id,
@@ -249,6 +250,7 @@ class HostedService:
             token=token,
             after=drive.recorded,
             resumed=attach,
+            thread=None if attach else session.agent_thread,
         )
         result = await self.link.call(
             drive.live.runner_id,
@@ -257,6 +259,13 @@ class HostedService:
             deadline=time.monotonic() + START_TIMEOUT,
             call_key=f"{task.run_id}:{drive.recorded}:{attach}",
         )
+        if result.thread and (result.thread, result.resume) != (
+            session.agent_thread,
+            session.agent_resume,
+        ):
+            await self.ledger.sessions.update(
+                task.session_id, agent_thread=result.thread, agent_resume=result.resume or ""
+            )
         return result.thread
 
     async def _runner_back(self, drive: _Drive) -> LiveRunner | None:

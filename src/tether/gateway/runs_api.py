@@ -258,12 +258,16 @@ class RunsApi:
             runner_id = (await ledger.runners.find(p.runner)).id
         if p.workspace == "":
             clear.add("workspace")
+        if p.agent_thread == "":
+            clear.add("agent_thread")
         session = await ledger.sessions.update(
             p.session_id,
             agent=p.agent,
             runner_id=runner_id,
             workspace=p.workspace or None,
             mode=p.mode,
+            agent_thread=p.agent_thread or None,
+            agent_resume="" if p.agent_thread else None,
             clear=frozenset(clear),
         )
         return session_info(session)

@@ -28,6 +28,10 @@ class Session(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: float
     mode: str = "ask"
     """How tool calls are decided: ``ask``, ``auto-read`` or ``auto`` (see ``SessionMode``)."""
+    agent_thread: str | None = None
+    """A hosted agent's thread the session continues (Codex's thread id)."""
+    agent_resume: str | None = None
+    """The command that continues that thread in a terminal (``codex resume …``)."""
 
 
 class Run(msgspec.Struct, frozen=True, kw_only=True):

@@ -88,6 +88,8 @@ sessions = Table(
     Column("policy", Text, nullable=False, server_default="{}"),
     Column("status", String(16), nullable=False, server_default="active"),
     Column("mode", String(16), nullable=False, server_default="ask"),
+    Column("agent_thread", String(200), nullable=True),
+    Column("agent_resume", Text, nullable=True),
     Column("created_by", String(200), nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),

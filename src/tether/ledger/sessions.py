@@ -91,22 +91,28 @@ class SessionStore:
         runner_id: str | None = None,
         workspace: str | None = None,
         mode: SessionMode | None = None,
+        agent_thread: str | None = None,
+        agent_resume: str | None = None,
         clear: frozenset[str] = frozenset(),
         now: float | None = None,
     ) -> Session:
         """Change a session's settings: given values are set, names in ``clear``
-        (``runner_id``, ``workspace``) are unset, the rest is kept."""
+        (``runner_id``, ``workspace``, ``agent_thread``) are unset, the rest is kept."""
         values: dict[str, Any] = {"updated_at": time.time() if now is None else now}
         for name, value in (
             ("agent", agent),
             ("runner_id", runner_id),
             ("workspace", workspace),
             ("mode", mode),
+            ("agent_thread", agent_thread),
+            ("agent_resume", agent_resume),
         ):
             if value is not None:
                 values[name] = value
-        for name in clear & {"runner_id", "workspace"}:
+        for name in clear & {"runner_id", "workspace", "agent_thread"}:
             values[name] = None
+        if "agent_thread" in clear:
+            values["agent_resume"] = None
         stmt = (
             update(sessions)
             .where(sessions.c.id == session_id)

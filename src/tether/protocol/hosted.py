@@ -93,6 +93,8 @@ class AgentStarted(msgspec.Struct, kw_only=True):
     """True when the runner already had the turn (its events are replayed)."""
     home_shared: bool = False
     """The session's agent home is the user's own (e.g. ``~/.codex``)."""
+    resume: str | None = None
+    """The command that continues the thread in a terminal on the runner's machine."""
 
 
 class AgentTurnParams(_Params):

@@ -79,6 +79,10 @@ class SessionInfo(msgspec.Struct, kw_only=True):
     created_by: str | None
     created_at: float
     updated_at: float
+    agent_thread: str | None = None
+    """A hosted agent's thread the session continues (Codex's thread id)."""
+    agent_resume: str | None = None
+    """The command that continues that thread in a terminal, on the runner's machine."""
 
 
 class SessionUpdateParams(_Params):
@@ -91,6 +95,12 @@ class SessionUpdateParams(_Params):
     """A runner's name or id."""
     workspace: Annotated[str, msgspec.Meta(max_length=100)] | None = None
     mode: SessionMode | None = None
+    agent_thread: (
+        Annotated[str, msgspec.Meta(max_length=200, pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+        | None
+    ) = None
+    """Attach the session to this hosted agent thread (e.g. one started with the Codex
+    CLI); its next run continues it. ``""`` detaches it (the next run starts afresh)."""
 
 
 class EventInfo(msgspec.Struct, kw_only=True):

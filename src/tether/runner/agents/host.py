@@ -14,7 +14,9 @@ The gateway drives it with the ``agent.*`` methods (:mod:`tether.protocol.hosted
 - ``agent.ack`` lets the turn's journal forget; ``agent.done`` forgets the turn.
 
 A process that exits while its turn runs fails the turn with ``agent_crashed`` and the
-tail of its stderr; the next turn starts it again and resumes the thread. When the
+tail of its stderr; the next turn starts it again and resumes the thread. A session
+given the user's own CODEX_HOME holds its thread only while a turn runs (its process is
+stopped after each turn), so the Codex CLI can continue it meanwhile. When the
 gateway is away the agent keeps working: events stay in the journal (memory, then disk,
 then the turn is interrupted) and permission requests wait for the gateway.
 """
@@ -26,6 +28,7 @@ import contextlib
 import logging
 import os
 import re
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -179,11 +182,15 @@ class AgentHost:
         except TetherError as exc:
             turn.end("failed", reason=exc.data.get("reason") or "agent_error", message=exc.message)
             return AgentStarted(run_id=p.run_id, thread=None, attached=False)
+        shared = self.config.agents.codex.share_home
+        if shared:  # the user's own threads: hold one only while a turn runs
+            self._spawn(self._release(turn, session), f"agent:{p.run_id}:release")
         return AgentStarted(
             run_id=p.run_id,
             thread=session.thread,
             attached=False,
-            home_shared=self.config.agents.codex.share_home,
+            home_shared=shared,
+            resume=self._resume_command(p.session_id, session.thread, shared),
         )
 
     async def steer(self, p: AgentSteerParams) -> Empty:
@@ -271,6 +278,15 @@ class AgentHost:
         if isinstance(value, list):
             return [self._scrub(v) for v in value]
         return value
+
+    def _resume_command(self, session_id: str, thread: str | None, shared: bool) -> str | None:
+        """How a person continues the thread in a terminal on this machine."""
+        if not thread:
+            return None
+        if shared:
+            return f"codex resume {shlex.quote(thread)}"
+        home = self._session_dir(session_id) / "home"
+        return f"CODEX_HOME={shlex.quote(str(home))} codex resume {shlex.quote(thread)}"
 
     def _running(self, run_id: str) -> tuple[Turn, CodexSession]:
         turn = self.turns.get(run_id)
@@ -375,6 +391,14 @@ class AgentHost:
 
     def _overflowed(self, turn: Turn) -> None:
         self._spawn(self.interrupt(AgentTurnParams(run_id=turn.run_id)), "agent:overflow")
+
+    async def _release(self, turn: Turn, session: CodexSession) -> None:
+        """Stop a shared-home session's process once its turn is over, so the Codex CLI
+        can continue the thread (Codex lets one process at a time write a thread)."""
+        await turn.done.wait()
+        if self.sessions.get(session.session_id) is session and session.turn is None:
+            del self.sessions[session.session_id]
+            await session.aclose(grace=1.0)
 
     async def _kill_after_grace(self, turn: Turn) -> None:
         with contextlib.suppress(TimeoutError):
