@@ -4,15 +4,14 @@ interrupts, steering, gateway and runner restarts, crashes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
-
 import asyncio
 import json
 import os
 import re
 import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -374,7 +373,7 @@ def user_codex_home() -> Any:
     import shutil
     import tempfile
 
-    path = Path(tempfile.mkdtemp(prefix="tether-codex-", dir="/var/tmp"))  # noqa: S108
+    path = Path(tempfile.mkdtemp(prefix="tether-codex-", dir="/var/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

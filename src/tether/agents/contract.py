@@ -105,6 +105,8 @@ class SessionSettings(msgspec.Struct, frozen=True, kw_only=True):
     workspace: str | None
     mode: str
     """``auto-read``, ``ask`` or ``auto`` (how policy decides its tool calls)."""
+    thread: str | None = None
+    """A hosted agent's thread the session continues (Codex's thread id), if any."""
 
 
 class RunContext(Protocol):

@@ -56,6 +56,7 @@ from tether.ledger import Ledger
 from tether.policy import Call, describe_call
 from tether.policy.calls import normalize_path
 from tether.protocol.events import (
+    AgentStatus,
     RunEvent,
     ToolCallDecided,
     ToolCallFailed,
@@ -92,6 +93,8 @@ log = logging.getLogger(__name__)
 
 ACK_EVERY = 32
 """Events committed between two ``agent.ack``."""
+BURST = 256
+"""Events committed together at most."""
 QUEUE_MAX = 10_000
 """Events held for one drive before it drops the rest and asks for a replay."""
 START_TIMEOUT = 120.0
@@ -118,6 +121,7 @@ class _Drive:
     admitted: set[str] = field(default_factory=set)
     """Calls tether allowed (recorded in ``tool_calls``): their outcome is recorded too."""
     thread: str | None = None
+    thread_saved: str | None = None
 
 
 class HostedService:
@@ -143,6 +147,7 @@ class HostedService:
         self.config = config
         self.drives: dict[str, _Drive] = {}
         self._arrived: dict[str, asyncio.Event] = {}
+        self._side: set[asyncio.Task[Any]] = set()
 
     def install(self, handlers: MethodHandlers) -> None:
         handlers.add(AGENT_EVENT, self.on_event)
@@ -174,19 +179,17 @@ class HostedService:
                 f"runner {live.name} does not host {agent}: install it there (see "
                 "docs/agents.md) and restart the runner",
             )
-        recorded = await self.ledger.events.last_origin(task.run_id)
+        # a run this gateway starts has recorded nothing from its runner yet
+        recorded = await self.ledger.events.last_origin(task.run_id) if task.resumed else 0
         drive = _Drive(task=task, agent=agent, live=live, workspace=workspace, recorded=recorded)
         self.drives[task.run_id] = drive
         self._arrived.setdefault(task.run_id, asyncio.Event()).set()
         try:
-            outcome = await self._turn(drive)
+            # once the run ends, the orchestrator closes what it asked and nobody decided
+            return await self._turn(drive)
         finally:
             self.drives.pop(task.run_id, None)
             self._arrived.pop(task.run_id, None)
-        # the turn is over: what it asked and nobody decided is moot (a gateway shutting
-        # down never gets here, so its requests stay open for the next one)
-        await self.gate.requests.close_run(task.run_id, "turn.ended")
-        return outcome
 
     async def _turn(self, drive: _Drive) -> Outcome:
         task = drive.task
@@ -220,18 +223,26 @@ class HostedService:
                     )
                 continue
             self._ack(drive, force=True)
-            with contextlib.suppress(TetherError):
-                await self.link.call(
-                    drive.live.runner_id,
-                    AGENT_DONE,
-                    AgentTurnParams(run_id=task.run_id),
-                    deadline=time.monotonic() + 10,
-                )
+            self._spawn(self._done(drive), f"hosted:{task.run_id}:done")
             return outcome
+
+    async def _done(self, drive: _Drive) -> None:
+        """The runner may forget the turn (sent while the run's end is recorded)."""
+        with contextlib.suppress(TetherError):
+            await self.link.call(
+                drive.live.runner_id,
+                AGENT_DONE,
+                AgentTurnParams(run_id=drive.task.run_id),
+                deadline=time.monotonic() + 10,
+            )
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
 
     async def _start(self, drive: _Drive, *, attach: bool) -> str | None:
         task = drive.task
-        session = await self.ledger.sessions.get(task.session_id)
         token, _cap = self.issuer.mint(
             runner_id=drive.live.runner_id,
             call_id=task.run_id,
@@ -250,7 +261,7 @@ class HostedService:
             token=token,
             after=drive.recorded,
             resumed=attach,
-            thread=None if attach else session.agent_thread,
+            thread=None if attach else task.settings.thread,
         )
         result = await self.link.call(
             drive.live.runner_id,
@@ -259,13 +270,12 @@ class HostedService:
             deadline=time.monotonic() + START_TIMEOUT,
             call_key=f"{task.run_id}:{drive.recorded}:{attach}",
         )
-        if result.thread and (result.thread, result.resume) != (
-            session.agent_thread,
-            session.agent_resume,
-        ):
-            await self.ledger.sessions.update(
-                task.session_id, agent_thread=result.thread, agent_resume=result.resume or ""
-            )
+        if result.thread and result.thread != drive.thread_saved:
+            drive.thread_saved = result.thread
+            if result.thread != task.settings.thread:
+                await self.ledger.sessions.update(
+                    task.session_id, agent_thread=result.thread, agent_resume=result.resume or ""
+                )
         return result.thread
 
     async def _runner_back(self, drive: _Drive) -> LiveRunner | None:
@@ -300,32 +310,43 @@ class HostedService:
                     raise _Reattach from None  # nothing for a while: make sure nothing was lost
                 continue
             quiet_since = time.monotonic()
-            if note.n <= drive.recorded:
-                continue  # a replay of what is committed
-            if note.n > drive.recorded + 1:
+            burst = [note]  # what has arrived meanwhile goes in the same commit
+            while not drive.queue.empty() and len(burst) < BURST:
+                burst.append(drive.queue.get_nowait())
+            ended = await self._record(drive, burst)
+            if ended is not None:
+                return self._outcome(ended.payload)
+
+    async def _record(self, drive: _Drive, notes: list[AgentEventNote]) -> AgentEventNote | None:
+        """Commit the next notes in order (one commit); the turn's end if among them.
+        Replays of what is committed are skipped; a gap raises :class:`_Reattach`."""
+        events: list[tuple[RunEvent, int | None]] = []
+        ended = None
+        gap = False
+        expected = drive.recorded + 1
+        for note in notes:
+            if note.n < expected:
+                continue
+            if note.n > expected:
+                gap = True  # lost on the way: what is before it is recorded, then a replay
                 drive.queue = asyncio.Queue()
-                raise _Reattach  # something was lost on the way: replay from the last one
+                break
             if note.kind == TURN_ENDED:
-                return self._outcome(note.payload)
-            await self._record(drive, note)
-
-    async def _record(self, drive: _Drive, note: AgentEventNote) -> None:
-        event = self._checked(drive, note)
-        task = drive.task
-        if event is not None:
-            await task.record_event(event, origin=note.n)
+                ended = note
+                break
+            event = self._checked(drive, note)
+            # not recordable: the numbering stays whole with a status saying so
+            events.append((event or _not_recorded(note.kind), note.n))
+            expected += 1
+        await drive.task.record_events(events)
+        for event, _ in events:
             await self._finish_call(drive, event)
-        else:
-            # not recordable: keep the numbering whole with a status saying so
-            from tether.protocol.events import AgentStatus
-
-            await task.record_event(
-                AgentStatus(text=f"(an event of kind {note.kind[:64]!r} was not recorded)"),
-                origin=note.n,
-            )
-        drive.recorded = note.n
+        drive.recorded = expected - 1
+        if gap:
+            raise _Reattach
         if drive.recorded - drive.acked >= ACK_EVERY:
             self._ack(drive)
+        return ended
 
     def _checked(self, drive: _Drive, note: AgentEventNote) -> RunEvent | None:
         """The catalogue event a runner's note stands for, or None if it may not say it."""
@@ -505,6 +526,10 @@ def _refused(task: RunTask, message: str) -> AgentPermissionAnswer:
     if task.cancelled.is_set():
         return AgentPermissionAnswer(decision="cancel", message=message)
     return AgentPermissionAnswer(decision="decline", message=message)
+
+
+def _not_recorded(kind: str) -> RunEvent:
+    return AgentStatus(text=f"(an event of kind {kind[:64]!r} was not recorded)")
 
 
 def _failed(reason: str, message: str) -> Outcome:

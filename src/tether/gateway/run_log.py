@@ -11,7 +11,7 @@ ending of runs it does not drive all go through here.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -88,3 +88,18 @@ class RunLog:
         stored = new.committed(run.id, run.epoch)
         self.fanout.publish(run.session_id, stored)
         return stored, run
+
+    async def record_many(
+        self, run: Run, events: Sequence[tuple[RunEvent, int | None]], *, seq: int
+    ) -> list[Event]:
+        """Commit ``events`` (each with its ``origin``) at ``seq``, ``seq + 1``, … in one
+        commit, under ``run.epoch``; publish them in order."""
+        now = self.clock()
+        news = [encode_event(e, seq + i, now, origin) for i, (e, origin) in enumerate(events)]
+        stored = [
+            n.committed(run.id, run.epoch)
+            for n in await self.ledger.events.append(run.id, run.epoch, news)
+        ]
+        for event in stored:
+            self.fanout.publish(run.session_id, event)
+        return stored

@@ -235,6 +235,22 @@ class RunTask:
             )
         return await self._record(event)
 
+    async def record_events(self, events: Sequence[tuple[RunEvent, int | None]]) -> None:
+        """Gateway (or runner) events of this run, each with its ``origin``, in one commit."""
+        if self.fenced:
+            raise Conflict(f"run {self.run_id} is no longer held by this gateway")
+        if not events:
+            return
+        async with self._lock:
+            seq = self._seq if self._seq is not None else await self.env.log.next_seq(self.run_id)
+            try:
+                await self.env.log.record_many(self.record, events, seq=seq)
+            except Conflict as exc:
+                self._fence(exc.message)
+                raise
+            self._seq = seq + len(events)
+        self.last_progress = self.env.clock()
+
     async def record_event(self, event: RunEvent, origin: int | None = None) -> int:
         """A gateway (or runner) event of this run; ``origin``: a hosted agent's number
         for it (see ``tether.gateway.hosted``)."""
@@ -412,12 +428,16 @@ class RunTask:
                 runner=session.runner_id,
                 workspace=session.workspace,
                 mode=session.mode,
+                thread=session.agent_thread,
             )
-            self.authorization = await self._authorize(session)
-            if self._resumed:
-                await self._record_own(RunRecovered(attempt=self.attempt))
-            else:
-                await self._record_own(RunStarted(agent=self.backend.name, attempt=self.attempt))
+            self.authorization, storing = await self._authorize(session)
+            first: RunEvent = (
+                RunRecovered(attempt=self.attempt)
+                if self._resumed
+                else RunStarted(agent=self.backend.name, attempt=self.attempt)
+            )
+            # both ride one group commit; the agent starts only once both are stored
+            await asyncio.gather(storing, self._record_own(first))
             outcome = await self._drive()
             if outcome is not None:
                 await self._finish(outcome)
@@ -496,11 +516,14 @@ class RunTask:
                 reason = "run_cancelled" if self.stop_reason == "cancelled" else "run_ended"
                 await self._record_own(SteeringDropped(text=text, reason=reason, sender=sender))
 
-    async def _authorize(self, session: Session) -> Authorization:
+    async def _authorize(self, session: Session) -> tuple[Authorization, Awaitable[None]]:
         """The run's frozen authorization: read back when it has one, else computed from
-        the agent's manifest and the session's runner and stored with the run."""
+        the agent's manifest and the session's runner; and the write that stores it with
+        the run (nothing to write when it was read back)."""
         if self.record.authorization:
-            return msgspec.json.decode(self.record.authorization, type=Authorization)
+            return msgspec.json.decode(
+                self.record.authorization, type=Authorization
+            ), asyncio.sleep(0)
         offered: dict[str, Any] = {}
         if session.runner_id is not None:
             with contextlib.suppress(NotFound):
@@ -512,8 +535,7 @@ class RunTask:
             offered=offered,
         )
         encoded = msgspec.json.encode(auth).decode()
-        await self.env.log.ledger.runs.authorize(self.run_id, self.record.epoch, encoded)
-        return auth
+        return auth, self.env.log.ledger.runs.authorize(self.run_id, self.record.epoch, encoded)
 
     # ---- side loops ----------------------------------------------------------------
 
