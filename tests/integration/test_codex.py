@@ -88,7 +88,8 @@ async def test_a_command_approved_by_a_person_runs_in_the_workspace(
     kinds = [k for _, k, _ in events]
     assert kinds.count("approval.requested") == 1
     succeeded = kinds_of(events, "tool.call.succeeded")
-    assert succeeded and "agent-was-here" in succeeded[0]["result"]["output"]
+    assert succeeded
+    assert "agent-was-here" in succeeded[0]["result"]["output"]
 
 
 async def test_a_declined_command_does_not_run_and_the_model_is_told(

@@ -71,7 +71,7 @@ async def test_reads_run_in_codexs_own_sandbox_and_writes_ask_tether(
         events = await r.events(c, run_id)
     assert (done.state, done.output) == ("succeeded", "read and wrote"), done
     decided = kinds_of(events, "tool.call.decided")
-    assert [d["by"] for d in decided][0] == "agent_sandbox"
+    assert next(d["by"] for d in decided) == "agent_sandbox"
     assert "read-only sandbox" in decided[0]["rule"]
     outputs = [s["result"]["output"] for s in kinds_of(events, "tool.call.succeeded")]
     assert "hello from the readme" in outputs[0]

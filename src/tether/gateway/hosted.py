@@ -121,7 +121,8 @@ class _Drive:
     admitted: set[str] = field(default_factory=set)
     """Calls tether allowed (recorded in ``tool_calls``): their outcome is recorded too."""
     thread: str | None = None
-    thread_saved: str | None = None
+    saved: tuple[str | None, str | None] = (None, None)
+    """The thread and resume command last stored with the session."""
 
 
 class HostedService:
@@ -270,12 +271,13 @@ class HostedService:
             deadline=time.monotonic() + START_TIMEOUT,
             call_key=f"{task.run_id}:{drive.recorded}:{attach}",
         )
-        if result.thread and result.thread != drive.thread_saved:
-            drive.thread_saved = result.thread
-            if result.thread != task.settings.thread:
-                await self.ledger.sessions.update(
-                    task.session_id, agent_thread=result.thread, agent_resume=result.resume or ""
-                )
+        known = task.session
+        stored = (known.agent_thread, known.agent_resume) if known is not None else (None, None)
+        if result.thread and (result.thread, result.resume) not in (stored, drive.saved):
+            drive.saved = (result.thread, result.resume)
+            await self.ledger.sessions.update(
+                task.session_id, agent_thread=result.thread, agent_resume=result.resume or ""
+            )
         return result.thread
 
     async def _runner_back(self, drive: _Drive) -> LiveRunner | None:

@@ -107,6 +107,8 @@ class RunTask:
         """Read from the session when the run starts (:meth:`main`)."""
         self.authorization = Authorization()
         """What the run may ever use: nothing until :meth:`main` freezes it."""
+        self.session: Session | None = None
+        """The session as it was when the run started (read by :meth:`main`)."""
         self._input = raw_input if raw_input is not None else run.input
         self.backend = backend
         self._resumed = resumed
@@ -423,6 +425,7 @@ class RunTask:
         watchdog = asyncio.create_task(self._watchdog(), name=f"run:{self.run_id}:watchdog")
         try:
             session = await self.env.log.ledger.sessions.get(self.session_id)
+            self.session = session
             self._settings = SessionSettings(
                 agent=session.agent,
                 runner=session.runner_id,

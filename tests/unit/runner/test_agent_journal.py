@@ -27,7 +27,7 @@ def test_events_spill_to_disk_in_order_and_come_back_in_order(tmp_path: Path) ->
 def test_acknowledged_events_are_forgotten_and_the_spool_emptied(tmp_path: Path) -> None:
     spool = tmp_path / "t.events"
     journal = TurnJournal(spool, memory_bytes=20, disk_bytes=1000)
-    for i in range(10):
+    for _i in range(10):
         journal.add(b"x" * 10)
     assert spool.stat().st_size > 0
     journal.ack(8)
@@ -42,7 +42,8 @@ def test_past_the_disk_cap_nothing_more_is_kept(tmp_path: Path) -> None:
     added = [journal.add(b"y" * 10) for _ in range(20)]
     assert None in added
     kept = added.index(None)
-    assert journal.full and journal.kept == kept
+    assert journal.full
+    assert journal.kept == kept
     assert journal.add(b"z") is None
     assert journal.add(b"last", force=True) == kept + 1  # a turn's end always fits
 
