@@ -103,7 +103,7 @@ def add(
 
 @runners_app.command("list", epilog=examples("tether runners list", "tether runners list --json"))
 def list_(url: UrlOpt = None, token: TokenOpt = None) -> None:
-    """List runners: online or not, last seen, version, workspaces, load."""
+    """List runners: online or not, last seen, version, workspaces, hosted agents, load."""
     from tether.protocol.methods import RUNNER_LIST
     from tether.protocol.system import Empty
 
@@ -126,11 +126,11 @@ def list_(url: UrlOpt = None, token: TokenOpt = None) -> None:
                     load,
                     r.sandbox or "-",
                     ", ".join(r.workspaces) or "-",
+                    ", ".join(r.agents) or "-",
                 ]
             )
-        typer.echo(
-            table(["NAME", "STATE", "SEEN", "VERSION", "LOAD", "SANDBOX", "WORKSPACES"], rows)
-        )
+        headers = ["NAME", "STATE", "SEEN", "VERSION", "LOAD", "SANDBOX", "WORKSPACES", "AGENTS"]
+        typer.echo(table(headers, rows))
 
     context.current().emit(page, human)
 
