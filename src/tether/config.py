@@ -413,6 +413,9 @@ class RunnerConfig(_Section, frozen=True):
     this, then on disk (under the data dir)."""
     agent_buffer_disk_bytes: Positive = 64 * 1024 * 1024
     """Past this on disk, the turn is interrupted and fails with ``buffer_full``."""
+    agent_idle_timeout: Seconds = 900.0
+    """A session's hosted agent process with no turn for this long is stopped (its next
+    turn starts it again and resumes the thread)."""
     agent_interrupt_grace: Seconds = 5.0
     """Seconds a hosted agent has to end an interrupted turn before its process is killed."""
     agent_network: bool = True

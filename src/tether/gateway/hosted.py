@@ -121,6 +121,8 @@ class _Drive:
     admitted: set[str] = field(default_factory=set)
     """Calls tether allowed (recorded in ``tool_calls``): their outcome is recorded too."""
     thread: str | None = None
+    unsteerable: bool = False
+    """The agent refused steering once: the rest waits for the session's next run."""
     saved: tuple[str | None, str | None] = (None, None)
     """The thread and resume command last stored with the session."""
 
@@ -411,9 +413,10 @@ class HostedService:
 
     async def _steer(self, drive: _Drive) -> None:
         task = drive.task
-        if task.cancelled.is_set() or not task.steering:
+        if task.cancelled.is_set() or not task.steering or drive.unsteerable:
             return
-        for text in task.take_steering():
+        texts = task.take_steering()
+        for index, text in enumerate(texts):
             try:
                 await self._send(
                     drive, AGENT_STEER, AgentSteerParams(run_id=task.run_id, text=text)
@@ -421,7 +424,8 @@ class HostedService:
             except TetherError as exc:
                 # not taken: the session's next run gets it (RunTask settles what is left)
                 log.info("steering not delivered", extra={"error": exc.message})
-                task.steering.append((text, None))
+                task.steering.extend((left, None) for left in texts[index:])
+                drive.unsteerable = True
                 return
 
     async def _send(self, drive: _Drive, method: Any, params: Any) -> None:

@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import logging
 import shlex
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -154,6 +155,8 @@ class CodexSession:
         """Item id -> what we know of it (kind, command, paths, asked, announced)."""
         self._pumps: list[asyncio.Task[None]] = []
         self.exited = asyncio.Event()
+        self.turn_ended_at = 0.0
+        """When its last turn ended (monotonic); 0 while one runs."""
         self.on_exit: Callable[[CodexSession], None] | None = None
 
     # ---- the process ---------------------------------------------------------------
@@ -268,6 +271,7 @@ class CodexSession:
         assert self.rpc is not None
         assert self.thread is not None
         self.turn = turn
+        self.turn_ended_at = 0.0
         self._items.clear()
         result = await self.rpc.call(
             "turn/start",
@@ -507,6 +511,7 @@ class CodexSession:
         if self.turn is turn:
             self.turn = None
             self.turn_id = None
+            self.turn_ended_at = time.monotonic()
 
     # ---- what Codex asks -----------------------------------------------------------
 

@@ -24,6 +24,7 @@ then the turn is interrupted) and permission requests wait for the gateway.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -32,6 +33,8 @@ import shlex
 import time
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from tether.config import Config
 from tether.errors import (
@@ -70,10 +73,14 @@ from tether.security.capability import CapabilityVerifier
 from tether.security.file_modes import private_dir
 from tether.security.redaction import redact, redact_value
 
+_decode_note = msgspec.json.Decoder(AgentEventNote).decode
+
 __all__ = ["PERMISSION_WAIT", "AgentHost"]
 
 log = logging.getLogger(__name__)
 
+ENDED_KEPT = 1000
+"""Ended turns whose last event is kept after ``agent.done``."""
 PERMISSION_WAIT = 86_400.0
 """The most a permission request waits for the gateway (its own expiry decides first)."""
 _SESSION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -116,6 +123,11 @@ class AgentHost:
             if len(os.environ.get(name, "")) >= 8
         ]
         self._mode: str | None = None
+        self._ended: collections.OrderedDict[str, tuple[str, AgentEventNote]] = (
+            collections.OrderedDict()
+        )
+        """Run id -> its session and last event, for turns the gateway said it was done
+        with: a gateway that died before recording the run's end still gets it."""
 
     # ---- what this runner hosts --------------------------------------------------------
 
@@ -141,6 +153,18 @@ class AgentHost:
             workspace=p.workspace,
             resend=p.resend,
         )
+        ended = self._ended.get(p.run_id)
+        if ended is not None and p.resumed and p.run_id not in self.turns:
+            # the gateway said it was done, then died before recording the run's end
+            session_id, note = ended
+            if session_id != p.session_id:
+                raise CapabilityDenied(
+                    "this run belongs to another session", data={"reason": "wrong_session"}
+                )
+            self._send(note)
+            return AgentStarted(
+                run_id=p.run_id, thread=self._thread_file(session_id), attached=True
+            )
         turn = self.turns.get(p.run_id)
         if turn is not None:
             if turn.session_id != p.session_id:
@@ -184,7 +208,10 @@ class AgentHost:
             return AgentStarted(run_id=p.run_id, thread=None, attached=False)
         shared = self.config.agents.codex.share_home
         if shared:  # the user's own threads: hold one only while a turn runs
-            self._spawn(self._release(turn, session), f"agent:{p.run_id}:release")
+            self._spawn(self._release(turn, session, 0.0), f"agent:{p.run_id}:release")
+        else:
+            idle = self.config.runner.agent_idle_timeout
+            self._spawn(self._release(turn, session, idle), f"agent:{p.run_id}:idle")
         return AgentStarted(
             run_id=p.run_id,
             thread=session.thread,
@@ -212,6 +239,11 @@ class AgentHost:
     def done(self, p: AgentTurnParams) -> Empty:
         turn = self.turns.pop(p.run_id, None)
         if turn is not None:
+            last = list(turn.journal.after(turn.journal.last - 1))
+            if turn.ended and last:
+                self._ended[p.run_id] = (turn.session_id, _decode_note(last[-1][1]))
+                while len(self._ended) > ENDED_KEPT:
+                    self._ended.popitem(last=False)
             turn.journal.close()
         return Empty()
 
@@ -392,12 +424,20 @@ class AgentHost:
     def _overflowed(self, turn: Turn) -> None:
         self._spawn(self.interrupt(AgentTurnParams(run_id=turn.run_id)), "agent:overflow")
 
-    async def _release(self, turn: Turn, session: CodexSession) -> None:
-        """Stop a shared-home session's process once its turn is over, so the Codex CLI
-        can continue the thread (Codex lets one process at a time write a thread)."""
+    async def _release(self, turn: Turn, session: CodexSession, idle: float) -> None:
+        """Stop the session's process once its turn is over and no other has started for
+        ``idle`` seconds. A shared-home session is stopped at once (``idle`` 0), so the
+        Codex CLI can continue the thread: Codex lets one process at a time write one."""
         await turn.done.wait()
-        if self.sessions.get(session.session_id) is session and session.turn is None:
+        if idle:
+            await asyncio.sleep(idle)
+        if (
+            self.sessions.get(session.session_id) is session
+            and session.turn is None
+            and session.turn_ended_at <= time.monotonic() - idle
+        ):
             del self.sessions[session.session_id]
+            log.info("stopping an idle agent", extra={"session_id": session.session_id})
             await session.aclose(grace=1.0)
 
     async def _kill_after_grace(self, turn: Turn) -> None:
