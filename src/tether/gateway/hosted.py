@@ -74,6 +74,7 @@ from tether.protocol.hosted import (
     AgentStartParams,
     AgentSteerParams,
     AgentTurnParams,
+    AgentWithdrawNote,
 )
 from tether.protocol.methods import (
     AGENT_ACK,
@@ -83,6 +84,7 @@ from tether.protocol.methods import (
     AGENT_PERMISSION,
     AGENT_START,
     AGENT_STEER,
+    AGENT_WITHDRAW,
 )
 from tether.security.capability import CapabilityIssuer
 from tether.security.redaction import redact, redact_value
@@ -154,6 +156,7 @@ class HostedService:
 
     def install(self, handlers: MethodHandlers) -> None:
         handlers.add(AGENT_EVENT, self.on_event)
+        handlers.add(AGENT_WITHDRAW, self.on_withdraw)
         handlers.add(AGENT_PERMISSION, self.link.serve(self.permission))
 
     # ---- a run ---------------------------------------------------------------------
@@ -441,6 +444,20 @@ class HostedService:
             drive.overflowed = True
             return
         drive.queue.put_nowait(note)
+
+    async def on_withdraw(self, peer: Peer, note: AgentWithdrawNote) -> None:
+        """The agent closed a request itself: close the person's request for it."""
+        drive = self.drives.get(note.run_id)
+        if drive is None or peer.runner_id != drive.live.runner_id:
+            return
+        for record in await self.ledger.requests.for_run(note.run_id):
+            if not record.is_open:
+                continue
+            question = note.kind == "question" and record.kind == "question"
+            if question or record.call_id == note.call_id:
+                await self.gate.requests.close_run(
+                    note.run_id, "agent.withdrew", request_id=record.id
+                )
 
     async def _drive_of(self, run_id: str) -> _Drive | None:
         """The run's drive, waiting a while for it (a gateway that just restarted resumes

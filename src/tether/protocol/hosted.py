@@ -30,6 +30,7 @@ __all__ = [
     "AgentSteerParams",
     "AgentStopParams",
     "AgentTurnParams",
+    "AgentWithdrawNote",
 ]
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -147,6 +148,14 @@ class AgentPermissionParams(RunnerRequest):
     choices: list[Annotated[str, msgspec.Meta(max_length=200)]] = msgspec.field(
         default_factory=list
     )
+
+
+class AgentWithdrawNote(_Params):
+    """Runner -> gateway: the agent closed a request itself (nobody needs to decide it)."""
+
+    run_id: Id
+    kind: Literal["command", "file_change", "permissions", "question"]
+    call_id: Id
 
 
 class AgentPermissionAnswer(msgspec.Struct, kw_only=True):

@@ -381,6 +381,15 @@ AGENT_EVENT: Method[hosted.AgentEventNote, None] = register(
         "Notification: event `n` of a hosted agent's turn.",
     )
 )
+AGENT_WITHDRAW: Method[hosted.AgentWithdrawNote, None] = register(
+    Method(
+        "agent.withdraw",
+        hosted.AgentWithdrawNote,
+        None,
+        RUNNERS,
+        "Notification: a hosted agent closed one of its requests itself; it is closed.",
+    )
+)
 AGENT_PERMISSION = register(
     Method(
         "agent.permission",

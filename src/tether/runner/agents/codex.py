@@ -14,7 +14,8 @@ catalogue events of the turn (:class:`~tether.runner.agents.turns.Turn`):
 - ``item/commandExecution/requestApproval``, ``item/fileChange/requestApproval``,
   ``item/permissions/requestApproval`` and ``item/tool/requestUserInput`` ask the gateway
   (policy, then a person) and the answer goes back as ``accept`` (always once),
-  ``decline`` or ``cancel``.
+  ``decline`` or ``cancel``; ``serverRequest/resolved`` for a request still being asked
+  (Codex closed it itself) withdraws it, and the gateway closes the person's request.
 
 The turn's reply is read from the thread's history when it completes (never stitched
 from deltas). How Codex is set up (sandbox and approvals) follows ``agents.codex.sandbox``:
@@ -334,6 +335,10 @@ class CodexSession:
         if method == "turn/completed":
             self._completed(params)
             return
+        if method == "serverRequest/resolved":
+            if self.rpc is not None and self.rpc.withdraw(params.get("requestId")):
+                log.info("codex withdrew a request", extra={"request": params.get("requestId")})
+            return
         turn = self._mine(params)
         if turn is None:
             return
@@ -367,8 +372,6 @@ class CodexSession:
             error = params.get("error") or {}
             text = error.get("message") if isinstance(error, dict) else None
             turn.emit("agent.status", {"text": f"codex: {text or 'error'}"})
-        elif method == "serverRequest/resolved":
-            pass  # the matching request was answered (by us) or withdrawn
         else:
             log.debug("codex notification not mapped", extra={"method": method})
 

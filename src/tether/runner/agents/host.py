@@ -54,8 +54,9 @@ from tether.protocol.hosted import (
     AgentSteerParams,
     AgentStopParams,
     AgentTurnParams,
+    AgentWithdrawNote,
 )
-from tether.protocol.methods import AGENT_EVENT, AGENT_PERMISSION
+from tether.protocol.methods import AGENT_EVENT, AGENT_PERMISSION, AGENT_WITHDRAW
 from tether.protocol.system import Empty
 from tether.runner.agents.codex import CodexSession
 from tether.runner.agents.journal import TurnJournal
@@ -479,6 +480,18 @@ class AgentHost:
         ended = asyncio.ensure_future(turn.done.wait())
         try:
             await asyncio.wait({waiter, ended}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # the agent withdrew the request: nobody needs to decide it any more
+            waiter.cancel()
+            client = self.link.client
+            if client is not None and not client.closed:
+                client.notify(
+                    AGENT_WITHDRAW,
+                    AgentWithdrawNote(
+                        run_id=turn.run_id, kind=permission.kind, call_id=permission.call_id
+                    ),
+                )
+            raise
         finally:
             ended.cancel()
         if not waiter.done():

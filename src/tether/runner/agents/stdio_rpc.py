@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -53,6 +54,8 @@ class StdioRpc:
         self._next = 0
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._answering: dict[str, asyncio.Task[None]] = {}
+        """The agent's requests we are still answering, by id."""
         self.closed = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
 
@@ -137,7 +140,10 @@ class StdioRpc:
                     self._answer(ident, method, params), name=f"agent:request:{method}"
                 )
                 self._tasks.add(task)
+                key = _key(ident)
+                self._answering[key] = task
                 task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(functools.partial(self._answered, key))
             return
         if isinstance(ident, int) and ident in self._pending:
             future = self._pending[ident]
@@ -149,6 +155,19 @@ class StdioRpc:
                 future.set_exception(AgentRpcError(str(text or "error"), data={"error": error}))
             else:
                 future.set_result(message.get("result"))
+
+    def _answered(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._answering.get(key) is task:
+            del self._answering[key]
+
+    def withdraw(self, ident: Any) -> bool:
+        """The agent closed its request ``ident`` itself: stop answering it (no reply is
+        sent). False when it is not being answered (answered already, or unknown)."""
+        task = self._answering.pop(_key(ident), None)
+        if task is None or task.done():
+            return False
+        task.cancel()
+        return True
 
     async def _answer(self, ident: Any, method: str, params: dict[str, Any]) -> None:
         try:
@@ -174,3 +193,8 @@ class StdioRpc:
             with contextlib.suppress(BaseException):
                 await self._pump
         self.closed.set()
+
+
+def _key(ident: Any) -> str:
+    """Request ids as JSON has them (``0`` and ``"0"`` are different ids)."""
+    return json.dumps(ident)
