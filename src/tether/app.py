@@ -112,6 +112,7 @@ def _build(
     for backend in agents.backends.values():
         if isinstance(backend, HostedAgent):
             backend.bind(hosted)
+            hosted.agents.add(backend.name)
     fanout = Fanout()
     orchestrator = Orchestrator(
         RunLog(ledger, fanout),
@@ -140,6 +141,7 @@ def _build(
     for api in (system, runs_api, runners_api, access_api, agents_api, hosted):
         api.install(handlers)
     server.on_peer_closed += [runs_api.peer_closed, runners_api.peer_closed]
+    runs_api.on_session_changed.append(hosted.session_changed)
     retention = RetentionJob(ledger, metrics, config.ledger.retention_interval)
     return GatewayParts(
         ledger=ledger,

@@ -63,7 +63,12 @@ def stack(
     }
     gw = make_gateway(*args, **env)
     config = codex_config(tmp_path / "runner.toml", server, extra=runner_extra)
-    runner = make_runner(gw, env={"TETHER_CONFIG": str(config), "SCRIPTED_API_KEY": MODEL_KEY})
+    runner_env = {
+        "TETHER_CONFIG": str(config),
+        "SCRIPTED_API_KEY": MODEL_KEY,
+        "TETHER_RUNNER__RECONNECT_MAX_DELAY": "1",  # back soon after a gateway restart
+    }
+    runner = make_runner(gw, env=runner_env)
     return gw, runner
 
 
@@ -267,7 +272,7 @@ async def test_a_runner_restart_is_told_and_the_next_message_resumes_the_thread(
         await open_request(c, run.id, timeout=60)
         runner.terminate()
         runner.start()
-        failed = await r.wait_state(c, run.id, timeout=60)
+        failed = await r.wait_state(c, run.id, timeout=20)  # told at once, not after a timeout
         assert (failed.state, failed.reason) == ("failed", "runner_restarted"), failed
         assert "resumes" in (failed.output or "")
         assert not (await c.call(REQUEST_LIST, RequestListParams(run_id=run.id))).requests
@@ -280,7 +285,7 @@ async def test_a_runner_restart_is_told_and_the_next_message_resumes_the_thread(
 async def test_stop_interrupts_the_turn(
     make_gateway: MakeGateway, make_runner: MakeRunner, model: Any, home: Path, tmp_path: Path
 ) -> None:
-    server = await model([{"delay": 30, "text": "too late"}])
+    server = await model([{"delay": 8, "text": "too late"}])
     gw, _runner = stack(make_gateway, make_runner, server, tmp_path)
     async with await connect_ipc(gw.socket) as c:
         run_id = (await r.start(c, "think long", agent="codex")).run.id
@@ -444,3 +449,25 @@ async def test_stop_while_an_approval_waits_closes_it_and_nothing_runs(
     assert [(x["request"], x["decision"]) for x in resolved] == [(request.id, "cancelled")]
     assert not (home / "ws-box" / "stopped.txt").exists()
     assert len(server.requests) == 1  # codex was not told to go on
+
+
+async def test_moving_a_session_off_codex_stops_its_process(
+    make_gateway: MakeGateway, make_runner: MakeRunner, model: Any, home: Path, tmp_path: Path
+) -> None:
+    server = await model([{"text": "hi"}])
+    gw, runner = stack(make_gateway, make_runner, server, tmp_path)
+    async with await connect_ipc(gw.socket) as c:
+        run = (await r.start(c, "hello", agent="codex")).run
+        assert (await r.wait_state(c, run.id, timeout=60)).state == "succeeded"
+
+        def agents() -> list[int]:
+            return [pid for pid, cmd in descendants(runner.pid) if "app-server" in cmd]
+
+        assert agents()  # kept for the session's next turn
+        moved = run_cli(gw.home, "sessions", "set", run.session_id, "--agent", "operator")
+        assert moved.returncode == 0, moved.stderr
+        for _ in range(300):
+            if not agents():
+                break
+            await asyncio.sleep(0.05)
+    assert not agents(), descendants(runner.pid)

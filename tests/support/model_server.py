@@ -63,7 +63,8 @@ class ModelServer:
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post("/v1beta/models/{model_call}", self._gemini)
-        self._runner = web.AppRunner(app, access_log=None)
+        # a test that ends while a delayed answer is pending does not wait for it
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

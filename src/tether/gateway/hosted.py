@@ -52,7 +52,7 @@ from tether.gateway.registry import LiveRunner, RunnerRegistry
 from tether.gateway.run_task import RunTask
 from tether.gateway.runner_link import SocketRunnerLink
 from tether.gateway.tools import ToolGateway
-from tether.ledger import Ledger
+from tether.ledger import Ledger, Session
 from tether.policy import Call, describe_call
 from tether.policy.calls import normalize_path
 from tether.protocol.events import (
@@ -73,6 +73,7 @@ from tether.protocol.hosted import (
     AgentPermissionParams,
     AgentStartParams,
     AgentSteerParams,
+    AgentStopParams,
     AgentTurnParams,
     AgentWithdrawNote,
 )
@@ -84,6 +85,7 @@ from tether.protocol.methods import (
     AGENT_PERMISSION,
     AGENT_START,
     AGENT_STEER,
+    AGENT_STOP,
     AGENT_WITHDRAW,
 )
 from tether.security.capability import CapabilityIssuer
@@ -153,6 +155,31 @@ class HostedService:
         self.drives: dict[str, _Drive] = {}
         self._arrived: dict[str, asyncio.Event] = {}
         self._side: set[asyncio.Task[Any]] = set()
+        self.agents: set[str] = set()
+        """The hosted agents' names (set when the backends are bound)."""
+
+    def session_changed(self, before: Session, after: Session) -> None:
+        """A session moved off its hosted agent (another agent, runner or workspace): its
+        runner stops the agent process (the thread stays; the next run resumes it)."""
+        place = before.agent, before.runner_id, before.workspace
+        if before.agent not in self.agents or before.runner_id is None:
+            return
+        if place == (after.agent, after.runner_id, after.workspace):
+            return
+        if any(d.task.session_id == before.id for d in self.drives.values()):
+            return  # a turn is running: it goes on; the idle timeout stops the process later
+        self._spawn(self._stop_agent(before.runner_id, before.id), f"hosted:{before.id}:stop")
+
+    async def _stop_agent(self, runner_id: str, session_id: str) -> None:
+        if self.registry.get(runner_id) is None:
+            return  # not connected: its idle timeout stops the process
+        with contextlib.suppress(TetherError):
+            await self.link.call(
+                runner_id,
+                AGENT_STOP,
+                AgentStopParams(session_id=session_id),
+                deadline=time.monotonic() + 15,
+            )
 
     def install(self, handlers: MethodHandlers) -> None:
         handlers.add(AGENT_EVENT, self.on_event)
@@ -220,6 +247,10 @@ class HostedService:
             try:
                 outcome = await self._consume(drive)
             except _Reattach:
+                log.info(
+                    "attaching to a hosted turn again",
+                    extra={"run_id": task.run_id, "after": drive.recorded},
+                )
                 gone = self.registry.get(drive.live.runner_id) is not drive.live
                 if gone and await self._runner_back(drive) is None:
                     return _failed(

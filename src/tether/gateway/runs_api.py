@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -84,6 +85,8 @@ class RunsApi:
         self.orchestrator = orchestrator
         self.fanout = fanout
         self.metrics = metrics
+        self.on_session_changed: list[Callable[[Session, Session], None]] = []
+        """Called with (before, after) when a session's settings change."""
 
     def install(self, handlers: MethodHandlers) -> None:
         handlers.add(m.RUN_CREATE, self.create)
@@ -245,7 +248,7 @@ class RunsApi:
 
     async def update_session(self, peer: Peer, p: SessionUpdateParams) -> SessionInfo:
         ledger = self.ledger
-        await self.session_for(peer, p.session_id)
+        before = await self.session_for(peer, p.session_id)
         if p.agent is not None:
             self.orchestrator.check_agent(
                 p.agent, peer.principal.id, peer.role_name, peer.user_role
@@ -270,4 +273,6 @@ class RunsApi:
             agent_resume="" if p.agent_thread else None,
             clear=frozenset(clear),
         )
+        for changed in self.on_session_changed:
+            changed(before, session)
         return session_info(session)

@@ -196,6 +196,7 @@ class RunnerDaemon:
                 await self._sleep(delay)
                 continue
             self.client = client
+            self.link.opened(client)
             self.executor.frame_limit = client.hello.max_frame_bytes
             try:
                 await self._serve(client)

@@ -45,6 +45,11 @@ class GatewayLink:
         self.max_bytes = max_bytes
         self.kept_bytes = 0
         self.client: RpcClient | None = None
+        """The registered connection (sequenced notifications go on it)."""
+        self.current: RpcClient | None = None
+        """The connection as soon as it is open, before registration: the gateway may send
+        requests (``agent.start``) the moment it has registered the runner, before the
+        runner has read the answer, and what they answer with goes on this one."""
         self.seq = 0
         self.acked = 0
         self.forgotten = 0
@@ -64,8 +69,12 @@ class GatewayLink:
             client.notify(method, params)
         self._connected.set()
 
+    def opened(self, client: RpcClient) -> None:
+        self.current = client
+
     def detach(self) -> None:
         self.client = None
+        self.current = None
         self._connected.clear()
 
     def ack(self, acked: int) -> None:

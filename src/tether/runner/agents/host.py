@@ -276,6 +276,9 @@ class AgentHost:
             memory_bytes=config.agent_buffer_memory_bytes,
             disk_bytes=config.agent_buffer_disk_bytes,
         )
+        if p.resumed:
+            # a turn another runner process numbered: this one's events come after those
+            journal.last = journal.acked = p.after
         turn = Turn(
             run_id=p.run_id,
             session_id=p.session_id,
@@ -290,7 +293,7 @@ class AgentHost:
         return turn
 
     def _send(self, note: AgentEventNote) -> bool:
-        client = self.link.client
+        client = self.link.current
         if client is None or client.closed:
             return False
         client.notify(AGENT_EVENT, note)
@@ -483,7 +486,7 @@ class AgentHost:
         except asyncio.CancelledError:
             # the agent withdrew the request: nobody needs to decide it any more
             waiter.cancel()
-            client = self.link.client
+            client = self.link.current
             if client is not None and not client.closed:
                 client.notify(
                     AGENT_WITHDRAW,
