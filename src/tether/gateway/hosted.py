@@ -338,7 +338,9 @@ class HostedService:
                 raise _Reattach
             if task.cancelled.is_set() and not interrupted:
                 interrupted = True
-                await self._send(drive, AGENT_INTERRUPT, AgentTurnParams(run_id=task.run_id))
+                # a runner that is away gets it again once the drive has attached again
+                with contextlib.suppress(TetherError):
+                    await self._send(drive, AGENT_INTERRUPT, AgentTurnParams(run_id=task.run_id))
             await self._steer(drive)
             try:
                 note = await asyncio.wait_for(drive.queue.get(), POLL)
