@@ -1,14 +1,17 @@
-"""Shared fixtures: scaled timeouts, temporary homes, and real gateway processes."""
+"""Shared fixtures: scaled timeouts, temporary homes, real gateway processes and scripted
+model servers."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support.model_server import ModelServer
 from tests.support.process import GatewayProcess, RunnerProcess, short_tempdir
 
 SCALE = float(os.environ.get("TETHER_TEST_SCALE", "1"))
@@ -43,7 +46,6 @@ def pytest_report_header() -> list[str]:
 
 # ---- ledgers on both engines ----------------------------------------------------------
 
-from collections.abc import AsyncIterator  # noqa: E402
 
 from tests.support.databases import PgTemplate, pg_url  # noqa: E402
 from tether.config import LedgerConfig  # noqa: E402
@@ -134,3 +136,18 @@ def make_runner(home: Path) -> Iterator[Callable[..., RunnerProcess]]:
     finally:
         for runner in started:
             runner.stop()
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[Callable[[list[dict[str, Any]]], Any]]:
+    """Start scripted model servers on 127.0.0.1 (``await model(script)``); closed after."""
+    servers: list[ModelServer] = []
+
+    async def start(script: list[dict[str, Any]]) -> ModelServer:
+        server = await ModelServer(script).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.close()

@@ -10,7 +10,7 @@ import json
 import os
 import re
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +30,6 @@ MakeGateway = Callable[..., GatewayProcess]
 MakeRunner = Callable[..., RunnerProcess]
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[Callable[[list[dict[str, Any]]], Any]]:
-    servers: list[ModelServer] = []
-
-    async def start(script: list[dict[str, Any]]) -> ModelServer:
-        server = await ModelServer(script).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        await server.close()
 
 
 def stack(

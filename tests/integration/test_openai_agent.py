@@ -4,11 +4,9 @@ gateway and runner: allowed, approved and denied tool calls, a 429, a broken str
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.support import runs as r
 from tests.support.model_server import ModelServer
@@ -19,20 +17,6 @@ from tether.transport.client import connect_ipc
 MakeGateway = Callable[..., GatewayProcess]
 MakeRunner = Callable[..., RunnerProcess]
 KEY = "sk-test-" + "k" * 40
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[Callable[[list[dict[str, Any]]], Any]]:
-    servers: list[ModelServer] = []
-
-    async def start(script: list[dict[str, Any]]) -> ModelServer:
-        server = await ModelServer(script).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        await server.close()
 
 
 def gateway_for(
