@@ -379,13 +379,10 @@ class CodexSession:
         kind = item.get("type")
         item_id = str(item.get("id") or "")
         if kind == "commandExecution":
-            actions = item.get("commandActions") or []
-            inner = [a.get("command") for a in actions if isinstance(a, dict)]
-            command = inner[0] if len(inner) == 1 and isinstance(inner[0], str) else None
             self._items[item_id] = {
                 "tool": "shell",
                 "args": {
-                    "command": command or strip_shell(str(item.get("command") or "")),
+                    "command": strip_shell(str(item.get("command") or "")),
                     "cwd": self._relative(str(item.get("cwd") or "")),
                 },
             }
@@ -529,6 +526,7 @@ class CodexSession:
         known = self._items.setdefault(item_id, {"tool": "shell", "args": {}})
         known["asked"] = True
         if method == "item/commandExecution/requestApproval":
+            # policy judges the command line that would run, never Codex's summary of it
             command = str(params.get("command") or "")
             args = known["args"] or {}
             permission = Permission(
@@ -536,7 +534,7 @@ class CodexSession:
                 call_id=call_id,
                 tool="shell",
                 args={
-                    "command": args.get("command") or strip_shell(command),
+                    "command": strip_shell(command) if command else str(args.get("command", "")),
                     "cwd": self._relative(str(params.get("cwd") or self.workspace_root)),
                 },
                 reason=str(params.get("reason") or ""),
