@@ -124,7 +124,6 @@ class _Drive:
     acked: int = 0
     admitted: set[str] = field(default_factory=set)
     """Calls tether allowed (recorded in ``tool_calls``): their outcome is recorded too."""
-    thread: str | None = None
     unsteerable: bool = False
     """The agent refused steering once: the rest waits for the session's next run."""
     saved: tuple[str | None, str | None] = (None, None)
@@ -229,7 +228,7 @@ class HostedService:
         attach = task.resumed or drive.recorded > 0
         while True:
             try:
-                started = await self._start(drive, attach=attach)
+                await self._start(drive, attach=attach)
             except RunnerOffline:
                 back = await self._runner_back(drive)
                 if back is None:
@@ -243,7 +242,6 @@ class HostedService:
             except TetherError as exc:
                 return _failed(exc.code, exc.message)
             attach = True
-            drive.thread = started or drive.thread
             try:
                 outcome = await self._consume(drive)
             except _Reattach:
@@ -278,7 +276,7 @@ class HostedService:
         self._side.add(task)
         task.add_done_callback(self._side.discard)
 
-    async def _start(self, drive: _Drive, *, attach: bool) -> str | None:
+    async def _start(self, drive: _Drive, *, attach: bool) -> None:
         task = drive.task
         token, _cap = self.issuer.mint(
             runner_id=drive.live.runner_id,
@@ -314,7 +312,6 @@ class HostedService:
             await self.ledger.sessions.update(
                 task.session_id, agent_thread=result.thread, agent_resume=result.resume or ""
             )
-        return result.thread
 
     async def _runner_back(self, drive: _Drive) -> LiveRunner | None:
         back = await self.registry.wait_back(

@@ -92,8 +92,6 @@ class AgentStarted(msgspec.Struct, kw_only=True):
     """The agent's thread id (Codex), once known."""
     attached: bool
     """True when the runner already had the turn (its events are replayed)."""
-    home_shared: bool = False
-    """The session's agent home is the user's own (e.g. ``~/.codex``)."""
     resume: str | None = None
     """The command that continues the thread in a terminal on the runner's machine."""
 

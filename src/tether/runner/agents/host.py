@@ -217,7 +217,6 @@ class AgentHost:
             run_id=p.run_id,
             thread=session.thread,
             attached=False,
-            home_shared=shared,
             resume=self._resume_command(p.session_id, session.thread, shared),
         )
 

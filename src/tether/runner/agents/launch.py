@@ -132,7 +132,8 @@ def codex_launch(
         spec = SandboxSpec(
             binds=binds,
             cwd=str(workspace),
-            hidden=[loc for loc in protected.locations() if not _is_home(loc.path, home)],
+            # the session's own home is mounted for it even where it lies in a protected place
+            hidden=[loc for loc in protected.locations() if loc.path != str(home)],
             home=str(runner_home),
             network=config.runner.agent_network,
         )
@@ -142,12 +143,6 @@ def codex_launch(
             os.close(fd)
         raise
     return Launch(wrapped, env, fds, str(workspace), inner_home)
-
-
-def _is_home(path: str, home: Path) -> bool:
-    """A protected location that is the session's own agent home (a user's CODEX_HOME
-    under a protected directory is still mounted, for that session alone)."""
-    return path == str(home)
 
 
 @functools.lru_cache(maxsize=4)

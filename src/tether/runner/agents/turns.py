@@ -65,7 +65,6 @@ class Turn:
         self.send = send
         self.mask = mask
         self.ended = False
-        self.status: str | None = None
         self.done = asyncio.Event()
         self.on_overflow: Callable[[Turn], None] | None = None
         self._overflowed = False
@@ -114,7 +113,6 @@ class Turn:
         note = self._note(TURN_ENDED, payload)
         self.journal.add(msgspec.json.encode(note), force=True)
         self.ended = True
-        self.status = status
         self._send(note)
         self.done.set()
 
