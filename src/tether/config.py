@@ -211,11 +211,55 @@ class CodexConfig(_Section, frozen=True):
     """Seconds for the agent to start and answer ``initialize``."""
 
 
+class AcpAgentConfig(_Section, frozen=True):
+    """A hosted ACP agent (``claude``, ``gemini``, ``codex-acp``) as a runner starts it: read
+    by the runner, which keeps the model credentials (they never reach the gateway). Each
+    preset knows how to pass these to its program (docs/agents.md)."""
+
+    command: str = ""
+    """The program: a path, or a name on PATH (empty: the preset's own name)."""
+    model: str = ""
+    """The model it uses (empty: the preset's default)."""
+    base_url: str = ""
+    """The model API's base URL (empty: the vendor's)."""
+    key_env: str = ""
+    """The runner's environment variable holding the API key (empty: the preset's usual
+    one, e.g. ``ANTHROPIC_API_KEY``); given to the agent under the name it expects."""
+    env: list[str] = []
+    """More of the runner's environment variables the agent gets."""
+    args: list[str] = []
+    """More command-line arguments for the program."""
+    settings: dict[str, Any] = {}
+    """``codex-acp`` only: Codex config keys passed as ``-c key=value`` (as for ``codex``)."""
+    mounts: list[str] = []
+    """More paths the agent may read inside the sandbox (e.g. the Python environment of an
+    agent written in Python): read-only, never a protected path."""
+    start_timeout: Seconds = 60.0
+    """Seconds for the agent to start, answer ``initialize`` and open a session."""
+
+
 class AgentsConfig(_Section, frozen=True):
     """Agent backends that need configuration."""
 
     openai: OpenAIConfig = msgspec.field(default_factory=OpenAIConfig)
     codex: CodexConfig = msgspec.field(default_factory=CodexConfig)
+    claude: AcpAgentConfig = msgspec.field(default_factory=AcpAgentConfig)
+    """Claude Code through ``@agentclientprotocol/claude-agent-acp``."""
+    gemini: AcpAgentConfig = msgspec.field(default_factory=AcpAgentConfig)
+    """Gemini CLI (``gemini --acp``)."""
+    codex_acp: AcpAgentConfig = msgspec.field(default_factory=AcpAgentConfig, name="codex-acp")
+    """Codex through ``@zed-industries/codex-acp``."""
+    acp: AcpAgentConfig = msgspec.field(default_factory=AcpAgentConfig)
+    """Any other ACP agent: its ``command`` (and ``args``) must be set."""
+
+    def preset(self, agent: str) -> AcpAgentConfig:
+        """The configuration of the ACP preset ``agent``."""
+        return {
+            "claude": self.claude,
+            "gemini": self.gemini,
+            "codex-acp": self.codex_acp,
+            "acp": self.acp,
+        }[agent]
 
 
 class RunsConfig(_Section, frozen=True):

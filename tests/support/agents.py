@@ -4,6 +4,7 @@ tools/agents), and the runner config that points them at a scripted model server
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -76,7 +77,6 @@ async def codex_exec(
 ) -> str:
     """Run the Codex CLI as a person would in a terminal (``codex exec``, or ``codex exec
     resume THREAD``) with ``CODEX_HOME=home``; return the thread id it reports."""
-    import json
     import subprocess
 
     from tether.runner.agents.codex import codex_overrides
@@ -153,3 +153,55 @@ def descendants(pid: int) -> list[tuple[int, str]]:
         out.append((child, cmd))
         todo += children.get(child, [])
     return out
+
+
+def acp_test_agent(directory: Path) -> Path:
+    """``tests/support/acp_agent.py`` as a program of its own in ``directory`` (run by this
+    Python, whose environment :func:`acp_config` lets it read in the sandbox)."""
+    import sys
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "acp-test-agent"
+    source = (ROOT / "tests" / "support" / "acp_agent.py").read_text()
+    path.write_text(f"#!{sys.executable}\n{source}")
+    path.chmod(0o755)
+    return path
+
+
+def acp_config(path: Path, agent: Path, *, extra: str = "") -> Path:
+    """A runner config whose ``acp`` agent is ``agent`` (see :func:`acp_test_agent`)."""
+    import sys
+
+    mounts = sorted({sys.prefix, sys.base_prefix})
+    path.write_text(
+        f"""
+[agents.acp]
+command = "{agent}"
+mounts = {json.dumps(mounts)}
+start_timeout = 30
+{extra}
+"""
+    )
+    return path
+
+
+def acp_preset_config(path: Path, agent: str, server: ModelServer, *, extra: str = "") -> Path:
+    """A runner config that starts the ACP preset ``agent`` (``claude``, ``gemini``,
+    ``codex-acp``) against ``server``."""
+    names = {"claude": "claude-agent-acp", "gemini": "gemini", "codex-acp": "codex-acp"}
+    command = program(names[agent])
+    if agent == "codex-acp":
+        settings = "\n".join(
+            f"{json.dumps(k)} = {json.dumps(v) if not isinstance(v, dict) else _inline(v)}"
+            for k, v in codex_settings(server).items()
+        )
+        body = f'key_env = "SCRIPTED_API_KEY"\n\n[agents.codex-acp.settings]\n{settings}\n'
+    else:
+        model = {"claude": "claude-sonnet-4-5", "gemini": "gemini-2.5-flash"}[agent]
+        body = f'base_url = "{server.root}"\nkey_env = "SCRIPTED_API_KEY"\nmodel = "{model}"\n'
+    path.write_text(f'[agents.{agent}]\ncommand = "{command}"\nstart_timeout = 60\n{extra}\n{body}')
+    return path
+
+
+def _inline(table: dict[str, object]) -> str:
+    return "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in table.items()) + "}"

@@ -11,7 +11,7 @@ from tether.agents.contract import (
     RunContext,
 )
 from tether.agents.discovery import ENTRY_POINT_GROUP, Discovered, Skipped, discover
-from tether.agents.hosted import CODEX, HostedAgent
+from tether.agents.hosted import ACP_AGENTS, CODEX, HostedAgent
 from tether.agents.operator import OperatorAgent
 from tether.agents.script import ScriptAgent
 from tether.config import Config
@@ -53,5 +53,6 @@ def builtin() -> dict[str, AgentBackend]:
         ScriptAgent(),
         ScriptAgent("script-once", resume=False),
         HostedAgent(CODEX),
+        *(HostedAgent(m) for m in ACP_AGENTS),
     ]
     return {a.name: a for a in agents}

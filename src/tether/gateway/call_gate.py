@@ -134,11 +134,14 @@ class CallGate:
         workspace: str,
         announce: Callable[[str], Awaitable[None]],
         call: Call | None = None,
+        granted: Verdict | None = None,
     ) -> Verdict:
         """Decide a run's call; return how it was allowed, or raise why not. ``announce``
         records ``tool.call.requested`` (with the call id to use) once it is known to be new.
         ``call``: how policy sees it, when not one of the runner's tools (a hosted agent's
-        own action)."""
+        own action). ``granted``: a decision already made for exactly this action (a hosted
+        agent's file write it was allowed to make), which answers what would be asked;
+        authorization and policy's denials still apply."""
         call = call or self.policy.describe(tool, args, workspace=workspace, live=live)
         digest = args_digest(args)
         earlier = await self._earlier(run, tool, digest, workspace) if run.resumed else None
@@ -173,6 +176,8 @@ class CallGate:
             verdict = _person(earlier, call_id)
         elif earlier is None and decision.decision == "allow":
             verdict = Verdict(by="rule", rule=decision.rule)
+        elif earlier is None and granted is not None:
+            verdict = Verdict(by=granted.by, rule=granted.rule, request_id=granted.request_id)
         else:
             if earlier is None:  # ask
                 earlier = await self._ask(run, call_id, live, call, args, digest, decision)

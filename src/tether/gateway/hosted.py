@@ -41,11 +41,12 @@ from tether.errors import (
     ApprovalExpired,
     CapabilityDenied,
     InvalidParams,
+    NotFound,
     PolicyDenied,
     RunnerOffline,
     TetherError,
 )
-from tether.gateway.call_gate import CallGate
+from tether.gateway.call_gate import CallGate, Verdict
 from tether.gateway.handlers import MethodHandlers
 from tether.gateway.peer import Peer
 from tether.gateway.registry import LiveRunner, RunnerRegistry
@@ -74,8 +75,11 @@ from tether.protocol.hosted import (
     AgentStartParams,
     AgentSteerParams,
     AgentStopParams,
+    AgentToolAnswer,
+    AgentToolParams,
     AgentTurnParams,
     AgentWithdrawNote,
+    call_id_for,
 )
 from tether.protocol.methods import (
     AGENT_ACK,
@@ -86,6 +90,7 @@ from tether.protocol.methods import (
     AGENT_START,
     AGENT_STEER,
     AGENT_STOP,
+    AGENT_TOOL,
     AGENT_WITHDRAW,
 )
 from tether.security.capability import CapabilityIssuer
@@ -124,6 +129,9 @@ class _Drive:
     acked: int = 0
     admitted: set[str] = field(default_factory=set)
     """Calls tether allowed (recorded in ``tool_calls``): their outcome is recorded too."""
+    granted: dict[str, tuple[AgentPermissionParams, Verdict]] = field(default_factory=dict)
+    """The agent's actions tether allowed, by call id: a file write or command the agent
+    then asks its client for (ACP) to carry one out is decided by it."""
     unsteerable: bool = False
     """The agent refused steering once: the rest waits for the session's next run."""
     saved: tuple[str | None, str | None] = (None, None)
@@ -184,6 +192,7 @@ class HostedService:
         handlers.add(AGENT_EVENT, self.on_event)
         handlers.add(AGENT_WITHDRAW, self.on_withdraw)
         handlers.add(AGENT_PERMISSION, self.link.serve(self.permission))
+        handlers.add(AGENT_TOOL, self.link.serve(self.tool))
 
     # ---- a run ---------------------------------------------------------------------
 
@@ -554,7 +563,51 @@ class HostedService:
             request_id=verdict.request_id,
         )
         drive.admitted.add(call_id)
+        drive.granted[call_id] = (p, verdict)
         return AgentPermissionAnswer(decision="accept")
+
+    async def tool(self, runner_id: str, p: AgentToolParams) -> AgentToolAnswer:
+        """An ACP agent's file read or write or command, as a tool call of the run: the
+        gate decides (or the permission it carries out, ``covers``), the token is minted
+        and the call sent back to the runner. A call id already in the ledger (the gateway
+        restarted while it ran) is answered from there and never run twice."""
+        drive = await self._drive_of(p.run_id)
+        if drive is None or drive.live.runner_id != runner_id:
+            return AgentToolAnswer(
+                ok=False, code="not_found", message="this run is not active on this gateway"
+            )
+        task = drive.task
+        if task.cancelled.is_set():
+            return AgentToolAnswer(ok=False, code="cancelled", message="the run is stopping")
+        call_id = call_id_for(task.run_id, p.call_id)
+        with contextlib.suppress(NotFound):
+            earlier = await self.ledger.tool_calls.get(call_id)
+            if earlier.state == "succeeded" and earlier.result is not None:
+                return AgentToolAnswer(ok=True, result=msgspec.json.decode(earlier.result))
+            return AgentToolAnswer(
+                ok=False,
+                code=earlier.error_code or "interrupted",
+                message=earlier.error
+                or "the gateway restarted while this ran; it is not run a second time",
+            )
+        try:
+            result = await task.call_tool(
+                runner=drive.live.runner_id,
+                tool=p.tool,
+                args=p.args,
+                workspace=drive.workspace,
+                call_id=call_id,
+                granted=_covered(drive, p),
+            )
+        except TetherError as exc:
+            reason = exc.data.get("reason")
+            return AgentToolAnswer(
+                ok=False,
+                code=exc.code,
+                reason=reason if isinstance(reason, str) else "",
+                message=exc.message,
+            )
+        return AgentToolAnswer(ok=True, result=result)
 
     async def _question(self, task: RunTask, p: AgentPermissionParams) -> AgentPermissionAnswer:
         try:
@@ -562,6 +615,28 @@ class HostedService:
         except (ApprovalDenied, ApprovalExpired, InvalidParams) as exc:
             return _refused(task, exc.message)
         return AgentPermissionAnswer(decision="accept", answer=answer)
+
+
+def _covered(drive: _Drive, p: AgentToolParams) -> Verdict | None:
+    """The decision of the agent's action this request carries out, if it matches: a
+    write of one of the paths it was allowed to change, or the very command."""
+    if p.covers is None or p.covers not in drive.granted:
+        return None
+    asked, verdict = drive.granted[p.covers]
+    if p.tool == "write_file" and asked.kind == "file_change":
+        paths = {normalize_path(str(x)) for x in asked.args.get("paths") or []}
+        if normalize_path(str(p.args.get("path") or "")) not in paths:
+            return None
+    elif p.tool == "shell" and asked.kind == "command":
+        if p.args.get("command") != asked.args.get("command"):
+            return None
+    else:
+        return None
+    return Verdict(
+        by=verdict.by,
+        rule=f"carries out call {p.covers}: {verdict.rule}"[:500],
+        request_id=verdict.request_id,
+    )
 
 
 def _call_for(p: AgentPermissionParams, workspace: str) -> Call:

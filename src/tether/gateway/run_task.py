@@ -30,7 +30,7 @@ from tether.agents.contract import AgentBackend, Outcome, PastEvent, SessionSett
 from tether.config import RunsConfig
 from tether.errors import Conflict, InvalidParams, NotFound, TetherError
 from tether.gateway.authorization import Authorization, freeze
-from tether.gateway.call_gate import CallGate
+from tether.gateway.call_gate import CallGate, Verdict
 from tether.gateway.run_log import RunLog
 from tether.gateway.tools import ToolGateway
 from tether.ledger import Run, Session
@@ -290,9 +290,14 @@ class RunTask:
         args: dict[str, Any],
         workspace: str = "",
         timeout: float | None = None,
+        call_id: str | None = None,
+        granted: Verdict | None = None,
     ) -> Any:
+        """Run one tool call through the gate (policy, a person, a token) and record it.
+        ``call_id``: the id to use (a hosted agent's, stable across re-sends); ``granted``:
+        see :meth:`CallGate.admit`."""
         tools = self.env.tools
-        call_id = new_id("call")
+        call_id = call_id or new_id("call")
         runner = runner or self._settings.runner or ""
         workspace = workspace or self._settings.workspace or ""
         if not runner:
@@ -334,6 +339,7 @@ class RunTask:
                 args=args,
                 workspace=workspace,
                 announce=announce,
+                granted=granted,
             )
         except TetherError as exc:
             await self._call_failed(str(exc.data.get("call_id") or call_id), exc)

@@ -1,6 +1,6 @@
 """Params of the ``agent.*`` methods: hosted agents driven over the runner link.
 
-A hosted agent (Codex) runs on the runner; one tether run is one of its turns. The
+A hosted agent (Codex, or an ACP agent such as Claude Code) runs on the runner; one tether run is one of its turns. The
 gateway starts a turn (``agent.start``, under a capability token bound to the runner,
 run, agent and workspace), steers and interrupts it; the runner sends the turn's events
 (``agent.event``, numbered ``n`` = 1, 2, … per run) and asks for decisions
@@ -8,10 +8,14 @@ run, agent and workspace), steers and interrupts it; the runner sends the turn's
 a reconnect until answered). The runner keeps a turn's events until the gateway has
 committed them (``agent.ack``); ``agent.start`` again for a turn the runner has (after a
 reconnect or a gateway restart) attaches to it and replays what came after ``after``.
+An agent that leaves files and commands to its client (ACP's ``fs/*`` and ``terminal/*``)
+gets them as tether tool calls: the runner asks with ``agent.tool`` and the gateway
+decides, mints the token and sends the call back to the runner (``tool.execute``).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -29,8 +33,11 @@ __all__ = [
     "AgentStarted",
     "AgentSteerParams",
     "AgentStopParams",
+    "AgentToolAnswer",
+    "AgentToolParams",
     "AgentTurnParams",
     "AgentWithdrawNote",
+    "call_id_for",
 ]
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -162,3 +169,36 @@ class AgentPermissionAnswer(msgspec.Struct, kw_only=True):
     answer: str | None = None
     """A question's answer."""
     message: str = ""
+
+
+class AgentToolParams(RunnerRequest):
+    """Runner -> gateway: a hosted agent asks its client for a file or a command (ACP
+    ``fs/*``, ``terminal/*``). The gateway makes it a tool call of the run (policy, a
+    person, a token) with call id ``call_id_for(run_id, call_id)``, and a tool call is
+    never run twice for one ``call_id``."""
+
+    run_id: Id
+    call_id: Id
+    tool: Literal["read_file", "write_file", "shell"]
+    args: dict[str, Any]
+    covers: Id | None = None
+    """The agent's action this carries out (``call_id`` of an ``agent.permission`` the
+    gateway allowed for the same paths): decided by that decision, not asked again."""
+
+
+class AgentToolAnswer(msgspec.Struct, kw_only=True):
+    ok: bool
+    result: Any = None
+    """The tool's result (as ``tool.execute`` returns it) when ``ok``."""
+    code: str = ""
+    """Why not (an error code: ``policy_denied``, ``approval_denied``, ``tool_failed``, …)."""
+    reason: str = ""
+    """The tool's own reason when it failed (``not_found``, ``outside_workspace``, …)."""
+    message: str = ""
+
+
+def call_id_for(run_id: str, item_id: str) -> str:
+    """A stable tether call id for one of a hosted agent's items in a run (the same after
+    a reconnect, different across runs even when the agent reuses item ids)."""
+    digest = hashlib.sha256(f"{run_id}\0{item_id}".encode()).hexdigest()[:24]
+    return f"call_cx{digest}"

@@ -400,6 +400,16 @@ AGENT_PERMISSION = register(
         "answered by policy or a person, once per `request_key`.",
     )
 )
+AGENT_TOOL = register(
+    Method(
+        "agent.tool",
+        hosted.AgentToolParams,
+        hosted.AgentToolAnswer,
+        RUNNERS,
+        "A hosted agent asks its client for a file read or write or a command (ACP): run as "
+        "a tool call of the run (policy, a person, a token), once per `request_key`.",
+    )
+)
 
 # ---- users, requests and policy ----------------------------------------------------------
 

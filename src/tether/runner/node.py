@@ -78,6 +78,7 @@ class RunnerNode:
                 home=self.home,
                 link=link,
                 boot_id=boot_id,
+                cancel_call=executor.cancel,
             )
 
         return RunnerDaemon(

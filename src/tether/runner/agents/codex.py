@@ -27,26 +27,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import shlex
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tether import __version__
 from tether.errors import ConnectionClosed, RequestTimeout, TetherError
-from tether.protocol.hosted import AgentPermissionAnswer
+from tether.protocol.hosted import AgentPermissionAnswer, call_id_for
+from tether.runner.agents.agent_process import AgentProcess
 from tether.runner.agents.stdio_rpc import AgentRpcError, StdioRpc
 from tether.runner.agents.turns import Permission, Turn
 
 __all__ = ["CodexSession", "call_id_for", "codex_overrides", "strip_shell"]
 
 log = logging.getLogger(__name__)
-
-STDERR_TAIL = 4000
-"""Bytes of the agent's stderr kept for a crash report."""
-READER_LIMIT = 16 * 1024 * 1024
 
 SAFE_OVERRIDES: tuple[tuple[str, str], ...] = (
     ("check_for_update_on_startup", "false"),
@@ -68,15 +63,22 @@ DEFAULTS: tuple[tuple[str, str], ...] = (("features.default_mode_request_user_in
 """Passed before the configured settings: Codex may ask its people questions."""
 
 
-def codex_overrides(settings: dict[str, Any]) -> list[str]:
+ACP_SAFE_OVERRIDES = tuple(kv for kv in SAFE_OVERRIDES if kv[0] != "agents.enabled")
+"""The same for ``codex-acp`` 0.16, whose older Codex config has no ``agents.enabled``
+(and refuses to start with it)."""
+
+
+def codex_overrides(
+    settings: dict[str, Any], safe: tuple[tuple[str, str], ...] = SAFE_OVERRIDES
+) -> list[str]:
     """``-c key=value`` arguments: our defaults, the configured settings (values as TOML),
-    then our safety settings."""
+    then our safety settings (``safe``)."""
     args: list[str] = []
     for key, value in DEFAULTS:
         args += ["-c", f"{key}={value}"]
     for key, value in settings.items():
         args += ["-c", f"{key}={_toml(value)}"]
-    for key, value in SAFE_OVERRIDES:
+    for key, value in safe:
         args += ["-c", f"{key}={value}"]
     return args
 
@@ -96,29 +98,22 @@ def _toml(value: Any) -> str:
     raise TypeError(f"cannot pass {type(value).__name__} to codex as TOML")
 
 
-def call_id_for(run_id: str, item_id: str) -> str:
-    """A stable tether call id for one of Codex's items in a run (the same after a
-    reconnect, different across runs even when Codex reuses item ids)."""
-    digest = hashlib.sha256(f"{run_id}\0{item_id}".encode()).hexdigest()[:24]
-    return f"call_cx{digest}"
-
-
 def strip_shell(command: str) -> str:
-    """The command line inside Codex's ``/bin/bash -c '…'`` (or ``-lc``) wrapper."""
+    """The command line inside a ``/bin/bash -c '…'`` (or ``bash -lc``) wrapper."""
     try:
         parts = shlex.split(command)
     except ValueError:
         return command
     if (
         len(parts) == 3
-        and parts[0].endswith(("/bash", "/sh", "/zsh"))
+        and (parts[0] in ("bash", "sh", "zsh") or parts[0].endswith(("/bash", "/sh", "/zsh")))
         and parts[1] in ("-c", "-lc")
     ):
         return parts[2]
     return command
 
 
-class CodexSession:
+class CodexSession(AgentProcess):
     """One session's ``codex app-server`` process and thread. See the module docstring."""
 
     agent = "codex"
@@ -136,64 +131,33 @@ class CodexSession:
         ask: Ask,
         start_timeout: float,
     ) -> None:
-        self.session_id = session_id
-        self.argv = argv
-        self.env = env
-        self.pass_fds = pass_fds
-        self.cwd = cwd
-        self.workspace_root = workspace_root
-        """The workspace as Codex sees it (its commands' cwd)."""
+        super().__init__(
+            session_id=session_id,
+            argv=argv,
+            env=env,
+            pass_fds=pass_fds,
+            cwd=cwd,
+            workspace_root=workspace_root,
+            start_timeout=start_timeout,
+        )
         self.sandbox = sandbox
         self.ask = ask
-        self.start_timeout = start_timeout
-        self.proc: asyncio.subprocess.Process | None = None
         self.rpc: StdioRpc | None = None
-        self.thread: str | None = None
-        self.turn: Turn | None = None
         self.turn_id: str | None = None
-        self.stderr_tail = bytearray()
         self._items: dict[str, dict[str, Any]] = {}
         """Item id -> what we know of it (kind, command, paths, asked, announced)."""
-        self._pumps: list[asyncio.Task[None]] = []
-        self.exited = asyncio.Event()
-        self.turn_ended_at = 0.0
-        """When its last turn ended (monotonic); 0 while one runs."""
-        self.on_exit: Callable[[CodexSession], None] | None = None
 
     # ---- the process ---------------------------------------------------------------
 
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None and not self.exited.is_set()
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
     async def open(self, thread: str | None) -> str:
         """Start the program and attach the thread (resumed when known); return its id."""
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=self.env,
-            cwd=self.cwd,
-            start_new_session=True,
-            pass_fds=self.pass_fds,
-            limit=READER_LIMIT,
-        )
-        assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
+        proc = await self.spawn()
+        assert proc.stdin is not None
+        assert proc.stdout is not None
         self.rpc = StdioRpc(
-            self.proc.stdout, self.proc.stdin, on_notify=self._notified, on_request=self._asked
+            proc.stdout, proc.stdin, on_notify=self._notified, on_request=self._asked
         )
         self.rpc.start()
-        loop = asyncio.get_running_loop()
-        self._pumps = [
-            loop.create_task(self._stderr(), name="codex:stderr"),
-            loop.create_task(self._watch(), name="codex:exit"),
-        ]
         try:
             await self.rpc.call(
                 "initialize",
@@ -217,46 +181,13 @@ class CodexSession:
         self.thread = str(((result or {}).get("thread") or {}).get("id") or thread or "")
         return self.thread
 
-    async def _stderr(self) -> None:
-        assert self.proc is not None
-        assert self.proc.stderr is not None
-        while chunk := await self.proc.stderr.read(65536):
-            self.stderr_tail += chunk
-            del self.stderr_tail[:-STDERR_TAIL]
-
-    async def _watch(self) -> None:
-        assert self.proc is not None
-        await self.proc.wait()
+    async def _transport_closed(self) -> None:
         if self.rpc is not None:
             await self.rpc.closed.wait()
-        self.exited.set()
-        if self.on_exit is not None:
-            self.on_exit(self)
 
-    def stderr_text(self) -> str:
-        return self.stderr_tail.decode("utf-8", "replace").strip()
-
-    async def aclose(self, grace: float = 3.0) -> None:
-        """Close stdin, wait up to ``grace``, then kill the process group we created."""
-        from tether.runner.process import kill_group
-
-        proc = self.proc
-        if proc is None:
-            return
-        self.on_exit = None
+    async def _close_transport(self) -> None:
         if self.rpc is not None:
             await self.rpc.aclose()
-        if proc.returncode is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), grace)
-        await kill_group(proc.pid, grace=1.0)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        for pump in self._pumps:
-            pump.cancel()
-            with contextlib.suppress(BaseException):
-                await pump
 
     # ---- turns ---------------------------------------------------------------------
 
@@ -509,9 +440,8 @@ class CodexSession:
             message = error.get("message") if isinstance(error, dict) else None
             turn.end("failed", output=output, reason="agent_error", message=str(message or status))
         if self.turn is turn:
-            self.turn = None
             self.turn_id = None
-            self.turn_ended_at = time.monotonic()
+        self.ended_turn(turn)
 
     # ---- what Codex asks -----------------------------------------------------------
 

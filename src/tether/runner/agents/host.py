@@ -1,4 +1,4 @@
-"""``AgentHost``: the runner's hosted agents (Codex), one process per tether session.
+"""``AgentHost``: the runner's hosted agents (Codex, ACP agents), one process per session.
 
 The gateway drives it with the ``agent.*`` methods (:mod:`tether.protocol.hosted`):
 
@@ -14,7 +14,10 @@ The gateway drives it with the ``agent.*`` methods (:mod:`tether.protocol.hosted
 - ``agent.ack`` lets the turn's journal forget; ``agent.done`` forgets the turn.
 
 A process that exits while its turn runs fails the turn with ``agent_crashed`` and the
-tail of its stderr; the next turn starts it again and resumes the thread. A session
+tail of its stderr; the next turn starts it again and resumes the thread. The ACP
+agents (:mod:`tether.runner.agents.acp`, presets in :mod:`tether.runner.agents.presets`)
+ask for files and commands with ``agent.tool``: the gateway sends those back as tool
+calls under a token, which the runner's executor runs. A session
 given the user's own CODEX_HOME holds its thread only while a turn runs (its process is
 stopped after each turn), so the Codex CLI can continue it meanwhile. When the
 gateway is away the agent keeps working: events stay in the journal (memory, then disk,
@@ -31,6 +34,7 @@ import os
 import re
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +57,28 @@ from tether.protocol.hosted import (
     AgentStartParams,
     AgentSteerParams,
     AgentStopParams,
+    AgentToolAnswer,
+    AgentToolParams,
     AgentTurnParams,
     AgentWithdrawNote,
 )
-from tether.protocol.methods import AGENT_EVENT, AGENT_PERMISSION, AGENT_WITHDRAW
+from tether.protocol.methods import AGENT_EVENT, AGENT_PERMISSION, AGENT_TOOL, AGENT_WITHDRAW
 from tether.protocol.system import Empty
+from tether.runner.agents.acp import AcpSession
+from tether.runner.agents.agent_process import AgentProcess
 from tether.runner.agents.codex import CodexSession
 from tether.runner.agents.journal import TurnJournal
 from tether.runner.agents.launch import (
+    agent_home,
+    agent_launch,
+    base_env,
     codex_launch,
     codex_sandbox_mode,
+    nested_sandbox_ok,
     resolve_program,
     user_codex_home,
 )
+from tether.runner.agents.presets import PRESETS, Installed, installed
 from tether.runner.agents.turns import Permission, Turn
 from tether.runner.gateway_link import GatewayLink
 from tether.runner.protected import ProtectedPaths
@@ -103,6 +116,7 @@ class AgentHost:
         home: Path,
         link: GatewayLink,
         boot_id: str,
+        cancel_call: Callable[[str], Any] = lambda _call_id: None,
     ) -> None:
         self.config = config
         self.runner_name = runner_name
@@ -113,17 +127,22 @@ class AgentHost:
         self.home = home
         self.link = link
         self.boot_id = boot_id
+        self.cancel_call = cancel_call
+        """Cancels one of the executor's calls (a killed ACP terminal)."""
         self.state_dir = config.data_path / "agents"
-        self.sessions: dict[str, CodexSession] = {}
+        self.sessions: dict[str, CodexSession | AcpSession] = {}
         self.turns: dict[str, Turn] = {}
         self._starting: dict[str, asyncio.Lock] = {}
         self._side: set[asyncio.Task[Any]] = set()
-        self._secrets = [
-            os.environ[name]
-            for name in config.agents.codex.env
-            if len(os.environ.get(name, "")) >= 8
-        ]
+        agents = config.agents
+        names = {*agents.codex.env}
+        for preset in PRESETS.values():
+            cfg = agents.preset(preset.id)
+            names |= {*cfg.env, cfg.key_env or preset.key_env}
+        self._secrets = [os.environ[n] for n in sorted(names) if len(os.environ.get(n, "")) >= 8]
         self._mode: str | None = None
+        self._nested: bool | None = None
+        self._installed: list[Installed] | None = None
         self._ended: collections.OrderedDict[str, tuple[str, AgentEventNote]] = (
             collections.OrderedDict()
         )
@@ -134,7 +153,19 @@ class AgentHost:
 
     def available(self) -> list[str]:
         """The hosted agents this runner can start (their program is installed)."""
-        return ["codex"] if resolve_program(self.config.agents.codex.command) else []
+        codex = ["codex"] if resolve_program(self.config.agents.codex.command) else []
+        return codex + [a.id for a in self.presets() if a.problem is None]
+
+    def presets(self) -> list[Installed]:
+        """The ACP presets as found here (looked up once)."""
+        if self._installed is None:
+            self._installed = installed(self.config, self.nested_ok)
+        return self._installed
+
+    def nested_ok(self) -> bool:
+        if self._nested is None:
+            self._nested = nested_sandbox_ok(self.config, self.sandbox)
+        return self._nested
 
     @property
     def codex_mode(self) -> str:
@@ -177,7 +208,7 @@ class AgentHost:
             return AgentStarted(
                 run_id=p.run_id, thread=session.thread if session else None, attached=True
             )
-        if p.agent != "codex" or not self.available():
+        if p.agent not in self.available():
             raise NotFound(
                 f"this runner does not host the agent {p.agent!r}", data={"agent": p.agent}
             )
@@ -191,14 +222,14 @@ class AgentHost:
             raise CapabilityDenied("a session id must be a plain name")
         turn = self._new_turn(p)
         if p.resumed:
-            thread = self._thread_file(p.session_id)
+            thread = self._thread_file(p.session_id, p.agent)
             turn.end(
                 "failed",
                 reason="runner_restarted",
                 message="the runner restarted during this turn, so it stopped; its work so far "
-                "is in the Codex thread"
+                f"is in the {p.agent} conversation"
                 + (f" {thread}" if thread else "")
-                + ", which the next message resumes",
+                + ", which the next message resumes where the agent can",
             )
             return AgentStarted(run_id=p.run_id, thread=thread, attached=False)
         try:
@@ -207,7 +238,7 @@ class AgentHost:
         except TetherError as exc:
             turn.end("failed", reason=exc.data.get("reason") or "agent_error", message=exc.message)
             return AgentStarted(run_id=p.run_id, thread=None, attached=False)
-        shared = self.config.agents.codex.share_home
+        shared = p.agent == "codex" and self.config.agents.codex.share_home
         if shared:  # the user's own threads: hold one only while a turn runs
             self._spawn(self._release(turn, session, 0.0), f"agent:{p.run_id}:release")
         else:
@@ -217,7 +248,9 @@ class AgentHost:
             run_id=p.run_id,
             thread=session.thread,
             attached=False,
-            resume=self._resume_command(p.session_id, session.thread, shared),
+            resume=self._resume_command(p.session_id, session.thread, shared)
+            if p.agent == "codex"
+            else None,
         )
 
     async def steer(self, p: AgentSteerParams) -> Empty:
@@ -323,35 +356,99 @@ class AgentHost:
         home = self._session_dir(session_id) / "home"
         return f"CODEX_HOME={shlex.quote(str(home))} codex resume {shlex.quote(thread)}"
 
-    def _running(self, run_id: str) -> tuple[Turn, CodexSession]:
+    def _running(self, run_id: str) -> tuple[Turn, CodexSession | AcpSession]:
         turn = self.turns.get(run_id)
         session = self.sessions.get(turn.session_id) if turn is not None else None
         if turn is None or turn.ended or session is None or not session.alive:
             raise NotFound(f"no turn of run {run_id} is running here", data={"run_id": run_id})
         return turn, session
 
-    def _session_dir(self, session_id: str) -> Path:
-        return self.state_dir / "codex" / session_id
+    def _session_dir(self, session_id: str, agent: str = "codex") -> Path:
+        return self.state_dir / agent / session_id
 
-    def _thread_file(self, session_id: str) -> str | None:
+    def _thread_file(self, session_id: str, agent: str = "codex") -> str | None:
         with contextlib.suppress(OSError):
-            text = (self._session_dir(session_id) / _THREAD_FILE).read_text().strip()
+            text = (self._session_dir(session_id, agent) / _THREAD_FILE).read_text().strip()
             return text or None
         return None
 
-    async def _session(self, p: AgentStartParams, root: Path) -> CodexSession:
+    async def _session(self, p: AgentStartParams, root: Path) -> CodexSession | AcpSession:
         lock = self._starting.setdefault(p.session_id, asyncio.Lock())
         async with lock:
             session = self.sessions.get(p.session_id)
-            reusable = session is not None and session.alive and session.cwd == str(root)
+            reusable = (
+                session is not None
+                and session.alive
+                and session.agent == p.agent
+                and session.cwd == str(root)
+            )
             if reusable and session is not None and p.thread in (None, session.thread):
                 return session
             if session is not None:
                 self.sessions.pop(p.session_id, None)
                 await self._close(session, "restarted")
-            session = await self._open(p, root)
-            self.sessions[p.session_id] = session
-            return session
+            opened = (
+                await self._open(p, root) if p.agent == "codex" else await self._open_acp(p, root)
+            )
+            self.sessions[p.session_id] = opened
+            return opened
+
+    async def _open_acp(self, p: AgentStartParams, root: Path) -> AcpSession:
+        preset = PRESETS[p.agent]
+        cfg = self.config.agents.preset(p.agent)
+        program = preset.resolve(cfg)
+        if program is None:
+            raise NotFound(
+                f"{preset.label} ({cfg.command or preset.program}) is not installed here"
+            )
+        state = self._session_dir(p.session_id, p.agent)
+        private_dir(state, "agent session directory")
+        home = state / "home"
+        private_dir(home, "agent home")
+        preset.write_home(home)
+        env = base_env(list(cfg.env))
+        env.update(preset.env(cfg, agent_home(self.sandbox, home)))
+        launch = agent_launch(
+            self.config,
+            argv=preset.argv(program, cfg),
+            env=env,
+            program=program,
+            workspace=root,
+            home=home,
+            sandbox=self.sandbox,
+            protected=self.protected,
+            runner_home=self.home,
+            mounts=list(cfg.mounts),
+        )
+        session = AcpSession(
+            agent=p.agent,
+            label=preset.label,
+            session_id=p.session_id,
+            argv=launch.argv,
+            env=launch.env,
+            pass_fds=launch.pass_fds,
+            cwd=str(root),
+            workspace_root=launch.workspace,
+            ask=self._ask,
+            tool=self._agent_tool,
+            cancel_call=self.cancel_call,
+            start_timeout=cfg.start_timeout,
+        )
+        session.on_exit = self._exited
+        thread = p.thread or self._thread_file(p.session_id, p.agent)
+        try:
+            thread = await session.open(thread)
+        except BaseException:
+            await session.aclose(grace=0.5)
+            raise
+        finally:
+            launch.close_fds()
+        (state / _THREAD_FILE).write_text(thread + "\n")
+        log.info(
+            "acp agent started",
+            extra={"agent": p.agent, "session_id": p.session_id, "pid": session.pid},
+        )
+        return session
 
     async def _open(self, p: AgentStartParams, root: Path) -> CodexSession:
         codex = self.config.agents.codex
@@ -401,24 +498,27 @@ class AgentHost:
         )
         return session
 
-    def _exited(self, session: CodexSession) -> None:
+    def _exited(self, session: AgentProcess) -> None:
         """The process ended on its own: a running turn fails with ``agent_crashed``."""
         if self.sessions.get(session.session_id) is session:
             del self.sessions[session.session_id]
         code = session.proc.returncode if session.proc is not None else None
         tail = redact(self._scrub(session.stderr_text()))[-2000:]
         turn = session.turn
-        log.warning("! codex exited", extra={"session_id": session.session_id, "exit_code": code})
+        log.warning(
+            "! a hosted agent exited",
+            extra={"agent": session.agent, "session_id": session.session_id, "exit_code": code},
+        )
         if turn is not None and not turn.ended:
             turn.end(
                 "failed",
                 reason="agent_crashed",
-                message=f"codex exited unexpectedly (exit status {code})"
+                message=f"{session.agent} exited unexpectedly (exit status {code})"
                 + (f": {tail}" if tail else ""),
             )
         self._spawn(session.aclose(grace=0.5), f"agent:{session.session_id}:reap")
 
-    async def _close(self, session: CodexSession, why: str) -> None:
+    async def _close(self, session: AgentProcess, why: str) -> None:
         turn = session.turn
         await session.aclose()
         if turn is not None and not turn.ended:
@@ -427,7 +527,7 @@ class AgentHost:
     def _overflowed(self, turn: Turn) -> None:
         self._spawn(self.interrupt(AgentTurnParams(run_id=turn.run_id)), "agent:overflow")
 
-    async def _release(self, turn: Turn, session: CodexSession, idle: float) -> None:
+    async def _release(self, turn: Turn, session: AgentProcess, idle: float) -> None:
         """Stop the session's process once its turn is over and no other has started for
         ``idle`` seconds. A shared-home session is stopped at once (``idle`` 0), so the
         Codex CLI can continue the thread: Codex lets one process at a time write one."""
@@ -506,3 +606,31 @@ class AgentHost:
         except TetherError as exc:
             log.warning("! a permission request failed", extra={"error": exc.message})
             return AgentPermissionAnswer(decision="decline", message=exc.message)
+
+    async def _agent_tool(
+        self, turn: Turn, op: str, tool: str, args: dict[str, Any], covers: str | None
+    ) -> AgentToolAnswer:
+        """Ask the gateway to run an ACP agent's file or command request as a tool call."""
+        params = AgentToolParams(
+            request_key=f"{self.boot_id}:{turn.run_id}:{op}"[:80],
+            run_id=turn.run_id,
+            call_id=op,
+            tool=tool,  # type: ignore[arg-type]
+            args=args,
+            covers=covers,
+        )
+        waiter = asyncio.ensure_future(
+            self.link.request(AGENT_TOOL, params, deadline=time.monotonic() + PERMISSION_WAIT)
+        )
+        ended = asyncio.ensure_future(turn.done.wait())
+        try:
+            await asyncio.wait({waiter, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if not waiter.done():
+            waiter.cancel()
+            return AgentToolAnswer(ok=False, code="cancelled", message="the turn ended")
+        try:
+            return waiter.result()
+        except TetherError as exc:
+            return AgentToolAnswer(ok=False, code=exc.code, message=exc.message)

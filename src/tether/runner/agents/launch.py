@@ -7,7 +7,7 @@ runner's HOME an empty tmpfs, and only two more things visible: the agent's prog
 agent home, writable, mounted for that session alone at :data:`AGENT_HOME` (or, for a
 session given the user's own CODEX_HOME, at that directory's path). It shares the
 runner's network unless ``runner.agent_network`` is false. Its environment is scrubbed:
-``PATH`` and the locale, its home, and the variables ``agents.codex.env`` names.
+``PATH`` and the locale, its home, and the variables its ``agents.*.env`` names.
 
 :func:`codex_sandbox_mode` decides whether Codex's own sandbox can work inside ours
 (nested user namespaces: usually yes for an unprivileged runner, no for root).
@@ -36,7 +36,17 @@ from tether.runner.sandbox import (
 )
 from tether.security.paths import expand_home, is_within
 
-__all__ = ["AGENT_HOME", "Launch", "codex_launch", "codex_sandbox_mode", "resolve_program"]
+__all__ = [
+    "AGENT_HOME",
+    "Launch",
+    "agent_home",
+    "agent_launch",
+    "base_env",
+    "codex_launch",
+    "codex_sandbox_mode",
+    "nested_sandbox_ok",
+    "resolve_program",
+]
 
 AGENT_HOME = "/tether/agent-home"
 """Where a session's private agent home is mounted inside the sandbox (never under /tmp:
@@ -103,20 +113,66 @@ def codex_launch(
 
     codex = config.agents.codex
     inner_home = str(home) if shared_home else AGENT_HOME
+    env = base_env(codex.env)
+    argv = [str(program), "app-server", *codex_overrides(dict(codex.settings))]
+    if sandbox.bwrap_path is None:
+        env.update({"HOME": str(home), "CODEX_HOME": str(home)})
+    else:
+        env.update({"HOME": inner_home, "CODEX_HOME": inner_home})
+    return agent_launch(
+        config,
+        argv=argv,
+        env=env,
+        program=program,
+        workspace=workspace,
+        home=home,
+        inner_home=inner_home,
+        sandbox=sandbox,
+        protected=protected,
+        runner_home=runner_home,
+    )
+
+
+def base_env(names: list[str]) -> dict[str, str]:
+    """An agent's environment before its own settings: ``PATH``, the locale and the
+    runner's variables ``names`` (never ``IS_SANDBOX``, which breaks Claude Code)."""
     env = {name: os.environ[name] for name in _LOCALE if name in os.environ}
     env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
-    for name in codex.env:
-        if name in os.environ:
+    for name in names:
+        if name in os.environ and name != "IS_SANDBOX":
             env[name] = os.environ[name]
-    env.update({"HOME": inner_home, "CODEX_HOME": inner_home})
-    argv = [str(program), "app-server", *codex_overrides(dict(codex.settings))]
+    return env
+
+
+def agent_home(sandbox: SandboxInfo, home: Path) -> str:
+    """The session's agent home as the agent sees it."""
+    return AGENT_HOME if sandbox.bwrap_path is not None else str(home)
+
+
+def agent_launch(
+    config: Config,
+    *,
+    argv: list[str],
+    env: dict[str, str],
+    program: Path,
+    workspace: Path,
+    home: Path,
+    sandbox: SandboxInfo,
+    protected: ProtectedPaths,
+    runner_home: Path,
+    inner_home: str = AGENT_HOME,
+    mounts: list[str] | None = None,
+) -> Launch:
+    """``argv`` wrapped in the runner's sandbox (see the module docstring): the program
+    read-only, the workspace and the session's agent ``home`` (at ``inner_home``)
+    writable, and ``mounts`` read-only (a protected path among them is refused). With
+    ``runner.sandbox = off`` (the operator's explicit choice) it runs as is."""
     if sandbox.status == "unavailable":
         raise PolicyDenied(
             f"refusing to run a hosted agent without a sandbox ({sandbox.reason})",
             data={"reason": "sandbox_unavailable"},
         )
-    if sandbox.bwrap_path is None:  # runner.sandbox = off: the operator's explicit choice
-        env.update({"HOME": str(home), "CODEX_HOME": str(home)})
+    if sandbox.bwrap_path is None:
         return Launch(argv, env, [], str(workspace), str(home))
     fds: list[int] = []
     try:
@@ -125,6 +181,12 @@ def codex_launch(
         if root is not None:
             fds.append(_open_dir(root))
             binds.append(Bind(root, writable=False, fd=fds[-1]))
+        for extra in mounts or []:
+            path = os.path.realpath(expand_home(extra, runner_home))
+            if protected.protected_name(path) is not None:
+                raise ConfigError(f"agent mount {extra!r} is a protected path")
+            fds.append(_open_dir(path))
+            binds.append(Bind(path, writable=False, fd=fds[-1]))
         fds.append(_open_dir(str(workspace)))
         binds.append(Bind(str(workspace), writable=True, fd=fds[-1]))
         fds.append(_open_dir(str(home)))
@@ -158,18 +220,24 @@ def _nested_ok(bwrap: str, network: bool) -> bool:
     return done.returncode == 0
 
 
+def nested_sandbox_ok(config: Config, sandbox: SandboxInfo) -> bool:
+    """Whether a program's own bubblewrap sandbox can run inside the runner's (nested
+    user namespaces: usually yes for an unprivileged runner, no for root)."""
+    bwrap = sandbox.bwrap_path or shutil.which(config.runner.bwrap)
+    if bwrap is None:
+        return False
+    if sandbox.bwrap_path is None:
+        return True  # unsandboxed runner: the program's own sandbox runs directly
+    return _nested_ok(bwrap, config.runner.agent_network)
+
+
 def codex_sandbox_mode(config: Config, sandbox: SandboxInfo) -> str:
     """``codex`` (its read-only sandbox, nested in ours) or ``external`` (ours only, every
     command asks), as ``agents.codex.sandbox`` says; ``auto`` probes once."""
     wanted = config.agents.codex.sandbox
     if wanted != "auto":
         return wanted
-    bwrap = sandbox.bwrap_path or shutil.which(config.runner.bwrap)
-    if bwrap is None:
-        return "external"
-    if sandbox.bwrap_path is None:
-        return "codex"  # unsandboxed runner: Codex's own sandbox runs directly
-    return "codex" if _nested_ok(bwrap, config.runner.agent_network) else "external"
+    return "codex" if nested_sandbox_ok(config, sandbox) else "external"
 
 
 def user_codex_home(config: Config, runner_home: Path) -> Path:
