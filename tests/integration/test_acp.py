@@ -5,6 +5,7 @@ their policy, approvals and the runner's own refusals), cancel, crash, resume.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from tests.support import runs as r
 from tests.support.agents import acp_config, acp_test_agent
-from tests.support.people import kinds_of, open_request, resolve
+from tests.support.people import free_port, kinds_of, open_request, resolve
 from tests.support.process import GatewayProcess, RunnerProcess
 from tether.protocol.methods import RUN_CANCEL
 from tether.protocol.runs import RunCancelParams
@@ -30,19 +31,23 @@ def stack(
     make_gateway: MakeGateway,
     make_runner: MakeRunner,
     tmp_path: Path,
-    *,
+    *args: str,
     mode: str = "ask",
     runner_env: dict[str, str] | None = None,
 ) -> tuple[GatewayProcess, RunnerProcess]:
-    gw = make_gateway(
-        TETHER_RUNS__DEFAULT_RUNNER="box",
-        TETHER_RUNS__DEFAULT_WORKSPACE="app",
-        TETHER_RUNS__DEFAULT_MODE=mode,
-    )
+    gw = make_gateway(*args, **gateway_env(mode))
     agent = acp_test_agent(tmp_path / "agent-program")
     config = acp_config(tmp_path / "runner.toml", agent)
     runner = make_runner(gw, env={"TETHER_CONFIG": str(config), **(runner_env or {})})
     return gw, runner
+
+
+def gateway_env(mode: str) -> dict[str, str]:
+    return {
+        "TETHER_RUNS__DEFAULT_RUNNER": "box",
+        "TETHER_RUNS__DEFAULT_WORKSPACE": "app",
+        "TETHER_RUNS__DEFAULT_MODE": mode,
+    }
 
 
 def show(run: Any, events: list[Any]) -> str:
@@ -285,3 +290,33 @@ async def test_an_agent_that_crashes_fails_its_turn_with_agent_crashed(
     assert (run.state, run.reason) == ("failed", "agent_crashed"), run
     assert "exit status 3" in (run.output or "")
     assert (again.state, again.output) == ("succeeded", "back")
+
+
+async def test_a_command_running_when_the_gateway_dies_is_not_run_a_second_time(
+    make_gateway: MakeGateway, make_runner: MakeRunner, home: Path, tmp_path: Path
+) -> None:
+    """The runner asks the restarted gateway again for the command it was running; the
+    gateway finds the call in the ledger and answers from there instead of running it."""
+    listen = ("--listen", f"127.0.0.1:{free_port()}")
+    gw, _ = stack(
+        make_gateway, make_runner, tmp_path, *listen, mode="auto",
+        runner_env={"TETHER_RUNNER__RECONNECT_MAX_DELAY": "1"},
+    )  # fmt: skip
+    marks = home / "ws-box" / "marks.txt"
+    async with await connect_ipc(gw.socket) as c:
+        run_id = await go(c, [{"terminal": "echo once >> marks.txt; sleep 2"}, {"say": "on"}])
+        for _ in range(300):
+            if marks.exists():
+                break
+            await asyncio.sleep(0.05)
+    gw.kill()
+    gw2 = make_gateway(*listen, **gateway_env("auto"))
+    async with await connect_ipc(gw2.socket) as c:
+        run = await r.wait_state(c, run_id, timeout=60)
+        events = await r.events(c, run_id)
+    assert run.state == "succeeded", show(run, events)
+    assert marks.read_text() == "once\n"
+    result = said(run)[0]
+    assert result["exit"] == 126, result
+    assert "not run a second time" in result["output"], result
+    assert len(kinds_of(events, "tool.call.requested")) == 1, show(run, events)

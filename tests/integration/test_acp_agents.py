@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from tests.support import runs as r
-from tests.support.agents import MODEL_KEY, acp_preset_config, escalated
+from tests.support.agents import MODEL_KEY, acp_preset_config, escalated, program
 from tests.support.model_server import ModelServer
 from tests.support.people import kinds_of, open_request, resolve
-from tests.support.process import GatewayProcess, RunnerProcess
+from tests.support.process import GatewayProcess, RunnerProcess, run_cli
 from tether.protocol.methods import RUN_CANCEL
 from tether.protocol.runs import RunCancelParams
 from tether.transport.client import connect_ipc
@@ -177,3 +177,29 @@ async def test_codex_acp_runs_a_command_a_person_approved(
 def _nested_sandbox() -> bool:
     """Whether bubblewrap works inside bubblewrap here (not as root)."""
     return os.geteuid() != 0
+
+
+def test_agents_list_here_shows_each_installed_preset_and_its_version(
+    home: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "runner.toml"
+    names = {"claude": "claude-agent-acp", "gemini": "gemini", "codex-acp": "codex-acp"}
+    config.write_text(
+        "".join(f'[agents.{a}]\ncommand = "{program(n)}"\n' for a, n in names.items())
+        + '[agents.codex]\ncommand = "no-such-codex"\n'
+    )
+    done = run_cli(home, "agents", "list", "--here", "--json", env={"TETHER_CONFIG": str(config)})
+    assert done.returncode == 0, done.stderr
+    found = {row["agent"]: row for row in json.loads(done.stdout)}
+    assert found["claude"]["version"] == "0.49.0"
+    assert found["gemini"]["version"] == "0.61.0"
+    assert found["codex-acp"]["version"] == "0.16.0"
+    assert found["codex-acp"]["program"].endswith("/bin/codex-acp")  # the native binary
+    assert (found["claude"]["problem"], found["gemini"]["problem"]) == (None, None)
+    if not _nested_sandbox():
+        assert "bubblewrap" in found["codex-acp"]["problem"]
+    assert "not installed" in found["codex"]["problem"]
+    assert "set agents.acp.command" in found["acp"]["problem"]
+    human = run_cli(home, "agents", "list", "--here", env={"TETHER_CONFIG": str(config)})
+    assert "0.49.0" in human.stdout
+    assert "ready" in human.stdout

@@ -87,6 +87,8 @@ class _Call:
 
     tool: str = "agent_action"
     args: dict[str, Any] = field(default_factory=dict)
+    contents: dict[str, str] = field(default_factory=dict)
+    """Path -> the new content the agent showed for it (its diff), when it showed one."""
     asked: bool = False
     granted: bool = False
     declined: bool = False
@@ -317,6 +319,11 @@ class AcpSession(AgentProcess):
             tool, args = self._describe(data, known)
             if not known.asked:
                 known.tool, known.args = tool, args
+                known.contents = {
+                    self._rel(str(item.get("path") or "")): str(item.get("newText") or "")
+                    for item in data.get("content") or []
+                    if isinstance(item, dict) and item.get("type") == "diff"
+                }
         return known
 
     def _tool_update(self, turn: Turn, data: dict[str, Any]) -> None:
@@ -472,15 +479,23 @@ class AcpSession(AgentProcess):
         return _selected(reject)
 
     def _covers(self, tool: str, args: dict[str, Any]) -> str | None:
-        """The granted, unfinished permission an fs write or a command carries out."""
+        """The granted, unfinished permission an fs write or a command carries out: the
+        same path (with the very content its diff showed, if it showed one), or the very
+        command line."""
         turn = self.turn
         if turn is None:
             return None
         for ident, known in reversed(self._calls.items()):
             if not known.granted or known.finished:
                 continue
+            path = args.get("path")
             same_file = tool == "write_file" and known.tool == "apply_patch"
-            if same_file and args.get("path") in (known.args.get("paths") or []):
+            shown = known.contents.get(str(path), args.get("content"))
+            if (
+                same_file
+                and path in (known.args.get("paths") or [])
+                and shown == args.get("content")
+            ):
                 return call_id_for(turn.run_id, ident)
             same_command = tool == "shell" and known.tool == "shell"
             if same_command and args.get("command") == known.args.get("command"):

@@ -36,7 +36,7 @@ import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -64,7 +64,6 @@ from tether.protocol.hosted import (
 )
 from tether.protocol.methods import AGENT_EVENT, AGENT_PERMISSION, AGENT_TOOL, AGENT_WITHDRAW
 from tether.protocol.system import Empty
-from tether.runner.agents.acp import AcpSession
 from tether.runner.agents.agent_process import AgentProcess
 from tether.runner.agents.codex import CodexSession
 from tether.runner.agents.journal import TurnJournal
@@ -87,9 +86,12 @@ from tether.security.capability import CapabilityVerifier
 from tether.security.file_modes import private_dir
 from tether.security.redaction import redact, redact_value
 
+if TYPE_CHECKING:
+    from tether.runner.agents.acp import AcpSession
+
 _decode_note = msgspec.json.Decoder(AgentEventNote).decode
 
-__all__ = ["PERMISSION_WAIT", "AgentHost"]
+__all__ = ["PERMISSION_WAIT", "AgentHost", "hosted_here"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,38 @@ PERMISSION_WAIT = 86_400.0
 """The most a permission request waits for the gateway (its own expiry decides first)."""
 _SESSION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _THREAD_FILE = "thread"
+
+
+def hosted_here(config: Config) -> list[dict[str, Any]]:
+    """The hosted agents a runner with ``config`` could start on this machine: each with
+    its program, version and, when it cannot be started, why (``tether agents list
+    --here``)."""
+    from tether.runner.agents.presets import version_of
+    from tether.runner.sandbox import detect
+
+    sandbox = detect(config.runner.sandbox, config.runner.bwrap)
+    codex = resolve_program(config.agents.codex.command)
+    rows = [
+        {
+            "agent": "codex",
+            "program": str(codex) if codex else None,
+            "version": version_of(codex, "@openai/codex") if codex else None,
+            "problem": None if codex else f"not installed ({config.agents.codex.command})",
+        }
+    ]
+    for found in installed(config, lambda: nested_sandbox_ok(config, sandbox)):
+        rows.append(
+            {
+                "agent": found.id,
+                "program": str(found.program) if found.program else None,
+                "version": found.version,
+                "problem": found.problem,
+            }
+        )
+    if sandbox.status == "unavailable":
+        for row in rows:
+            row["problem"] = row["problem"] or f"no sandbox here: {sandbox.reason}"
+    return rows
 
 
 class AgentHost:
@@ -394,6 +428,8 @@ class AgentHost:
             return opened
 
     async def _open_acp(self, p: AgentStartParams, root: Path) -> AcpSession:
+        from tether.runner.agents.acp import AcpSession  # the SDK loads only when needed
+
         preset = PRESETS[p.agent]
         cfg = self.config.agents.preset(p.agent)
         program = preset.resolve(cfg)

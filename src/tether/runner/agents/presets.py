@@ -21,7 +21,7 @@ from pathlib import Path
 from tether.config import AcpAgentConfig, Config
 from tether.runner.agents.launch import resolve_program
 
-__all__ = ["PRESETS", "Installed", "Preset", "installed"]
+__all__ = ["PRESETS", "Installed", "Preset", "installed", "version_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +188,10 @@ class Installed:
     """Why it cannot be offered here (None: it can)."""
 
 
-def _version(program: Path, package: str) -> str | None:
+def version_of(program: Path, package: str) -> str | None:
+    """The version in the ``package.json`` of ``package`` that holds ``program``."""
+    if not package:
+        return None
     names = {package, package + "-linux-x64", package + "-linux-arm64"}
     for parent in program.parents:
         manifest = parent / "package.json"
@@ -211,7 +214,7 @@ def installed(config: Config, nested_ok: Callable[[], bool]) -> list[Installed]:
         cfg = config.agents.preset(preset.id)
         program = preset.resolve(cfg)
         problem = None
-        version = _version(program, preset.package) if program is not None else None
+        version = version_of(program, preset.package) if program is not None else None
         if program is None and not (cfg.command or preset.program):
             problem = "not configured (set agents.acp.command)"
         elif program is None:
@@ -219,7 +222,7 @@ def installed(config: Config, nested_ok: Callable[[], bool]) -> list[Installed]:
         elif preset.id == "codex-acp" and not nested_ok():
             problem = (
                 "needs bubblewrap inside the runner's sandbox, which this machine does not "
-                "allow (a runner running as root): run the runner as an ordinary user"
+                "allow (a runner running as root): run the runner as an ordinary user, or set runner.sandbox = 'off' so that codex-acp's own sandbox is the one"
             )
         found.append(Installed(preset.id, preset.label, program, version, problem))
     return found
