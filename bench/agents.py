@@ -1,6 +1,8 @@
-"""Agents through tether vs the same agent driven directly: the openai loop, and Codex.
+"""Agents through tether vs the same agent driven directly: the openai loop, Codex, and
+the ACP agents (Claude Code, Gemini CLI, codex-acp).
 
-    python bench/agents.py [--quick] [--only openai|codex] [--out FILE]
+    python bench/agents.py [--quick] [--only openai|codex|acp|claude|gemini|codex-acp]
+                           [--out FILE]
 
 Both talk to the same scripted model server on 127.0.0.1 (tests/support/model_server.py),
 which answers each call after ``--delay`` seconds (default 0.2 s, a fast hosted model's
@@ -27,6 +29,7 @@ model runs a shell command that asks first, then answers.
   settings (same thread reuse, approval accepted at once, reply read from history).
 
 Interleaved turn by turn; the result is the median turn and the ratio (target <= 1.10).
+The ACP agents are measured the same way, one preset at a time (bench/agents_acp.py).
 Results: bench/results/agents.json.
 """
 
@@ -49,12 +52,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the model server: tests/support
 from tests.support.model_server import ModelServer
 
+from agents_acp import run_acp
 from common import Gateway, print_table, tether_env, write_json
 from load import Children, start_runner
 from tether.protocol.methods import RUN_CREATE, RUN_GET, RUNNER_LIST
 from tether.protocol.runs import RunCreateParams, RunGetParams
 from tether.protocol.system import Empty
 from tether.transport.client import RpcClient, connect_ipc
+
+ACP = ("claude", "gemini", "codex-acp")
 
 
 def task(rounds: int) -> list[dict[str, Any]]:
@@ -325,7 +331,11 @@ def main() -> None:
     parser.add_argument(
         "--delay", type=float, default=0.2, help="the model's seconds to first token"
     )
-    parser.add_argument("--only", choices=["openai", "codex"], help="run one of the two")
+    parser.add_argument(
+        "--only",
+        choices=["openai", "codex", "acp", *ACP],
+        help="run one of them (acp: the three ACP presets)",
+    )
     parser.add_argument("--out", help="JSON output path (default bench/results/agents.json)")
     args = parser.parse_args()
     summary: dict[str, Any] = {}
@@ -355,6 +365,22 @@ def main() -> None:
         )  # fmt: skip
         summary["codex"] = {**c, "median_tether_ms": t * 1000, "median_direct_ms": d * 1000,
                             "ratio": ratio, "target": 1.10, "met": ratio <= 1.10}  # fmt: skip
+    for agent in ACP:
+        if args.only not in (None, "acp", agent):
+            continue
+        a = asyncio.run(run_acp(agent, 5 if args.quick else 20, args.delay))
+        t, d = statistics.median(a["tether_s"]), statistics.median(a["direct_s"])
+        ratio = t / d
+        box = "in the runner's sandbox" if a["runner_sandbox"] else "runner sandbox off (root)"
+        print_table(
+            f"One {agent} turn with a permission request (ms; {box}; model answering after "
+            f"{args.delay:g} s)",
+            ["measure", "through tether", "direct (acp SDK)", "ratio", "target", "met"],
+            [["median turn", t * 1000, d * 1000, ratio, 1.10, ratio <= 1.10],
+             ["tether's overhead per turn", (t - d) * 1000, 0.0, "", "", ""]],
+        )  # fmt: skip
+        summary[agent] = {**a, "median_tether_ms": t * 1000, "median_direct_ms": d * 1000,
+                          "ratio": ratio, "target": 1.10, "met": ratio <= 1.10}  # fmt: skip
     path = write_json("agents", summary, args.out)
     print(f"\nwrote {path}")
 
