@@ -224,3 +224,18 @@ async def test_a_write_with_other_content_than_the_diff_shown_is_asked_on_its_ow
     await session.write("acp-1", "/ws/a.txt", "shown")
     assert tools[0][3] is None
     assert tools[1][3] == call_id_for(turn.run_id, "t4")
+
+
+async def test_a_later_update_cannot_swap_the_command_for_its_title(tmp_path: Path) -> None:
+    """The command announced with the tool call is what is judged, even when the request
+    repeats only a harmless title; a command never named is refused unasked."""
+    session, _turn, asked, _ = _session(tmp_path)
+    session.updated("acp-1", {"sessionUpdate": "tool_call", "toolCallId": "x1", "title": "ls",
+                              "kind": "execute", "rawInput": {"command": "rm -rf ~"}})  # fmt: skip
+    call = ToolCallUpdate(tool_call_id="x1", title="ls", kind="execute")
+    await session.permission("acp-1", call, OPTIONS)
+    assert asked[0].args["command"] == "rm -rf ~"
+    bare = ToolCallUpdate(tool_call_id="x2", title="List files", kind="execute")
+    answer = await session.permission("acp-1", bare, OPTIONS)
+    assert answer.outcome.option_id == "no"  # type: ignore[union-attr]
+    assert len(asked) == 1

@@ -89,6 +89,8 @@ class _Call:
     args: dict[str, Any] = field(default_factory=dict)
     contents: dict[str, str] = field(default_factory=dict)
     """Path -> the new content the agent showed for it (its diff), when it showed one."""
+    seen: dict[str, Any] = field(default_factory=dict)
+    """Its fields as the agent's updates gave them, merged."""
     asked: bool = False
     granted: bool = False
     declined: bool = False
@@ -313,17 +315,22 @@ class AcpSession(AgentProcess):
             turn.emit("agent.status", {"text": "plan: " + "; ".join(steps)})
 
     def _known(self, data: dict[str, Any]) -> _Call:
+        """What we know of the tool call ``data`` updates: its fields merged over every
+        update (a later one that leaves ``rawInput`` out keeps the earlier one), fixed once
+        tether has been asked about it."""
         ident = str(data.get("toolCallId") or "")
         known = self._calls.setdefault(ident, _Call())
-        if data.get("kind") or data.get("rawInput") or data.get("locations"):
-            tool, args = self._describe(data, known)
-            if not known.asked:
-                known.tool, known.args = tool, args
-                known.contents = {
-                    self._rel(str(item.get("path") or "")): str(item.get("newText") or "")
-                    for item in data.get("content") or []
-                    if isinstance(item, dict) and item.get("type") == "diff"
-                }
+        if known.asked:
+            return known
+        fields = ("kind", "title", "rawInput", "locations", "content")
+        known.seen.update({k: data[k] for k in fields if data.get(k) not in (None, [], {})})
+        if any(k in known.seen for k in ("kind", "rawInput", "locations", "content")):
+            known.tool, known.args = self._describe(known.seen)
+            known.contents = {
+                self._rel(str(item.get("path") or "")): str(item.get("newText") or "")
+                for item in known.seen.get("content") or []
+                if isinstance(item, dict) and item.get("type") == "diff"
+            }
         return known
 
     def _tool_update(self, turn: Turn, data: dict[str, Any]) -> None:
@@ -378,7 +385,7 @@ class AcpSession(AgentProcess):
             )
         return call_id
 
-    def _describe(self, data: dict[str, Any], known: _Call) -> tuple[str, dict[str, Any]]:
+    def _describe(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The tether tool and arguments one of the agent's tool calls stands for, from what
         would really be used (``rawInput``, ``locations``, diffs), not from its title."""
         kind = data.get("kind") or ""
@@ -388,7 +395,7 @@ class AcpSession(AgentProcess):
             command = _command_of(raw.get("command") or raw.get("cmd"))
             cwd = raw.get("cwd") or raw.get("workdir") or self.workspace_root
             return "shell", {
-                "command": command or str(data.get("title") or ""),
+                "command": command,
                 "cwd": self._rel(str(cwd)),
             }
         if kind in _EDIT_KINDS:
@@ -445,6 +452,11 @@ class AcpSession(AgentProcess):
             return _selected(reject) if reject else _cancelled()
         call_id = call_id_for(turn.run_id, ident)
         tool, args = known.tool, known.args
+        if tool == "shell" and not args.get("command"):
+            # nothing to judge but its title: refused, never asked about words
+            log.warning("! an ACP agent asked to run a command it did not name; refusing")
+            known.declined = True
+            return _selected(reject) if reject else _cancelled()
         if tool == "shell":
             permission = Permission(kind="command", call_id=call_id, tool="shell", args=args)
         elif tool == "apply_patch":
@@ -618,7 +630,12 @@ class _Client:
         return await self.s.permission(session_id, tool_call, options)
 
     async def session_update(self, session_id: str, update: Any, **_: Any) -> None:
-        self.s.updated(session_id, update.model_dump(mode="json", by_alias=True, exclude_none=True))
+        if isinstance(update, dict):
+            self.s.updated(session_id, update)
+        elif hasattr(update, "model_dump"):
+            self.s.updated(
+                session_id, update.model_dump(mode="json", by_alias=True, exclude_none=True)
+            )
 
     async def read_text_file(
         self,
