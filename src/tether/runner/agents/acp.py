@@ -28,17 +28,18 @@ What it asks:
 
 ``session/cancel`` stops a turn (pending permission requests are answered
 ``cancelled``); the host kills the process after a grace period if it does not stop.
+What a tool call stands for is worked out in :mod:`tether.runner.agents.acp_calls`, and
+terminals are kept by :mod:`tether.runner.agents.acp_terminals`; this module is the only
+one that imports the SDK.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import logging
 import shlex
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 from acp import PROTOCOL_VERSION, RequestError, text_block
@@ -62,6 +63,8 @@ from acp.schema import (
 
 from tether import __version__
 from tether.protocol.hosted import AgentPermissionAnswer, AgentToolAnswer, call_id_for
+from tether.runner.agents.acp_calls import AgentCall, Paths, describe, diff_contents, text_of
+from tether.runner.agents.acp_terminals import Exit, Terminals
 from tether.runner.agents.agent_process import AgentProcess
 from tether.runner.agents.codex import strip_shell
 from tether.runner.agents.stdio_rpc import AgentRpcError
@@ -76,33 +79,6 @@ ToolAsk = Callable[
     [Turn, str, str, dict[str, Any], str | None], Coroutine[Any, Any, AgentToolAnswer]
 ]
 """(turn, call id, tool, args, covers) -> the gateway's answer to ``agent.tool``."""
-TERMINAL_OUTPUT = 1024 * 1024
-"""The most output a terminal keeps when the agent sets no limit."""
-_EDIT_KINDS = ("edit", "delete", "move")
-
-
-@dataclass
-class _Call:
-    """One of the agent's tool calls, as far as we know it."""
-
-    tool: str = "agent_action"
-    args: dict[str, Any] = field(default_factory=dict)
-    contents: dict[str, str] = field(default_factory=dict)
-    """Path -> the new content the agent showed for it (its diff), when it showed one."""
-    seen: dict[str, Any] = field(default_factory=dict)
-    """Its fields as the agent's updates gave them, merged."""
-    asked: bool = False
-    granted: bool = False
-    declined: bool = False
-    announced: bool = False
-    finished: bool = False
-
-
-@dataclass
-class _Terminal:
-    task: asyncio.Task[AgentToolAnswer]
-    limit: int
-    call_id: str
 
 
 class AcpSession(AgentProcess):
@@ -142,10 +118,11 @@ class AcpSession(AgentProcess):
         self.can_load = False
         self.fresh = False
         """The session was asked to resume a conversation the agent could not load."""
-        self._calls: dict[str, _Call] = {}
+        self._calls: dict[str, AgentCall] = {}
         self._message: list[str] = []
         self._reply: str | None = None
-        self._terminals: dict[str, _Terminal] = {}
+        self.paths = Paths(workspace_root)
+        self.terminals = Terminals(cancel_call)
         self._stopping = asyncio.Event()
         self._prompt: asyncio.Task[None] | None = None
         self._ops = 0
@@ -198,8 +175,7 @@ class AcpSession(AgentProcess):
         return self.thread
 
     async def _close_transport(self) -> None:
-        for terminal in self._terminals.values():
-            terminal.task.cancel()
+        self.terminals.close()
         if self._prompt is not None:
             self._prompt.cancel()
         if self.conn is not None:
@@ -314,23 +290,19 @@ class AcpSession(AgentProcess):
             ]
             turn.emit("agent.status", {"text": "plan: " + "; ".join(steps)})
 
-    def _known(self, data: dict[str, Any]) -> _Call:
+    def _known(self, data: dict[str, Any]) -> AgentCall:
         """What we know of the tool call ``data`` updates: its fields merged over every
         update (a later one that leaves ``rawInput`` out keeps the earlier one), fixed once
         tether has been asked about it."""
         ident = str(data.get("toolCallId") or "")
-        known = self._calls.setdefault(ident, _Call())
+        known = self._calls.setdefault(ident, AgentCall())
         if known.asked:
             return known
         fields = ("kind", "title", "rawInput", "locations", "content")
         known.seen.update({k: data[k] for k in fields if data.get(k) not in (None, [], {})})
         if any(k in known.seen for k in ("kind", "rawInput", "locations", "content")):
-            known.tool, known.args = self._describe(known.seen)
-            known.contents = {
-                self._rel(str(item.get("path") or "")): str(item.get("newText") or "")
-                for item in known.seen.get("content") or []
-                if isinstance(item, dict) and item.get("type") == "diff"
-            }
+            known.tool, known.args = describe(known.seen, self.paths)
+            known.contents = diff_contents(known.seen, self.paths)
         return known
 
     def _tool_update(self, turn: Turn, data: dict[str, Any]) -> None:
@@ -343,7 +315,7 @@ class AcpSession(AgentProcess):
         if known.declined:
             return  # tether refused it: the gateway recorded that
         call_id = self._announce(turn, ident, known)
-        output = _text_of(data.get("content")) or _text_of(data.get("rawOutput"))
+        output = text_of(data.get("content")) or text_of(data.get("rawOutput"))
         if status == "completed":
             result = {"output": output[-65536:], "ran_by": self.agent}
             turn.emit(
@@ -359,7 +331,7 @@ class AcpSession(AgentProcess):
                 },
             )
 
-    def _announce(self, turn: Turn, ident: str, known: _Call) -> str:
+    def _announce(self, turn: Turn, ident: str, known: AgentCall) -> str:
         """Record a call the agent ran without asking (tether did not decide it), once."""
         call_id = call_id_for(turn.run_id, ident)
         if not known.asked and not known.announced:
@@ -385,52 +357,8 @@ class AcpSession(AgentProcess):
             )
         return call_id
 
-    def _describe(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """The tether tool and arguments one of the agent's tool calls stands for, from what
-        would really be used (``rawInput``, ``locations``, diffs), not from its title."""
-        kind = data.get("kind") or ""
-        raw = data.get("rawInput")
-        raw = raw if isinstance(raw, dict) else {}
-        if kind == "execute" or "command" in raw:
-            command = _command_of(raw.get("command") or raw.get("cmd"))
-            cwd = raw.get("cwd") or raw.get("workdir") or self.workspace_root
-            return "shell", {
-                "command": command,
-                "cwd": self._rel(str(cwd)),
-            }
-        if kind in _EDIT_KINDS:
-            paths: list[str] = []
-            for location in data.get("locations") or []:
-                if isinstance(location, dict) and location.get("path"):
-                    paths.append(self._rel(str(location["path"])))
-            for name in ("file_path", "filePath", "path", "absolute_path"):
-                if isinstance(raw.get(name), str):
-                    paths.append(self._rel(raw[name]))
-            diffs = []
-            for item in data.get("content") or []:
-                if isinstance(item, dict) and item.get("type") == "diff":
-                    path = str(item.get("path") or "")
-                    paths.append(self._rel(path))
-                    diffs.append(
-                        _diff(self._rel(path), item.get("oldText"), str(item.get("newText") or ""))
-                    )
-            return "apply_patch", {
-                "paths": list(dict.fromkeys(p for p in paths if p)),
-                "diff": "\n".join(diffs)[:100_000],
-            }
-        return "agent_action", {
-            "kind": str(kind or "other"),
-            "title": str(data.get("title") or "")[:500],
-            "input": raw,
-        }
-
     def _rel(self, path: str) -> str:
-        root = self.workspace_root.rstrip("/")
-        if path == root:
-            return "."
-        if path.startswith(root + "/"):
-            return path[len(root) + 1 :]
-        return path
+        return self.paths.rel(path)
 
     # ---- what the agent asks -------------------------------------------------------
 
@@ -564,58 +492,7 @@ class AcpSession(AgentProcess):
         task: asyncio.Task[AgentToolAnswer] = asyncio.ensure_future(
             self.tool(turn, op, "shell", shell, self._covers("shell", shell))
         )
-        terminal_id = f"term{self._ops}"
-        self._terminals[terminal_id] = _Terminal(
-            task, limit or TERMINAL_OUTPUT, call_id_for(turn.run_id, op)
-        )
-        return terminal_id
-
-    def _terminal(self, terminal_id: str) -> _Terminal:
-        terminal = self._terminals.get(terminal_id)
-        if terminal is None:
-            raise RequestError(-32602, f"no terminal {terminal_id!r}")
-        return terminal
-
-    @staticmethod
-    def _exit(terminal: _Terminal) -> tuple[str, TerminalExitStatus | None]:
-        if not terminal.task.done():
-            return "", None
-        if terminal.task.cancelled():
-            return "", TerminalExitStatus(exit_code=None, signal="SIGKILL")
-        answer = terminal.task.result()
-        if not answer.ok:
-            return f"tether: {answer.message or answer.code}\n", TerminalExitStatus(exit_code=126)
-        result = answer.result if isinstance(answer.result, dict) else {}
-        code = result.get("exit_code")
-        status = TerminalExitStatus(exit_code=code if isinstance(code, int) else None)
-        return str(result.get("output") or ""), status
-
-    def output(self, terminal_id: str) -> TerminalOutputResponse:
-        terminal = self._terminal(terminal_id)
-        text, status = self._exit(terminal)
-        data = text.encode()
-        truncated = len(data) > terminal.limit
-        if truncated:
-            text = data[-terminal.limit :].decode("utf-8", "ignore")
-        return TerminalOutputResponse(output=text, truncated=truncated, exit_status=status)
-
-    async def wait_exit(self, terminal_id: str) -> WaitForTerminalExitResponse:
-        terminal = self._terminal(terminal_id)
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(terminal.task)
-        _, status = self._exit(terminal)
-        return WaitForTerminalExitResponse(
-            exit_code=status.exit_code if status else None, signal=status.signal if status else None
-        )
-
-    def kill(self, terminal_id: str) -> None:
-        terminal = self._terminal(terminal_id)
-        if not terminal.task.done():
-            self.cancel_call(terminal.call_id)
-
-    def release(self, terminal_id: str) -> None:
-        self.kill(terminal_id)
-        self._terminals.pop(terminal_id, None)
+        return self.terminals.add(task, call_id_for(turn.run_id, op), limit)
 
 
 class _Client:
@@ -666,18 +543,20 @@ class _Client:
     async def terminal_output(
         self, session_id: str, terminal_id: str, **_: Any
     ) -> TerminalOutputResponse:
-        return self.s.output(terminal_id)
+        text, truncated, ended = self.s.terminals.output(_known_terminal(self.s, terminal_id))
+        return TerminalOutputResponse(output=text, truncated=truncated, exit_status=_status(ended))
 
     async def wait_for_terminal_exit(
         self, session_id: str, terminal_id: str, **_: Any
     ) -> WaitForTerminalExitResponse:
-        return await self.s.wait_exit(terminal_id)
+        ended = await self.s.terminals.wait(_known_terminal(self.s, terminal_id))
+        return WaitForTerminalExitResponse(exit_code=ended.exit_code, signal=ended.signal)
 
     async def kill_terminal(self, session_id: str, terminal_id: str, **_: Any) -> None:
-        self.s.kill(terminal_id)
+        self.s.terminals.kill(_known_terminal(self.s, terminal_id))
 
     async def release_terminal(self, session_id: str, terminal_id: str, **_: Any) -> None:
-        self.s.release(terminal_id)
+        self.s.terminals.release(_known_terminal(self.s, terminal_id))
 
     async def create_elicitation(self, message: str, mode: Any, **_: Any) -> Any:
         raise RequestError.method_not_found("elicitation/create")
@@ -709,27 +588,15 @@ def _cancelled() -> RequestPermissionResponse:
     return RequestPermissionResponse(outcome=DeniedOutcome(outcome="cancelled"))
 
 
-def _command_of(value: Any) -> str:
-    if isinstance(value, list):
-        return strip_shell(shlex.join(str(v) for v in value))
-    return strip_shell(str(value)) if isinstance(value, str) else ""
+def _known_terminal(session: AcpSession, terminal_id: str) -> str:
+    if not session.terminals.has(terminal_id):
+        raise RequestError(-32602, f"no terminal {terminal_id!r}")
+    return terminal_id
 
 
-def _diff(path: str, old: Any, new: str) -> str:
-    before = (old if isinstance(old, str) else "").splitlines(keepends=True)
-    return "".join(
-        difflib.unified_diff(before, new.splitlines(keepends=True), f"a/{path}", f"b/{path}")
+def _status(ended: Exit | None) -> TerminalExitStatus | None:
+    return (
+        None
+        if ended is None
+        else TerminalExitStatus(exit_code=ended.exit_code, signal=ended.signal)
     )
-
-
-def _text_of(value: Any) -> str:
-    """The text in a tool call's ``content`` or ``rawOutput``."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "".join(_text_of(v) for v in value)
-    if isinstance(value, dict):
-        for key in ("text", "output", "stdout", "content"):
-            if key in value:
-                return _text_of(value[key])
-    return ""

@@ -68,6 +68,7 @@ from tether.runner.agents.agent_process import AgentProcess
 from tether.runner.agents.codex import CodexSession
 from tether.runner.agents.journal import TurnJournal
 from tether.runner.agents.launch import (
+    Launch,
     agent_home,
     agent_launch,
     base_env,
@@ -470,19 +471,8 @@ class AgentHost:
             cancel_call=self.cancel_call,
             start_timeout=cfg.start_timeout,
         )
-        session.on_exit = self._exited
-        thread = p.thread or self._thread_file(p.session_id, p.agent)
-        try:
-            thread = await session.open(thread)
-        except BaseException:
-            await session.aclose(grace=0.5)
-            raise
-        finally:
-            launch.close_fds()
-        (state / _THREAD_FILE).write_text(thread + "\n")
-        log.info(
-            "acp agent started",
-            extra={"agent": p.agent, "session_id": p.session_id, "pid": session.pid},
+        await self._started(
+            session, launch, state, p.thread or self._thread_file(p.session_id, p.agent)
         )
         return session
 
@@ -518,8 +508,14 @@ class AgentHost:
             ask=self._ask,
             start_timeout=codex.start_timeout,
         )
+        await self._started(session, launch, state, p.thread or self._thread_file(p.session_id))
+        return session
+
+    async def _started(
+        self, session: CodexSession | AcpSession, launch: Launch, state: Path, thread: str | None
+    ) -> None:
+        """Open the session's process (resuming ``thread``) and remember its thread."""
         session.on_exit = self._exited
-        thread = p.thread or self._thread_file(p.session_id)
         try:
             thread = await session.open(thread)
         except BaseException:
@@ -529,10 +525,14 @@ class AgentHost:
             launch.close_fds()
         (state / _THREAD_FILE).write_text(thread + "\n")
         log.info(
-            "codex started",
-            extra={"session_id": p.session_id, "codex_thread": thread, "pid": session.pid},
+            "hosted agent started",
+            extra={
+                "agent": session.agent,
+                "session_id": session.session_id,
+                "thread": thread,
+                "pid": session.pid,
+            },
         )
-        return session
 
     def _exited(self, session: AgentProcess) -> None:
         """The process ended on its own: a running turn fails with ``agent_crashed``."""
