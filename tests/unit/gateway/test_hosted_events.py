@@ -104,3 +104,24 @@ def test_how_policy_sees_each_kind_of_permission() -> None:
     assert (change.tool, change.risk, change.paths) == ("apply_patch", "write", ("a.py",))
     wider = _call_for(params("permissions", args={"permissions": {"network": {}}}), "app")
     assert (wider.tool, wider.risk) == ("agent_permissions", "exec")
+
+
+async def test_a_runner_cannot_run_tool_calls_in_another_runners_run() -> None:
+    """``agent.tool`` for a run this runner does not host is refused: nothing is decided,
+    minted or sent (the service's ledger and tools are absent: touching them would fail)."""
+    from tether.protocol.hosted import AgentToolParams
+
+    hosted = service()
+    cancelled = asyncio.Event()
+    d = drive("rnr_1")
+    d.task = SimpleNamespace(cancelled=cancelled, run_id="run_1")
+    hosted.drives["run_1"] = d
+    ask = AgentToolParams(
+        request_key="k", run_id="run_1", call_id="op1", tool="write_file",
+        args={"path": "a", "content": "x"},
+    )  # fmt: skip
+    answer = await hosted.tool("rnr_2", ask)
+    assert (answer.ok, answer.code) == (False, "not_found")
+    cancelled.set()
+    answer = await hosted.tool("rnr_1", ask)
+    assert (answer.ok, answer.code) == (False, "cancelled")
