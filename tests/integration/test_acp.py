@@ -90,7 +90,8 @@ async def test_fs_and_terminal_requests_run_as_tether_tool_calls(
     make_gateway: MakeGateway, make_runner: MakeRunner, home: Path, tmp_path: Path
 ) -> None:
     """Reads run under policy without asking (auto-read); the write and the command ask
-    a person, then run on the runner under a token."""
+    a person, then run on the runner under a token. The agent's process outlives the
+    command: the reaper of a finished shell call's orphans does not take it for one."""
     gw, _ = stack(make_gateway, make_runner, tmp_path, mode="auto-read")
     workspace = home / "ws-box"
     (workspace / "in.txt").write_text("hello from the workspace\n")
