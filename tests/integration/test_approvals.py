@@ -80,7 +80,8 @@ async def test_a_members_shell_call_waits_for_them_and_is_hidden_from_others(
         assert request.plan["tool"] == "shell"
         assert request.plan["workspace"] == "app"
         assert request.approvers[0].startswith("usr_")  # alice, the run's creator
-        waiting = await alice.call(RUN_GET, RunGetParams(run_id=run_id))
+        # the request is visible a moment before the run's state says it waits
+        waiting = await r.wait_state(alice, run_id, {"waiting"}, timeout=10)
         assert waiting.state == "waiting"
         assert not marks.exists()  # nothing ran before a person allowed it
 

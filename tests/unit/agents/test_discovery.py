@@ -30,7 +30,17 @@ def test_a_bad_plugin_is_skipped_and_the_others_load() -> None:
             ep("operator", "Echo"),
         ],
     )
-    assert set(found.backends) == {"operator", "script", "script-once", "codex", "echo"}
+    assert set(found.backends) == {
+        "operator",
+        "script",
+        "script-once",
+        "codex",
+        "claude",
+        "gemini",
+        "codex-acp",
+        "acp",
+        "echo",
+    }
     echo = found.backends["echo"]
     assert (echo.manifest.version, echo.capabilities.streaming) == ("1.2.3", True)
     assert echo.manifest.permissions.tools == ["read"]
