@@ -529,7 +529,7 @@ class AgentHost:
             extra={
                 "agent": session.agent,
                 "session_id": session.session_id,
-                "thread": thread,
+                "agent_thread": thread,
                 "pid": session.pid,
             },
         )
