@@ -79,7 +79,7 @@ from tether.protocol.hosted import (
     AgentToolParams,
     AgentTurnParams,
     AgentWithdrawNote,
-    call_id_for,
+    op_call_id,
 )
 from tether.protocol.methods import (
     AGENT_ACK,
@@ -579,7 +579,7 @@ class HostedService:
         task = drive.task
         if task.cancelled.is_set():
             return AgentToolAnswer(ok=False, code="cancelled", message="the run is stopping")
-        call_id = call_id_for(task.run_id, p.call_id)
+        call_id = op_call_id(task.run_id, p.call_id)
         with contextlib.suppress(NotFound):
             earlier = await self.ledger.tool_calls.get(call_id)
             if earlier.state == "succeeded" and earlier.result is not None:

@@ -38,6 +38,7 @@ __all__ = [
     "AgentTurnParams",
     "AgentWithdrawNote",
     "call_id_for",
+    "op_call_id",
 ]
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -174,7 +175,7 @@ class AgentPermissionAnswer(msgspec.Struct, kw_only=True):
 class AgentToolParams(RunnerRequest):
     """Runner -> gateway: a hosted agent asks its client for a file or a command (ACP
     ``fs/*``, ``terminal/*``). The gateway makes it a tool call of the run (policy, a
-    person, a token) with call id ``call_id_for(run_id, call_id)``, and a tool call is
+    person, a token) with call id ``op_call_id(run_id, call_id)``, and a tool call is
     never run twice for one ``call_id``."""
 
     run_id: Id
@@ -202,3 +203,11 @@ def call_id_for(run_id: str, item_id: str) -> str:
     a reconnect, different across runs even when the agent reuses item ids)."""
     digest = hashlib.sha256(f"{run_id}\0{item_id}".encode()).hexdigest()[:24]
     return f"call_cx{digest}"
+
+
+def op_call_id(run_id: str, op: str) -> str:
+    """The tether call id of a runner's ``agent.tool`` operation ``op`` in a run: derived
+    apart from :func:`call_id_for`, so no id an agent picks for its own tool calls can
+    name one of these."""
+    digest = hashlib.sha256(f"agent.tool\0{run_id}\0{op}".encode()).hexdigest()[:24]
+    return f"call_op{digest}"

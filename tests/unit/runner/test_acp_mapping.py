@@ -239,3 +239,14 @@ async def test_a_later_update_cannot_swap_the_command_for_its_title(tmp_path: Pa
     answer = await session.permission("acp-1", bare, OPTIONS)
     assert answer.outcome.option_id == "no"  # type: ignore[union-attr]
     assert len(asked) == 1
+
+
+def test_an_agent_cannot_name_one_of_tethers_own_tool_call_ids() -> None:
+    """The ids of the runner's ``agent.tool`` operations are derived apart from the ids of
+    the agent's own tool calls: an agent calling its tool ``op1`` names nothing of ours."""
+    from tether.protocol.hosted import op_call_id
+
+    assert op_call_id("run_1", "op1") != call_id_for("run_1", "op1")
+    assert op_call_id("run_1", "op1") == op_call_id("run_1", "op1")
+    assert op_call_id("run_1", "op1") != op_call_id("run_2", "op1")
+    assert op_call_id("run_1", "op1").startswith("call_op")

@@ -62,7 +62,12 @@ from acp.schema import (
 )
 
 from tether import __version__
-from tether.protocol.hosted import AgentPermissionAnswer, AgentToolAnswer, call_id_for
+from tether.protocol.hosted import (
+    AgentPermissionAnswer,
+    AgentToolAnswer,
+    call_id_for,
+    op_call_id,
+)
 from tether.runner.agents.acp_calls import AgentCall, Paths, describe, diff_contents, text_of
 from tether.runner.agents.acp_terminals import Exit, Terminals
 from tether.runner.agents.agent_process import AgentProcess
@@ -115,7 +120,6 @@ class AcpSession(AgentProcess):
         self.tool = tool
         self.cancel_call = cancel_call
         self.conn: ClientSideConnection | None = None
-        self.can_load = False
         self.fresh = False
         """The session was asked to resume a conversation the agent could not load."""
         self._calls: dict[str, AgentCall] = {}
@@ -148,8 +152,7 @@ class AcpSession(AgentProcess):
                 self.start_timeout,
             )
             caps = init.agent_capabilities
-            self.can_load = bool(caps and caps.load_session)
-            if thread and self.can_load:
+            if thread and caps and caps.load_session:
                 try:
                     await asyncio.wait_for(
                         self.conn.load_session(
@@ -357,9 +360,6 @@ class AcpSession(AgentProcess):
             )
         return call_id
 
-    def _rel(self, path: str) -> str:
-        return self.paths.rel(path)
-
     # ---- what the agent asks -------------------------------------------------------
 
     async def permission(
@@ -375,16 +375,12 @@ class AcpSession(AgentProcess):
         known = self._known(data)
         known.asked = True
         if once is None:
-            log.warning("! an ACP agent offered no 'allow once' option; refusing")
-            known.declined = True
-            return _selected(reject) if reject else _cancelled()
+            return _refused(known, reject, "it offered no 'allow once' option")
         call_id = call_id_for(turn.run_id, ident)
         tool, args = known.tool, known.args
         if tool == "shell" and not args.get("command"):
             # nothing to judge but its title: refused, never asked about words
-            log.warning("! an ACP agent asked to run a command it did not name; refusing")
-            known.declined = True
-            return _selected(reject) if reject else _cancelled()
+            return _refused(known, reject, "it asked to run a command it did not name")
         if tool == "shell":
             permission = Permission(kind="command", call_id=call_id, tool="shell", args=args)
         elif tool == "apply_patch":
@@ -442,16 +438,26 @@ class AcpSession(AgentProcess):
                 return call_id_for(turn.run_id, ident)
         return None
 
-    async def _tool(self, session_id: str, tool: str, args: dict[str, Any]) -> AgentToolAnswer:
+    def _op(
+        self, session_id: str, tool: str, args: dict[str, Any]
+    ) -> tuple[str, Coroutine[Any, Any, AgentToolAnswer]]:
+        """The next ``agent.tool`` operation of the running turn: its call id and the
+        request, not yet awaited."""
         turn = self._mine(session_id)
         if turn is None:
             raise RequestError(-32603, "no turn is running")
         self._ops += 1
         op = f"op{self._ops}"
-        return await self.tool(turn, op, tool, args, self._covers(tool, args))
+        return op_call_id(turn.run_id, op), self.tool(
+            turn, op, tool, args, self._covers(tool, args)
+        )
+
+    async def _tool(self, session_id: str, tool: str, args: dict[str, Any]) -> AgentToolAnswer:
+        _call_id, request = self._op(session_id, tool, args)
+        return await request
 
     async def read(self, session_id: str, path: str, line: int | None, limit: int | None) -> str:
-        args: dict[str, Any] = {"path": self._rel(path)}
+        args: dict[str, Any] = {"path": self.paths.rel(path)}
         if line:
             args["offset"] = max(0, line - 1)
         if limit:
@@ -466,7 +472,7 @@ class AcpSession(AgentProcess):
 
     async def write(self, session_id: str, path: str, content: str) -> None:
         answer = await self._tool(
-            session_id, "write_file", {"path": self._rel(path), "content": content}
+            session_id, "write_file", {"path": self.paths.rel(path), "content": content}
         )
         if not answer.ok:
             raise RequestError(-32603, answer.message or answer.code)
@@ -483,16 +489,10 @@ class AcpSession(AgentProcess):
         line = strip_shell(shlex.join([command, *args]) if args else command)
         if env:
             line = " ".join(f"{e.name}={shlex.quote(e.value)}" for e in env) + " " + line
-        shell = {"command": line, "cwd": self._rel(cwd or self.workspace_root)}
-        turn = self._mine(session_id)
-        if turn is None:
-            raise RequestError(-32603, "no turn is running")
-        self._ops += 1
-        op = f"op{self._ops}"
-        task: asyncio.Task[AgentToolAnswer] = asyncio.ensure_future(
-            self.tool(turn, op, "shell", shell, self._covers("shell", shell))
-        )
-        return self.terminals.add(task, call_id_for(turn.run_id, op), limit)
+        shell = {"command": line, "cwd": self.paths.rel(cwd or self.workspace_root)}
+        call_id, request = self._op(session_id, "shell", shell)
+        task: asyncio.Task[AgentToolAnswer] = asyncio.ensure_future(request)
+        return self.terminals.add(task, call_id, limit)
 
 
 class _Client:
@@ -586,6 +586,15 @@ def _selected(option: PermissionOption) -> RequestPermissionResponse:
 
 def _cancelled() -> RequestPermissionResponse:
     return RequestPermissionResponse(outcome=DeniedOutcome(outcome="cancelled"))
+
+
+def _refused(
+    known: AgentCall, reject: PermissionOption | None, why: str
+) -> RequestPermissionResponse:
+    """Refused without asking anyone: the agent's reject option (else cancelled)."""
+    log.warning("! refusing an ACP agent's request: %s", why)
+    known.declined = True
+    return _selected(reject) if reject else _cancelled()
 
 
 def _known_terminal(session: AcpSession, terminal_id: str) -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -108,31 +109,22 @@ def hosted_here(config: Config) -> list[dict[str, Any]]:
     """The hosted agents a runner with ``config`` could start on this machine: each with
     its program, version and, when it cannot be started, why (``tether agents list
     --here``)."""
-    from tether.runner.agents.presets import version_of
     from tether.runner.sandbox import detect
 
     sandbox = detect(config.runner.sandbox, config.runner.bwrap)
-    codex = resolve_program(config.agents.codex.command)
-    rows = [
-        {
-            "agent": "codex",
-            "program": str(codex) if codex else None,
-            "version": version_of(codex, "@openai/codex") if codex else None,
-            "problem": None if codex else f"not installed ({config.agents.codex.command})",
-        }
-    ]
+    rows = []
     for found in installed(config, lambda: nested_sandbox_ok(config, sandbox)):
+        problem = found.problem
+        if problem is None and sandbox.status == "unavailable":
+            problem = f"no sandbox here: {sandbox.reason}"
         rows.append(
             {
                 "agent": found.id,
                 "program": str(found.program) if found.program else None,
                 "version": found.version,
-                "problem": found.problem,
+                "problem": problem,
             }
         )
-    if sandbox.status == "unavailable":
-        for row in rows:
-            row["problem"] = row["problem"] or f"no sandbox here: {sandbox.reason}"
     return rows
 
 
@@ -188,11 +180,10 @@ class AgentHost:
 
     def available(self) -> list[str]:
         """The hosted agents this runner can start (their program is installed)."""
-        codex = ["codex"] if resolve_program(self.config.agents.codex.command) else []
-        return codex + [a.id for a in self.presets() if a.problem is None]
+        return [a.id for a in self.presets() if a.problem is None]
 
     def presets(self) -> list[Installed]:
-        """The ACP presets as found here (looked up once)."""
+        """The hosted agents as found here (looked up once)."""
         if self._installed is None:
             self._installed = installed(self.config, self.nested_ok)
         return self._installed
@@ -599,10 +590,37 @@ class AgentHost:
 
     # ---- permission requests -----------------------------------------------------------
 
+    def _request_key(self, turn: Turn, item: str) -> str:
+        """The key that makes a request to the gateway one across reconnects (this runner
+        process, the run, the item), hashed when it would be too long to send whole."""
+        key = f"{self.boot_id}:{turn.run_id}:{item}"
+        if len(key) <= 80:
+            return key
+        return f"{self.boot_id}:{hashlib.sha256(key.encode()).hexdigest()[:40]}"
+
+    async def _request(self, turn: Turn, method: Any, params: Any) -> Any | None:
+        """Ask the gateway, across reconnects, until it answers (its expiry decides) or the
+        turn ends (None). A cancelled caller cancels the request."""
+        waiter = asyncio.ensure_future(
+            self.link.request(method, params, deadline=time.monotonic() + PERMISSION_WAIT)
+        )
+        ended = asyncio.ensure_future(turn.done.wait())
+        try:
+            await asyncio.wait({waiter, ended}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            waiter.cancel()
+            raise
+        finally:
+            ended.cancel()
+        if not waiter.done():
+            waiter.cancel()
+            return None
+        return waiter.result()
+
     async def _ask(self, turn: Turn, permission: Permission) -> AgentPermissionAnswer:
-        """Ask the gateway, across reconnects, until it answers (its expiry decides)."""
+        """What the gateway decides about what the agent asks (decline when it fails)."""
         params = AgentPermissionParams(
-            request_key=f"{self.boot_id}:{turn.run_id}:{permission.call_id}"[:80],
+            request_key=self._request_key(turn, permission.call_id),
             run_id=turn.run_id,
             kind=permission.kind,
             call_id=permission.call_id,
@@ -612,15 +630,12 @@ class AgentHost:
             question=self._mask(permission.question)[:4000],
             choices=[c[:200] for c in permission.choices],
         )
-        waiter = asyncio.ensure_future(
-            self.link.request(AGENT_PERMISSION, params, deadline=time.monotonic() + PERMISSION_WAIT)
-        )
-        ended = asyncio.ensure_future(turn.done.wait())
         try:
-            await asyncio.wait({waiter, ended}, return_when=asyncio.FIRST_COMPLETED)
+            answer: AgentPermissionAnswer | None = await self._request(
+                turn, AGENT_PERMISSION, params
+            )
         except asyncio.CancelledError:
             # the agent withdrew the request: nobody needs to decide it any more
-            waiter.cancel()
             client = self.link.current
             if client is not None and not client.closed:
                 client.notify(
@@ -630,43 +645,31 @@ class AgentHost:
                     ),
                 )
             raise
-        finally:
-            ended.cancel()
-        if not waiter.done():
-            waiter.cancel()
-            return AgentPermissionAnswer(decision="cancel", message="the turn ended")
-        try:
-            return waiter.result()
         except RequestTimeout:
             return AgentPermissionAnswer(decision="decline", message="no decision in time")
         except TetherError as exc:
             log.warning("! a permission request failed", extra={"error": exc.message})
             return AgentPermissionAnswer(decision="decline", message=exc.message)
+        if answer is None:
+            return AgentPermissionAnswer(decision="cancel", message="the turn ended")
+        return answer
 
     async def _agent_tool(
         self, turn: Turn, op: str, tool: str, args: dict[str, Any], covers: str | None
     ) -> AgentToolAnswer:
         """Ask the gateway to run an ACP agent's file or command request as a tool call."""
         params = AgentToolParams(
-            request_key=f"{self.boot_id}:{turn.run_id}:{op}"[:80],
+            request_key=self._request_key(turn, op),
             run_id=turn.run_id,
             call_id=op,
             tool=tool,  # type: ignore[arg-type]
             args=args,
             covers=covers,
         )
-        waiter = asyncio.ensure_future(
-            self.link.request(AGENT_TOOL, params, deadline=time.monotonic() + PERMISSION_WAIT)
-        )
-        ended = asyncio.ensure_future(turn.done.wait())
         try:
-            await asyncio.wait({waiter, ended}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ended.cancel()
-        if not waiter.done():
-            waiter.cancel()
-            return AgentToolAnswer(ok=False, code="cancelled", message="the turn ended")
-        try:
-            return waiter.result()
+            answer: AgentToolAnswer | None = await self._request(turn, AGENT_TOOL, params)
         except TetherError as exc:
             return AgentToolAnswer(ok=False, code=exc.code, message=exc.message)
+        if answer is None:
+            return AgentToolAnswer(ok=False, code="cancelled", message="the turn ended")
+        return answer

@@ -1,4 +1,4 @@
-"""The ACP agents a runner can host, and how each is started.
+"""The ACP agents a runner can host, how each is started, and which are installed here.
 
 A :class:`Preset` knows its program and npm package, the variables that take its model's
 base URL, API key and model name, its own telemetry and update switches (always off),
@@ -208,8 +208,19 @@ def version_of(program: Path, package: str) -> str | None:
 
 
 def installed(config: Config, nested_ok: Callable[[], bool]) -> list[Installed]:
-    """Every preset, with its program and version here and why it cannot run, if so."""
-    found = []
+    """Every hosted agent (Codex, then the ACP presets), with its program and version here
+    and why it cannot run, if so."""
+    codex_cfg = config.agents.codex
+    codex = resolve_program(codex_cfg.command)
+    found = [
+        Installed(
+            "codex",
+            "Codex",
+            codex,
+            version_of(codex, "@openai/codex") if codex else None,
+            None if codex else f"not installed ({codex_cfg.command} is not on PATH)",
+        )
+    ]
     for preset in PRESETS.values():
         cfg = config.agents.preset(preset.id)
         program = preset.resolve(cfg)
@@ -222,7 +233,8 @@ def installed(config: Config, nested_ok: Callable[[], bool]) -> list[Installed]:
         elif preset.id == "codex-acp" and not nested_ok():
             problem = (
                 "needs bubblewrap inside the runner's sandbox, which this machine does not "
-                "allow (a runner running as root): run the runner as an ordinary user, or set runner.sandbox = 'off' so that codex-acp's own sandbox is the one"
+                "allow (a runner running as root): run the runner as an ordinary user, or set "
+                "runner.sandbox = 'off' so that codex-acp's own sandbox is the one"
             )
         found.append(Installed(preset.id, preset.label, program, version, problem))
     return found
