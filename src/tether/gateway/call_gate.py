@@ -173,6 +173,8 @@ class CallGate:
                 data={"call_id": call_id, "rule": decision.rule},
             )
         if earlier is not None and earlier.state == "allowed":
+            # allowed while no gateway waited on it (across a restart): the log is made whole
+            await self._complete_log(run, earlier, decision.rule)
             verdict = _person(earlier, call_id)
         elif earlier is None and decision.decision == "allow":
             verdict = Verdict(by="rule", rule=decision.rule)
@@ -258,6 +260,23 @@ class CallGate:
                 expires_at=record.expires_at,
             )
         )
+
+    async def _complete_log(self, run: GateRun, record: RequestRecord, rule: str) -> None:
+        """``approval.requested`` and ``approval.resolved`` for a request decided before
+        this gateway resumed the run, each unless the log already says it (the gateway
+        that opened it may have died before recording either)."""
+        if not await self._announced(run, record, ApprovalRequested.KIND):
+            await self._announce_approval(run, record, rule)
+        if not await self._announced(run, record, ApprovalResolved.KIND):
+            await run.record_event(
+                ApprovalResolved(
+                    request=record.id,
+                    handle=record.handle,
+                    decision=record.decision,  # type: ignore[arg-type]
+                    by=record.decided_by,
+                    at=record.decided_at or time.time(),
+                )
+            )
 
     async def _announced(self, run: GateRun, record: RequestRecord, kind: str) -> bool:
         """Whether the run's log says ``kind`` for ``record``: a gateway that died between
