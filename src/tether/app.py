@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,26 +20,35 @@ from pathlib import Path
 from types import TracebackType
 
 from tether.agents import AgentBackend, Discovered, HostedAgent, builtin, configured, discover
+from tether.channels import Channel
+from tether.channels.webhook import WebhookChannel
+from tether.channels.webhook.config import secret_of
 from tether.config import Config
 from tether.gateway.access_api import AccessApi
 from tether.gateway.agents_api import AgentsApi
 from tether.gateway.auth import (
     AdminTokenAuthenticator,
     ChainAuthenticator,
+    Principal,
     RunnerAuthenticator,
     UserAuthenticator,
     ensure_admin_token,
 )
 from tether.gateway.call_gate import CallGate
 from tether.gateway.call_policy import CallPolicy
+from tether.gateway.chat_api import ChatApi
+from tether.gateway.chat_commands import ChatCommands
 from tether.gateway.fanout import Fanout
 from tether.gateway.handlers import MethodHandlers
 from tether.gateway.hosted import HostedService
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.orchestrator import Orchestrator, default_node_id
+from tether.gateway.outbound import Outbound
 from tether.gateway.registry import RunnerRegistry
+from tether.gateway.relay import ChannelRelay
 from tether.gateway.requests import RequestBroker
 from tether.gateway.retention import RetentionJob
+from tether.gateway.router import ConversationRouter
 from tether.gateway.run_log import RunLog
 from tether.gateway.runner_link import SocketRunnerLink
 from tether.gateway.runners_api import RunnersApi
@@ -73,6 +83,25 @@ class GatewayParts:
     orchestrator: Orchestrator
     retention: RetentionJob
     handlers: MethodHandlers
+    router: ConversationRouter
+    outbound: Outbound
+    relay: ChannelRelay
+
+
+def build_channels(config: Config, env: Mapping[str, str]) -> dict[str, Channel]:
+    """The configured channels, by name. A webhook without a usable secret is built
+    anyway, refusing every message (fail closed), and said so in the log."""
+    channels: dict[str, Channel] = {}
+    for name, hook in config.channels.webhook.items():
+        secret, why = secret_of(hook, env)
+        if secret is None:
+            log.error(
+                "! webhook channel has no secret: it refuses every message",
+                extra={"channel": f"webhook.{name}", "why": why},
+            )
+        channel = WebhookChannel(name, hook, secret)
+        channels[channel.name] = channel
+    return channels
 
 
 def _build(
@@ -98,7 +127,10 @@ def _build(
     registry = RunnerRegistry()
     link = SocketRunnerLink(registry, config.limits)
     tools = ToolGateway(ledger, registry, link, issuer, config.limits)
-    requests = RequestBroker(ledger, config.policy, connected=server.people)
+    seen: dict[str, Principal] = {}
+    requests = RequestBroker(
+        ledger, config.policy, connected=lambda: [*server.people(), *seen.values()]
+    )
     gate = CallGate(CallPolicy(ledger, config.policy), requests, tools)
     hosted = HostedService(
         ledger=ledger,
@@ -138,7 +170,35 @@ def _build(
     )
     access_api = AccessApi(ledger, gate, runs_api, registry, server, config.runs.default_mode)
     agents_api = AgentsApi(agents, config.runs.default_agent)
-    for api in (system, runs_api, runners_api, access_api, agents_api, hosted):
+    channels = build_channels(config, os.environ)
+    outbound = Outbound(ledger, channels)
+    relay = ChannelRelay(ledger, outbound, config.channels.language)
+    fanout.add_all(relay)
+    webhooks = config.channels.webhook
+    router = ConversationRouter(
+        ledger=ledger,
+        orchestrator=orchestrator,
+        config=config.channels,
+        defaults={f"webhook.{n}": w.defaults for n, w in webhooks.items()},
+        overrides={f"webhook.{n}": w.conversations for n, w in webhooks.items()},
+        outbound=outbound,
+        supervisor=supervisor,
+        seen=seen,
+    )
+    router.commands = ChatCommands(
+        ledger=ledger,
+        orchestrator=orchestrator,
+        requests=requests,
+        runs_api=runs_api,
+        registry=registry,
+        backends=agents.backends,
+        router=router,
+    )
+    for channel in channels.values():
+        for route in channel.routes(router):
+            server.add_route(route.method, route.path, route.handler)  # type: ignore[arg-type]
+    chat_api = ChatApi(ledger, router, runs_api, config.channels.pairing_ttl)
+    for api in (system, runs_api, runners_api, access_api, agents_api, hosted, chat_api):
         api.install(handlers)
     server.on_peer_closed += [runs_api.peer_closed, runners_api.peer_closed]
     runs_api.on_session_changed.append(hosted.session_changed)
@@ -154,6 +214,9 @@ def _build(
         orchestrator=orchestrator,
         retention=retention,
         handlers=handlers,
+        router=router,
+        outbound=outbound,
+        relay=relay,
     )
 
 
@@ -226,7 +289,9 @@ class Gateway:
             )
             await self._parts.orchestrator.start()
             self.supervisor.spawn("retention", self._parts.retention.loop())
+            self.supervisor.spawn("relay", self._parts.relay.loop())
             await self._parts.server.start()
+            await self._parts.router.start()
         except BaseException:
             await self.stop()
             raise
@@ -242,9 +307,11 @@ class Gateway:
         parts = self._parts
         if parts is not None:
             await parts.server.stop()
+            await parts.router.aclose()
         await self.supervisor.aclose()
         if parts is not None:
             await parts.orchestrator.aclose()
+            await parts.outbound.aclose()
         if self._ledger is not None:
             await self._ledger.aclose()
             self._ledger = None

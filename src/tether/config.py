@@ -28,7 +28,9 @@ from tether.types import SessionMode
 __all__ = [
     "DEFAULT_LISTEN",
     "AgentsConfig",
+    "ChannelsConfig",
     "Config",
+    "ConversationDefaults",
     "GatewayConfig",
     "GuardSpec",
     "LedgerConfig",
@@ -38,6 +40,7 @@ __all__ = [
     "RuleSpec",
     "RunnerConfig",
     "RunsConfig",
+    "WebhookConfig",
     "is_loopback_host",
     "load_config",
     "parse_listen",
@@ -467,6 +470,65 @@ class RunnerConfig(_Section, frozen=True):
     gives them none at all."""
 
 
+class ConversationDefaults(_Section, frozen=True):
+    """The settings of a conversation's new sessions (unset: the ``[runs]`` defaults)."""
+
+    agent: str | None = None
+    runner: str | None = None
+    """A runner's name."""
+    workspace: str | None = None
+    mode: SessionMode | None = None
+
+
+_CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,23}$")
+
+
+class WebhookConfig(_Section, frozen=True):
+    """One generic webhook channel (``[channels.webhook.NAME]``, docs/channels.md)."""
+
+    secret_env: str = ""
+    """The environment variable holding the shared secret that signs both directions
+    (at least 32 characters). Unset or empty: every inbound message is refused."""
+    url: str | None = None
+    """Where replies are POSTed (unset: nothing is sent; each attempt is recorded failed)."""
+    freshness: Seconds = 300.0
+    """Seconds a signed timestamp stays valid either side of now."""
+    group_trigger: Literal["mention", "all"] = "mention"
+    """In groups, answer only messages that @-mention ``bot_id`` (or say ``addressed``),
+    or every message."""
+    bot_id: str = "tether"
+    """tether's id in this system's mentions."""
+    max_message_bytes: Positive = 16_000
+    delivery_timeout: Seconds = 10.0
+    defaults: ConversationDefaults = msgspec.field(default_factory=ConversationDefaults)
+    conversations: dict[str, ConversationDefaults] = {}
+    """Per chat id: settings that differ from ``defaults``."""
+
+
+class ChannelsConfig(_Section, frozen=True):
+    """Chat channels and how conversations are handled (docs/channels.md)."""
+
+    language: Literal["en", "zh"] = "en"
+    """The language of replies when a person's cannot be told."""
+    queue_limit: Positive = 5
+    """Messages a busy session queues (as runs waiting their turn); more are refused."""
+    refusal_interval: Seconds = 3600.0
+    """A stranger is told once per this many seconds that tether does not know them."""
+    pairing_ttl: Seconds = 600.0
+    """Seconds a pairing code (``tether users pair``) stays valid."""
+    receipt_stale: Seconds = 60.0
+    """A message claimed this long ago and never finished (its gateway died) is
+    processed again."""
+    webhook: dict[str, WebhookConfig] = {}
+
+    def __post_init__(self) -> None:
+        for name in self.webhook:
+            if not _CHANNEL_NAME.match(name):
+                raise ValueError(
+                    f"webhook: channel name {name!r} must be 1-24 of a-z, 0-9, _ and -"
+                )
+
+
 class Config(_Section, frozen=True):
     """The whole effective configuration."""
 
@@ -482,6 +544,7 @@ class Config(_Section, frozen=True):
     agents: AgentsConfig = msgspec.field(default_factory=AgentsConfig)
     policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
     runner: RunnerConfig = msgspec.field(default_factory=RunnerConfig)
+    channels: ChannelsConfig = msgspec.field(default_factory=ChannelsConfig)
 
     @property
     def data_path(self) -> Path:
@@ -528,7 +591,7 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-_SECTIONS = ("gateway", "limits", "ledger", "runs", "policy", "runner")
+_SECTIONS = ("gateway", "limits", "ledger", "runs", "policy", "runner", "channels")
 _LIST_KEYS = {
     "denied_paths",
     "env_allowlist",

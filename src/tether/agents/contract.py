@@ -79,6 +79,9 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     permissions: Permissions = Permissions()
     config_schema: dict[str, Any] = {}
     """JSON schema of its config section (``[agents.<id>]``)."""
+    commands: list[Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]] = []
+    """Words after ``/`` that are its own input (the operator's ``/read``): a chat passes
+    them to it instead of answering "unknown command"."""
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):

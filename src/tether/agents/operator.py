@@ -49,6 +49,7 @@ class OperatorAgent:
             "/write, help; through policy and approvals like any agent.",
             capabilities=self.capabilities,
             permissions=Permissions(tools=["shell", "read_file", "list_dir", "write_file"]),
+            commands=["read", "ls", "write"],
         )
 
     async def run(self, ctx: RunContext) -> Outcome:

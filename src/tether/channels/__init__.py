@@ -1,3 +1,40 @@
-"""Placeholder package; its contract arrives with the agents and channels work."""
+"""Chat channels behind one contract (see :mod:`tether.channels.contract`).
 
-__all__: list[str] = []
+Each adapter package has the same files: ``adapter`` (the channel), ``events`` (platform
+events -> :class:`InboundMessage`), ``render`` (a :class:`Delivery` -> the platform's
+format), ``config`` and ``errors`` (every platform failure, translated once).
+"""
+
+from tether.channels.contract import (
+    Accepted,
+    Attachment,
+    Channel,
+    ChannelCapabilities,
+    ChatKind,
+    Delivered,
+    Delivery,
+    DeliveryResult,
+    HttpRoute,
+    InboundMessage,
+    Inbox,
+    Permanent,
+    RetryAfter,
+    Sender,
+)
+
+__all__ = [
+    "Accepted",
+    "Attachment",
+    "Channel",
+    "ChannelCapabilities",
+    "ChatKind",
+    "Delivered",
+    "Delivery",
+    "DeliveryResult",
+    "HttpRoute",
+    "InboundMessage",
+    "Inbox",
+    "Permanent",
+    "RetryAfter",
+    "Sender",
+]

@@ -38,7 +38,7 @@ __all__ = ["AccessApi", "user_info"]
 log = logging.getLogger(__name__)
 
 
-def user_info(user: UserRecord) -> UserInfo:
+def user_info(user: UserRecord, links: list[str] | None = None) -> UserInfo:
     return UserInfo(
         id=user.id,
         name=user.name,
@@ -46,6 +46,7 @@ def user_info(user: UserRecord) -> UserInfo:
         status=user.status,
         created_at=user.created_at,
         revoked_at=user.revoked_at,
+        links=links or [],
     )
 
 
@@ -87,7 +88,11 @@ class AccessApi:
         return UserAdded(user=user_info(user), token=token)
 
     async def list_users(self, peer: Peer, p: Empty) -> UserList:
-        return UserList(users=[user_info(u) for u in await self.ledger.users.list()])
+        links: dict[str, list[str]] = {}
+        for link in await self.ledger.identities.of_user():
+            links.setdefault(link.user_id, []).append(f"{link.channel}:{link.external_id}")
+        users = await self.ledger.users.list()
+        return UserList(users=[user_info(u, links.get(u.id)) for u in users])
 
     async def revoke_user(self, peer: Peer, p: UserRevokeParams) -> UserInfo:
         user = await self.ledger.users.revoke(p.user)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tether.errors import NotFound
-from tether.ledger import Ledger
+from tether.ledger import Ledger, UserRecord
 from tether.security.credentials import parse_runner_credential, parse_user_token, verify_secret
 from tether.types import Role, UserRole
 
@@ -33,6 +33,8 @@ __all__ = [
     "UserAuthenticator",
     "ensure_admin_token",
     "local_admin",
+    "owner_principal",
+    "user_principal",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,7 +124,7 @@ class AdminTokenAuthenticator:
     async def authenticate(self, token: str) -> Principal | None:
         expected = self._current()
         if expected and hmac.compare_digest(token.encode(), expected.encode()):
-            return Principal("admin", _OWNER_ROLES, user_role="owner", name="admin")
+            return owner_principal("admin")
         return None
 
 
@@ -144,8 +146,22 @@ class UserAuthenticator:
             return None
         if user.status != "active" or not verify_secret(secret, user.token_hash):
             return None
-        roles = _OWNER_ROLES if user.role == "owner" else frozenset({Role.CLIENT})
-        return Principal(user.id, roles, user_role=user.role, name=user.name)
+        return user_principal(user)
+
+
+def user_principal(user: UserRecord) -> Principal:
+    """The principal of a user (signed in with a login token, or linked on a channel)."""
+    roles = _OWNER_ROLES if user.role == "owner" else frozenset({Role.CLIENT})
+    return Principal(user.id, roles, user_role=user.role, name=user.name)
+
+
+def owner_principal(principal_id: str) -> Principal | None:
+    """The principal of the admin token or a local connection, by id (else None)."""
+    if principal_id == "local-admin":
+        return local_admin()
+    if principal_id == "admin":
+        return Principal("admin", _OWNER_ROLES, user_role="owner", name="admin")
+    return None
 
 
 class RunnerAuthenticator:

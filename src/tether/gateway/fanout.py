@@ -72,7 +72,12 @@ class Fanout:
     def __init__(self) -> None:
         self._by_run: dict[str, set[Subscriber]] = collections.defaultdict(set)
         self._by_session: dict[str, set[Subscriber]] = collections.defaultdict(set)
+        self._all: list[Subscriber] = []
         self.published = 0
+
+    def add_all(self, sub: Subscriber) -> None:
+        """Hand ``sub`` every committed event (the channel relay)."""
+        self._all.append(sub)
 
     def add(self, sub: Subscriber) -> None:
         if sub.run_id is not None:
@@ -91,6 +96,8 @@ class Fanout:
     def publish(self, session_id: str, event: Event) -> None:
         """Hand a committed event to its subscribers (never blocks)."""
         self.published += 1
+        for sub in self._all:
+            sub.offer(session_id, event)
         for table, key in ((self._by_run, event.run_id), (self._by_session, session_id)):
             subs = table.get(key)
             if subs:

@@ -39,7 +39,7 @@ from tether.protocol.events import (
     SteeringReceived,
 )
 from tether.security.redaction import redact
-from tether.types import RunState, new_id
+from tether.types import RunState, SessionMode, new_id
 
 __all__ = ["Orchestrator", "default_node_id"]
 
@@ -265,11 +265,13 @@ class Orchestrator:
         role: str | None = None,
         user_role: str | None = None,
         trusted: bool = False,
+        receipt: tuple[str, str] | None = None,
     ) -> tuple[Run, str]:
         """Create a run (or steer the active one); returns the run and the disposition.
         ``created_by``, ``role`` and ``user_role`` are the caller's principal, connection
         role and user role;
-        ``trusted`` is input the gateway already accepted from them (requeued steering)."""
+        ``trusted`` is input the gateway already accepted from them (requeued steering);
+        ``receipt``: the inbound message's (channel, event id), marked done with the run."""
         if session_id is None:
             name = agent or self.config.default_agent
             self.check_agent(name, created_by, role, user_role, trusted=trusted)
@@ -301,6 +303,7 @@ class Orchestrator:
             self._raw_inputs[run_id] = text
             while len(self._raw_inputs) > _RAW_INPUTS:
                 self._raw_inputs.popitem(last=False)
+        disposition = "queued" if ahead else "started"
         try:
             run = await self.ledger.runs.create(
                 session_id=session.id,
@@ -309,6 +312,8 @@ class Orchestrator:
                 created_by=created_by,
                 event=queued,
                 run_id=run_id,
+                receipt=receipt,
+                detail=disposition,
             )
         except BaseException:
             self._raw_inputs.pop(run_id, None)
@@ -316,7 +321,7 @@ class Orchestrator:
         self.run_log.fanout.publish(run.session_id, queued.committed(run.id, run.epoch))
         self.metrics.runs_created.inc()
         self.wake()
-        return run, ("queued" if ahead else "started")
+        return run, disposition
 
     async def _requeue(self, session_id: str, text: str, sender: str | None) -> str:
         run, _ = await self.submit(
@@ -329,26 +334,41 @@ class Orchestrator:
         )
         return run.id
 
-    async def new_session(self, created_by: str | None, *, agent: str | None = None) -> Session:
-        """A session with the configured defaults (runner, workspace, mode) and ``agent``
-        (else the default agent)."""
+    async def new_session(
+        self,
+        created_by: str | None,
+        *,
+        agent: str | None = None,
+        runner: str | None = None,
+        workspace: str | None = None,
+        mode: SessionMode | None = None,
+        conversation_id: str | None = None,
+    ) -> Session:
+        """A session with these settings, each else the configured default (runner,
+        workspace, mode, and the default agent)."""
         config = self.config
         runner_id = None
-        if config.default_runner:
+        runner = runner or config.default_runner
+        if runner:
             try:
-                runner_id = (await self.ledger.runners.find(config.default_runner)).id
+                runner_id = (await self.ledger.runners.find(runner)).id
             except NotFound:
                 log.warning(
-                    "! runs.default_runner names no runner; the session has none",
-                    extra={"runner": config.default_runner},
+                    "! the new session's runner (runs.default_runner or the conversation's) names no runner; the session has none",
+                    extra={"runner": runner},
                 )
         return await self.ledger.sessions.create(
             agent=agent or config.default_agent,
             runner_id=runner_id,
-            workspace=config.default_workspace,
-            mode=config.default_mode,
+            workspace=workspace or config.default_workspace,
+            mode=mode or config.default_mode,
             created_by=created_by,
+            conversation_id=conversation_id,
         )
+
+    def active_task(self, session_id: str) -> RunTask | None:
+        """The run of ``session_id`` this gateway drives now, if any."""
+        return next((t for t in self.tasks.values() if t.session_id == session_id), None)
 
     def check_agent(
         self,

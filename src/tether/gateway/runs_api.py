@@ -247,12 +247,26 @@ class RunsApi:
         return session_info(await self.session_for(peer, p.session_id))
 
     async def update_session(self, peer: Peer, p: SessionUpdateParams) -> SessionInfo:
+        await self.session_for(peer, p.session_id)
+        session = await self.change_session(
+            p, peer.principal.id, role=peer.role_name, user_role=peer.user_role
+        )
+        return session_info(session)
+
+    async def change_session(
+        self,
+        p: SessionUpdateParams,
+        principal: str,
+        *,
+        role: str | None,
+        user_role: str | None,
+    ) -> Session:
+        """Apply a settings change (the caller checked the session is theirs) and tell the
+        parts that care (a hosted agent process is stopped when its session moves)."""
         ledger = self.ledger
-        before = await self.session_for(peer, p.session_id)
+        before = await ledger.sessions.get(p.session_id)
         if p.agent is not None:
-            self.orchestrator.check_agent(
-                p.agent, peer.principal.id, peer.role_name, peer.user_role
-            )
+            self.orchestrator.check_agent(p.agent, principal, role, user_role)
         runner_id = None
         clear: set[str] = set()
         if p.runner == "":
@@ -275,4 +289,4 @@ class RunsApi:
         )
         for changed in self.on_session_changed:
             changed(before, session)
-        return session_info(session)
+        return session

@@ -4,6 +4,9 @@ The rest of tether uses :class:`Ledger` and the records it returns; nothing outs
 package builds SQL.
 """
 
+from tether.ledger.conversations import ConversationRecord, Receipt
+from tether.ledger.deliveries import DeliveryRecord
+from tether.ledger.identities import IdentityRecord
 from tether.ledger.records import Artifact, Event, NewEvent, Run, Session
 from tether.ledger.requests import RequestRecord
 from tether.ledger.states import ACTIVE, STATE_EVENTS, TERMINAL, TRANSITIONS, check_transition
@@ -16,9 +19,13 @@ __all__ = [
     "TERMINAL",
     "TRANSITIONS",
     "Artifact",
+    "ConversationRecord",
+    "DeliveryRecord",
     "Event",
+    "IdentityRecord",
     "Ledger",
     "NewEvent",
+    "Receipt",
     "RequestRecord",
     "Run",
     "Session",

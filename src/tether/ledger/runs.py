@@ -22,7 +22,7 @@ from sqlalchemy.sql import ColumnElement
 from tether.errors import Conflict, NotFound
 from tether.ledger.engine import Database
 from tether.ledger.records import NewEvent, Run, from_row
-from tether.ledger.schema import ACTIVE_STATES, run_events, runs, sessions
+from tether.ledger.schema import ACTIVE_STATES, inbound_receipts, run_events, runs, sessions
 from tether.ledger.states import TERMINAL, TRANSITIONS, check_transition
 from tether.ledger.writer import EventWriter, Op
 from tether.types import RunState, new_id
@@ -78,9 +78,13 @@ class RunStore:
         event: NewEvent,
         now: float | None = None,
         run_id: str | None = None,
+        receipt: tuple[str, str] | None = None,
+        detail: str | None = None,
     ) -> Run:
         """Insert a queued run and its first event (seq 1) in one transaction (``run_id``:
-        chosen by the caller, else a new one)."""
+        chosen by the caller, else a new one). ``receipt``: the (channel, event id) of the
+        message that started it, marked ``done`` with it in the same transaction, so a
+        message is never turned into two runs."""
         now = time.time() if now is None else now
         run_id = run_id or new_id("run")
         values = {
@@ -99,6 +103,21 @@ class RunStore:
             async with self.db.engine.begin() as conn:
                 row = (await conn.execute(insert(runs).values(**values).returning(*runs.c))).one()
                 await insert_event(conn, run_id, event, 0)
+                if receipt is not None:
+                    await conn.execute(
+                        update(inbound_receipts)
+                        .where(
+                            inbound_receipts.c.channel == receipt[0],
+                            inbound_receipts.c.event_id == receipt[1],
+                        )
+                        .values(
+                            status="done",
+                            run_id=run_id,
+                            detail=detail,
+                            message=None,
+                            updated_at=now,
+                        )
+                    )
         except IntegrityError as exc:
             raise NotFound(f"session {session_id} does not exist") from exc
         return from_row(Run, row)

@@ -31,6 +31,7 @@ __all__ = [
     "artifacts",
     "conversations",
     "deliveries",
+    "identities",
     "inbound_receipts",
     "metadata",
     "run_events",
@@ -64,6 +65,20 @@ users = Table(
     Column("status", String(16), nullable=False, server_default="active"),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
+    Column("pair_code_hash", String(128), nullable=True),
+    Column("pair_expires_at", Float, nullable=True),
+)
+
+identities = Table(
+    "identities",
+    metadata,
+    Column("channel", String(32), nullable=False),
+    Column("external_id", String(200), nullable=False),
+    Column("user_id", String(64), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_by", String(200), nullable=True),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("channel", "external_id"),
+    Index(None, "user_id"),
 )
 
 conversations = Table(
@@ -75,6 +90,10 @@ conversations = Table(
     Column("thread", String(200), nullable=True),
     Column("title", Text, nullable=True),
     Column("created_at", Float, nullable=False),
+    Column("session_id", String(64), nullable=True),
+    Column("kind", String(16), nullable=False, server_default="p2p"),
+    Column("lang", String(8), nullable=True),
+    Column("updated_at", Float, nullable=True),
 )
 
 sessions = Table(
@@ -271,7 +290,14 @@ inbound_receipts = Table(
     Column("status", String(16), nullable=False),
     Column("run_id", String(64), nullable=True),
     Column("received_at", Float, nullable=False),
+    Column("message", Text, nullable=True),
+    Column("claimed_by", String(200), nullable=True),
+    Column("claimed_at", Float, nullable=True),
+    Column("updated_at", Float, nullable=True),
+    Column("detail", Text, nullable=True),
     PrimaryKeyConstraint("channel", "event_id"),
+    Index(None, "status", "received_at"),
+    Index(None, "run_id"),
 )
 
 artifacts = Table(

@@ -2,8 +2,10 @@
 
 It owns the database engines, runs migrations at open, and exposes domain stores:
 ``ledger.runs`` (runs, leases, transitions), ``ledger.events`` (group-committed
-events, artifacts), ``ledger.sessions``, ``ledger.runners`` (enrolment, credentials)
-and ``ledger.tool_calls``. Nothing outside ``tether.ledger`` builds
+events, artifacts), ``ledger.sessions``, ``ledger.runners`` (enrolment, credentials),
+``ledger.tool_calls``, ``ledger.users``, ``ledger.requests``, ``ledger.conversations``
+(conversations and inbound receipts), ``ledger.identities`` (channel identities and
+pairing codes) and ``ledger.deliveries``. Nothing outside ``tether.ledger`` builds
 queries.
 """
 
@@ -15,8 +17,11 @@ from pathlib import Path
 from types import TracebackType
 
 from tether.config import LedgerConfig
+from tether.ledger.conversations import ConversationStore
+from tether.ledger.deliveries import DeliveryStore
 from tether.ledger.engine import Database, database_url
 from tether.ledger.events import EventStore
+from tether.ledger.identities import IdentityStore
 from tether.ledger.requests import RequestStore
 from tether.ledger.retention import PurgeResult, purge
 from tether.ledger.runners import RunnerStore
@@ -57,6 +62,9 @@ class Ledger:
         self.tool_calls = ToolCallStore(db, self.writer)
         self.users = UserStore(db)
         self.requests = RequestStore(db, self.writer)
+        self.conversations = ConversationStore(db)
+        self.identities = IdentityStore(db)
+        self.deliveries = DeliveryStore(db)
 
     @classmethod
     async def open(

@@ -50,6 +50,8 @@ class UserInfo(msgspec.Struct, kw_only=True):
     status: str
     created_at: float
     revoked_at: float | None = None
+    links: list[str] = []
+    """Channel identities linked to them, as ``CHANNEL:ID``."""
 
 
 class UserAdded(msgspec.Struct, kw_only=True):

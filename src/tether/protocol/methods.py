@@ -13,7 +13,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 import msgspec
 
-from tether.protocol import access, agents, hosted, runners, runs
+from tether.protocol import access, agents, chat, hosted, runners, runs
 from tether.protocol.handshake import HelloParams, HelloResult
 from tether.protocol.system import Empty, GatewayInfo, PingParams, Pong
 from tether.types import USER_ROLES, Role, UserRole
@@ -484,5 +484,48 @@ AGENT_LIST = register(
         agents.AgentList,
         CLIENTS,
         "The agent backends this gateway offers (with manifests), and plugins it skipped and why.",
+    )
+)
+
+# ---- conversations ------------------------------------------------------------------------
+
+CHAT_SEND = register(
+    Method(
+        "chat.send",
+        chat.ChatSendParams,
+        chat.ChatSent,
+        CLIENTS,
+        "Say something in a conversation or session as a chat surface: a `/` command or "
+        "input (a run, steering, or queued); deduplicated by `event_id`.",
+    )
+)
+USER_LINK = register(
+    Method(
+        "user.link",
+        chat.UserLinkParams,
+        chat.UserLinked,
+        ADMIN,
+        "Link a channel identity (a chat user's id) to a user: tether answers them as that user.",
+        users=OWNERS,
+    )
+)
+USER_UNLINK = register(
+    Method(
+        "user.unlink",
+        chat.UserUnlinkParams,
+        chat.UserLinked,
+        ADMIN,
+        "Remove a channel identity's link: tether stops answering it.",
+        users=OWNERS,
+    )
+)
+USER_PAIR = register(
+    Method(
+        "user.pair",
+        chat.UserPairParams,
+        chat.UserPairing,
+        ADMIN,
+        "A one-time pairing code: whoever sends `/pair CODE` from a chat is linked to the user.",
+        users=OWNERS,
     )
 )

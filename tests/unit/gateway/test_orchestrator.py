@@ -183,7 +183,7 @@ async def test_a_default_runner_that_does_not_exist_leaves_the_session_without_o
         run, _ = await submit(orch)
     session = await ledger.sessions.get(run.session_id)
     assert (session.runner_id, session.workspace) == (None, "app")
-    assert any("default_runner names no runner" in r.getMessage() for r in caplog.records)
+    assert any("names no runner" in r.getMessage() for r in caplog.records)
 
 
 async def test_the_agent_asked_for_runs_the_new_sessions_first_run(

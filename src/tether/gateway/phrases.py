@@ -1,0 +1,193 @@
+"""What tether says in chats, in English and Chinese: one table, looked up by key.
+
+:func:`say` fills a phrase in the person's language; :func:`guess_language` tells
+Chinese from the text itself when the platform does not say.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+__all__ = ["PHRASES", "Lang", "decision_words", "guess_language", "say"]
+
+Lang = Literal["en", "zh"]
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def guess_language(text: str) -> Lang | None:
+    """``zh`` when the text has Chinese characters, else None (unknown)."""
+    return "zh" if _CJK.search(text) else None
+
+
+PHRASES: dict[str, dict[Lang, str]] = {
+    "help": {
+        "en": (
+            "Send a message to start a run in this conversation's session. Commands:\n"
+            "  /new                     start a fresh session\n"
+            "  /stop                    stop the running task (and what waits behind it)\n"
+            "  /status                  the session, its agent, runner, workspace and runs\n"
+            "  /runs                    the latest runs\n"
+            "  /runner [NAME]           show or set the runner\n"
+            "  /agent [NAME]            show or set the agent\n"
+            "  /workspace [NAME]        show or set the workspace\n"
+            "  /mode auto-read|ask|auto how tool calls are decided\n"
+            "  /approve HANDLE [session] allow a request once (or for this session)\n"
+            "  /deny HANDLE             deny a request\n"
+            "  /answer HANDLE TEXT      answer a question\n"
+            "  /help                    this list\n"
+            "Start a message with // to send a leading / to the agent."
+        ),
+        "zh": (
+            "发送消息即在本会话中开始一次运行。命令：\n"
+            "  /new                     开始新的会话\n"
+            "  /stop                    停止正在运行的任务（以及排队的消息）\n"
+            "  /status                  会话、智能体、运行器、工作区和运行状态\n"
+            "  /runs                    最近的运行\n"
+            "  /runner [名称]           查看或设置运行器\n"
+            "  /agent [名称]            查看或设置智能体\n"
+            "  /workspace [名称]        查看或设置工作区\n"
+            "  /mode auto-read|ask|auto 工具调用的决定方式\n"
+            "  /approve 编号 [session]  批准一次请求（或在本会话内一直批准）\n"
+            "  /deny 编号               拒绝请求\n"
+            "  /answer 编号 文本        回答问题\n"
+            "  /help                    显示本列表\n"
+            "以 // 开头可把以 / 开头的文字原样发给智能体。"
+        ),
+    },
+    "unknown_command": {
+        "en": "Unknown command /{name}.",
+        "zh": "未知命令 /{name}。",
+    },
+    "stranger": {
+        "en": (
+            "Sorry, I only answer people I know. Ask the owner of this tether to link you "
+            "(tether users link NAME --channel {channel} --id {id}), or send /pair CODE "
+            "with a pairing code they give you."
+        ),
+        "zh": (
+            "抱歉，我只回复已登记的用户。请联系本 tether 的管理员为你关联账号"
+            "（tether users link 名称 --channel {channel} --id {id}），"
+            "或发送管理员给你的配对码：/pair 配对码。"
+        ),
+    },
+    "paired": {
+        "en": "Paired: you are {name} here now. Send a message to start.",
+        "zh": "配对成功：你现在是 {name}。发送消息即可开始。",
+    },
+    "pair_failed": {
+        "en": "That pairing code is unknown, used or expired. Ask for a new one.",
+        "zh": "配对码无效、已使用或已过期，请重新获取。",
+    },
+    "already_linked": {
+        "en": "You are already linked as {name}.",
+        "zh": "你已关联为 {name}。",
+    },
+    "viewer": {
+        "en": "You may read here, but not start runs or decide requests (your role is viewer).",
+        "zh": "你只有查看权限（viewer），不能开始运行或处理请求。",
+    },
+    "queued": {
+        "en": "Queued: it starts when the current run ends ({position} waiting).",
+        "zh": "已排队：当前运行结束后开始（排队中 {position} 条）。",
+    },
+    "steered": {
+        "en": "Added to the running task: the agent reads it now.",
+        "zh": "已加入正在运行的任务，智能体会立即读取。",
+    },
+    "dropped": {
+        "en": "Not taken: the running task has too much unread input. Try again shortly.",
+        "zh": "未接收：正在运行的任务还有太多未读输入，请稍后再试。",
+    },
+    "queue_full": {
+        "en": "The queue is full ({limit} messages wait already). Wait for them, or /stop.",
+        "zh": "队列已满（已有 {limit} 条在等待）。请等待，或发送 /stop。",
+    },
+    "stopped": {
+        "en": "Stopped {count} run(s).",
+        "zh": "已停止 {count} 个运行。",
+    },
+    "nothing_running": {
+        "en": "Nothing is running.",
+        "zh": "当前没有正在运行的任务。",
+    },
+    "new_session": {
+        "en": "New session {session}: agent {agent}, runner {runner}, workspace {workspace}, mode {mode}.",
+        "zh": "新会话 {session}：智能体 {agent}，运行器 {runner}，工作区 {workspace}，模式 {mode}。",
+    },
+    "status": {
+        "en": (
+            "Session {session}\n  agent {agent} · runner {runner} ({online}) · workspace "
+            "{workspace} · mode {mode}\n  run: {run}\n  waiting for you: {requests}"
+        ),
+        "zh": (
+            "会话 {session}\n  智能体 {agent} · 运行器 {runner}（{online}）· 工作区 "
+            "{workspace} · 模式 {mode}\n  运行：{run}\n  待你处理：{requests}"
+        ),
+    },
+    "online": {"en": "online", "zh": "在线"},
+    "offline": {"en": "offline", "zh": "离线"},
+    "none": {"en": "none", "zh": "无"},
+    "runs": {"en": "Latest runs:\n{lines}", "zh": "最近的运行：\n{lines}"},
+    "no_runs": {"en": "No runs yet.", "zh": "还没有运行。"},
+    "setting": {"en": "{name}: {value}{more}", "zh": "{name}：{value}{more}"},
+    "set": {"en": "{name} set to {value}.", "zh": "{name} 已设为 {value}。"},
+    "choices": {"en": "\n  available: {values}", "zh": "\n  可选：{values}"},
+    "usage": {"en": "Usage: {usage}", "zh": "用法：{usage}"},
+    "decided": {"en": "{handle}: {decision}.", "zh": "{handle}：{decision}。"},
+    "failed_command": {"en": "Could not do that: {reason}", "zh": "无法执行：{reason}"},
+    "internal": {
+        "en": "Something went wrong handling your message; it was logged.",
+        "zh": "处理你的消息时出错，已记录。",
+    },
+    # ---- what a run says --------------------------------------------------------------
+    "approval": {
+        "en": (
+            "Approval needed [{handle}]: {what}\n"
+            "  /approve {handle} — allow once · /approve {handle} session — allow for this "
+            "session · /deny {handle}"
+        ),
+        "zh": (
+            "需要批准 [{handle}]：{what}\n"
+            "  /approve {handle} 批准一次 · /approve {handle} session 本会话内批准 · "
+            "/deny {handle} 拒绝"
+        ),
+    },
+    "question": {
+        "en": "Question [{handle}]: {question}{choices}\n  /answer {handle} YOUR ANSWER",
+        "zh": "问题 [{handle}]：{question}{choices}\n  /answer {handle} 你的回答",
+    },
+    "resolved": {
+        "en": "[{handle}] {decision}{by}.",
+        "zh": "[{handle}] {decision}{by}。",
+    },
+    "run_done_empty": {"en": "Done.", "zh": "完成。"},
+    "run_failed": {
+        "en": "The run failed ({reason}){message}",
+        "zh": "运行失败（{reason}）{message}",
+    },
+    "run_cancelled": {"en": "The run was stopped.{message}", "zh": "运行已停止。{message}"},
+    "run_expired": {
+        "en": "The run waited too long in the queue and was dropped.",
+        "zh": "运行排队时间过长，已取消。",
+    },
+}
+
+_DECISIONS: dict[str, dict[Lang, str]] = {
+    "allow_once": {"en": "allowed once", "zh": "已批准一次"},
+    "allow_session": {"en": "allowed for this session", "zh": "已在本会话内批准"},
+    "deny": {"en": "denied", "zh": "已拒绝"},
+    "expired": {"en": "expired", "zh": "已过期"},
+    "cancelled": {"en": "cancelled", "zh": "已取消"},
+    "answer": {"en": "answered", "zh": "已回答"},
+}
+
+
+def decision_words(decision: str, lang: Lang) -> str:
+    return _DECISIONS.get(decision, {}).get(lang, decision)
+
+
+def say(lang: Lang, key: str, **values: Any) -> str:
+    """The phrase ``key`` in ``lang``, filled with ``values``."""
+    return PHRASES[key][lang].format(**values)

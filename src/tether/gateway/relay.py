@@ -1,0 +1,167 @@
+"""``ChannelRelay``: what a run says reaches the push channels of its session's conversation.
+
+It subscribes to every committed event (the fan-out's firehose) and picks those a person
+in a chat must see: approval and question prompts with their handles, their decisions,
+and the run's end (its reply, or why it failed). Each becomes a delivery keyed by
+``run_id:seq`` (the same event is never sent twice) to the conversation the session is
+bound to, whichever surface started the run. Sessions no push channel is bound to are
+left to the surfaces that read the run stream themselves (``tether chat``, the console).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any
+
+from tether.gateway.outbound import Outbound
+from tether.gateway.phrases import Lang, decision_words, say
+from tether.ledger import ConversationRecord, Event, Ledger
+from tether.protocol.events import (
+    TERMINAL_EVENTS,
+    ApprovalRequested,
+    ApprovalResolved,
+    QuestionAnswered,
+    QuestionAsked,
+    RunCancelled,
+    RunExpired,
+    RunFailed,
+    RunSucceeded,
+    decode_payload,
+)
+
+__all__ = ["RENDERED", "ChannelRelay", "describe_plan"]
+
+log = logging.getLogger(__name__)
+
+RENDERED = frozenset(
+    {
+        ApprovalRequested.KIND,
+        ApprovalResolved.KIND,
+        QuestionAsked.KIND,
+        QuestionAnswered.KIND,
+        *TERMINAL_EVENTS,
+    }
+)
+_CACHE = 10_000
+
+
+def describe_plan(event: ApprovalRequested) -> str:
+    """One line: what the call would do, and where."""
+    if event.commands:
+        what = "; ".join(event.commands)
+    elif "path" in event.args:
+        what = str(event.args["path"])
+    else:
+        what = ", ".join(f"{k}={v!r}" for k, v in sorted(event.args.items()))[:300]
+    where = f"{event.runner}/{event.workspace}" if event.workspace else event.runner
+    return f"{event.tool} `{what}` on {where}"
+
+
+class ChannelRelay:
+    """A firehose subscriber (``run_id`` and ``session_id`` are None)."""
+
+    run_id: str | None = None
+    session_id: str | None = None
+
+    def __init__(self, ledger: Ledger, outbound: Outbound, default_lang: Lang) -> None:
+        self.ledger = ledger
+        self.outbound = outbound
+        self.default_lang: Lang = default_lang
+        self._queue: asyncio.Queue[tuple[str, Event]] = asyncio.Queue()
+        self._conversation_of: collections.OrderedDict[str, str | None] = collections.OrderedDict()
+
+    def offer(self, session_id: str, event: Event) -> None:
+        if event.kind in RENDERED:
+            self._queue.put_nowait((session_id, event))
+
+    async def loop(self) -> None:
+        """Render and send what was offered, in order (supervised)."""
+        while True:
+            session_id, event = await self._queue.get()
+            try:
+                await self._relay(session_id, event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "relaying an event failed", extra={"run_id": event.run_id, "seq": event.seq}
+                )
+
+    async def _conversation(self, session_id: str) -> ConversationRecord | None:
+        if session_id in self._conversation_of:
+            key = self._conversation_of[session_id]
+        else:
+            key = (await self.ledger.sessions.get(session_id)).conversation_id
+            self._conversation_of[session_id] = key
+            while len(self._conversation_of) > _CACHE:
+                self._conversation_of.popitem(last=False)
+        if key is None:
+            return None
+        return await self.ledger.conversations.get(key)
+
+    async def _relay(self, session_id: str, event: Event) -> None:
+        conversation = await self._conversation(session_id)
+        if conversation is None or not self.outbound.pushes(conversation.channel):
+            return
+        lang: Lang = conversation.lang if conversation.lang in ("en", "zh") else self.default_lang  # type: ignore[assignment]
+        payload = decode_payload(event.kind, event.payload)
+        if payload is None:
+            return
+        rendered = self._render(payload, lang)
+        if rendered is None:
+            return
+        text, kind, handle, choices = rendered
+        reply_to = None
+        if kind == "reply":
+            receipt = await self.ledger.conversations.for_run(event.run_id)
+            reply_to = receipt.message_id if receipt is not None else None
+        self.outbound.send(
+            conversation,
+            text,
+            key=f"{event.run_id}:{event.seq}",
+            kind=kind,
+            run_id=event.run_id,
+            reply_to=reply_to,
+            request=handle,
+            choices=choices,
+        )
+
+    @staticmethod
+    def _render(payload: Any, lang: Lang) -> tuple[str, str, str | None, list[str]] | None:
+        if isinstance(payload, ApprovalRequested):
+            text = say(lang, "approval", handle=payload.handle, what=describe_plan(payload))
+            return text, "request", payload.handle, []
+        if isinstance(payload, QuestionAsked):
+            choices = (
+                say(lang, "choices", values=", ".join(payload.choices)) if payload.choices else ""
+            )
+            text = say(
+                lang, "question", handle=payload.handle, question=payload.question, choices=choices
+            )
+            return text, "request", payload.handle, list(payload.choices)
+        if isinstance(payload, ApprovalResolved | QuestionAnswered):
+            by = f" ({payload.by})" if payload.by else ""
+            text = say(
+                lang,
+                "resolved",
+                handle=payload.handle,
+                decision=decision_words(payload.decision, lang),
+                by=by,
+            )
+            return text, "notice", payload.handle, []
+        if isinstance(payload, RunSucceeded):
+            return (payload.output or say(lang, "run_done_empty")), "reply", None, []
+        if isinstance(payload, RunFailed):
+            message = f": {payload.message}" if payload.message else ""
+            text = say(lang, "run_failed", reason=payload.reason or "failed", message=message)
+            if payload.output:
+                text = f"{payload.output}\n\n{text}"
+            return text, "reply", None, []
+        if isinstance(payload, RunCancelled):
+            message = f" {payload.message}" if payload.message else ""
+            return say(lang, "run_cancelled", message=message), "reply", None, []
+        if isinstance(payload, RunExpired):
+            return say(lang, "run_expired"), "reply", None, []
+        return None

@@ -1,0 +1,457 @@
+"""The conversation router: every channel's inbox, and the chat API's.
+
+A message's receipt (with the message) is committed before the channel acknowledges
+it; a duplicate (channel, event id) is acknowledged and dropped. The message is then
+processed in the background, in arrival order per conversation: claimed (so one
+gateway handles it), then
+
+- ignored when it is a group message not addressed to tether;
+- answered with one polite refusal (rate limited) when its sender is linked to no user
+  (or paired, when it is ``/pair CODE`` with a valid code);
+- a command (``/new``, ``/stop`` … see :mod:`tether.gateway.chat_commands`);
+- else input: a new run of the conversation's session (the run and the receipt's
+  ``done`` commit together), steering for the active run when its agent takes it, or a
+  queued run (bounded); the sender is told which.
+
+A gateway that died with receipts unfinished processes them when it starts again
+(:meth:`ConversationRouter.start`): a message is never discarded as "old".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import weakref
+from collections.abc import Mapping
+from typing import Literal
+
+import msgspec
+
+from tether.agents import AgentBackend
+from tether.channels import Accepted, InboundMessage
+from tether.config import ChannelsConfig, ConversationDefaults
+from tether.errors import NotFound
+from tether.gateway.auth import Principal, owner_principal, user_principal
+from tether.gateway.chat_commands import Actor, ChatCommands, Context, Turn
+from tether.gateway.orchestrator import Orchestrator
+from tether.gateway.outbound import Outbound
+from tether.gateway.phrases import Lang, guess_language, say
+from tether.gateway.supervisor import Supervisor
+from tether.ledger import ConversationRecord, Ledger, Session
+
+__all__ = ["CLIENT_CHANNELS", "ConversationRouter", "Pending"]
+
+log = logging.getLogger(__name__)
+
+CLIENT_CHANNELS = frozenset({"console", "web"})
+"""Surfaces that read the run stream themselves (``chat.send`` clients)."""
+_REFUSALS_KEPT = 10_000
+
+
+class Pending(msgspec.Struct, frozen=True, kw_only=True):
+    """What a receipt keeps until it is processed."""
+
+    message: InboundMessage
+    session_id: str | None = None
+    """``chat.send`` to a session."""
+    conversation: str | None = None
+    """``chat.send`` to a conversation (its current session)."""
+
+
+class ConversationRouter:
+    """See the module docstring. It is the :class:`~tether.channels.Inbox` of every channel."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        orchestrator: Orchestrator,
+        config: ChannelsConfig,
+        defaults: Mapping[str, ConversationDefaults],
+        overrides: Mapping[str, Mapping[str, ConversationDefaults]],
+        outbound: Outbound,
+        supervisor: Supervisor,
+        seen: dict[str, Principal],
+    ) -> None:
+        self.ledger = ledger
+        self.orchestrator = orchestrator
+        self.config = config
+        self.defaults = dict(defaults)
+        """Channel -> the settings of its conversations' new sessions."""
+        self.overrides = {k: dict(v) for k, v in overrides.items()}
+        """Channel -> chat id -> settings that differ."""
+        self.outbound = outbound
+        self.supervisor = supervisor
+        self.seen = seen
+        """People who wrote from a chat (the request broker counts them as reachable)."""
+        self.commands: ChatCommands | None = None
+        self.owner = orchestrator.owner
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._tasks: set[asyncio.Task[Turn | None]] = set()
+        self._refused: collections.OrderedDict[tuple[str, str], float] = collections.OrderedDict()
+        self._encoder = msgspec.json.Encoder()
+        self._decoder = msgspec.json.Decoder(Pending)
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Process what a previous incarnation received but did not finish."""
+        stale = time.time() - self.config.receipt_stale
+        pending = await self.ledger.conversations.pending(stale_before=stale)
+        for receipt in pending:
+            if receipt.message is None:
+                continue
+            item = self._decoder.decode(receipt.message)
+            self._spawn(item)
+        if pending:
+            log.info("processing messages received before a restart", extra={"count": len(pending)})
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        for task in tasks:
+            task.cancel()
+
+    # ---- the inbox -----------------------------------------------------------------
+
+    async def accept(self, message: InboundMessage) -> Accepted:
+        """Commit the receipt, then process the message in the background."""
+        item = Pending(message=message)
+        if not await self._record(item):
+            return Accepted(duplicate=True)
+        self._spawn(item)
+        return Accepted(duplicate=False)
+
+    async def submit(self, item: Pending) -> tuple[Turn | None, bool]:
+        """The chat API's path: record, then process now; (turn, duplicate)."""
+        if not await self._record(item):
+            return None, True
+        return await self._process(item), False
+
+    async def _record(self, item: Pending) -> bool:
+        message = item.message
+        return await self.ledger.conversations.record(
+            message.channel,
+            message.event_id,
+            message=self._encoder.encode(item).decode(),
+            message_id=message.message_id,
+            conversation_id=item.conversation or message.conversation,
+        )
+
+    def _spawn(self, item: Pending) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._process(item), name=f"inbound:{item.message.channel}:{item.message.event_id}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    async def _process(self, item: Pending) -> Turn | None:
+        message = item.message
+        key = (message.channel, message.event_id)
+        async with self._lock(item.session_id or item.conversation or message.conversation):
+            stale = time.time() - self.config.receipt_stale
+            claimed = await self.ledger.conversations.claim(*key, self.owner, stale_before=stale)
+            if claimed is None:
+                return None  # another gateway has it, or it is done
+            try:
+                if message.channel in CLIENT_CHANNELS:
+                    turn = await self._client_turn(item, key)
+                else:
+                    turn = await self._channel_turn(message, key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception(
+                    "handling a message failed",
+                    extra={"channel": message.channel, "event_id": message.event_id},
+                )
+                await self.ledger.conversations.finish(*key, "failed", detail=repr(exc)[:500])
+                lang = self._lang(message, None)
+                return Turn(disposition="failed", replies=[say(lang, "internal")])
+            status = {"ignored": "ignored", "refused": "refused"}.get(turn.disposition, "done")
+            await self.ledger.conversations.finish(
+                *key, status, detail=turn.disposition, run_id=turn.run_id
+            )
+            return turn
+
+    # ---- a channel's message -------------------------------------------------------
+
+    def _lang(self, message: InboundMessage, conversation: ConversationRecord | None) -> Lang:
+        if message.lang is not None:
+            return message.lang
+        guessed = guess_language(message.text)
+        if guessed is not None:
+            return guessed
+        if conversation is not None and conversation.lang in ("en", "zh"):
+            return conversation.lang  # type: ignore[return-value]
+        return self.config.language
+
+    async def _channel_turn(self, message: InboundMessage, key: tuple[str, str]) -> Turn:
+        if not message.addressed:
+            return Turn(disposition="ignored")
+        user = await self.ledger.identities.user_of(message.channel, message.sender.id)
+        if user is None:
+            return await self._stranger(message)
+        conversation = await self.ledger.conversations.ensure(
+            message.channel,
+            message.chat_id,
+            message.thread,
+            kind=message.chat_kind,
+            lang=message.lang or guess_language(message.text),
+        )
+        actor = Actor(principal=user_principal(user), lang=self._lang(message, conversation))
+        self.seen[user.id] = actor.principal
+        turn = await self.turn(actor, _input_of(message), conversation=conversation, receipt=key)
+        self._reply(conversation, turn, message)
+        return turn
+
+    def _reply(self, conversation: ConversationRecord, turn: Turn, message: InboundMessage) -> None:
+        for i, text in enumerate(turn.replies):
+            self.outbound.send(
+                conversation,
+                text,
+                key=f"in:{message.channel}:{message.event_id}:{i}",
+                reply_to=message.message_id,
+            )
+
+    async def _stranger(self, message: InboundMessage) -> Turn:
+        lang = self._lang(message, None)
+        conversation = ConversationRecord(
+            id=message.conversation,
+            channel=message.channel,
+            chat_id=message.chat_id,
+            thread=message.thread,
+            title=None,
+            created_at=time.time(),
+        )
+        word, _, code = message.text.strip().partition(" ")
+        if word == "/pair" and code.strip():
+            user = await self.ledger.identities.pair(
+                code.strip(), message.channel, message.sender.id
+            )
+            if user is not None:
+                log.info(
+                    "channel identity paired",
+                    extra={"channel": message.channel, "user": user.id},
+                )
+                turn = Turn(disposition="paired", replies=[say(lang, "paired", name=user.name)])
+                self._reply(conversation, turn, message)
+                return turn
+            if self._may_refuse(message):
+                self._reply(
+                    conversation,
+                    Turn(disposition="refused", replies=[say(lang, "pair_failed")]),
+                    message,
+                )
+            return Turn(disposition="refused")
+        if self._may_refuse(message):
+            log.info(
+                "! a stranger wrote; refused",
+                extra={"channel": message.channel, "sender": message.sender.id},
+            )
+            text = say(lang, "stranger", channel=message.channel, id=message.sender.id)
+            self._reply(conversation, Turn(disposition="refused", replies=[text]), message)
+        return Turn(disposition="refused")
+
+    def _may_refuse(self, message: InboundMessage) -> bool:
+        """One refusal per sender per ``refusal_interval`` (bounded memory)."""
+        who = (message.channel, message.sender.id)
+        now = time.monotonic()
+        last = self._refused.get(who)
+        if last is not None and now - last < self.config.refusal_interval:
+            return False
+        self._refused[who] = now
+        self._refused.move_to_end(who)
+        while len(self._refused) > _REFUSALS_KEPT:
+            self._refused.popitem(last=False)
+        return True
+
+    # ---- a client's message (chat.send) ----------------------------------------------
+
+    async def _client_turn(self, item: Pending, key: tuple[str, str]) -> Turn:
+        message = item.message
+        principal = owner_principal(message.sender.id)
+        if principal is None:
+            try:
+                user = await self.ledger.users.get(message.sender.id)
+            except NotFound:
+                return Turn(disposition="refused")
+            if user.status != "active":
+                return Turn(disposition="refused")
+            principal = user_principal(user)
+        role = "admin" if principal.is_owner and principal.user_role == "owner" else "client"
+        lang = self._lang(message, None)
+        actor = Actor(principal=principal, lang=lang, role=role)
+        text = _input_of(message)
+        if item.session_id is not None:
+            session = await self.ledger.sessions.get(item.session_id)
+            conversation = None
+            if session.conversation_id is not None:
+                conversation = await self.ledger.conversations.get(session.conversation_id)
+            return await self.turn(
+                actor, text, conversation=conversation, session=session, receipt=key
+            )
+        if item.conversation is not None:
+            conversation = await self.ledger.conversations.get(item.conversation)
+        else:
+            conversation = await self.ledger.conversations.ensure(
+                message.channel, message.chat_id, kind="p2p"
+            )
+        return await self.turn(actor, text, conversation=conversation, receipt=key)
+
+    # ---- shared --------------------------------------------------------------------
+
+    async def turn(
+        self,
+        actor: Actor,
+        text: str,
+        *,
+        conversation: ConversationRecord | None,
+        session: Session | None = None,
+        receipt: tuple[str, str] | None = None,
+    ) -> Turn:
+        """Handle one message of ``actor``: a command, or input for the session."""
+        assert self.commands is not None
+        if session is None:
+            assert conversation is not None
+            session = await self.session_of(conversation, actor)
+        stripped = text.strip()
+        if stripped.startswith("/") and not stripped.startswith("//"):
+            head, _, args = stripped[1:].partition("\n")[0].partition(" ")
+            name = head.lower()
+            if self.commands.known(name):
+                ctx = Context(
+                    actor=actor, session=session, conversation=conversation, args=args.strip()
+                )
+                turn = await self.commands.run(name, ctx)
+                turn.session_id = ctx.session.id
+                return turn
+            if name not in self._agent_commands(session.agent):
+                help_text = (
+                    say(actor.lang, "unknown_command", name=head) + "\n\n" + say(actor.lang, "help")
+                )
+                return Turn(disposition="command", session_id=session.id, replies=[help_text])
+        elif stripped.startswith("//"):
+            text = text.lstrip()[1:]
+        if not actor.may_act:
+            return Turn(
+                disposition="refused", session_id=session.id, replies=[say(actor.lang, "viewer")]
+            )
+        if not text.strip():
+            return Turn(disposition="ignored", session_id=session.id)
+        orch = self.orchestrator
+        active = orch.active_task(session.id)
+        steerable = active is not None and active.takes_steering
+        queued: list[object] = []
+        if not steerable:
+            runs, _ = await self.ledger.runs.list(
+                session_id=session.id,
+                states=["queued", "running", "waiting"],
+                limit=self.config.queue_limit + 2,
+            )
+            queued = [r for r in runs if r.state.value == "queued"]
+            if len(queued) >= self.config.queue_limit:
+                return Turn(
+                    disposition="refused",
+                    session_id=session.id,
+                    replies=[say(actor.lang, "queue_full", limit=len(queued))],
+                )
+        run, disposition = await orch.submit(
+            session_id=session.id,
+            agent=None,
+            text=text,
+            created_by=actor.id,
+            steer=True,
+            role=actor.role,
+            user_role=actor.principal.user_role,
+            receipt=receipt,
+        )
+        replies: list[str] = []
+        if disposition == "queued":
+            replies = [say(actor.lang, "queued", position=len(queued) + 1)]
+        elif disposition in ("steered", "dropped"):
+            replies = [say(actor.lang, disposition)]
+        return Turn(disposition=disposition, session_id=session.id, run_id=run.id, replies=replies)
+
+    def _agent_commands(self, agent: str) -> list[str]:
+        backend: AgentBackend | None = self.orchestrator.backends.get(agent)
+        return list(backend.manifest.commands) if backend is not None else []
+
+    def _settings(self, conversation: ConversationRecord | None) -> ConversationDefaults:
+        if conversation is None:
+            return ConversationDefaults()
+        base = self.defaults.get(conversation.channel, ConversationDefaults())
+        over = self.overrides.get(conversation.channel, {}).get(conversation.chat_id)
+        if over is None:
+            return base
+        return ConversationDefaults(
+            agent=over.agent or base.agent,
+            runner=over.runner or base.runner,
+            workspace=over.workspace or base.workspace,
+            mode=over.mode or base.mode,
+        )
+
+    async def _new_session(self, conversation: ConversationRecord | None, actor: Actor) -> Session:
+        settings = self._settings(conversation)
+        return await self.orchestrator.new_session(
+            actor.id,
+            agent=settings.agent,
+            runner=settings.runner,
+            workspace=settings.workspace,
+            mode=settings.mode,
+            conversation_id=conversation.id if conversation is not None else None,
+        )
+
+    async def session_of(self, conversation: ConversationRecord, actor: Actor) -> Session:
+        """The conversation's current session, created (with its defaults) if it has none."""
+        if conversation.session_id is not None:
+            try:
+                return await self.ledger.sessions.get(conversation.session_id)
+            except NotFound:
+                pass
+        session = await self._new_session(conversation, actor)
+        if await self.ledger.conversations.set_session(
+            conversation.id, session.id, expect=conversation.session_id
+        ):
+            return session
+        current = await self.ledger.conversations.get(conversation.id)  # set concurrently
+        assert current.session_id is not None
+        return await self.ledger.sessions.get(current.session_id)
+
+    async def fresh_session(
+        self, conversation: ConversationRecord | None, actor: Actor, old: Session
+    ) -> Session:
+        """``/new``: a fresh session with the conversation's defaults, now its current one."""
+        if conversation is None and old.conversation_id is not None:
+            conversation = await self.ledger.conversations.get(old.conversation_id)
+        session = await self._new_session(conversation, actor)
+        if conversation is not None:
+            await self.ledger.conversations.set_session(conversation.id, session.id)
+        return session
+
+
+def _input_of(message: InboundMessage) -> str:
+    """The text an agent gets: the message, then what it replies to and what it carries."""
+    parts = [message.text]
+    if message.quoted:
+        quoted = "\n".join("> " + line for line in message.quoted.splitlines()[:20])
+        parts.append(f"(replying to:)\n{quoted}")
+    for a in message.attachments:
+        size = f", {a.size} bytes" if a.size is not None else ""
+        where = f" {a.url}" if a.url else ""
+        parts.append(f"[attachment: {a.name} ({a.media_type}{size}){where}]")
+    return "\n\n".join(p for p in parts if p)
+
+
+Disposition = Literal[
+    "started", "queued", "steered", "dropped", "command", "refused", "ignored", "paired", "failed"
+]

@@ -1,0 +1,266 @@
+"""Conversations, their current session, and the durable receipts of inbound messages.
+
+A receipt is written (with the message) before a channel acknowledges its platform:
+``received``, then ``processing`` while one gateway claims it, then ``done`` (its run,
+if it started one, is set in the same transaction that created the run), ``ignored``
+(a group message not addressed to tether) or ``refused`` (a stranger). A duplicate
+(channel, event id) is refused by the primary key. Receipts left ``received`` or
+``processing`` by a gateway that died are found by :meth:`ConversationStore.pending`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from tether.errors import NotFound
+from tether.ledger.engine import Database
+from tether.ledger.records import from_row
+from tether.ledger.schema import conversations, inbound_receipts
+from tether.ledger.sessions import conversation_key
+
+__all__ = ["ConversationRecord", "ConversationStore", "Receipt"]
+
+
+class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    channel: str
+    chat_id: str
+    thread: str | None
+    title: str | None
+    created_at: float
+    session_id: str | None = None
+    """The session new messages go to (``/new`` replaces it)."""
+    kind: str = "p2p"
+    """``p2p``, ``group`` or ``topic`` (a thread of a group)."""
+    lang: str | None = None
+    """The language its people last wrote in (``en``, ``zh``)."""
+    updated_at: float | None = None
+
+
+class Receipt(msgspec.Struct, frozen=True, kw_only=True):
+    channel: str
+    event_id: str
+    message_id: str | None
+    conversation_id: str | None
+    status: str
+    run_id: str | None
+    received_at: float
+    message: str | None = None
+    """The normalised inbound message (JSON), kept until it is processed."""
+    claimed_by: str | None = None
+    claimed_at: float | None = None
+    updated_at: float | None = None
+    detail: str | None = None
+    """How it was handled (``started``, ``queued``, ``command`` …) or why it failed."""
+
+
+class ConversationStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # ---- conversations -------------------------------------------------------------
+
+    async def ensure(
+        self,
+        channel: str,
+        chat_id: str,
+        thread: str | None = None,
+        *,
+        kind: str = "p2p",
+        lang: str | None = None,
+        now: float | None = None,
+    ) -> ConversationRecord:
+        """The conversation, created if new; its language updated when ``lang`` is given."""
+        key = conversation_key(channel, chat_id, thread)
+        now = time.time() if now is None else now
+        async with self.db.engine.begin() as conn:
+            row = (
+                await conn.execute(select(conversations).where(conversations.c.id == key))
+            ).first()
+            if row is None:
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(
+                            insert(conversations).values(
+                                id=key,
+                                channel=channel,
+                                chat_id=chat_id,
+                                thread=thread,
+                                kind=kind,
+                                lang=lang,
+                                created_at=now,
+                                updated_at=now,
+                            )
+                        )
+                except IntegrityError:
+                    pass  # created concurrently: fine
+            elif lang is not None and row.lang != lang:
+                await conn.execute(
+                    update(conversations)
+                    .where(conversations.c.id == key)
+                    .values(lang=lang, updated_at=now)
+                )
+            row = (await conn.execute(select(conversations).where(conversations.c.id == key))).one()
+        return from_row(ConversationRecord, row)
+
+    async def get(self, key: str) -> ConversationRecord:
+        async with self.db.reader.connect() as conn:
+            row = (
+                await conn.execute(select(conversations).where(conversations.c.id == key))
+            ).first()
+        if row is None:
+            raise NotFound(f"no conversation {key!r}", data={"conversation": key})
+        return from_row(ConversationRecord, row)
+
+    async def set_session(
+        self, key: str, session_id: str, *, expect: str | bool | None = False
+    ) -> bool:
+        """Point the conversation at ``session_id``. With ``expect`` (a session id, or None
+        for "none yet"), only if it still points there (compare-and-set); True if set."""
+        stmt = update(conversations).where(conversations.c.id == key)
+        if expect is None:
+            stmt = stmt.where(conversations.c.session_id.is_(None))
+        elif expect is not False:
+            stmt = stmt.where(conversations.c.session_id == expect)
+        async with self.db.engine.begin() as conn:
+            result = await conn.execute(stmt.values(session_id=session_id, updated_at=time.time()))
+        return bool(result.rowcount)
+
+    # ---- receipts ------------------------------------------------------------------
+
+    async def record(
+        self,
+        channel: str,
+        event_id: str,
+        *,
+        message: str,
+        message_id: str | None,
+        conversation_id: str | None,
+        now: float | None = None,
+    ) -> bool:
+        """Write the receipt of an inbound message; False if it is a duplicate."""
+        now = time.time() if now is None else now
+        values = {
+            "channel": channel,
+            "event_id": event_id,
+            "message_id": message_id,
+            "conversation_id": conversation_id,
+            "status": "received",
+            "run_id": None,
+            "received_at": now,
+            "message": message,
+            "updated_at": now,
+        }
+        try:
+            async with self.db.engine.begin() as conn:
+                await conn.execute(insert(inbound_receipts).values(**values))
+        except IntegrityError:
+            return False
+        return True
+
+    async def get_receipt(self, channel: str, event_id: str) -> Receipt:
+        query = select(inbound_receipts).where(
+            inbound_receipts.c.channel == channel, inbound_receipts.c.event_id == event_id
+        )
+        async with self.db.reader.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise NotFound(f"no receipt {channel}/{event_id}")
+        return from_row(Receipt, row)
+
+    async def claim(
+        self,
+        channel: str,
+        event_id: str,
+        owner: str,
+        *,
+        stale_before: float,
+        now: float | None = None,
+    ) -> Receipt | None:
+        """Take a receipt to process it: one still ``received``, or one ``processing`` whose
+        claim is older than ``stale_before`` (its gateway died). None if another has it."""
+        now = time.time() if now is None else now
+        stmt = (
+            update(inbound_receipts)
+            .where(
+                inbound_receipts.c.channel == channel,
+                inbound_receipts.c.event_id == event_id,
+                or_(
+                    inbound_receipts.c.status == "received",
+                    and_(
+                        inbound_receipts.c.status == "processing",
+                        inbound_receipts.c.claimed_at < stale_before,
+                    ),
+                ),
+            )
+            .values(status="processing", claimed_by=owner, claimed_at=now, updated_at=now)
+            .returning(*inbound_receipts.c)
+        )
+        async with self.db.engine.begin() as conn:
+            row = (await conn.execute(stmt)).first()
+        return None if row is None else from_row(Receipt, row)
+
+    async def finish(
+        self,
+        channel: str,
+        event_id: str,
+        status: str,
+        *,
+        detail: str | None = None,
+        run_id: str | None = None,
+        conversation_id: str | None = None,
+    ) -> None:
+        """Record how a claimed receipt was handled (its message is dropped: it is done)."""
+        values: dict[str, object] = {
+            "status": status,
+            "detail": detail,
+            "updated_at": time.time(),
+            "message": None,
+        }
+        if run_id is not None:
+            values["run_id"] = run_id
+        if conversation_id is not None:
+            values["conversation_id"] = conversation_id
+        stmt = (
+            update(inbound_receipts)
+            .where(
+                inbound_receipts.c.channel == channel,
+                inbound_receipts.c.event_id == event_id,
+                inbound_receipts.c.status == "processing",
+            )
+            .values(**values)
+        )
+        async with self.db.engine.begin() as conn:
+            await conn.execute(stmt)
+
+    async def pending(self, *, stale_before: float, limit: int = 500) -> list[Receipt]:
+        """Receipts nobody finished: ``received``, or ``processing`` under a stale claim;
+        oldest first."""
+        query = (
+            select(inbound_receipts)
+            .where(
+                or_(
+                    inbound_receipts.c.status == "received",
+                    and_(
+                        inbound_receipts.c.status == "processing",
+                        inbound_receipts.c.claimed_at < stale_before,
+                    ),
+                )
+            )
+            .order_by(inbound_receipts.c.received_at)
+            .limit(limit)
+        )
+        async with self.db.reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [from_row(Receipt, r) for r in rows]
+
+    async def for_run(self, run_id: str) -> Receipt | None:
+        """The receipt of the message that started ``run_id``, if a channel's did."""
+        query = select(inbound_receipts).where(inbound_receipts.c.run_id == run_id).limit(1)
+        async with self.db.reader.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else from_row(Receipt, row)
