@@ -1,4 +1,5 @@
-"""``tether users``: add people with a role, list them, revoke their login tokens (owner)."""
+"""``tether users``: add people with a role, list them, revoke their login tokens, and link
+their chat identities (owner)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ from tether.cli.table import table
 __all__ = ["users_app"]
 
 users_app = typer.Typer(
-    help="Add, list and revoke users and their login tokens (owner).",
+    help="Add, list and revoke users and their login tokens, and link their chat "
+    "identities (owner).",
     no_args_is_help=True,
     epilog=examples(
         "tether users add alice                  # a member: starts runs, decides their own",
         "tether users add bob --role viewer",
         "tether users list",
+        "tether users link alice --channel webhook.ops --id U123",
+        "tether users pair                        # a code to send from your chat: /pair CODE",
         "tether users revoke alice",
     ),
 )
@@ -73,7 +77,7 @@ def add(
 
 @users_app.command("list", epilog=examples("tether users list", "tether users list --json"))
 def list_(url: UrlOpt = None, token: TokenOpt = None) -> None:
-    """List users: name, role, status, when added."""
+    """List users: name, role, status, when added, linked chat identities."""
     from tether.protocol.methods import USER_LIST
     from tether.protocol.system import Empty
 
@@ -95,7 +99,9 @@ def list_(url: UrlOpt = None, token: TokenOpt = None) -> None:
             ]
             for u in found.users
         ]
-        typer.echo(table(["NAME", "ROLE", "STATUS", "ADDED", "ID"], rows))
+        for row, u in zip(rows, found.users, strict=True):
+            row.append(", ".join(u.links) or "-")
+        typer.echo(table(["NAME", "ROLE", "STATUS", "ADDED", "ID", "CHATS"], rows))
 
     context.current().emit(found, human)
 
@@ -112,3 +118,92 @@ def revoke(
 
     info = request(url, token, lambda c: c.call(USER_REVOKE, UserRevokeParams(user=user)))
     context.current().emit(info, f"user {info.name} revoked")
+
+
+ChannelOpt = Annotated[
+    str,
+    typer.Option(
+        "--channel",
+        metavar="CHANNEL",
+        help="The channel: webhook.NAME for a [channels.webhook.NAME], or feishu.",
+    ),
+]
+IdOpt = Annotated[
+    str,
+    typer.Option(
+        "--id", metavar="ID", help="The person's id on that channel (shown in tether's refusal)."
+    ),
+]
+
+
+@users_app.command(
+    "link",
+    epilog=examples(
+        "tether users link alice --channel webhook.ops --id U123",
+        "tether users link carol --channel feishu --id ou_4f2a...",
+    ),
+)
+def link(
+    user: Annotated[str, typer.Argument(metavar="USER", help="Name or id.")],
+    channel: ChannelOpt,
+    id_: IdOpt,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Link a chat identity to a user: tether answers that person as USER (their role,
+    their runs, their approvals). Anyone not linked gets one polite refusal."""
+    from tether.protocol.chat import UserLinkParams
+    from tether.protocol.methods import USER_LINK
+
+    params = UserLinkParams(user=user, channel=channel, id=id_)
+    linked = request(url, token, lambda c: c.call(USER_LINK, params))
+    context.current().emit(
+        linked, f"{linked.channel} identity {linked.id} is now {linked.user_name}"
+    )
+
+
+@users_app.command("unlink", epilog=examples("tether users unlink --channel webhook.ops --id U123"))
+def unlink(
+    channel: ChannelOpt,
+    id_: IdOpt,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Remove a chat identity's link: tether stops answering that person."""
+    from tether.protocol.chat import UserUnlinkParams
+    from tether.protocol.methods import USER_UNLINK
+
+    params = UserUnlinkParams(channel=channel, id=id_)
+    gone = request(url, token, lambda c: c.call(USER_UNLINK, params))
+    context.current().emit(gone, f"{gone.channel} identity {gone.id} is no longer {gone.user_name}")
+
+
+@users_app.command(
+    "pair",
+    epilog=examples(
+        "tether users pair            # pair yourself (the owner) from your chat",
+        "tether users pair alice      # a code for alice to send from her chat",
+    ),
+)
+def pair(
+    user: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[USER]", help="Name or id (default: a user called owner, made if missing)."
+        ),
+    ] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Make a one-time pairing code: whoever sends /pair CODE from a chat within its life
+    (10 minutes by default) is linked to USER. Give it only to that person."""
+    from tether.protocol.chat import UserPairParams
+    from tether.protocol.methods import USER_PAIR
+
+    made = request(url, token, lambda c: c.call(USER_PAIR, UserPairParams(user=user)))
+    minutes = max(1, round((made.expires_at - time.time()) / 60))
+    context.current().emit(
+        made,
+        f"Send this from the chat, within {minutes} min, to be linked as {made.user_name}:\n\n"
+        f"  /pair {made.code}\n\nIt works once.",
+    )

@@ -31,7 +31,17 @@ class RetentionJob:
         self.metrics.retention_runs.labels("ok").inc()
         self.metrics.retention_deleted.labels("artifacts").inc(result.artifacts)
         self.metrics.retention_deleted.labels("events").inc(result.events)
-        log.info("retention pass", extra={"artifacts": result.artifacts, "events": result.events})
+        self.metrics.retention_deleted.labels("receipts").inc(result.receipts)
+        self.metrics.retention_deleted.labels("deliveries").inc(result.deliveries)
+        log.info(
+            "retention pass",
+            extra={
+                "artifacts": result.artifacts,
+                "events": result.events,
+                "receipts": result.receipts,
+                "deliveries": result.deliveries,
+            },
+        )
 
     async def loop(self) -> None:
         """Purge now and then every interval, forever (run it under the supervisor)."""

@@ -1,4 +1,5 @@
-"""Retention: remove expired artifacts and the events of runs finished long ago."""
+"""Retention: remove expired artifacts, the events of runs finished long ago, and the
+receipts and deliveries of conversations older than the events."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import msgspec
 from sqlalchemy import delete, select
 
 from tether.ledger.engine import Database
-from tether.ledger.schema import artifacts, run_events, runs
+from tether.ledger.schema import artifacts, deliveries, inbound_receipts, run_events, runs
 from tether.ledger.states import TERMINAL
 
 __all__ = ["PurgeResult", "purge"]
@@ -17,6 +18,8 @@ __all__ = ["PurgeResult", "purge"]
 class PurgeResult(msgspec.Struct, frozen=True):
     artifacts: int
     events: int
+    receipts: int = 0
+    deliveries: int = 0
 
 
 async def purge(
@@ -28,7 +31,8 @@ async def purge(
 ) -> PurgeResult:
     """Delete artifacts past their expiry or older than ``artifact_retention`` seconds and
     owned by a finished run, and events of runs finished more than ``event_retention``
-    seconds ago. Active runs are never touched."""
+    seconds ago, and receipts and deliveries older than that which are settled (a receipt
+    still to process, or a delivery being sent, is kept). Active runs are never touched."""
     now = time.time() if now is None else now
     finished = [s.value for s in TERMINAL]
     old_runs = select(runs.c.id).where(
@@ -48,4 +52,25 @@ async def purge(
         gone_events = (
             await conn.execute(delete(run_events).where(run_events.c.run_id.in_(old_runs)))
         ).rowcount
-    return PurgeResult(artifacts=int(gone_artifacts or 0), events=int(gone_events or 0))
+        cutoff = now - event_retention
+        gone_receipts = (
+            await conn.execute(
+                delete(inbound_receipts).where(
+                    inbound_receipts.c.received_at < cutoff,
+                    inbound_receipts.c.status.not_in(["received", "processing"]),
+                )
+            )
+        ).rowcount
+        gone_deliveries = (
+            await conn.execute(
+                delete(deliveries).where(
+                    deliveries.c.created_at < cutoff, deliveries.c.state != "sending"
+                )
+            )
+        ).rowcount
+    return PurgeResult(
+        artifacts=int(gone_artifacts or 0),
+        events=int(gone_events or 0),
+        receipts=int(gone_receipts or 0),
+        deliveries=int(gone_deliveries or 0),
+    )

@@ -1,0 +1,44 @@
+"""What tether says in chats: every phrase in both languages, long text split well."""
+
+from __future__ import annotations
+
+import re
+import string
+
+import pytest
+
+from tether.gateway.outbound import split_text
+from tether.gateway.phrases import PHRASES, guess_language, say
+
+
+def _fields(text: str) -> set[str]:
+    return {f for _, f, _, _ in string.Formatter().parse(text) if f}
+
+
+@pytest.mark.parametrize("key", sorted(PHRASES))
+def test_every_phrase_has_both_languages_with_the_same_fields(key: str) -> None:
+    en, zh = PHRASES[key]["en"], PHRASES[key]["zh"]
+    assert en and zh and en != zh or key in ("setting",)
+    assert _fields(en) == _fields(zh)
+    values = dict.fromkeys(_fields(en), "X")
+    assert say("en", key, **values) and say("zh", key, **values)
+
+
+def test_chinese_is_told_from_the_text() -> None:
+    assert guess_language("帮我看看这个错误") == "zh"
+    assert guess_language("/status") is None
+    assert guess_language("fix the bug, 谢谢") == "zh"
+
+
+def test_long_text_is_split_within_the_limit_at_sensible_places() -> None:
+    paragraphs = ["\n".join(f"line {p}.{i} " + "x" * 40 for i in range(20)) for p in range(30)]
+    text = "\n\n".join(paragraphs)
+    pieces = split_text(text, 4000)
+    assert all(len(p.encode()) <= 4000 for p in pieces)
+    assert len(pieces) > 1
+    assert all(re.match(r"line \d+\.\d+ ", p) for p in pieces)  # each starts at a line
+    assert "".join(pieces).replace("\n", "") == text.replace("\n", "")
+    wide = "汉" * 5000  # 3 bytes each, no breaks: cut between characters
+    cut = split_text(wide, 1000)
+    assert all(len(p.encode()) <= 1000 for p in cut) and "".join(cut) == wide
+    assert split_text("short", 1000) == ["short"]

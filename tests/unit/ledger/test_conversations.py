@@ -1,0 +1,122 @@
+"""Conversations, receipts, channel identities and deliveries in the ledger (both engines)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tether.errors import Conflict, NotFound
+from tether.ledger import Ledger
+from tether.ledger.records import NewEvent
+
+
+async def test_a_receipt_is_written_once_claimed_once_and_found_again_if_its_claim_went_stale(
+    ledger: Ledger,
+) -> None:
+    conv = ledger.conversations
+    assert await conv.record("webhook.a", "e1", message="{}", message_id="m1", conversation_id="k")
+    assert not await conv.record(
+        "webhook.a", "e1", message="{}", message_id="m1", conversation_id="k"
+    )
+    assert await conv.record("webhook.b", "e1", message="{}", message_id=None, conversation_id="k")
+    now = time.time()
+    claimed = await conv.claim("webhook.a", "e1", "gw-1", stale_before=now - 60)
+    assert claimed is not None and claimed.status == "processing"
+    assert await conv.claim("webhook.a", "e1", "gw-2", stale_before=now - 60) is None
+    # the first gateway died: after the stale time another may take it
+    pending = await conv.pending(stale_before=now + 1)
+    assert {(r.channel, r.event_id) for r in pending} == {("webhook.a", "e1"), ("webhook.b", "e1")}
+    again = await conv.claim("webhook.a", "e1", "gw-2", stale_before=now + 1)
+    assert again is not None and again.claimed_by == "gw-2"
+    await conv.finish("webhook.a", "e1", "ignored", detail="ignored")
+    done = await conv.get_receipt("webhook.a", "e1")
+    assert (done.status, done.message) == ("ignored", None)
+    assert await conv.claim("webhook.a", "e1", "gw-3", stale_before=now + 10) is None
+    assert [r.channel for r in await conv.pending(stale_before=now + 10)] == ["webhook.b"]
+
+
+async def test_a_run_and_its_receipt_commit_together(ledger: Ledger) -> None:
+    await ledger.conversations.record("c", "e", message="{}", message_id="m", conversation_id=None)
+    await ledger.conversations.claim("c", "e", "gw", stale_before=0)
+    session = await ledger.sessions.create(agent="operator")
+    run = await ledger.runs.create(
+        session_id=session.id,
+        agent="operator",
+        input="hi",
+        created_by=None,
+        event=NewEvent(seq=1, kind="run.queued", source="gateway", payload="{}", created_at=1.0),
+        receipt=("c", "e"),
+        detail="started",
+    )
+    receipt = await ledger.conversations.get_receipt("c", "e")
+    assert (receipt.status, receipt.run_id, receipt.detail) == ("done", run.id, "started")
+    assert (await ledger.conversations.for_run(run.id)) == receipt
+    assert await ledger.conversations.pending(stale_before=time.time() + 100) == []
+
+
+async def test_a_conversation_points_at_one_session_at_a_time(ledger: Ledger) -> None:
+    conv = await ledger.conversations.ensure("webhook.a", "chat", "t1", kind="topic", lang="zh")
+    assert (conv.id, conv.kind, conv.lang, conv.session_id) == (
+        "webhook.a:chat:t1",
+        "topic",
+        "zh",
+        None,
+    )
+    first = await ledger.sessions.create(agent="operator", conversation_id=conv.id)
+    second = await ledger.sessions.create(agent="operator", conversation_id=conv.id)
+    assert await ledger.conversations.set_session(conv.id, first.id, expect=None)
+    assert not await ledger.conversations.set_session(conv.id, second.id, expect=None)
+    assert await ledger.conversations.set_session(conv.id, second.id)  # /new: unconditional
+    again = await ledger.conversations.ensure("webhook.a", "chat", "t1", lang="en")
+    assert (again.session_id, again.lang) == (second.id, "en")
+    with pytest.raises(NotFound):
+        await ledger.conversations.get("webhook.a:nope")
+
+
+async def test_identities_link_to_one_user_and_pairing_codes_work_once(ledger: Ledger) -> None:
+    alice, _ = await ledger.users.add("alice", "member")
+    bob, _ = await ledger.users.add("bob", "member")
+    ids = ledger.identities
+    await ids.link("webhook.a", "u1", alice.id, by="admin")
+    await ids.link("webhook.a", "u1", alice.id, by="admin")  # again: fine
+    with pytest.raises(Conflict):
+        await ids.link("webhook.a", "u1", bob.id, by="admin")
+    assert (await ids.user_of("webhook.a", "u1")).id == alice.id  # type: ignore[union-attr]
+    assert await ids.user_of("webhook.b", "u1") is None  # per channel
+    await ledger.users.revoke("alice")
+    assert await ids.user_of("webhook.a", "u1") is None  # a revoked user is nobody
+    code, _ = await ids.new_pairing_code(bob.id, ttl=60)
+    assert await ids.pair("WRONG-CODE-0000-0000", "webhook.a", "u2") is None
+    paired = await ids.pair(code.lower().replace("-", " "), "webhook.a", "u2")  # retyped
+    assert paired is not None and paired.id == bob.id
+    assert await ids.pair(code, "webhook.a", "u3") is None  # once
+    expired, _ = await ids.new_pairing_code(bob.id, ttl=-1)
+    assert await ids.pair(expired, "webhook.a", "u4") is None
+    assert [i.external_id for i in await ids.of_user(bob.id)] == ["u2"]
+    with pytest.raises(NotFound):
+        await ids.unlink("webhook.a", "nobody")
+    assert (await ids.unlink("webhook.a", "u2")).user_id == bob.id
+
+
+async def test_a_delivery_key_is_recorded_once_and_old_settled_ones_expire(
+    ledger: Ledger,
+) -> None:
+    kw = dict(channel="webhook.a", conversation_id="k", run_id=None, kind="reply", content="x")
+    first = await ledger.deliveries.record(idempotency_key="r:1", **kw)  # type: ignore[arg-type]
+    assert first is not None and first.state == "sending"
+    assert await ledger.deliveries.record(idempotency_key="r:1", **kw) is None  # type: ignore[arg-type]
+    await ledger.deliveries.settle(first.id, state="delivered", platform_message_id="m1")
+    (stored,) = await ledger.deliveries.list(conversation_id="k")
+    assert (stored.state, stored.platform_message_id) == ("delivered", "m1")
+    await ledger.conversations.record(
+        "c", "old", message="{}", message_id=None, conversation_id=None
+    )
+    await ledger.conversations.claim("c", "old", "gw", stale_before=0)
+    await ledger.conversations.finish("c", "old", "done")
+    await ledger.conversations.record(
+        "c", "todo", message="{}", message_id=None, conversation_id=None
+    )
+    result = await ledger.purge(now=time.time() + 31 * 86_400)
+    assert (result.receipts, result.deliveries) == (1, 1)
+    assert (await ledger.conversations.get_receipt("c", "todo")).status == "received"
