@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ALL = ["ping", "ledger", "tools", "files", "redaction", "policy", "agents"]
+ALL = ["ping", "ledger", "tools", "files", "redaction", "policy", "agents", "conversation"]
 
 
 def main() -> int:

@@ -80,7 +80,8 @@ async def test_a_signed_message_runs_asks_is_approved_from_the_chat_and_is_answe
     assert (status, answer) == (200, {"ok": True, "duplicate": False})
     asked = await hook.wait_for(lambda d: d["kind"] == "request")
     handle = handle_of(asked)
-    assert f"/approve {handle}" in asked["text"] and "echo hi" in asked["text"]
+    assert f"/approve {handle}" in asked["text"]
+    assert "echo hi" in asked["text"]
     assert asked["chat"] == {"id": "c1", "thread": None}
     assert not (home / "ws-box" / "out.txt").exists()  # nothing ran before the approval
 
@@ -103,8 +104,10 @@ async def test_a_signed_message_runs_asks_is_approved_from_the_chat_and_is_answe
     assert [d["kind"] for d in hook.received].count("reply") == 1
     async with await as_user(gw, gw.admin_token, role="admin") as admin:
         runs = (await admin.call(RUN_LIST, RunListParams())).runs
-    assert len(runs) == 1 and runs[0].state == "succeeded"
-    assert runs[0].created_by is not None and runs[0].created_by.startswith("usr_")
+    assert len(runs) == 1
+    assert runs[0].state == "succeeded"
+    assert runs[0].created_by is not None
+    assert runs[0].created_by.startswith("usr_")
 
 
 async def test_a_stranger_is_refused_once_and_starts_nothing_until_paired(
@@ -227,7 +230,8 @@ async def test_groups_answer_only_when_addressed_and_topics_are_sessions_of_thei
     async with await as_user(gw, gw.admin_token, role="admin") as admin:
         runs = (await admin.call(RUN_LIST, RunListParams())).runs
         sessions = {r.session_id for r in runs}
-        assert len(runs) == 3 and len(sessions) == 2  # the topic is a session of its own
+        assert len(runs) == 3
+        assert len(sessions) == 2
         convs = set()
         for sid in sessions:
             convs.add(
@@ -248,7 +252,8 @@ async def test_a_busy_session_queues_or_steers_and_says_which_and_stop_ends_all(
     await hook.wait_for(lambda d: d["kind"] == "request")  # the run waits for approval
     await post(gw.url, event("q2", "!echo two"))
     queued = await hook.wait_for(lambda d: d["text"].startswith("Queued"))
-    assert "1 waiting" in queued["text"] and queued["reply_to"] == "msg-q2"
+    assert "1 waiting" in queued["text"]
+    assert queued["reply_to"] == "msg-q2"
     await post(gw.url, event("q3", "!echo three"))
     await hook.wait_for(lambda d: d["text"].startswith("The queue is full"))
     await post(gw.url, event("q4", "/stop"))
@@ -334,7 +339,8 @@ async def test_messages_received_before_a_restart_are_processed_never_dropped_as
         await post(gw.url, late)
     gw.start()
     reply = await hook.wait_for(lambda d: d["kind"] == "reply")
-    assert reply["reply_to"] == "msg-r1" and "operator" in reply["text"]
+    assert reply["reply_to"] == "msg-r1"
+    assert "operator" in reply["text"]
     assert (await post(gw.url, late))[0] == 200
     await hook.wait_for(lambda d: d["text"].startswith("Session "))
     assert (await post(gw.url, event("r1", "help")))[1]["duplicate"] is True
@@ -372,7 +378,8 @@ async def test_a_run_started_through_the_chat_api_is_seen_by_the_webhook_convers
                 conversation="webhook.ops:c1", text=f"/approve {asked['request']}", event_id="k2"
             ),
         )
-        assert decided.disposition == "command" and "allowed once" in decided.replies[0]
+        assert decided.disposition == "command"
+        assert "allowed once" in decided.replies[0]
         reply = await hook.wait_for(lambda d: d["kind"] == "reply" and d["run_id"] == sent.run_id)
         assert "from-terminal" in reply["text"]
         # another member sees none of it
@@ -388,7 +395,8 @@ async def test_a_run_started_through_the_chat_api_is_seen_by_the_webhook_convers
             )
         # a surface's own conversation: commands answer in the result
         mine = await alice.call(CHAT_SEND, ChatSendParams(text="/status", event_id="k3", lang="zh"))
-        assert mine.disposition == "command" and mine.replies[0].startswith("会话 ses_")
+        assert mine.disposition == "command"
+        assert mine.replies[0].startswith("会话 ses_")
         assert mine.session_id != session_id
     finally:
         await alice.aclose()
@@ -428,7 +436,8 @@ async def test_commands_answer_in_the_senders_language_and_never_start_runs(
     assert (await ask("/agent nosuch")).startswith("Could not do that: unknown agent")
     first = re.search(r"Session (ses_\w+)", await ask("/status")).group(1)  # type: ignore[union-attr]
     fresh = await ask("/new")
-    assert fresh.startswith("New session ses_") and first not in fresh
+    assert fresh.startswith("New session ses_")
+    assert first not in fresh
     assert "mode auto-read" in fresh  # the conversation's defaults, not the old session's
     assert await ask("/runs") == "No runs yet."
     assert (await ask("/approve")).startswith("Usage: /approve HANDLE")
@@ -442,7 +451,8 @@ async def test_commands_answer_in_the_senders_language_and_never_start_runs(
     assert listing.startswith("Could not do that") is False
     async with await as_user(gw, gw.admin_token, role="admin") as admin:
         runs = (await admin.call(RUN_LIST, RunListParams())).runs
-    assert len(runs) == 1 and runs[0].input == "/ls"
+    assert len(runs) == 1
+    assert runs[0].input == "/ls"
 
 
 async def test_in_a_group_only_a_permitted_person_decides_and_no_one_is_told_unseen(
@@ -472,7 +482,8 @@ async def test_in_a_group_only_a_permitted_person_decides_and_no_one_is_told_uns
     async with await as_user(gw, gw.admin_token, role="admin") as admin:
         page = await admin.call(RUN_EVENTS, RunEventsParams(run_id=run.id))
     kinds = [e.kind for e in page.events]
-    assert "approval.resolved" in kinds and "request.unseen" not in kinds
+    assert "approval.resolved" in kinds
+    assert "request.unseen" not in kinds
 
 
 async def test_an_oversized_body_is_refused_before_it_is_read(

@@ -4,6 +4,7 @@ sends, and serves the URL tether POSTs replies to (checking their signatures).""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -82,10 +83,8 @@ class WebhookStandIn:
             remaining = deadline - asyncio.get_running_loop().time()
             assert remaining > 0, f"no matching delivery; got {self.texts()}"
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
-            except TimeoutError:
-                pass
 
 
 def config_toml(
@@ -145,10 +144,10 @@ async def post(
     if signed:
         sent.update(sign(secret.encode(), raw, time.time() if timestamp is None else timestamp))
     sent.update(headers or {})
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{base_url}/channels/webhook/{name}", data=raw, headers=sent) as resp:
-            try:
-                answer = await resp.json(content_type=None)
-            except (json.JSONDecodeError, aiohttp.ContentTypeError):
-                answer = {}
-            return resp.status, answer or {}
+    url = f"{base_url}/channels/webhook/{name}"
+    async with aiohttp.ClientSession() as http, http.post(url, data=raw, headers=sent) as resp:
+        try:
+            answer = await resp.json(content_type=None)
+        except (json.JSONDecodeError, aiohttp.ContentTypeError):
+            answer = {}
+        return resp.status, answer or {}

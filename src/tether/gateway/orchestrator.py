@@ -266,13 +266,20 @@ class Orchestrator:
         user_role: str | None = None,
         trusted: bool = False,
         receipt: tuple[str, str] | None = None,
+        session: Session | None = None,
+        ahead: bool | None = None,
     ) -> tuple[Run, str]:
         """Create a run (or steer the active one); returns the run and the disposition.
         ``created_by``, ``role`` and ``user_role`` are the caller's principal, connection
         role and user role;
         ``trusted`` is input the gateway already accepted from them (requeued steering);
-        ``receipt``: the inbound message's (channel, event id), marked done with the run."""
-        if session_id is None:
+        ``receipt``: the inbound message's (channel, event id), marked done with the run;
+        ``session`` and ``ahead`` (whether runs are queued or active in it): what the
+        caller just read, so they are not read again."""
+        if session is not None:
+            name = agent or session.agent
+            self.check_agent(name, created_by, role, user_role, trusted=trusted)
+        elif session_id is None:
             name = agent or self.config.default_agent
             self.check_agent(name, created_by, role, user_role, trusted=trusted)
             session = await self.new_session(created_by, agent=name)
@@ -293,9 +300,11 @@ class Orchestrator:
                 )
                 await active.record_event(event)
                 return active.record, "steered" if accepted else "dropped"
-        ahead, _ = await self.ledger.runs.list(
-            session_id=session.id, states=["queued", "running", "waiting"], limit=1
-        )
+        if ahead is None:
+            found, _ = await self.ledger.runs.list(
+                session_id=session.id, states=["queued", "running", "waiting"], limit=1
+            )
+            ahead = bool(found)
         stored = redact(text)
         queued = encode_event(RunQueued(input=stored, agent=name), 1, self.run_log.clock())
         run_id = new_id("run")

@@ -39,7 +39,7 @@ from tether.gateway.orchestrator import Orchestrator
 from tether.gateway.outbound import Outbound
 from tether.gateway.phrases import Lang, guess_language, say
 from tether.gateway.supervisor import Supervisor
-from tether.ledger import ConversationRecord, Ledger, Session
+from tether.ledger import ConversationRecord, ConversationView, Ledger, Session
 
 __all__ = ["CLIENT_CHANNELS", "ConversationRouter", "Pending"]
 
@@ -104,7 +104,7 @@ class ConversationRouter:
             if receipt.message is None:
                 continue
             item = self._decoder.decode(receipt.message)
-            self._spawn(item)
+            self._spawn(item, claimed=False)
         if pending:
             log.info("processing messages received before a restart", extra={"count": len(pending)})
 
@@ -122,14 +122,14 @@ class ConversationRouter:
         item = Pending(message=message)
         if not await self._record(item):
             return Accepted(duplicate=True)
-        self._spawn(item)
+        self._spawn(item, claimed=True)
         return Accepted(duplicate=False)
 
     async def submit(self, item: Pending) -> tuple[Turn | None, bool]:
         """The chat API's path: record, then process now; (turn, duplicate)."""
         if not await self._record(item):
             return None, True
-        return await self._process(item), False
+        return await self._process(item, claimed=True), False
 
     async def _record(self, item: Pending) -> bool:
         message = item.message
@@ -139,11 +139,13 @@ class ConversationRouter:
             message=self._encoder.encode(item).decode(),
             message_id=message.message_id,
             conversation_id=item.conversation or message.conversation,
+            claimed_by=self.owner,
         )
 
-    def _spawn(self, item: Pending) -> None:
+    def _spawn(self, item: Pending, *, claimed: bool) -> None:
         task = asyncio.get_running_loop().create_task(
-            self._process(item), name=f"inbound:{item.message.channel}:{item.message.event_id}"
+            self._process(item, claimed=claimed),
+            name=f"inbound:{item.message.channel}:{item.message.event_id}",
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -154,14 +156,17 @@ class ConversationRouter:
             lock = self._locks[key] = asyncio.Lock()
         return lock
 
-    async def _process(self, item: Pending) -> Turn | None:
+    async def _process(self, item: Pending, *, claimed: bool) -> Turn | None:
+        """Handle a recorded message (``claimed``: its receipt was written claimed by this
+        gateway; else it is claimed first, and skipped if another has it or it is done)."""
         message = item.message
         key = (message.channel, message.event_id)
         async with self._lock(item.session_id or item.conversation or message.conversation):
-            stale = time.time() - self.config.receipt_stale
-            claimed = await self.ledger.conversations.claim(*key, self.owner, stale_before=stale)
-            if claimed is None:
-                return None  # another gateway has it, or it is done
+            if not claimed:
+                stale = time.time() - self.config.receipt_stale
+                taken = await self.ledger.conversations.claim(*key, self.owner, stale_before=stale)
+                if taken is None:
+                    return None  # another gateway has it, or it is done
             try:
                 if message.channel in CLIENT_CHANNELS:
                     turn = await self._client_turn(item, key)
@@ -175,12 +180,17 @@ class ConversationRouter:
                     extra={"channel": message.channel, "event_id": message.event_id},
                 )
                 await self.ledger.conversations.finish(*key, "failed", detail=repr(exc)[:500])
-                lang = self._lang(message, None)
-                return Turn(disposition="failed", replies=[say(lang, "internal")])
-            status = {"ignored": "ignored", "refused": "refused"}.get(turn.disposition, "done")
-            await self.ledger.conversations.finish(
-                *key, status, detail=turn.disposition, run_id=turn.run_id
-            )
+                turn = Turn(
+                    disposition="failed", replies=[say(self._lang(message, None), "internal")]
+                )
+                if message.channel not in CLIENT_CHANNELS and message.addressed:
+                    self._reply(_transient(message), turn, message)
+                return turn
+            if turn.disposition not in ("started", "queued"):  # else done with its run
+                status = {"ignored": "ignored", "refused": "refused"}.get(turn.disposition, "done")
+                await self.ledger.conversations.finish(
+                    *key, status, detail=turn.disposition, run_id=turn.run_id
+                )
             return turn
 
     # ---- a channel's message -------------------------------------------------------
@@ -198,19 +208,26 @@ class ConversationRouter:
     async def _channel_turn(self, message: InboundMessage, key: tuple[str, str]) -> Turn:
         if not message.addressed:
             return Turn(disposition="ignored")
-        user = await self.ledger.identities.user_of(message.channel, message.sender.id)
+        user, view = await asyncio.gather(
+            self.ledger.identities.user_of(message.channel, message.sender.id),
+            self.ledger.conversations.view(message.conversation),
+        )
         if user is None:
             return await self._stranger(message)
-        conversation = await self.ledger.conversations.ensure(
-            message.channel,
-            message.chat_id,
-            message.thread,
-            kind=message.chat_kind,
-            lang=message.lang or guess_language(message.text),
-        )
+        lang = message.lang or guess_language(message.text)
+        if view is None or (lang is not None and view.conversation.lang != lang):
+            conversation = await self.ledger.conversations.ensure(
+                message.channel, message.chat_id, message.thread, kind=message.chat_kind, lang=lang
+            )
+            if view is not None:
+                view = msgspec.structs.replace(view, conversation=conversation)
+        else:
+            conversation = view.conversation
         actor = Actor(principal=user_principal(user), lang=self._lang(message, conversation))
         self.seen[user.id] = actor.principal
-        turn = await self.turn(actor, _input_of(message), conversation=conversation, receipt=key)
+        turn = await self.turn(
+            actor, _input_of(message), conversation=conversation, receipt=key, view=view
+        )
         self._reply(conversation, turn, message)
         return turn
 
@@ -225,14 +242,7 @@ class ConversationRouter:
 
     async def _stranger(self, message: InboundMessage) -> Turn:
         lang = self._lang(message, None)
-        conversation = ConversationRecord(
-            id=message.conversation,
-            channel=message.channel,
-            chat_id=message.chat_id,
-            thread=message.thread,
-            title=None,
-            created_at=time.time(),
-        )
+        conversation = _transient(message)
         word, _, code = message.text.strip().partition(" ")
         if word == "/pair" and code.strip():
             user = await self.ledger.identities.pair(
@@ -318,9 +328,14 @@ class ConversationRouter:
         conversation: ConversationRecord | None,
         session: Session | None = None,
         receipt: tuple[str, str] | None = None,
+        view: ConversationView | None = None,
     ) -> Turn:
-        """Handle one message of ``actor``: a command, or input for the session."""
+        """Handle one message of ``actor``: a command, or input for the session.
+        ``view``: the conversation's current session and its load, just read."""
         assert self.commands is not None
+        counts: tuple[int, int] | None = None
+        if session is None and view is not None and view.session is not None:
+            session, counts = view.session, (view.queued, view.active)
         if session is None:
             assert conversation is not None
             session = await self.session_of(conversation, actor)
@@ -351,20 +366,21 @@ class ConversationRouter:
         orch = self.orchestrator
         active = orch.active_task(session.id)
         steerable = active is not None and active.takes_steering
-        queued: list[object] = []
-        if not steerable:
+        if counts is None:
             runs, _ = await self.ledger.runs.list(
                 session_id=session.id,
                 states=["queued", "running", "waiting"],
                 limit=self.config.queue_limit + 2,
             )
-            queued = [r for r in runs if r.state.value == "queued"]
-            if len(queued) >= self.config.queue_limit:
-                return Turn(
-                    disposition="refused",
-                    session_id=session.id,
-                    replies=[say(actor.lang, "queue_full", limit=len(queued))],
-                )
+            queued = sum(1 for r in runs if r.state.value == "queued")
+            counts = (queued, len(runs) - queued)
+        queued = counts[0]
+        if not steerable and queued >= self.config.queue_limit:
+            return Turn(
+                disposition="refused",
+                session_id=session.id,
+                replies=[say(actor.lang, "queue_full", limit=queued)],
+            )
         run, disposition = await orch.submit(
             session_id=session.id,
             agent=None,
@@ -374,10 +390,12 @@ class ConversationRouter:
             role=actor.role,
             user_role=actor.principal.user_role,
             receipt=receipt,
+            session=session,
+            ahead=None if steerable else bool(sum(counts)),
         )
         replies: list[str] = []
         if disposition == "queued":
-            replies = [say(actor.lang, "queued", position=len(queued) + 1)]
+            replies = [say(actor.lang, "queued", position=queued + 1)]
         elif disposition in ("steered", "dropped"):
             replies = [say(actor.lang, disposition)]
         return Turn(disposition=disposition, session_id=session.id, run_id=run.id, replies=replies)
@@ -437,6 +455,19 @@ class ConversationRouter:
         if conversation is not None:
             await self.ledger.conversations.set_session(conversation.id, session.id)
         return session
+
+
+def _transient(message: InboundMessage) -> ConversationRecord:
+    """The message's conversation as a record to answer in, without storing it (a
+    stranger's, or one whose handling failed)."""
+    return ConversationRecord(
+        id=message.conversation,
+        channel=message.channel,
+        chat_id=message.chat_id,
+        thread=message.thread,
+        title=None,
+        created_at=time.time(),
+    )
 
 
 def _input_of(message: InboundMessage) -> str:

@@ -4,7 +4,7 @@ The rest of tether uses :class:`Ledger` and the records it returns; nothing outs
 package builds SQL.
 """
 
-from tether.ledger.conversations import ConversationRecord, Receipt
+from tether.ledger.conversations import ConversationRecord, ConversationView, Receipt
 from tether.ledger.deliveries import DeliveryRecord
 from tether.ledger.identities import IdentityRecord
 from tether.ledger.records import Artifact, Event, NewEvent, Run, Session
@@ -20,6 +20,7 @@ __all__ = [
     "TRANSITIONS",
     "Artifact",
     "ConversationRecord",
+    "ConversationView",
     "DeliveryRecord",
     "Event",
     "IdentityRecord",

@@ -13,16 +13,16 @@ from __future__ import annotations
 import time
 
 import msgspec
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tether.errors import NotFound
 from tether.ledger.engine import Database
-from tether.ledger.records import from_row
-from tether.ledger.schema import conversations, inbound_receipts
+from tether.ledger.records import Session, from_row
+from tether.ledger.schema import conversations, inbound_receipts, runs, sessions
 from tether.ledger.sessions import conversation_key
 
-__all__ = ["ConversationRecord", "ConversationStore", "Receipt"]
+__all__ = ["ConversationRecord", "ConversationStore", "ConversationView", "Receipt"]
 
 
 class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,6 +39,17 @@ class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True):
     lang: str | None = None
     """The language its people last wrote in (``en``, ``zh``)."""
     updated_at: float | None = None
+
+
+class ConversationView(msgspec.Struct, frozen=True, kw_only=True):
+    """A conversation with its current session and how busy that is, read at once."""
+
+    conversation: ConversationRecord
+    session: Session | None
+    queued: int = 0
+    """Runs of the session waiting their turn."""
+    active: int = 0
+    """Runs of the session running or waiting (at most one)."""
 
 
 class Receipt(msgspec.Struct, frozen=True, kw_only=True):
@@ -116,6 +127,50 @@ class ConversationStore:
             raise NotFound(f"no conversation {key!r}", data={"conversation": key})
         return from_row(ConversationRecord, row)
 
+    async def view(self, key: str) -> ConversationView | None:
+        """The conversation, its current session and that session's queued and active run
+        counts, in one read; None if there is no such conversation."""
+        queued = (
+            select(func.count())
+            .where(runs.c.session_id == conversations.c.session_id, runs.c.state == "queued")
+            .scalar_subquery()
+        )
+        active = (
+            select(func.count())
+            .where(
+                runs.c.session_id == conversations.c.session_id,
+                runs.c.state.in_(["running", "waiting"]),
+            )
+            .scalar_subquery()
+        )
+        session_cols = [c.label(f"s_{c.name}") for c in sessions.c]
+        query = (
+            select(conversations, *session_cols, queued.label("n_queued"), active.label("n_active"))
+            .select_from(
+                conversations.outerjoin(sessions, sessions.c.id == conversations.c.session_id)
+            )
+            .where(conversations.c.id == key)
+        )
+        async with self.db.reader.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        data = row._mapping
+        conversation = msgspec.convert(
+            {str(c.name): data[c.name] for c in conversations.c}, ConversationRecord, strict=False
+        )
+        session = None
+        if data["s_id"] is not None:
+            session = msgspec.convert(
+                {str(c.name): data[f"s_{c.name}"] for c in sessions.c}, Session, strict=False
+            )
+        return ConversationView(
+            conversation=conversation,
+            session=session,
+            queued=int(data["n_queued"] or 0),
+            active=int(data["n_active"] or 0),
+        )
+
     async def set_session(
         self, key: str, session_id: str, *, expect: str | bool | None = False
     ) -> bool:
@@ -140,20 +195,24 @@ class ConversationStore:
         message: str,
         message_id: str | None,
         conversation_id: str | None,
+        claimed_by: str | None = None,
         now: float | None = None,
     ) -> bool:
-        """Write the receipt of an inbound message; False if it is a duplicate."""
+        """Write the receipt of an inbound message; False if it is a duplicate.
+        ``claimed_by``: the gateway that will process it now (it is written claimed)."""
         now = time.time() if now is None else now
         values = {
             "channel": channel,
             "event_id": event_id,
             "message_id": message_id,
             "conversation_id": conversation_id,
-            "status": "received",
+            "status": "received" if claimed_by is None else "processing",
             "run_id": None,
             "received_at": now,
             "message": message,
             "updated_at": now,
+            "claimed_by": claimed_by,
+            "claimed_at": now if claimed_by is not None else None,
         }
         try:
             async with self.db.engine.begin() as conn:

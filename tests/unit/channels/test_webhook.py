@@ -99,10 +99,12 @@ def test_an_http_answer_is_delivered_retried_later_or_refused_for_good() -> None
     assert delivery_result(204, {}, b"") == Delivered()
     assert delivery_result(201, {}, b"<html>") == Delivered()
     limited = delivery_result(429, {"Retry-After": "7"}, b"")
-    assert isinstance(limited, RetryAfter) and limited.seconds == 7
+    assert isinstance(limited, RetryAfter)
+    assert limited.seconds == 7
     when = email.utils.formatdate(NOW + 30, usegmt=True)
     dated = delivery_result(503, {"Retry-After": when}, b"")
-    assert isinstance(dated, RetryAfter) and 0 <= dated.seconds <= 3600
+    assert isinstance(dated, RetryAfter)
+    assert 0 <= dated.seconds <= 3600
     assert isinstance(delivery_result(500, {}, b""), RetryAfter)
     assert isinstance(delivery_result(429, {"Retry-After": "soon"}, b""), RetryAfter)
     for status in (400, 401, 403, 404, 413, 422):

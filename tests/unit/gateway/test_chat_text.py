@@ -18,10 +18,11 @@ def _fields(text: str) -> set[str]:
 @pytest.mark.parametrize("key", sorted(PHRASES))
 def test_every_phrase_has_both_languages_with_the_same_fields(key: str) -> None:
     en, zh = PHRASES[key]["en"], PHRASES[key]["zh"]
-    assert en and zh and en != zh or key in ("setting",)
+    assert (en and zh and en != zh) or key in ("setting",)
     assert _fields(en) == _fields(zh)
     values = dict.fromkeys(_fields(en), "X")
-    assert say("en", key, **values) and say("zh", key, **values)
+    assert say("en", key, **values)
+    assert say("zh", key, **values)
 
 
 def test_chinese_is_told_from_the_text() -> None:
@@ -40,5 +41,6 @@ def test_long_text_is_split_within_the_limit_at_sensible_places() -> None:
     assert "".join(pieces).replace("\n", "") == text.replace("\n", "")
     wide = "汉" * 5000  # 3 bytes each, no breaks: cut between characters
     cut = split_text(wide, 1000)
-    assert all(len(p.encode()) <= 1000 for p in cut) and "".join(cut) == wide
+    assert all(len(p.encode()) <= 1000 for p in cut)
+    assert "".join(cut) == wide
     assert split_text("short", 1000) == ["short"]

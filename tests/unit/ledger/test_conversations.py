@@ -22,13 +22,15 @@ async def test_a_receipt_is_written_once_claimed_once_and_found_again_if_its_cla
     assert await conv.record("webhook.b", "e1", message="{}", message_id=None, conversation_id="k")
     now = time.time()
     claimed = await conv.claim("webhook.a", "e1", "gw-1", stale_before=now - 60)
-    assert claimed is not None and claimed.status == "processing"
+    assert claimed is not None
+    assert claimed.status == "processing"
     assert await conv.claim("webhook.a", "e1", "gw-2", stale_before=now - 60) is None
     # the first gateway died: after the stale time another may take it
     pending = await conv.pending(stale_before=now + 1)
     assert {(r.channel, r.event_id) for r in pending} == {("webhook.a", "e1"), ("webhook.b", "e1")}
     again = await conv.claim("webhook.a", "e1", "gw-2", stale_before=now + 1)
-    assert again is not None and again.claimed_by == "gw-2"
+    assert again is not None
+    assert again.claimed_by == "gw-2"
     await conv.finish("webhook.a", "e1", "ignored", detail="ignored")
     done = await conv.get_receipt("webhook.a", "e1")
     assert (done.status, done.message) == ("ignored", None)
@@ -68,6 +70,26 @@ async def test_a_conversation_points_at_one_session_at_a_time(ledger: Ledger) ->
     assert await ledger.conversations.set_session(conv.id, first.id, expect=None)
     assert not await ledger.conversations.set_session(conv.id, second.id, expect=None)
     assert await ledger.conversations.set_session(conv.id, second.id)  # /new: unconditional
+    view = await ledger.conversations.view(conv.id)
+    assert view is not None
+    assert (view.session.id, view.queued, view.active) == (second.id, 0, 0)  # type: ignore[union-attr]
+    for _ in range(2):
+        await ledger.runs.create(
+            session_id=second.id,
+            agent="operator",
+            input="x",
+            created_by=None,
+            event=NewEvent(
+                seq=1, kind="run.queued", source="gateway", payload="{}", created_at=1.0
+            ),
+        )
+    busy = await ledger.conversations.view(conv.id)
+    assert busy is not None
+    assert (busy.queued, busy.active, busy.conversation.session_id) == (2, 0, second.id)
+    assert await ledger.conversations.view("webhook.a:none") is None
+    bare = await ledger.conversations.view((await ledger.conversations.ensure("w", "x")).id)
+    assert bare is not None
+    assert bare.session is None
     again = await ledger.conversations.ensure("webhook.a", "chat", "t1", lang="en")
     assert (again.session_id, again.lang) == (second.id, "en")
     with pytest.raises(NotFound):
@@ -89,7 +111,8 @@ async def test_identities_link_to_one_user_and_pairing_codes_work_once(ledger: L
     code, _ = await ids.new_pairing_code(bob.id, ttl=60)
     assert await ids.pair("WRONG-CODE-0000-0000", "webhook.a", "u2") is None
     paired = await ids.pair(code.lower().replace("-", " "), "webhook.a", "u2")  # retyped
-    assert paired is not None and paired.id == bob.id
+    assert paired is not None
+    assert paired.id == bob.id
     assert await ids.pair(code, "webhook.a", "u3") is None  # once
     expired, _ = await ids.new_pairing_code(bob.id, ttl=-1)
     assert await ids.pair(expired, "webhook.a", "u4") is None
@@ -102,9 +125,16 @@ async def test_identities_link_to_one_user_and_pairing_codes_work_once(ledger: L
 async def test_a_delivery_key_is_recorded_once_and_old_settled_ones_expire(
     ledger: Ledger,
 ) -> None:
-    kw = dict(channel="webhook.a", conversation_id="k", run_id=None, kind="reply", content="x")
+    kw = {
+        "channel": "webhook.a",
+        "conversation_id": "k",
+        "run_id": None,
+        "kind": "reply",
+        "content": "x",
+    }
     first = await ledger.deliveries.record(idempotency_key="r:1", **kw)  # type: ignore[arg-type]
-    assert first is not None and first.state == "sending"
+    assert first is not None
+    assert first.state == "sending"
     assert await ledger.deliveries.record(idempotency_key="r:1", **kw) is None  # type: ignore[arg-type]
     await ledger.deliveries.settle(first.id, state="delivered", platform_message_id="m1")
     (stored,) = await ledger.deliveries.list(conversation_id="k")

@@ -1,0 +1,288 @@
+"""Conversations: a webhook message in -> the run's first event at a subscribed client,
+against the same client's own ``run.create``; and messages per second across many
+conversations with nothing lost.
+
+    python bench/conversation.py [--quick] [--out FILE]
+
+A real gateway (SQLite) with one webhook channel whose replies go to a receiver in this
+process; the ``operator`` agent answers ``help`` without a runner.
+
+1. Latency: one conversation whose session an admin client follows (``run.subscribe``).
+   Each sample POSTs a signed message and times until the ``run.queued`` event of the
+   run it starts reaches the client; the baseline is the same client's ``run.create`` in
+   the same session, timed to the same event. The two are interleaved sample by sample,
+   each waiting for its run to end. Target: webhook p50 <= 5 ms.
+2. Throughput: 100 conversations (one linked sender each), every message POSTed with up
+   to 64 in flight. Timed from the first POST to the last reply delivered to the
+   receiver; zero loss means every message has exactly one run and one reply.
+
+Results: bench/results/conversation.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    Gateway,
+    cpu_seconds,
+    percentile,
+    print_table,
+    short_tempdir,
+    verdict,
+    write_json,
+)
+from tether.channels.webhook.events import sign
+from tether.protocol.access import UserAddParams
+from tether.protocol.chat import UserLinkParams
+from tether.protocol.methods import (
+    RUN_CREATE,
+    RUN_EVENT,
+    RUN_GET,
+    RUN_SUBSCRIBE,
+    USER_ADD,
+    USER_LINK,
+    Method,
+)
+from tether.protocol.runs import RunCreateParams, RunEventNote, RunGetParams, RunSubscribeParams
+from tether.transport.client import connect_ipc
+from tether.transport.connection import Handler
+
+SECRET = "bench-secret-" + "b" * 40
+
+
+class Receiver:
+    """The system the webhook channel delivers replies to."""
+
+    def __init__(self) -> None:
+        self.replies: dict[str, int] = {}
+        self.answered: dict[str, int] = {}
+        """Replies per message they answer (``reply_to``)."""
+        self.count = 0
+        self.changed = asyncio.Event()
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self.hook)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
+
+    async def hook(self, request: web.Request) -> web.Response:
+        data = json.loads(await request.read())
+        if data["kind"] == "reply":
+            self.replies[data["run_id"]] = self.replies.get(data["run_id"], 0) + 1
+            to = data["reply_to"] or ""
+            self.answered[to] = self.answered.get(to, 0) + 1
+        self.count += 1
+        self.changed.set()
+        return web.json_response({"message_id": str(self.count)})
+
+    async def aclose(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class Events:
+    """Routes ``run.event`` notifications: the time each run's first event arrived."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, float] = {}
+        self.ended: dict[str, float] = {}
+        self.runs: asyncio.Queue[str] = asyncio.Queue()
+
+    def route(self, method: Method[Any, Any]) -> Handler | None:
+        return self._event if method is RUN_EVENT else None
+
+    def _event(self, note: RunEventNote) -> None:
+        event = note.event
+        if event.kind == "run.queued":
+            self.first[event.run_id] = time.perf_counter()
+            self.runs.put_nowait(event.run_id)
+        elif event.kind in ("run.succeeded", "run.failed"):
+            self.ended[event.run_id] = time.perf_counter()
+
+
+async def post(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> None:
+    raw = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **sign(SECRET.encode(), raw, time.time())}
+    async with http.post(f"{url}/channels/webhook/bench", data=raw, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+def message(event_id: str, chat: str, sender: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "chat": {"id": chat},
+        "sender": {"id": sender},
+        "text": "help",
+        "message_id": event_id,
+    }
+
+
+async def wait_until(cond: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark stalled")
+        await asyncio.sleep(0.001)
+
+
+async def bench(quick: bool) -> dict[str, Any]:
+    samples = 60 if quick else 300
+    conversations, per = (100, 3) if quick else (100, 10)
+    receiver = Receiver()
+    await receiver.start()
+    with short_tempdir() as home:
+        (home / "config").mkdir()
+        (home / "config" / "config.toml").write_text(
+            f"""
+[channels]
+queue_limit = 1000
+
+[channels.webhook.bench]
+secret_env = "BENCH_WEBHOOK_SECRET"
+url = "{receiver.url}"
+
+[channels.webhook.bench.defaults]
+agent = "operator"
+"""
+        )
+        gw = Gateway(home, BENCH_WEBHOOK_SECRET=SECRET)
+        events = Events()
+        try:
+            url = gw.info["url"]
+            socket = str(home / "run" / "gateway.sock")
+            admin = await connect_ipc(socket, router=events)
+            await admin.call(USER_ADD, UserAddParams(name="bench"))
+            for i in range(conversations):
+                await admin.call(
+                    USER_LINK, UserLinkParams(user="bench", channel="webhook.bench", id=f"s{i}")
+                )
+            async with aiohttp.ClientSession() as http:
+                # the latency conversation: its session, followed by the admin client
+                await post(http, url, message("warm", "c-lat", "s0"))
+                await wait_until(lambda: receiver.replies)
+                run_id = next(iter(receiver.replies))
+                session_id = (await admin.call(RUN_GET, RunGetParams(run_id=run_id))).session_id
+                await admin.call(RUN_SUBSCRIBE, RunSubscribeParams(session_id=session_id))
+                await wait_until(lambda: run_id in events.ended)
+                while not events.runs.empty():
+                    events.runs.get_nowait()
+                hook_ms: list[float] = []
+                create_ms: list[float] = []
+                for n in range(samples):
+                    t0 = time.perf_counter()
+                    await post(http, url, message(f"lat-{n}", "c-lat", "s0"))
+                    rid = await asyncio.wait_for(events.runs.get(), 10)
+                    hook_ms.append((events.first[rid] - t0) * 1000)
+                    await wait_until(lambda rid=rid: rid in events.ended)
+                    t0 = time.perf_counter()
+                    await admin.call(
+                        RUN_CREATE, RunCreateParams(input="help", session_id=session_id)
+                    )
+                    rid = await asyncio.wait_for(events.runs.get(), 10)
+                    create_ms.append((events.first[rid] - t0) * 1000)
+                    await wait_until(lambda rid=rid: rid in events.ended)
+
+                # throughput: many conversations at once
+                total = conversations * per
+
+                def answered() -> list[int]:
+                    return [v for k, v in receiver.answered.items() if k.startswith("tp-")]
+
+                gate = asyncio.Semaphore(64)
+
+                async def one(i: int, k: int) -> None:
+                    async with gate:
+                        await post(http, url, message(f"tp-{i}-{k}", f"c{i}", f"s{i}"))
+
+                cpu0 = cpu_seconds(gw.pid)
+                t0 = time.perf_counter()
+                await asyncio.gather(*(one(i, k) for k in range(per) for i in range(conversations)))
+                posted = time.perf_counter() - t0
+                await wait_until(lambda: len(answered()) >= total, 120)
+                elapsed = time.perf_counter() - t0
+                cpu = cpu_seconds(gw.pid) - cpu0
+                await asyncio.sleep(0.5)
+                new = answered()
+            await admin.aclose()
+        finally:
+            gw.close()
+            await receiver.aclose()
+    lost = total - len(new)
+    doubled = sum(1 for v in new if v > 1)
+    return {
+        "latency": {
+            "samples": samples,
+            "webhook_p50_ms": percentile(hook_ms, 50),
+            "webhook_p99_ms": percentile(hook_ms, 99),
+            "run_create_p50_ms": percentile(create_ms, 50),
+            "run_create_p99_ms": percentile(create_ms, 99),
+            "ratio_p50": percentile(hook_ms, 50) / percentile(create_ms, 50),
+            "target_p50_ms": 5.0,
+        },
+        "throughput": {
+            "conversations": conversations,
+            "messages": total,
+            "accepted_per_s": total / posted,
+            "answered_per_s": total / elapsed,
+            "lost": lost,
+            "duplicated": doubled,
+            "gateway_cpu_ms_per_message": cpu / total * 1000,
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    result = asyncio.run(bench(args.quick))
+    lat, tp = result["latency"], result["throughput"]
+    print_table(
+        "webhook message -> first run event at a subscribed client (ms)",
+        ["path", "p50", "p99"],
+        [
+            ["webhook POST", lat["webhook_p50_ms"], lat["webhook_p99_ms"]],
+            ["run.create (baseline)", lat["run_create_p50_ms"], lat["run_create_p99_ms"]],
+        ],
+    )
+    print(
+        f"  ratio p50 {lat['ratio_p50']:.2f}x; target webhook p50 <= 5 ms: "
+        f"{verdict(lat['webhook_p50_ms'] <= 5.0)}"
+    )
+    print_table(
+        f"{tp['messages']} messages across {tp['conversations']} conversations",
+        ["accepted/s", "answered/s", "gateway CPU ms/message", "lost", "duplicated"],
+        [
+            [
+                tp["accepted_per_s"],
+                tp["answered_per_s"],
+                tp["gateway_cpu_ms_per_message"],
+                tp["lost"],
+                tp["duplicated"],
+            ]
+        ],
+    )
+    print(f"  zero loss: {verdict(tp['lost'] == 0 and tp['duplicated'] == 0)}")
+    write_json("conversation", result, args.out)
+
+
+if __name__ == "__main__":
+    main()
