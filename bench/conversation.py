@@ -11,10 +11,13 @@ process; the ``operator`` agent answers ``help`` without a runner.
    Each sample POSTs a signed message and times until the ``run.queued`` event of the
    run it starts reaches the client; the baseline is the same client's ``run.create`` in
    the same session, timed to the same event. The two are interleaved sample by sample,
-   each waiting for its run to end. Target: webhook p50 <= 5 ms.
+   each waiting for its run's reply to reach the receiver (the gateway is quiet when the
+   next starts). Target: webhook p50 <= 5 ms.
 2. Throughput: 100 conversations (one linked sender each), every message POSTed with up
    to 64 in flight. Timed from the first POST to the last reply delivered to the
-   receiver; zero loss means every message has exactly one run and one reply.
+   receiver; zero loss means every message has exactly one run and one reply. Baseline:
+   as many runs started with ``run.create`` (64 in flight) in 100 sessions, timed to the
+   last run's end; gateway CPU per message against CPU per run.
 
 Results: bench/results/conversation.json.
 """
@@ -190,14 +193,14 @@ agent = "operator"
                     await post(http, url, message(f"lat-{n}", "c-lat", "s0"))
                     rid = await asyncio.wait_for(events.runs.get(), 10)
                     hook_ms.append((events.first[rid] - t0) * 1000)
-                    await wait_until(lambda rid=rid: rid in events.ended)
+                    await wait_until(lambda rid=rid: rid in receiver.replies)  # all quiet
                     t0 = time.perf_counter()
                     await admin.call(
                         RUN_CREATE, RunCreateParams(input="help", session_id=session_id)
                     )
                     rid = await asyncio.wait_for(events.runs.get(), 10)
                     create_ms.append((events.first[rid] - t0) * 1000)
-                    await wait_until(lambda rid=rid: rid in events.ended)
+                    await wait_until(lambda rid=rid: rid in receiver.replies)
 
                 # throughput: many conversations at once
                 total = conversations * per
@@ -220,6 +223,33 @@ agent = "operator"
                 cpu = cpu_seconds(gw.pid) - cpu0
                 await asyncio.sleep(0.5)
                 new = answered()
+
+                # baseline: the same runs started with run.create, in 100 sessions
+                sids: list[str] = []
+                for _ in range(conversations):
+                    created = await admin.call(RUN_CREATE, RunCreateParams(input="help"))
+                    sids.append(created.run.session_id)
+                    await admin.call(
+                        RUN_SUBSCRIBE,
+                        RunSubscribeParams(
+                            session_id=created.run.session_id, since_run=created.run.id
+                        ),
+                    )
+                await wait_until(lambda: len(events.ended) >= samples * 2 + 1 + conversations)
+                ended = len(events.ended)
+
+                async def make(i: int) -> None:
+                    async with gate:
+                        await admin.call(
+                            RUN_CREATE, RunCreateParams(input="help", session_id=sids[i])
+                        )
+
+                cpu0 = cpu_seconds(gw.pid)
+                t0 = time.perf_counter()
+                await asyncio.gather(*(make(i) for _ in range(per) for i in range(conversations)))
+                await wait_until(lambda: len(events.ended) - ended >= total, 120)
+                base_elapsed = time.perf_counter() - t0
+                base_cpu = cpu_seconds(gw.pid) - cpu0
             await admin.aclose()
         finally:
             gw.close()
@@ -244,6 +274,9 @@ agent = "operator"
             "lost": lost,
             "duplicated": doubled,
             "gateway_cpu_ms_per_message": cpu / total * 1000,
+            "run_create_per_s": total / base_elapsed,
+            "run_create_cpu_ms_per_run": base_cpu / total * 1000,
+            "cpu_ratio": (cpu / total) / (base_cpu / total),
         },
     }
 
@@ -269,16 +302,27 @@ def main() -> None:
     )
     print_table(
         f"{tp['messages']} messages across {tp['conversations']} conversations",
-        ["accepted/s", "answered/s", "gateway CPU ms/message", "lost", "duplicated"],
+        ["path", "per s", "gateway CPU ms each", "lost", "duplicated"],
         [
             [
-                tp["accepted_per_s"],
+                "webhook message -> reply",
                 tp["answered_per_s"],
                 tp["gateway_cpu_ms_per_message"],
                 tp["lost"],
                 tp["duplicated"],
-            ]
+            ],
+            [
+                "run.create -> run end (baseline)",
+                tp["run_create_per_s"],
+                tp["run_create_cpu_ms_per_run"],
+                "-",
+                "-",
+            ],
         ],
+    )
+    print(
+        f"  webhook messages accepted (receipt durable) at {tp['accepted_per_s']:.0f}/s; "
+        f"CPU per message {tp['cpu_ratio']:.2f}x a run.create"
     )
     print(f"  zero loss: {verdict(tp['lost'] == 0 and tp['duplicated'] == 0)}")
     write_json("conversation", result, args.out)

@@ -184,6 +184,7 @@ def _build(
         outbound=outbound,
         supervisor=supervisor,
         seen=seen,
+        on_run_started=relay.started,
     )
     router.commands = ChatCommands(
         ledger=ledger,

@@ -94,8 +94,11 @@ async def test_a_signed_message_runs_asks_is_approved_from_the_chat_and_is_answe
     assert "done" in reply["text"]
     assert reply["reply_to"] == "msg-e1"  # threaded under the message that asked
     assert (home / "ws-box" / "out.txt").read_text() == "hi\n"
-    decided = [d for d in hook.received if d["kind"] == "notice" and handle in d["text"]]
-    assert decided  # "allowed once" said in the chat
+    decided = [d["text"] for d in hook.received if d["kind"] == "notice" and handle in d["text"]]
+    # the command's answer, and the decision said in the chat by name
+    assert sorted(decided) == sorted(
+        [f"{handle}: allowed once.", f"[{handle}] allowed once (alice)."]
+    )
     # signed, with the idempotency key in a header; one reply for the one run
     assert hook.refused == 0
     keys = [h["Idempotency-Key"] for h in hook.headers]

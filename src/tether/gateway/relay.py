@@ -13,8 +13,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from typing import Any
 
+import msgspec
+
+from tether.errors import NotFound
 from tether.gateway.outbound import Outbound
 from tether.gateway.phrases import Lang, decision_words, say
 from tether.ledger import ConversationRecord, Event, Ledger
@@ -45,6 +49,8 @@ RENDERED = frozenset(
     }
 )
 _CACHE = 10_000
+_FRESH = 5.0
+"""Seconds a conversation read stays good for rendering (its language may change)."""
 
 
 def describe_plan(event: ApprovalRequested) -> str:
@@ -71,6 +77,11 @@ class ChannelRelay:
         self.default_lang: Lang = default_lang
         self._queue: asyncio.Queue[tuple[str, Event]] = asyncio.Queue()
         self._conversation_of: collections.OrderedDict[str, str | None] = collections.OrderedDict()
+        self._names: dict[str, str] = {}
+        self._conversations: collections.OrderedDict[str, tuple[ConversationRecord, float]] = (
+            collections.OrderedDict()
+        )
+        self._origins: collections.OrderedDict[str, str | None] = collections.OrderedDict()
 
     def offer(self, session_id: str, event: Event) -> None:
         if event.kind in RENDERED:
@@ -97,9 +108,37 @@ class ChannelRelay:
             self._conversation_of[session_id] = key
             while len(self._conversation_of) > _CACHE:
                 self._conversation_of.popitem(last=False)
-        if key is None:
-            return None
-        return await self.ledger.conversations.get(key)
+        if key is None or not self.outbound.pushes(key.partition(":")[0]):
+            return None  # no push channel: its surfaces read the run stream themselves
+        cached = self._conversations.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < _FRESH:
+            return cached[0]
+        conversation = await self.ledger.conversations.get(key)
+        self._conversations[key] = (conversation, now)
+        while len(self._conversations) > _CACHE:
+            self._conversations.popitem(last=False)
+        return conversation
+
+    def started(self, run_id: str, message_id: str | None) -> None:
+        """The router started ``run_id`` for the platform message ``message_id``: its reply
+        is threaded under it (without a read of the receipt)."""
+        self._origins[run_id] = message_id
+        while len(self._origins) > _CACHE:
+            self._origins.popitem(last=False)
+
+    async def _name(self, principal: str) -> str:
+        """A user's name for the chat (ids are for machines)."""
+        if not principal.startswith("usr_"):
+            return principal
+        name = self._names.get(principal)
+        if name is None:
+            try:
+                name = (await self.ledger.users.get(principal)).name
+            except NotFound:
+                name = principal
+            self._names[principal] = name
+        return name
 
     async def _relay(self, session_id: str, event: Event) -> None:
         conversation = await self._conversation(session_id)
@@ -109,14 +148,19 @@ class ChannelRelay:
         payload = decode_payload(event.kind, event.payload)
         if payload is None:
             return
+        if isinstance(payload, ApprovalResolved | QuestionAnswered) and payload.by:
+            payload = msgspec.structs.replace(payload, by=await self._name(payload.by))
         rendered = self._render(payload, lang)
         if rendered is None:
             return
         text, kind, handle, choices = rendered
         reply_to = None
         if kind == "reply":
-            receipt = await self.ledger.conversations.for_run(event.run_id)
-            reply_to = receipt.message_id if receipt is not None else None
+            if event.run_id in self._origins:
+                reply_to = self._origins.pop(event.run_id)
+            else:
+                receipt = await self.ledger.conversations.for_run(event.run_id)
+                reply_to = receipt.message_id if receipt is not None else None
         self.outbound.send(
             conversation,
             text,

@@ -24,7 +24,7 @@ import collections
 import logging
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import msgspec
@@ -74,6 +74,7 @@ class ConversationRouter:
         outbound: Outbound,
         supervisor: Supervisor,
         seen: dict[str, Principal],
+        on_run_started: Callable[[str, str | None], None] = lambda run_id, message_id: None,
     ) -> None:
         self.ledger = ledger
         self.orchestrator = orchestrator
@@ -87,6 +88,8 @@ class ConversationRouter:
         self.seen = seen
         """People who wrote from a chat (the request broker counts them as reachable)."""
         self.commands: ChatCommands | None = None
+        self.on_run_started = on_run_started
+        """Told of each run a channel message started, and that message's platform id."""
         self.owner = orchestrator.owner
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task[Turn | None]] = set()
@@ -228,6 +231,8 @@ class ConversationRouter:
         turn = await self.turn(
             actor, _input_of(message), conversation=conversation, receipt=key, view=view
         )
+        if turn.run_id is not None and turn.disposition in ("started", "queued"):
+            self.on_run_started(turn.run_id, message.message_id)
         self._reply(conversation, turn, message)
         return turn
 
