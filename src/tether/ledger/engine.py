@@ -2,7 +2,8 @@
 
 SQLite runs in WAL mode with a busy timeout and foreign keys on; write transactions
 start with ``BEGIN IMMEDIATE`` so two writers never deadlock on a lock upgrade, and reads
-use a separate engine. PostgreSQL uses asyncpg. Migrations are Alembic's; at start-up
+use a separate engine whose statements run without an explicit transaction (each read
+in the ledger is one statement, atomic on its own; no BEGIN and ROLLBACK round trips). PostgreSQL uses asyncpg. Migrations are Alembic's; at start-up
 the current revision is read with one query and Alembic is imported only when an
 upgrade is actually needed (it costs about half a second to import).
 """
@@ -109,6 +110,7 @@ class Database:
             pool_size=pool_size,
             max_overflow=0,
             connect_args={"timeout": SQLITE_BUSY_MS / 1000},
+            pool_reset_on_return="rollback" if immediate else None,
         )
         synchronous = self.sqlite_synchronous
 
@@ -122,9 +124,11 @@ class Database:
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
             cur.close()
 
-        @event.listens_for(engine.sync_engine, "begin")
-        def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if immediate:
+
+            @event.listens_for(engine.sync_engine, "begin")
+            def _on_begin(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
 
