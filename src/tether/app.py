@@ -43,7 +43,7 @@ from tether.gateway.handlers import MethodHandlers
 from tether.gateway.hosted import HostedService
 from tether.gateway.metrics import GatewayMetrics
 from tether.gateway.orchestrator import Orchestrator, default_node_id
-from tether.gateway.outbound import Outbound
+from tether.gateway.outbox import Outbox
 from tether.gateway.registry import RunnerRegistry
 from tether.gateway.relay import ChannelRelay
 from tether.gateway.requests import RequestBroker
@@ -84,7 +84,7 @@ class GatewayParts:
     retention: RetentionJob
     handlers: MethodHandlers
     router: ConversationRouter
-    outbound: Outbound
+    outbox: Outbox
     relay: ChannelRelay
 
 
@@ -171,8 +171,10 @@ def _build(
     access_api = AccessApi(ledger, gate, runs_api, registry, server, config.runs.default_mode)
     agents_api = AgentsApi(agents, config.runs.default_agent)
     channels = build_channels(config, os.environ)
-    outbound = Outbound(ledger, channels)
-    relay = ChannelRelay(ledger, outbound, config.channels.language)
+    outbox = Outbox(ledger, channels, config.channels, owner=orchestrator.owner)
+    relay = ChannelRelay(
+        ledger, outbox, config.channels.language, catch_up=config.channels.catch_up
+    )
     fanout.add_all(relay)
     webhooks = config.channels.webhook
     router = ConversationRouter(
@@ -181,7 +183,7 @@ def _build(
         config=config.channels,
         defaults={f"webhook.{n}": w.defaults for n, w in webhooks.items()},
         overrides={f"webhook.{n}": w.conversations for n, w in webhooks.items()},
-        outbound=outbound,
+        outbox=outbox,
         supervisor=supervisor,
         seen=seen,
         on_run_started=relay.started,
@@ -216,7 +218,7 @@ def _build(
         retention=retention,
         handlers=handlers,
         router=router,
-        outbound=outbound,
+        outbox=outbox,
         relay=relay,
     )
 
@@ -291,6 +293,7 @@ class Gateway:
             await self._parts.orchestrator.start()
             self.supervisor.spawn("retention", self._parts.retention.loop())
             self.supervisor.spawn("relay", self._parts.relay.loop())
+            self.supervisor.spawn("outbox", self._parts.outbox.loop())
             await self._parts.server.start()
             await self._parts.router.start()
         except BaseException:
@@ -312,7 +315,7 @@ class Gateway:
         await self.supervisor.aclose()
         if parts is not None:
             await parts.orchestrator.aclose()
-            await parts.outbound.aclose()
+            await parts.outbox.aclose()
         if self._ledger is not None:
             await self._ledger.aclose()
             self._ledger = None

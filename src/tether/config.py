@@ -519,6 +519,18 @@ class ChannelsConfig(_Section, frozen=True):
     receipt_stale: Seconds = 60.0
     """A message claimed this long ago and never finished (its gateway died) is
     processed again."""
+    delivery_attempts: Positive = 8
+    """Attempts of one delivery before it is given up (dead-lettered, and said)."""
+    delivery_backoff: Seconds = 1.0
+    """Seconds before the first retry when the platform gives no hint; doubling."""
+    delivery_backoff_max: Seconds = 300.0
+    delivery_lease: Seconds = 60.0
+    """A delivery being sent by a gateway that died is sent again after this."""
+    delivery_concurrency: Positive = 32
+    """Deliveries in flight at once (to different conversations)."""
+    catch_up: Annotated[float, msgspec.Meta(ge=0)] = 3600.0
+    """At start, what runs of the last this-many seconds said is sent if it never was
+    (a gateway that died between an event and its delivery)."""
     webhook: dict[str, WebhookConfig] = {}
 
     def __post_init__(self) -> None:

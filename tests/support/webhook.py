@@ -31,6 +31,12 @@ class WebhookStandIn:
         self.refused = 0
         self.answers: list[tuple[int, dict[str, str]]] = []
         """Statuses (and headers) to answer with, in turn; then 200."""
+        self.failing: dict[str, int] = {}
+        """Chat id -> the status every delivery to it gets."""
+        self.stall: float = 0.0
+        """Seconds to sit on each delivery, then fail it (503): a platform that hangs."""
+        self.attempts: list[tuple[float, str, int]] = []
+        """Every delivery that arrived signed: (time, its key, the status answered)."""
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Event()
@@ -57,12 +63,22 @@ class WebhookStandIn:
         except Exception:
             self.refused += 1
             return web.Response(status=401)
-        if self.answers:
-            status, headers = self.answers.pop(0)
-            if status != 200:
-                return web.Response(status=status, headers=headers)
-        self._n += 1
         data = json.loads(body)
+        key = request.headers.get("Idempotency-Key", "")
+        if self.stall:
+            await asyncio.sleep(self.stall)
+            self.attempts.append((time.monotonic(), key, 503))
+            return web.Response(status=503)
+        status, headers = 200, {}
+        if data["chat"]["id"] in self.failing:
+            status = self.failing[data["chat"]["id"]]
+        elif self.answers:
+            status, headers = self.answers.pop(0)
+        self.attempts.append((time.monotonic(), key, status))
+        self._changed.set()
+        if status != 200:
+            return web.Response(status=status, headers=headers)
+        self._n += 1
         self.received.append(data)
         self.headers.append(dict(request.headers))
         self._changed.set()

@@ -116,9 +116,10 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     conversation: str
     chat_id: str
     thread: str | None = None
-    kind: Literal["reply", "request", "notice"] = "notice"
-    """``reply``: a run's answer; ``request``: an approval or question prompt; ``notice``:
-    everything else (command answers, "queued", refusals)."""
+    kind: Literal["reply", "request", "notice", "status"] = "notice"
+    """``reply``: a run's answer; ``request``: an approval or question prompt; ``status``:
+    a run's status message; ``notice``: everything else (command answers, "queued",
+    refusals)."""
     text: str
     idempotency_key: str
     """The same for every attempt of this delivery: the platform may dedupe on it."""
@@ -128,6 +129,9 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     request: str | None = None
     """For a request prompt: its short handle."""
     choices: list[str] = []
+    edit: str | None = None
+    """Edit this platform message in place instead of sending a new one (a run's status,
+    on a channel that can edit)."""
 
 
 class Delivered(msgspec.Struct, frozen=True, kw_only=True):
@@ -139,6 +143,7 @@ class RetryAfter(msgspec.Struct, frozen=True, kw_only=True):
     """The platform did not take it, and a later attempt may succeed."""
 
     seconds: float
+    """What the platform asked to wait (a rate-limit hint); 0: it did not say."""
     reason: str
 
 

@@ -110,6 +110,7 @@ def _register() -> None:
         approvals_cmd,
         config_cmd,
         db_cmd,
+        deliveries_cmd,
         gateway_cmd,
         ping_cmd,
         policy_cmd,
@@ -132,6 +133,7 @@ def _register() -> None:
     app.add_typer(users_cmd.users_app, name="users")
     app.add_typer(agents_cmd.agents_app, name="agents")
     app.add_typer(approvals_cmd.approvals_app, name="approvals")
+    app.add_typer(deliveries_cmd.deliveries_app, name="deliveries")
     app.add_typer(policy_cmd.policy_app, name="policy")
     app.add_typer(db_cmd.app, name="db")
     app.add_typer(config_cmd.app, name="config")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
+
 from tether.channels import InboundMessage, Sender
 from tether.errors import Conflict, NotFound
 from tether.gateway.handlers import MethodHandlers
@@ -15,6 +17,9 @@ from tether.protocol import methods as m
 from tether.protocol.chat import (
     ChatSendParams,
     ChatSent,
+    DeliveryInfo,
+    DeliveryList,
+    DeliveryListParams,
     UserLinked,
     UserLinkParams,
     UserPairing,
@@ -44,6 +49,7 @@ class ChatApi:
         handlers.add(m.USER_LINK, self.link)
         handlers.add(m.USER_UNLINK, self.unlink)
         handlers.add(m.USER_PAIR, self.pair)
+        handlers.add(m.DELIVERY_LIST, self.deliveries)
 
     async def send(self, peer: Peer, p: ChatSendParams) -> ChatSent:
         principal = peer.principal
@@ -110,3 +116,32 @@ class ChatApi:
         code, expires = await self.ledger.identities.new_pairing_code(user.id, ttl=self.pairing_ttl)
         log.info("pairing code made", extra={"user": user.id})
         return UserPairing(user=user.id, user_name=user.name, code=code, expires_at=expires)
+
+    async def deliveries(self, peer: Peer, p: DeliveryListParams) -> DeliveryList:
+        records = await self.ledger.deliveries.list(
+            conversation_id=p.conversation, run_id=p.run_id, states=p.states, limit=p.limit
+        )
+        out = []
+        for r in records:
+            try:
+                text = str(msgspec.json.decode(r.content).get("text", ""))
+            except (msgspec.DecodeError, AttributeError):
+                text = r.content
+            out.append(
+                DeliveryInfo(
+                    id=r.id,
+                    channel=r.channel,
+                    conversation=r.conversation_id,
+                    run_id=r.run_id,
+                    kind=r.kind,
+                    state=r.state,
+                    attempts=r.attempts,
+                    next_attempt_at=r.next_attempt_at,
+                    platform_message_id=r.platform_message_id,
+                    last_error=r.last_error,
+                    text=text,
+                    created_at=r.created_at,
+                    updated_at=r.updated_at,
+                )
+            )
+        return DeliveryList(deliveries=out)

@@ -9,11 +9,20 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-__all__ = ["PHRASES", "Lang", "decision_words", "guess_language", "say"]
+__all__ = ["PHRASES", "Lang", "decision_words", "guess_language", "lang_of", "say"]
 
 Lang = Literal["en", "zh"]
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def lang_of(value: str | None, default: Lang) -> Lang:
+    """A stored language as a :data:`Lang` (``default`` for anything else)."""
+    if value == "zh":
+        return "zh"
+    if value == "en":
+        return "en"
+    return default
 
 
 def guess_language(text: str) -> Lang | None:
@@ -163,6 +172,12 @@ PHRASES: dict[str, dict[Lang, str]] = {
         "zh": "[{handle}] {decision}{by}。",
     },
     "run_done_empty": {"en": "Done.", "zh": "完成。"},
+    "delivery_failed": {
+        "en": "A message for this chat could not be delivered and was given up ({why}). "
+        "The owner can see it with: tether deliveries list --state dead",
+        "zh": "有一条发往本会话的消息无法送达，已放弃（{why}）。"
+        "管理员可用 tether deliveries list --state dead 查看。",
+    },
     "run_failed": {
         "en": "The run failed ({reason}){message}",
         "zh": "运行失败（{reason}）{message}",

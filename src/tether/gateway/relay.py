@@ -19,8 +19,8 @@ from typing import Any
 import msgspec
 
 from tether.errors import NotFound
-from tether.gateway.outbound import Outbound
-from tether.gateway.phrases import Lang, decision_words, say
+from tether.gateway.outbox import Outbox
+from tether.gateway.phrases import Lang, decision_words, lang_of, say
 from tether.ledger import ConversationRecord, Event, Ledger
 from tether.protocol.events import (
     TERMINAL_EVENTS,
@@ -71,10 +71,13 @@ class ChannelRelay:
     run_id: str | None = None
     session_id: str | None = None
 
-    def __init__(self, ledger: Ledger, outbound: Outbound, default_lang: Lang) -> None:
+    def __init__(
+        self, ledger: Ledger, outbox: Outbox, default_lang: Lang, *, catch_up: float = 3600.0
+    ) -> None:
         self.ledger = ledger
-        self.outbound = outbound
+        self.outbox = outbox
         self.default_lang: Lang = default_lang
+        self.catch_up_window = catch_up
         self._queue: asyncio.Queue[tuple[str, Event]] = asyncio.Queue()
         self._conversation_of: collections.OrderedDict[str, str | None] = collections.OrderedDict()
         self._names: dict[str, str] = {}
@@ -87,8 +90,29 @@ class ChannelRelay:
         if event.kind in RENDERED:
             self._queue.put_nowait((session_id, event))
 
+    async def catch_up(self) -> int:
+        """Relay again what runs of the last ``catch_up`` seconds said (a gateway that died
+        between an event and its delivery owes it); what was recorded before is skipped
+        by its key. Returns how many events were looked at."""
+        seen = 0
+        since = time.time() - self.catch_up_window
+        for run_id, session_id in await self.ledger.conversations.recent_runs(since):
+            if await self._conversation(session_id) is None:
+                continue
+            for event in await self.ledger.events.read(run_id, limit=100_000):
+                if event.kind in RENDERED:
+                    seen += 1
+                    await self._relay(session_id, event)
+        return seen
+
     async def loop(self) -> None:
-        """Render and send what was offered, in order (supervised)."""
+        """Catch up, then render and send what was offered, in order (supervised)."""
+        if self.catch_up_window > 0:
+            try:
+                seen = await self.catch_up()
+                log.info("relay caught up", extra={"events": seen})
+            except Exception:
+                log.exception("catching up on what runs said failed")
         while True:
             session_id, event = await self._queue.get()
             try:
@@ -108,7 +132,7 @@ class ChannelRelay:
             self._conversation_of[session_id] = key
             while len(self._conversation_of) > _CACHE:
                 self._conversation_of.popitem(last=False)
-        if key is None or not self.outbound.pushes(key.partition(":")[0]):
+        if key is None or not self.outbox.pushes(key.partition(":")[0]):
             return None  # no push channel: its surfaces read the run stream themselves
         cached = self._conversations.get(key)
         now = time.monotonic()
@@ -142,10 +166,13 @@ class ChannelRelay:
 
     async def _relay(self, session_id: str, event: Event) -> None:
         conversation = await self._conversation(session_id)
-        if conversation is None or not self.outbound.pushes(conversation.channel):
+        if conversation is None or not self.outbox.pushes(conversation.channel):
             return
-        lang: Lang = conversation.lang if conversation.lang in ("en", "zh") else self.default_lang  # type: ignore[assignment]
-        payload = decode_payload(event.kind, event.payload)
+        lang = lang_of(conversation.lang, self.default_lang)
+        raw = event.payload
+        if raw.startswith('{"artifact":'):  # a large payload, stored as an artifact
+            raw = await self.ledger.events.full_payload(event)
+        payload = decode_payload(event.kind, raw)
         if payload is None:
             return
         if isinstance(payload, ApprovalResolved | QuestionAnswered) and payload.by:
@@ -161,7 +188,7 @@ class ChannelRelay:
             else:
                 receipt = await self.ledger.conversations.for_run(event.run_id)
                 reply_to = receipt.message_id if receipt is not None else None
-        self.outbound.send(
+        await self.outbox.send(
             conversation,
             text,
             key=f"{event.run_id}:{event.seq}",

@@ -36,8 +36,8 @@ from tether.errors import NotFound
 from tether.gateway.auth import Principal, owner_principal, user_principal
 from tether.gateway.chat_commands import Actor, ChatCommands, Context, Turn
 from tether.gateway.orchestrator import Orchestrator
-from tether.gateway.outbound import Outbound
-from tether.gateway.phrases import Lang, guess_language, say
+from tether.gateway.outbox import Outbox
+from tether.gateway.phrases import Lang, guess_language, lang_of, say
 from tether.gateway.supervisor import Supervisor
 from tether.ledger import ConversationRecord, ConversationView, Ledger, Session
 
@@ -71,7 +71,7 @@ class ConversationRouter:
         config: ChannelsConfig,
         defaults: Mapping[str, ConversationDefaults],
         overrides: Mapping[str, Mapping[str, ConversationDefaults]],
-        outbound: Outbound,
+        outbox: Outbox,
         supervisor: Supervisor,
         seen: dict[str, Principal],
         on_run_started: Callable[[str, str | None], None] = lambda run_id, message_id: None,
@@ -83,7 +83,7 @@ class ConversationRouter:
         """Channel -> the settings of its conversations' new sessions."""
         self.overrides = {k: dict(v) for k, v in overrides.items()}
         """Channel -> chat id -> settings that differ."""
-        self.outbound = outbound
+        self.outbox = outbox
         self.supervisor = supervisor
         self.seen = seen
         """People who wrote from a chat (the request broker counts them as reachable)."""
@@ -187,7 +187,7 @@ class ConversationRouter:
                     disposition="failed", replies=[say(self._lang(message, None), "internal")]
                 )
                 if message.channel not in CLIENT_CHANNELS and message.addressed:
-                    self._reply(_transient(message), turn, message)
+                    await self._reply(_transient(message), turn, message)
                 return turn
             if turn.disposition not in ("started", "queued"):  # else done with its run
                 status = {"ignored": "ignored", "refused": "refused"}.get(turn.disposition, "done")
@@ -204,9 +204,7 @@ class ConversationRouter:
         guessed = guess_language(message.text)
         if guessed is not None:
             return guessed
-        if conversation is not None and conversation.lang in ("en", "zh"):
-            return conversation.lang  # type: ignore[return-value]
-        return self.config.language
+        return lang_of(conversation.lang if conversation else None, self.config.language)
 
     async def _channel_turn(self, message: InboundMessage, key: tuple[str, str]) -> Turn:
         if not message.addressed:
@@ -233,12 +231,14 @@ class ConversationRouter:
         )
         if turn.run_id is not None and turn.disposition in ("started", "queued"):
             self.on_run_started(turn.run_id, message.message_id)
-        self._reply(conversation, turn, message)
+        await self._reply(conversation, turn, message)
         return turn
 
-    def _reply(self, conversation: ConversationRecord, turn: Turn, message: InboundMessage) -> None:
+    async def _reply(
+        self, conversation: ConversationRecord, turn: Turn, message: InboundMessage
+    ) -> None:
         for i, text in enumerate(turn.replies):
-            self.outbound.send(
+            await self.outbox.send(
                 conversation,
                 text,
                 key=f"in:{message.channel}:{message.event_id}:{i}",
@@ -259,10 +259,10 @@ class ConversationRouter:
                     extra={"channel": message.channel, "user": user.id},
                 )
                 turn = Turn(disposition="paired", replies=[say(lang, "paired", name=user.name)])
-                self._reply(conversation, turn, message)
+                await self._reply(conversation, turn, message)
                 return turn
             if self._may_refuse(message):
-                self._reply(
+                await self._reply(
                     conversation,
                     Turn(disposition="refused", replies=[say(lang, "pair_failed")]),
                     message,
@@ -274,7 +274,7 @@ class ConversationRouter:
                 extra={"channel": message.channel, "sender": message.sender.id},
             )
             text = say(lang, "stranger", channel=message.channel, id=message.sender.id)
-            self._reply(conversation, Turn(disposition="refused", replies=[text]), message)
+            await self._reply(conversation, Turn(disposition="refused", replies=[text]), message)
         return Turn(disposition="refused")
 
     def _may_refuse(self, message: InboundMessage) -> bool:

@@ -171,6 +171,20 @@ class ConversationStore:
             active=int(data["n_active"] or 0),
         )
 
+    async def recent_runs(self, since: float, limit: int = 10_000) -> list[tuple[str, str]]:
+        """(run id, session id) of runs changed since ``since`` in sessions bound to a
+        conversation, oldest first."""
+        query = (
+            select(runs.c.id, runs.c.session_id)
+            .join(sessions, sessions.c.id == runs.c.session_id)
+            .where(sessions.c.conversation_id.is_not(None), runs.c.updated_at >= since)
+            .order_by(runs.c.id)
+            .limit(limit)
+        )
+        async with self.db.reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
     async def set_session(
         self, key: str, session_id: str, *, expect: str | bool | None = False
     ) -> bool:

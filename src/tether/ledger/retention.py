@@ -64,7 +64,8 @@ async def purge(
         gone_deliveries = (
             await conn.execute(
                 delete(deliveries).where(
-                    deliveries.c.created_at < cutoff, deliveries.c.state != "sending"
+                    deliveries.c.created_at < cutoff,
+                    deliveries.c.state.not_in(["pending", "sending"]),
                 )
             )
         ).rowcount

@@ -277,7 +277,12 @@ deliveries = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("status_of", String(64), nullable=True),
     Index(None, "state", "next_attempt_at"),
+    Index(None, "conversation_id", "state"),
+    Index(None, "status_of"),
 )
 
 inbound_receipts = Table(

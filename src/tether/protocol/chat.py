@@ -9,6 +9,9 @@ import msgspec
 __all__ = [
     "ChatSendParams",
     "ChatSent",
+    "DeliveryInfo",
+    "DeliveryList",
+    "DeliveryListParams",
     "UserLinkParams",
     "UserLinked",
     "UserPairParams",
@@ -89,3 +92,31 @@ class UserPairing(msgspec.Struct, kw_only=True):
     code: str
     """Send ``/pair CODE`` from the chat (once, before ``expires_at``)."""
     expires_at: float
+
+
+class DeliveryListParams(_Params):
+    run_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    conversation: Annotated[str, msgspec.Meta(max_length=400)] | None = None
+    states: list[Literal["pending", "sending", "delivered", "dead", "superseded"]] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+
+
+class DeliveryInfo(msgspec.Struct, kw_only=True):
+    id: str
+    channel: str
+    conversation: str
+    run_id: str | None
+    kind: str
+    state: str
+    """``pending``, ``sending``, ``delivered``, ``dead`` (given up) or ``superseded``."""
+    attempts: int
+    next_attempt_at: float | None
+    platform_message_id: str | None
+    last_error: str | None
+    text: str
+    created_at: float
+    updated_at: float
+
+
+class DeliveryList(msgspec.Struct, kw_only=True):
+    deliveries: list[DeliveryInfo]

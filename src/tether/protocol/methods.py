@@ -529,3 +529,13 @@ USER_PAIR = register(
         users=OWNERS,
     )
 )
+DELIVERY_LIST = register(
+    Method(
+        "delivery.list",
+        chat.DeliveryListParams,
+        chat.DeliveryList,
+        ADMIN,
+        "Messages owed to chats (the outbox), oldest first: pending, delivered, given up.",
+        users=OWNERS,
+    )
+)

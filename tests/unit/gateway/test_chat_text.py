@@ -7,7 +7,7 @@ import string
 
 import pytest
 
-from tether.gateway.outbound import split_text
+from tether.gateway.outbox import split_text
 from tether.gateway.phrases import PHRASES, guess_language, say
 
 

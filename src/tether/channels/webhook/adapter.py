@@ -115,7 +115,7 @@ class WebhookChannel:
                 answer = await resp.content.read(64 * 1024)
                 return delivery_result(resp.status, resp.headers, answer)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            return RetryAfter(seconds=5.0, reason=f"{type(exc).__name__}: {exc}")
+            return RetryAfter(seconds=0.0, reason=f"{type(exc).__name__}: {exc}")
 
     async def aclose(self) -> None:
         if self._http is not None:

@@ -13,9 +13,6 @@ from tether.channels.contract import Delivered, DeliveryResult, Permanent, Retry
 
 __all__ = ["BadEvent", "SignatureRejected", "delivery_result", "retry_after_seconds"]
 
-DEFAULT_RETRY = 5.0
-"""Seconds to wait before retrying a failure that gave no hint."""
-
 
 class SignatureRejected(Exception):
     """An inbound request that is unsigned, wrongly signed or stale (HTTP 401)."""
@@ -56,5 +53,5 @@ def delivery_result(status: int, headers: Mapping[str, str], body: bytes) -> Del
         return Delivered(message_id=answer.message_id)
     hint = retry_after_seconds(headers)
     if status in (408, 425, 429) or status >= 500:
-        return RetryAfter(seconds=DEFAULT_RETRY if hint is None else hint, reason=f"HTTP {status}")
+        return RetryAfter(seconds=hint or 0.0, reason=f"HTTP {status}")
     return Permanent(reason=f"HTTP {status}: {body[:200].decode(errors='replace')}")

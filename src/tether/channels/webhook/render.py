@@ -1,7 +1,8 @@
 """Outbound webhook bodies: a :class:`~tether.channels.contract.Delivery` as JSON.
 
 The receiver gets ``{"delivery": KEY, "kind", "conversation", "chat": {"id", "thread"},
-"text", "run_id", "reply_to", "request", "choices"}``, signed like inbound requests,
+"text", "run_id", "reply_to", "request", "choices", "edit"}`` (``edit``: the
+``message_id`` you answered for the message this one replaces, for a run's status), signed like inbound requests,
 with the idempotency key also in the ``Idempotency-Key`` header: the same key for every
 attempt of one delivery, so a receiver can drop a repeat.
 """
@@ -28,5 +29,6 @@ def body_of(delivery: Delivery) -> bytes:
         "reply_to": delivery.reply_to,
         "request": delivery.request,
         "choices": list(delivery.choices),
+        "edit": delivery.edit,
     }
     return msgspec.json.encode(data)

@@ -1,0 +1,201 @@
+"""The outbox against the webhook stand-in: retries that honour the platform's hints,
+permanent errors given up visibly, redelivery after kill -9 (without running the agent
+again), conversations that do not hold each other up, long replies split."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.people import add_user
+from tests.support.process import GatewayProcess, RunnerProcess, run_cli
+from tests.support.webhook import SECRET, SECRET_ENV, WebhookStandIn, config_toml, event, post
+
+MakeGateway = Callable[..., GatewayProcess]
+MakeRunner = Callable[..., RunnerProcess]
+
+QUICK = {"TETHER_CHANNELS__DELIVERY_BACKOFF": "0.2", "TETHER_CHANNELS__DELIVERY_LEASE": "2"}
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[WebhookStandIn]:
+    stand_in = WebhookStandIn()
+    await stand_in.start()
+    try:
+        yield stand_in
+    finally:
+        await stand_in.aclose()
+
+
+async def start(
+    make_gateway: MakeGateway, home: Path, hook: WebhookStandIn, **env: str
+) -> GatewayProcess:
+    config_toml(home / "config", hook.url)
+    gw = make_gateway(**{SECRET_ENV: SECRET, **QUICK, **env})
+    await add_user(gw, "alice")
+    done = run_cli(gw.home, "users", "link", "alice", "--channel", "webhook.ops", "--id", "u-alice")
+    assert done.returncode == 0, done.stderr
+    return gw
+
+
+async def deliveries(gw: GatewayProcess, *args: str) -> list[dict[str, Any]]:
+    """``tether deliveries list`` (in a thread: the stand-in keeps serving meanwhile)."""
+    listed = await asyncio.to_thread(run_cli, gw.home, "--json", "deliveries", "list", *args)
+    assert listed.returncode == 0, listed.stderr
+    return list(json.loads(listed.stdout)["deliveries"])
+
+
+def replies(hook: WebhookStandIn) -> list[dict[str, Any]]:
+    return [d for d in hook.received if d["kind"] == "reply"]
+
+
+async def test_a_rate_limit_then_a_server_error_are_retried_and_it_lands_once_after_the_hint(
+    make_gateway: MakeGateway, home: Path, hook: WebhookStandIn
+) -> None:
+    gw = await start(make_gateway, home, hook)
+    hook.answers = [(429, {"Retry-After": "2"}), (500, {})]
+    await post(gw.url, event("e1", "help"))
+    await hook.wait_for(lambda d: d["kind"] == "reply")
+    tries = [(t, status) for t, key, status in hook.attempts]
+    assert [s for _, s in tries] == [429, 500, 200]
+    assert tries[1][0] - tries[0][0] >= 2.0  # the platform's hint was honoured
+    await asyncio.sleep(1.0)
+    assert len(replies(hook)) == 1
+    (reply,) = await deliveries(gw, "--state", "delivered")
+    assert (reply["attempts"], reply["platform_message_id"]) == (3, "m1")
+
+
+async def test_a_permanent_error_is_not_retried_and_is_given_up_visibly(
+    make_gateway: MakeGateway, home: Path, hook: WebhookStandIn
+) -> None:
+    gw = await start(make_gateway, home, hook)
+    hook.answers = [(400, {})]
+    await post(gw.url, event("e1", "help"))
+    said = await hook.wait_for(lambda d: "could not be delivered" in d["text"])
+    assert "refused: HTTP 400" in said["text"]
+    (dead,) = await deliveries(gw, "--state", "dead")
+    assert (dead["kind"], dead["attempts"]) == ("reply", 1)
+    assert dead["last_error"].startswith("refused: HTTP 400")
+    await asyncio.sleep(1.0)
+    assert [s for _, _, s in hook.attempts] == [400, 200]  # never tried again
+
+
+async def test_a_delivery_that_keeps_failing_is_given_up_after_its_attempts(
+    make_gateway: MakeGateway, home: Path, hook: WebhookStandIn
+) -> None:
+    gw = await start(make_gateway, home, hook, TETHER_CHANNELS__DELIVERY_ATTEMPTS="3")
+    hook.answers = [(503, {})] * 3
+    await post(gw.url, event("e1", "help"))
+    said = await hook.wait_for(lambda d: "could not be delivered" in d["text"])
+    assert "gave up after 3 attempts" in said["text"]
+    assert [s for _, _, s in hook.attempts] == [503, 503, 503, 200]
+
+
+async def test_one_conversations_failing_endpoint_does_not_hold_up_another(
+    make_gateway: MakeGateway, home: Path, hook: WebhookStandIn
+) -> None:
+    gw = await start(make_gateway, home, hook)
+    hook.failing["stuck"] = 503
+    await post(gw.url, event("s1", "help", chat="stuck"))
+    await post(gw.url, event("s2", "/status", chat="stuck"))
+    for _ in range(50):  # the stuck conversation's reply is being retried
+        if len([a for a in hook.attempts if a[2] == 503]) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    await post(gw.url, event("f1", "help", chat="fine"))
+    await post(gw.url, event("f2", "/runs", chat="fine"))
+    await hook.wait_for(lambda d: d["chat"]["id"] == "fine" and d["kind"] == "reply")
+    await hook.wait_for(lambda d: d["chat"]["id"] == "fine" and "run" in d["text"].lower())
+    assert not [d for d in hook.received if d["chat"]["id"] == "stuck"]
+    stuck = await deliveries(gw, "--conversation", "webhook.ops:stuck")
+    assert stuck[0]["state"] in ("pending", "sending")  # the head, being retried
+    assert stuck[1]["state"] == "pending"  # in order, behind the head
+    assert stuck[0]["attempts"] >= 2
+    assert stuck[1]["attempts"] == 0
+    hook.failing.clear()
+    await hook.wait_for(lambda d: d["chat"]["id"] == "stuck" and d["kind"] == "reply")
+    await hook.wait_for(lambda d: d["chat"]["id"] == "stuck" and d["text"].startswith("Session"))
+    order = [d["kind"] for d in hook.received if d["chat"]["id"] == "stuck"]
+    assert order == [d["kind"] for d in stuck]  # in the order they were recorded
+
+
+async def test_a_reply_owed_at_a_kill_is_sent_once_after_the_restart_and_the_run_is_not_redone(
+    make_gateway: MakeGateway, home: Path, hook: WebhookStandIn, database_url: str | None
+) -> None:
+    from tether.config import LedgerConfig
+    from tether.ledger import Ledger
+
+    gw = await start(make_gateway, home, hook)
+    # 1. killed while the platform sits on the delivery: the lease runs out, it is resent
+    hook.stall = 5.0
+    await post(gw.url, event("k1", "help"))
+    for _ in range(100):
+        if await deliveries(gw, "--state", "sending"):
+            break
+        await asyncio.sleep(0.1)
+    gw.kill()
+    hook.stall = 0.0
+    gw.start()
+    first = await hook.wait_for(lambda d: d["kind"] == "reply", timeout=30)
+    # 2. killed after the run ended but before its reply was recorded: the restarted
+    #    gateway finds what the run said and owes, and sends it (once)
+    await post(gw.url, event("k2", "/read nothing-here"))
+    await hook.wait_for(lambda d: d["kind"] == "reply" and d["run_id"] != first["run_id"])
+    second = replies(hook)[-1]
+    gw.kill()
+    ledger = await Ledger.open(LedgerConfig(database_url=database_url), gw.data_dir)
+    try:
+        # as if it had never been recorded: the gateway died between the event and it
+        async with ledger.db.engine.begin() as conn:
+            from sqlalchemy import delete
+
+            from tether.ledger.schema import deliveries as table
+
+            await conn.execute(delete(table).where(table.c.run_id == second["run_id"]))
+        runs_before = {r.id: r.attempts for r in (await ledger.runs.list(limit=10))[0]}
+    finally:
+        await ledger.aclose()
+    gw.start()
+    for _ in range(200):
+        if len([d for d in replies(hook) if d["run_id"] == second["run_id"]]) == 2:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.5)
+    per_run: dict[str, int] = {}
+    for d in replies(hook):
+        per_run[d["run_id"]] = per_run.get(d["run_id"], 0) + 1
+    # the first: once (the hung attempt never landed); the second: once more after the loss
+    assert per_run == {first["run_id"]: 1, second["run_id"]: 2}
+    ledger = await Ledger.open(LedgerConfig(database_url=database_url), gw.data_dir)
+    try:
+        runs_after = {r.id: r.attempts for r in (await ledger.runs.list(limit=10))[0]}
+    finally:
+        await ledger.aclose()
+    assert runs_after == runs_before  # no run started again
+    first_key = next(key for _, key, status in hook.attempts if status == 200)
+    tried = [status for _, key, status in hook.attempts if key == first_key]
+    assert tried.count(200) == 1  # landed once (the hung attempt never did), under one key
+    owed = await deliveries(gw, "--run", first["run_id"])
+    assert [(d["kind"], d["state"]) for d in owed] == [("reply", "delivered")]
+
+
+async def test_a_long_reply_is_split_within_the_limit_in_order(
+    make_gateway: MakeGateway, make_runner: MakeRunner, home: Path, hook: WebhookStandIn
+) -> None:
+    gw = await start(make_gateway, home, hook)
+    make_runner(gw)
+    lines = [f"paragraph {p} line {i} " + "x" * 60 for p in range(60) for i in range(10)]
+    text = "\n".join(lines)[:40_000]
+    (home / "ws-box" / "big.txt").write_text(text)
+    await post(gw.url, event("l1", "/read big.txt"))
+    await hook.wait_for(lambda d: d["kind"] == "reply" and str(d["delivery"]).endswith("#2"))
+    pieces = replies(hook)
+    assert all(len(p["text"].encode()) <= 16_000 for p in pieces)
+    assert [p["delivery"].rsplit("#", 1)[-1] for p in pieces][1:] == ["1", "2"]
+    joined = "".join(p["text"] for p in pieces).replace("\n", "")
+    assert text.replace("\n", "") in joined
