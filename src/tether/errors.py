@@ -26,6 +26,10 @@ retrying the same operation can help::
     ├── PolicyDenied           a policy rule forbids it                   policy_denied
     ├── ApprovalDenied         a person said no (or the run was cancelled) approval_denied
     ├── ApprovalExpired        nobody decided before the request expired  approval_expired
+    ├── QuestionExpired        nobody answered a question in time         question_expired
+    ├── AgentNotInstalled      the agent's program is not on the runner   agent_not_installed
+    ├── AgentCrashed           the agent's process died mid-turn          agent_crashed
+    ├── DeliveryFailed         a chat message was given up                delivery_failed
     ├── ToolTimeout            a tool ran past its deadline               tool_timeout
     ├── ToolFailed             a tool could not do its work               tool_failed
     ├── RequestTimeout         a peer did not answer an RPC in time       timeout
@@ -41,12 +45,15 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "AgentCrashed",
+    "AgentNotInstalled",
     "ApprovalDenied",
     "ApprovalExpired",
     "CapabilityDenied",
     "ConfigError",
     "Conflict",
     "ConnectionClosed",
+    "DeliveryFailed",
     "Forbidden",
     "GatewayRunning",
     "InternalError",
@@ -58,6 +65,7 @@ __all__ = [
     "ParseError",
     "PolicyDenied",
     "ProtocolError",
+    "QuestionExpired",
     "RateLimited",
     "RequestTimeout",
     "RunnerOffline",
@@ -213,6 +221,31 @@ class ApprovalExpired(TetherError):
     code = "approval_expired"
 
 
+class QuestionExpired(TetherError):
+    """Nobody permitted answered the question before it expired."""
+
+    code = "question_expired"
+
+
+class AgentNotInstalled(TetherError):
+    """The runner was asked to start an agent whose program it does not have."""
+
+    code = "agent_not_installed"
+
+
+class AgentCrashed(TetherError):
+    """A hosted agent's process died during a turn; the next turn starts it again."""
+
+    code = "agent_crashed"
+    retryable = True
+
+
+class DeliveryFailed(TetherError):
+    """A message for a chat was given up (a permanent refusal, or out of attempts)."""
+
+    code = "delivery_failed"
+
+
 class ToolTimeout(TetherError):
     """A tool ran past its deadline and was stopped."""
 
@@ -260,6 +293,10 @@ _BY_CODE: dict[str, type[TetherError]] = {
         TooLarge,
         RateLimited,
         Overloaded,
+        QuestionExpired,
+        AgentNotInstalled,
+        AgentCrashed,
+        DeliveryFailed,
         RunnerOffline,
         CapabilityDenied,
         PolicyDenied,

@@ -199,3 +199,16 @@ async def test_a_long_reply_is_split_within_the_limit_in_order(
     assert [p["delivery"].rsplit("#", 1)[-1] for p in pieces][1:] == ["1", "2"]
     joined = "".join(p["text"] for p in pieces).replace("\n", "")
     assert text.replace("\n", "") in joined
+
+
+async def test_failures_reach_the_chat_in_words_in_the_senders_language(
+    make_gateway: MakeGateway, make_runner: MakeRunner, home: Path, hook: WebhookStandIn
+) -> None:
+    gw = await start(make_gateway, home, hook)
+    make_runner(gw, start=False)  # enrolled, never started: offline
+    await post(gw.url, event("o1", "/read README.md"))
+    said = await hook.wait_for(lambda d: d["text"].startswith("A tool call did not run"))
+    assert "the runner is offline; start it on its machine with `tether runner`" in said["text"]
+    await post(gw.url, event("o2", "/read 说明.md", chat="zh"))
+    zh = await hook.wait_for(lambda d: d["chat"]["id"] == "zh" and d["kind"] == "notice")
+    assert zh["text"].startswith("有一个工具调用未执行：运行器离线")

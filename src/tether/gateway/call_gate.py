@@ -30,6 +30,7 @@ from tether.errors import (
     InvalidParams,
     NotFound,
     PolicyDenied,
+    QuestionExpired,
     TetherError,
 )
 from tether.gateway.auth import Principal
@@ -459,7 +460,7 @@ class CallGate:
         if final.state == "answered" and final.answer is not None:
             return final.answer
         if final.state == "expired":
-            raise ApprovalExpired(
+            raise QuestionExpired(
                 f"nobody answered question {final.handle} in time", data={"request": final.id}
             )
         raise ApprovalDenied(

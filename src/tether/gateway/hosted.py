@@ -216,7 +216,7 @@ class HostedService:
             return _failed(exc.code, exc.message)
         if agent not in live.agents:
             return _failed(
-                "agent_unavailable",
+                "agent_not_installed",
                 f"runner {live.name} does not host {agent}: install it there (see "
                 "docs/agents.md) and restart the runner",
             )

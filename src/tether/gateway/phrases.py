@@ -9,7 +9,16 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-__all__ = ["PHRASES", "Lang", "decision_words", "guess_language", "lang_of", "say"]
+__all__ = [
+    "EXPLAINED",
+    "PHRASES",
+    "Lang",
+    "decision_words",
+    "explain",
+    "guess_language",
+    "lang_of",
+    "say",
+]
 
 Lang = Literal["en", "zh"]
 
@@ -178,9 +187,10 @@ PHRASES: dict[str, dict[Lang, str]] = {
         "zh": "有一条发往本会话的消息无法送达，已放弃（{why}）。"
         "管理员可用 tether deliveries list --state dead 查看。",
     },
-    "run_failed": {
-        "en": "The run failed ({reason}){message}",
-        "zh": "运行失败（{reason}）{message}",
+    "run_failed": {"en": "The run failed: {why}.", "zh": "运行失败：{why}。"},
+    "call_failed": {
+        "en": "A tool call did not run: {why}.",
+        "zh": "有一个工具调用未执行：{why}。",
     },
     "run_cancelled": {"en": "The run was stopped.{message}", "zh": "运行已停止。{message}"},
     "run_expired": {
@@ -206,3 +216,93 @@ def decision_words(decision: str, lang: Lang) -> str:
 def say(lang: Lang, key: str, **values: Any) -> str:
     """The phrase ``key`` in ``lang``, filled with ``values``."""
     return PHRASES[key][lang].format(**values)
+
+
+EXPLAINED: dict[str, dict[Lang, str]] = {
+    # error codes
+    "runner_offline": {
+        "en": "the runner is offline; start it on its machine with `tether runner`",
+        "zh": "运行器离线；请在其所在机器上运行 `tether runner` 启动它",
+    },
+    "capability_denied": {
+        "en": "the runner refused the call's token, so nothing ran ({message})",
+        "zh": "运行器拒绝了本次调用的令牌，未执行任何操作（{message}）",
+    },
+    "policy_denied": {
+        "en": "policy refused it ({message}); see why with `tether policy explain`",
+        "zh": "策略拒绝了该操作（{message}）；可用 `tether policy explain` 查看原因",
+    },
+    "approval_denied": {
+        "en": "it was denied, so nothing ran",
+        "zh": "已被拒绝，未执行任何操作",
+    },
+    "approval_expired": {
+        "en": "nobody approved it in time, so nothing ran",
+        "zh": "无人及时批准，未执行任何操作",
+    },
+    "question_expired": {
+        "en": "nobody answered the question in time",
+        "zh": "无人及时回答问题",
+    },
+    "tool_failed": {"en": "the tool failed: {message}", "zh": "工具执行失败：{message}"},
+    "tool_timeout": {
+        "en": "it ran too long and was stopped",
+        "zh": "运行时间过长，已被停止",
+    },
+    "timeout": {
+        "en": "the runner did not answer in time",
+        "zh": "运行器未能及时响应",
+    },
+    "agent_not_installed": {
+        "en": "the agent is not installed on the runner ({message}); "
+        "`tether agents list --here` on that machine shows what it has",
+        "zh": "运行器上没有安装该智能体（{message}）；在那台机器上运行 "
+        "`tether agents list --here` 可查看已安装的智能体",
+    },
+    "agent_crashed": {
+        "en": "the agent crashed; your next message starts it again and resumes its work",
+        "zh": "智能体崩溃了；你的下一条消息会重新启动它并继续之前的工作",
+    },
+    "delivery_failed": {
+        "en": "a message could not be delivered and was given up",
+        "zh": "有消息无法送达，已放弃",
+    },
+    # run reasons
+    "interrupted": {
+        "en": "the gateway restarted while it ran; send it again to retry",
+        "zh": "运行期间网关重启了；请重新发送以重试",
+    },
+    "runner_restarted": {
+        "en": "the runner restarted; the work is kept, and your next message resumes it",
+        "zh": "运行器重启了；工作已保留，你的下一条消息会继续它",
+    },
+    "dead_letter": {
+        "en": "it was retried too many times and given up",
+        "zh": "重试次数过多，已放弃",
+    },
+    "stalled": {
+        "en": "it made no progress for too long and was stopped",
+        "zh": "长时间没有进展，已被停止",
+    },
+    "unknown_agent": {
+        "en": "the session's agent is not available on this gateway; pick one with /agent",
+        "zh": "本网关没有该会话的智能体；请用 /agent 选择",
+    },
+    "no_runner": {
+        "en": "the session has no runner; set one with /runner NAME",
+        "zh": "会话没有运行器；请用 /runner 名称 设置",
+    },
+    "buffer_full": {
+        "en": "the agent wrote more than the runner could hold while the gateway was away",
+        "zh": "网关断开期间，智能体的输出超出了运行器可保存的上限",
+    },
+}
+"""Error codes and run reasons, as people should read them (``{message}``: the detail)."""
+
+
+def explain(code: str, lang: Lang, message: str = "") -> str:
+    """The code or reason in words; the detail when there are no words for it."""
+    phrase = EXPLAINED.get(code)
+    if phrase is None:
+        return f"{code}: {message}" if message else code
+    return phrase[lang].format(message=message.strip() or code)

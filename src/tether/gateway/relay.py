@@ -20,7 +20,7 @@ import msgspec
 
 from tether.errors import NotFound
 from tether.gateway.outbox import Outbox
-from tether.gateway.phrases import Lang, decision_words, lang_of, say
+from tether.gateway.phrases import Lang, decision_words, explain, lang_of, say
 from tether.ledger import ConversationRecord, Event, Ledger
 from tether.protocol.events import (
     TERMINAL_EVENTS,
@@ -32,6 +32,7 @@ from tether.protocol.events import (
     RunExpired,
     RunFailed,
     RunSucceeded,
+    ToolCallFailed,
     decode_payload,
 )
 
@@ -45,9 +46,14 @@ RENDERED = frozenset(
         ApprovalResolved.KIND,
         QuestionAsked.KIND,
         QuestionAnswered.KIND,
+        ToolCallFailed.KIND,
         *TERMINAL_EVENTS,
     }
 )
+_SAID_CALL_FAILURES = frozenset(
+    {"runner_offline", "capability_denied", "policy_denied", "agent_not_installed", "tool_timeout"}
+)
+"""Tool call failures said in the chat as they happen: the ones a person can act on."""
 _CACHE = 10_000
 _FRESH = 5.0
 """Seconds a conversation read stays good for rendering (its language may change)."""
@@ -224,9 +230,14 @@ class ChannelRelay:
             return text, "notice", payload.handle, []
         if isinstance(payload, RunSucceeded):
             return (payload.output or say(lang, "run_done_empty")), "reply", None, []
+        if isinstance(payload, ToolCallFailed):
+            if payload.code not in _SAID_CALL_FAILURES:
+                return None  # the person decided it, or the agent's reply says it
+            why = explain(payload.code, lang, payload.message)
+            return say(lang, "call_failed", why=why), "notice", None, []
         if isinstance(payload, RunFailed):
-            message = f": {payload.message}" if payload.message else ""
-            text = say(lang, "run_failed", reason=payload.reason or "failed", message=message)
+            why = explain(payload.reason or "failed", lang, payload.message or "")
+            text = say(lang, "run_failed", why=why)
             if payload.output:
                 text = f"{payload.output}\n\n{text}"
             return text, "reply", None, []

@@ -37,6 +37,10 @@ CODES: Final[dict[str, int]] = {
     "connection_closed": -32016,
     "invalid_config": -32017,
     "approval_expired": -32018,
+    "question_expired": -32019,
+    "agent_not_installed": -32020,
+    "agent_crashed": -32021,
+    "delivery_failed": -32022,
 }
 
 

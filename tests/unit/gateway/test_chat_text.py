@@ -44,3 +44,44 @@ def test_long_text_is_split_within_the_limit_at_sensible_places() -> None:
     assert all(len(p.encode()) <= 1000 for p in cut)
     assert "".join(cut) == wide
     assert split_text("short", 1000) == ["short"]
+
+
+ISSUE_CODES = [
+    "runner_offline",
+    "capability_denied",
+    "policy_denied",
+    "approval_denied",
+    "approval_expired",
+    "question_expired",
+    "tool_failed",
+    "tool_timeout",
+    "timeout",
+    "agent_not_installed",
+    "agent_crashed",
+    "delivery_failed",
+]
+
+
+@pytest.mark.parametrize("code", ISSUE_CODES)
+def test_every_error_code_reads_as_words_in_both_languages(code: str) -> None:
+    from tether.gateway.phrases import EXPLAINED, explain
+    from tether.protocol.codes import CODES
+
+    assert code in CODES  # a wire code, in the one table
+    assert code in EXPLAINED
+    en, zh = explain(code, "en", "the detail"), explain(code, "zh", "the detail")
+    assert en != zh
+    assert code not in en  # words, not the code
+    assert "{" not in en
+    assert "{" not in zh
+    assert guess_language(zh) == "zh"
+
+
+def test_what_needs_a_command_names_it() -> None:
+    from tether.gateway.phrases import explain
+
+    assert "tether runner" in explain("runner_offline", "en")
+    assert "tether runner" in explain("runner_offline", "zh")
+    assert "tether policy explain" in explain("policy_denied", "en", "rm -rf /")
+    assert "tether policy explain" in explain("policy_denied", "zh", "rm -rf /")
+    assert explain("something_new", "en", "detail") == "something_new: detail"

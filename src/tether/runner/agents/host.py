@@ -43,6 +43,7 @@ import msgspec
 
 from tether.config import Config
 from tether.errors import (
+    AgentNotInstalled,
     CapabilityDenied,
     NotFound,
     PolicyDenied,
@@ -426,7 +427,7 @@ class AgentHost:
         cfg = self.config.agents.preset(p.agent)
         program = preset.resolve(cfg)
         if program is None:
-            raise NotFound(
+            raise AgentNotInstalled(
                 f"{preset.label} ({cfg.command or preset.program}) is not installed here"
             )
         state = self._session_dir(p.session_id, p.agent)
@@ -471,7 +472,7 @@ class AgentHost:
         codex = self.config.agents.codex
         program = resolve_program(codex.command)
         if program is None:
-            raise NotFound(f"the codex program ({codex.command}) is not installed here")
+            raise AgentNotInstalled(f"the codex program ({codex.command}) is not installed here")
         state = self._session_dir(p.session_id)
         private_dir(state, "agent session directory")
         shared = codex.share_home
