@@ -315,6 +315,7 @@ class Gateway:
         await self.supervisor.aclose()
         if parts is not None:
             await parts.orchestrator.aclose()
+            await parts.relay.status.aclose()
             await parts.outbox.aclose()
         if self._ledger is not None:
             await self._ledger.aclose()

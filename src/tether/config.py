@@ -500,6 +500,12 @@ class WebhookConfig(_Section, frozen=True):
     """tether's id in this system's mentions."""
     max_message_bytes: Positive = 16_000
     delivery_timeout: Seconds = 10.0
+    status: Literal["off", "messages", "edit"] = "off"
+    """A status message per run: ``edit`` (one message, edited in place: the receiver
+    honours ``edit``), ``messages`` (a new one when the state changes or a tool call
+    starts or ends) or ``off``."""
+    edit_interval: Seconds = 1.0
+    """Seconds between two edits of a status at most."""
     defaults: ConversationDefaults = msgspec.field(default_factory=ConversationDefaults)
     conversations: dict[str, ConversationDefaults] = {}
     """Per chat id: settings that differ from ``defaults``."""

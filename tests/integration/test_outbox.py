@@ -5,6 +5,7 @@ again), conversations that do not hold each other up, long replies split."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -212,3 +213,57 @@ async def test_failures_reach_the_chat_in_words_in_the_senders_language(
     await post(gw.url, event("o2", "/read 说明.md", chat="zh"))
     zh = await hook.wait_for(lambda d: d["chat"]["id"] == "zh" and d["kind"] == "notice")
     assert zh["text"].startswith("有一个工具调用未执行：运行器离线")
+
+
+async def test_a_fast_streaming_run_edits_one_status_message_within_the_rate(
+    make_gateway: MakeGateway, home: Path, hook: WebhookStandIn
+) -> None:
+    from tests.support.people import MEMBERS_MAY_SCRIPT
+
+    config_toml(
+        home / "config",
+        hook.url,
+        agent="script",
+        channel='status = "edit"\nedit_interval = 1.0',
+    )
+    gw = make_gateway(**{SECRET_ENV: SECRET, **QUICK, **MEMBERS_MAY_SCRIPT})
+    await add_user(gw, "alice")
+    run_cli(gw.home, "users", "link", "alice", "--channel", "webhook.ops", "--id", "u-alice")
+    script = "\n".join(["events 40 32", "sleep 0.25"] * 12 + ["say streamed"])
+    await post(gw.url, event("st1", script))
+    await hook.wait_for(lambda d: d["kind"] == "reply", timeout=30)
+    statuses = [
+        (t, key) for t, key, status in hook.attempts if key.startswith("status:") and status == 200
+    ]
+    shown = [d for d in hook.received if d["kind"] == "status"]
+    assert len(shown) == len(statuses) >= 3
+    first = shown[0]
+    assert first["edit"] is None  # the first creates the message ...
+    assert all(d["edit"] == "m1" for d in shown[1:])  # ... every later one edits it
+    times = [t for t, _ in statuses]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(g >= 0.9 for g in gaps[:-1])  # at most one edit a second (the last: the end)
+    assert len(shown) <= 3 + (times[-1] - times[0]) / 1.0
+    assert " done " in shown[-1]["text"]  # the final state always lands
+    assert "writing" in " ".join(d["text"] for d in shown[:-1])
+
+
+async def test_without_edits_a_status_is_a_new_message_only_when_something_changes(
+    make_gateway: MakeGateway, make_runner: MakeRunner, home: Path, hook: WebhookStandIn
+) -> None:
+    config_toml(home / "config", hook.url, channel='status = "messages"')
+    gw = make_gateway(**{SECRET_ENV: SECRET, **QUICK})
+    await add_user(gw, "alice")
+    run_cli(gw.home, "users", "link", "alice", "--channel", "webhook.ops", "--id", "u-alice")
+    make_runner(gw)
+    (home / "ws-box" / "notes.txt").write_text("hello\n")
+    await post(gw.url, event("m1", "/read notes.txt"))
+    await hook.wait_for(lambda d: d["kind"] == "reply")
+    shown = [d["text"] for d in hook.received if d["kind"] == "status"]
+    assert [d["edit"] for d in hook.received if d["kind"] == "status"] == [None] * len(shown)
+    assert len(shown) == 4  # started, the call started, the call ended, done
+    assert "… read_file `notes.txt`" in shown[1]
+    assert "✓ read_file `notes.txt`" in shown[2]
+    assert " done " in shown[3]
+    kinds = [d["kind"] for d in hook.received]
+    assert kinds.index("reply") > len(shown) - 1  # the reply after the final status

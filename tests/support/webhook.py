@@ -104,15 +104,22 @@ class WebhookStandIn:
 
 
 def config_toml(
-    path: Path, url: str, *, extra: str = "", defaults: str = "", agent: str = "operator"
+    path: Path,
+    url: str,
+    *,
+    extra: str = "",
+    defaults: str = "",
+    agent: str = "operator",
+    channel: str = "",
 ) -> None:
-    """A gateway config with the ``ops`` webhook channel."""
+    """A gateway config with the ``ops`` webhook channel (``channel``: more of its keys)."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.toml").write_text(
         f"""
 [channels.webhook.ops]
 secret_env = "{SECRET_ENV}"
 url = "{url}"
+{channel}
 
 [channels.webhook.ops.defaults]
 agent = "{agent}"

@@ -162,8 +162,12 @@ class ChannelCapabilities(msgspec.Struct, frozen=True, kw_only=True):
     push: bool = True
     """Deliveries are sent to the platform; False for surfaces that read the run stream
     themselves (``console``, ``web``)."""
+    status: bool = False
+    """Runs show a status message (state, tool calls, time) in the conversation."""
     edit: bool = False
-    """A sent message can be edited in place (status messages)."""
+    """A sent message can be edited in place: the status is one message, edited."""
+    edit_interval: float = 1.0
+    """Seconds between two edits of one message at most (the platform's limit)."""
     cards: bool = False
     buttons: bool = False
     streaming: bool = False

@@ -106,9 +106,16 @@ class Outbox:
         found = self.channels.get(channel)
         return found is not None and found.capabilities.push
 
-    def can_edit(self, channel: str) -> bool:
+    def shows_status(self, channel: str) -> bool:
         found = self.channels.get(channel)
-        return found is not None and found.capabilities.edit
+        return found is not None and found.capabilities.push and found.capabilities.status
+
+    def edit_interval(self, channel: str) -> float | None:
+        """Seconds between edits of one message, for a channel that edits; else None."""
+        found = self.channels.get(channel)
+        if found is None or not found.capabilities.edit:
+            return None
+        return found.capabilities.edit_interval
 
     # ---- producing -----------------------------------------------------------------
 
@@ -209,16 +216,16 @@ class Outbox:
             )
             return
         delivery = self._decoder.decode(record.content)
-        if record.status_of is not None:
+        if record.status_of is not None and channel.capabilities.edit:
+            # one message, edited: only the latest state matters
             if await ledger.deliveries.newer_status(record.status_of, record.id):
                 await ledger.deliveries.settle(
                     record.id, self.owner, state="superseded", counts=False
                 )
                 return
-            if channel.capabilities.edit:
-                target = await ledger.deliveries.status_message(record.status_of)
-                if target is not None:
-                    delivery = msgspec.structs.replace(delivery, edit=target)
+            target = await ledger.deliveries.status_message(record.status_of)
+            if target is not None:
+                delivery = msgspec.structs.replace(delivery, edit=target)
         result: DeliveryResult = await channel.deliver(delivery)
         attempt = record.attempts + 1
         decision = self.policy.decide(attempt, result, time.time())

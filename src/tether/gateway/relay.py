@@ -21,6 +21,7 @@ import msgspec
 from tether.errors import NotFound
 from tether.gateway.outbox import Outbox
 from tether.gateway.phrases import Lang, decision_words, explain, lang_of, say
+from tether.gateway.status import STATUS_KINDS, StatusBoard
 from tether.ledger import ConversationRecord, Event, Ledger
 from tether.protocol.events import (
     TERMINAL_EVENTS,
@@ -91,9 +92,10 @@ class ChannelRelay:
             collections.OrderedDict()
         )
         self._origins: collections.OrderedDict[str, str | None] = collections.OrderedDict()
+        self.status = StatusBoard(outbox)
 
     def offer(self, session_id: str, event: Event) -> None:
-        if event.kind in RENDERED:
+        if event.kind in RENDERED or event.kind in STATUS_KINDS:
             self._queue.put_nowait((session_id, event))
 
     async def catch_up(self) -> int:
@@ -108,7 +110,7 @@ class ChannelRelay:
             for event in await self.ledger.events.read(run_id, limit=100_000):
                 if event.kind in RENDERED:
                     seen += 1
-                    await self._relay(session_id, event)
+                    await self._relay(session_id, event, status=False)
         return seen
 
     async def loop(self) -> None:
@@ -170,7 +172,7 @@ class ChannelRelay:
             self._names[principal] = name
         return name
 
-    async def _relay(self, session_id: str, event: Event) -> None:
+    async def _relay(self, session_id: str, event: Event, *, status: bool = True) -> None:
         conversation = await self._conversation(session_id)
         if conversation is None or not self.outbox.pushes(conversation.channel):
             return
@@ -180,6 +182,10 @@ class ChannelRelay:
             raw = await self.ledger.events.full_payload(event)
         payload = decode_payload(event.kind, raw)
         if payload is None:
+            return
+        if status and event.kind in STATUS_KINDS and self.outbox.shows_status(conversation.channel):
+            await self.status.follow(conversation, event, payload, lang)
+        if event.kind not in RENDERED:
             return
         if isinstance(payload, ApprovalResolved | QuestionAnswered) and payload.by:
             payload = msgspec.structs.replace(payload, by=await self._name(payload.by))

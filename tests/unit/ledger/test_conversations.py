@@ -125,20 +125,17 @@ async def test_identities_link_to_one_user_and_pairing_codes_work_once(ledger: L
 async def test_a_delivery_key_is_recorded_once_and_old_settled_ones_expire(
     ledger: Ledger,
 ) -> None:
-    kw = {
-        "channel": "webhook.a",
-        "conversation_id": "k",
-        "run_id": None,
-        "kind": "reply",
-        "content": "x",
-    }
-    first = await ledger.deliveries.record(idempotency_key="r:1", **kw)  # type: ignore[arg-type]
+    kw = {"channel": "webhook.a", "conversation_id": "k", "run_id": None, "kind": "reply"}
+    first = await ledger.deliveries.enqueue(idempotency_key="r:1", content="x", **kw)  # type: ignore[arg-type]
     assert first is not None
-    assert first.state == "sending"
-    assert await ledger.deliveries.record(idempotency_key="r:1", **kw) is None  # type: ignore[arg-type]
-    await ledger.deliveries.settle(first.id, state="delivered", platform_message_id="m1")
+    assert first.state == "pending"
+    assert await ledger.deliveries.enqueue(idempotency_key="r:1", content="x", **kw) is None  # type: ignore[arg-type]
+    (claimed,) = await ledger.deliveries.claim("gw", lease=30, limit=10)
+    assert await ledger.deliveries.settle(
+        claimed.id, "gw", state="delivered", platform_message_id="m1"
+    )
     (stored,) = await ledger.deliveries.list(conversation_id="k")
-    assert (stored.state, stored.platform_message_id) == ("delivered", "m1")
+    assert (stored.state, stored.platform_message_id, stored.attempts) == ("delivered", "m1", 1)
     await ledger.conversations.record(
         "c", "old", message="{}", message_id=None, conversation_id=None
     )
@@ -150,3 +147,44 @@ async def test_a_delivery_key_is_recorded_once_and_old_settled_ones_expire(
     result = await ledger.purge(now=time.time() + 31 * 86_400)
     assert (result.receipts, result.deliveries) == (1, 1)
     assert (await ledger.conversations.get_receipt("c", "todo")).status == "received"
+
+
+async def test_deliveries_are_claimed_head_of_line_per_conversation_and_leases_expire(
+    ledger: Ledger,
+) -> None:
+    d = ledger.deliveries
+
+    async def put(conv: str, key: str) -> str:
+        rec = await d.enqueue(
+            channel="w",
+            conversation_id=conv,
+            run_id=None,
+            kind="notice",
+            content="{}",
+            idempotency_key=key,
+        )
+        assert rec is not None
+        return rec.id
+
+    a1, a2, b1 = await put("a", "a1"), await put("a", "a2"), await put("b", "b1")
+    now = time.time()
+    got = await d.claim("gw-1", lease=30, limit=10, now=now)
+    assert sorted(r.id for r in got) == sorted([a1, b1])  # a2 waits behind a1
+    assert await d.claim("gw-2", lease=30, limit=10, now=now) == []
+    # a1 fails and is retried later: a2 still waits (order), b is not held up
+    assert await d.settle(a1, "gw-1", state="pending", retry_at=now + 60, error="HTTP 503")
+    assert await d.settle(b1, "gw-1", state="delivered")
+    b2 = await put("b", "b2")
+    assert [r.id for r in await d.claim("gw-1", lease=30, limit=10, now=now + 1)] == [b2]
+    assert await d.next_due() is not None
+    # a lease that runs out (its gateway died) is taken by another; the old owner's
+    # settle is refused
+    again = {r.id: r for r in await d.claim("gw-2", lease=30, limit=10, now=now + 61)}
+    assert set(again) == {a1, b2}  # a1 is due; gw-1's lease on b2 ran out
+    assert again[a1].attempts == 1
+    later = await d.claim("gw-3", lease=30, limit=10, now=now + 61 + 31)
+    assert sorted(r.id for r in later) == sorted([a1, b2])
+    assert not await d.settle(a1, "gw-2", state="delivered")  # gw-3 has it now
+    assert await d.settle(a1, "gw-3", state="dead", error="refused: HTTP 400")
+    (next_a,) = await d.claim("gw-3", lease=30, limit=10, now=now + 100)
+    assert next_a.id == a2  # a dead delivery does not block its conversation

@@ -57,7 +57,11 @@ class WebhookChannel:
         self.secret = secret
         self.clock = clock
         self.capabilities = ChannelCapabilities(
-            push=True, max_message_bytes=config.max_message_bytes
+            push=True,
+            max_message_bytes=config.max_message_bytes,
+            status=config.status != "off",
+            edit=config.status == "edit",
+            edit_interval=config.edit_interval,
         )
         self._http: aiohttp.ClientSession | None = None
 
