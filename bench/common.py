@@ -101,6 +101,12 @@ def tether_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def _gateway_log() -> Any:
+    """Where a benchmark's gateway logs: ``$BENCH_GATEWAY_LOG`` if set, else nowhere."""
+    path = os.environ.get("BENCH_GATEWAY_LOG")
+    return open(path, "a") if path else subprocess.DEVNULL
+
+
 class Gateway:
     """A `tether gateway` subprocess for a benchmark."""
 
@@ -112,7 +118,7 @@ class Gateway:
             cmd,
             env=tether_env(home, **env),
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=_gateway_log(),
             text=True,
         )
         assert self.proc.stdout is not None

@@ -13,6 +13,9 @@ process; the ``operator`` agent answers ``help`` without a runner.
    the same session, timed to the same event. The two are interleaved sample by sample,
    each waiting for its run's reply to reach the receiver (the gateway is quiet when the
    next starts). Target: webhook p50 <= 5 ms.
+3. Status in place: a fast-streaming ``script`` agent (750 deltas over ~3 s) on a
+   channel that edits (``edit_interval = 1``): status edits per run and per second.
+
 2. Throughput: 100 conversations (one linked sender each), every message POSTed with up
    to 64 in flight. Timed from the first POST to the last reply delivered to the
    receiver; zero loss means every message has exactly one run and one reply. Baseline:
@@ -26,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -68,6 +73,8 @@ class Receiver:
     """The system the webhook channel delivers replies to."""
 
     def __init__(self) -> None:
+        self.statuses: dict[str, list[float]] = {}
+        """Status deliveries per run: when each arrived."""
         self.replies: dict[str, int] = {}
         self.answered: dict[str, int] = {}
         """Replies per message they answer (``reply_to``)."""
@@ -87,6 +94,8 @@ class Receiver:
 
     async def hook(self, request: web.Request) -> web.Response:
         data = json.loads(await request.read())
+        if data["kind"] == "status":
+            self.statuses.setdefault(data["run_id"], []).append(time.perf_counter())
         if data["kind"] == "reply":
             self.replies[data["run_id"]] = self.replies.get(data["run_id"], 0) + 1
             to = data["reply_to"] or ""
@@ -120,10 +129,12 @@ class Events:
             self.ended[event.run_id] = time.perf_counter()
 
 
-async def post(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> None:
+async def post(
+    http: aiohttp.ClientSession, url: str, body: dict[str, Any], channel: str = "bench"
+) -> None:
     raw = json.dumps(body).encode()
     headers = {"Content-Type": "application/json", **sign(SECRET.encode(), raw, time.time())}
-    async with http.post(f"{url}/channels/webhook/bench", data=raw, headers=headers) as resp:
+    async with http.post(f"{url}/channels/webhook/{channel}", data=raw, headers=headers) as resp:
         assert resp.status == 200, await resp.text()
 
 
@@ -163,9 +174,18 @@ url = "{receiver.url}"
 
 [channels.webhook.bench.defaults]
 agent = "operator"
+
+[channels.webhook.stream]
+secret_env = "BENCH_WEBHOOK_SECRET"
+url = "{receiver.url}"
+status = "edit"
+edit_interval = 1.0
+
+[channels.webhook.stream.defaults]
+agent = "script"
 """
         )
-        gw = Gateway(home, BENCH_WEBHOOK_SECRET=SECRET)
+        gw = Gateway(home, BENCH_WEBHOOK_SECRET=SECRET, TETHER_RUNS__FIXTURE_ROLES="admin,member")
         events = Events()
         try:
             url = gw.info["url"]
@@ -214,6 +234,7 @@ agent = "operator"
                     async with gate:
                         await post(http, url, message(f"tp-{i}-{k}", f"c{i}", f"s{i}"))
 
+                delivered0 = receiver.count
                 cpu0 = cpu_seconds(gw.pid)
                 t0 = time.perf_counter()
                 await asyncio.gather(*(one(i, k) for k in range(per) for i in range(conversations)))
@@ -221,6 +242,7 @@ agent = "operator"
                 await wait_until(lambda: len(answered()) >= total, 120)
                 elapsed = time.perf_counter() - t0
                 cpu = cpu_seconds(gw.pid) - cpu0
+                delivered = receiver.count - delivered0
                 await asyncio.sleep(0.5)
                 new = answered()
 
@@ -250,6 +272,28 @@ agent = "operator"
                 await wait_until(lambda: len(events.ended) - ended >= total, 120)
                 base_elapsed = time.perf_counter() - t0
                 base_cpu = cpu_seconds(gw.pid) - cpu0
+
+                # status edits under a fast-streaming agent (one edit a second at most)
+                await admin.call(
+                    USER_LINK, UserLinkParams(user="bench", channel="webhook.stream", id="s0")
+                )
+                script = "\n".join(["events 50 32", "sleep 0.2"] * 15 + ["say streamed"])
+                stream_runs = 3 if quick else 5
+                for n in range(stream_runs):
+                    body = message(f"st-{n}", "c-stream", "s0") | {"text": script}
+                    await post(http, url, body, channel="stream")
+                await wait_until(
+                    lambda: (
+                        len([r for r in receiver.answered if r.startswith("st-")]) >= stream_runs
+                    ),
+                    120,
+                )
+                await asyncio.sleep(1.5)
+                edits = [len(v) for v in receiver.statuses.values()]
+                # gaps between updates while a run goes on (the final state comes at once)
+                gaps = [
+                    b - a for v in receiver.statuses.values() for a, b in itertools.pairwise(v[:-1])
+                ]
             await admin.aclose()
         finally:
             gw.close()
@@ -277,6 +321,16 @@ agent = "operator"
             "run_create_per_s": total / base_elapsed,
             "run_create_cpu_ms_per_run": base_cpu / total * 1000,
             "cpu_ratio": (cpu / total) / (base_cpu / total),
+            "deliveries": delivered,
+            "deliveries_per_s": delivered / elapsed,
+        },
+        "status": {
+            "runs": len(edits),
+            "deltas_per_run": 50 * 15,
+            "edits_per_run": sum(edits) / max(1, len(edits)),
+            "min_gap_s": min(gaps) if gaps else float("nan"),
+            "median_gap_s": statistics.median(gaps) if gaps else float("nan"),
+            "interval_s": 1.0,
         },
     }
 
@@ -324,7 +378,17 @@ def main() -> None:
         f"  webhook messages accepted (receipt durable) at {tp['accepted_per_s']:.0f}/s; "
         f"CPU per message {tp['cpu_ratio']:.2f}x a run.create"
     )
-    print(f"  zero loss: {verdict(tp['lost'] == 0 and tp['duplicated'] == 0)}")
+    print(
+        f"  zero loss: {verdict(tp['lost'] == 0 and tp['duplicated'] == 0)}; outbox "
+        f"{tp['deliveries']} deliveries at {tp['deliveries_per_s']:.0f}/s to the receiver"
+    )
+    st = result["status"]
+    print_table(
+        f"status in place: a fast-streaming agent ({st['deltas_per_run']} deltas a run)",
+        ["runs", "updates per run", "min gap s", "median gap s", "edit interval s"],
+        [[st["runs"], st["edits_per_run"], st["min_gap_s"], st["median_gap_s"], st["interval_s"]]],
+    )
+    print(f"  within the rate: {verdict(st['min_gap_s'] >= 0.9 * st['interval_s'])}")
     write_json("conversation", result, args.out)
 
 

@@ -41,11 +41,18 @@ def list_(
             help="pending, sending, delivered, dead (given up) or superseded; repeatable.",
         ),
     ] = None,
-    run: Annotated[str | None, typer.Option("--run", metavar="RUN_ID")] = None,
-    conversation: Annotated[
-        str | None, typer.Option("--conversation", metavar="KEY", help="CHANNEL:CHAT[:THREAD]")
+    run: Annotated[
+        str | None, typer.Option("--run", metavar="RUN_ID", help="Only what this run said.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
+    conversation: Annotated[
+        str | None,
+        typer.Option(
+            "--conversation", metavar="KEY", help="Only this conversation: CHANNEL:CHAT[:THREAD]."
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=1000, metavar="N", help="At most this many.")
+    ] = 100,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:

@@ -55,6 +55,7 @@ STATUS_KINDS = frozenset(
     }
 )
 _SHOWN_CALLS = 8
+_RUNS_KEPT = 10_000
 
 _WORDS: dict[str, dict[Lang, str]] = {
     "running": {"en": "running", "zh": "运行中"},
@@ -127,6 +128,10 @@ class StatusBoard:
         """Take one event of a run whose conversation shows a status."""
         run = self._runs.get(event.run_id)
         if run is None:
+            while len(self._runs) >= _RUNS_KEPT:  # runs that ended elsewhere: forget the oldest
+                stale = self._runs.pop(next(iter(self._runs)))
+                if stale.timer is not None:
+                    stale.timer.cancel()
             run = self._runs[event.run_id] = _Run(
                 run_id=event.run_id, conversation=conversation, lang=lang
             )
