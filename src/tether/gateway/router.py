@@ -182,12 +182,15 @@ class ConversationRouter:
                     "handling a message failed",
                     extra={"channel": message.channel, "event_id": message.event_id},
                 )
-                await self.ledger.conversations.finish(*key, "failed", detail=repr(exc)[:500])
                 turn = Turn(
                     disposition="failed", replies=[say(self._lang(message, None), "internal")]
                 )
-                if message.channel not in CLIENT_CHANNELS and message.addressed:
-                    await self._reply(_transient(message), turn, message)
+                try:
+                    await self.ledger.conversations.finish(*key, "failed", detail=repr(exc)[:500])
+                    if message.channel not in CLIENT_CHANNELS and message.addressed:
+                        await self._reply(_transient(message), turn, message)
+                except Exception:  # the ledger itself failing: the claim goes stale, and
+                    log.exception("recording a failed message failed")  # it is tried again
                 return turn
             if turn.disposition not in ("started", "queued"):  # else done with its run
                 status = {"ignored": "ignored", "refused": "refused"}.get(turn.disposition, "done")
