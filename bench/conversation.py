@@ -280,7 +280,9 @@ agent = "script"
                 script = "\n".join(["events 50 32", "sleep 0.2"] * 15 + ["say streamed"])
                 stream_runs = 3 if quick else 5
                 for n in range(stream_runs):
-                    body = message(f"st-{n}", "c-stream", "s0") | {"text": script}
+                    # a conversation each: the script agent takes steering, so a second
+                    # message in one conversation would join the first run
+                    body = message(f"st-{n}", f"c-stream-{n}", "s0") | {"text": script}
                     await post(http, url, body, channel="stream")
                 await wait_until(
                     lambda: (
