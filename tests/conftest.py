@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.model_server import ModelServer
 from tests.support.process import GatewayProcess, RunnerProcess, short_tempdir
+from tests.support.webhook import hook  # noqa: F401 - the webhook stand-in fixture
 
 SCALE = float(os.environ.get("TETHER_TEST_SCALE", "1"))
 

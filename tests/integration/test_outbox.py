@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.support.people import add_user
 from tests.support.process import GatewayProcess, RunnerProcess, run_cli
@@ -21,16 +19,6 @@ MakeGateway = Callable[..., GatewayProcess]
 MakeRunner = Callable[..., RunnerProcess]
 
 QUICK = {"TETHER_CHANNELS__DELIVERY_BACKOFF": "0.2", "TETHER_CHANNELS__DELIVERY_LEASE": "2"}
-
-
-@pytest.fixture
-async def hook() -> AsyncIterator[WebhookStandIn]:
-    stand_in = WebhookStandIn()
-    await stand_in.start()
-    try:
-        yield stand_in
-    finally:
-        await stand_in.aclose()
 
 
 async def start(

@@ -8,7 +8,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +23,6 @@ from tether.protocol.runs import RunListParams, SessionGetParams
 
 MakeGateway = Callable[..., GatewayProcess]
 MakeRunner = Callable[..., RunnerProcess]
-
-
-@pytest.fixture
-async def hook() -> AsyncIterator[WebhookStandIn]:
-    stand_in = WebhookStandIn()
-    await stand_in.start()
-    try:
-        yield stand_in
-    finally:
-        await stand_in.aclose()
 
 
 def gateway_with_hook(

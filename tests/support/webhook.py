@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from tests.support.process import SCALE
@@ -101,6 +102,17 @@ class WebhookStandIn:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[WebhookStandIn]:
+    """A running stand-in (use with ``from tests.support.webhook import hook``)."""
+    stand_in = WebhookStandIn()
+    await stand_in.start()
+    try:
+        yield stand_in
+    finally:
+        await stand_in.aclose()
 
 
 def config_toml(

@@ -7,12 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from tether.errors import NotFound
 from tether.ledger.engine import Database
 from tether.ledger.records import Session, from_row
-from tether.ledger.schema import conversations, session_rules, sessions
+from tether.ledger.schema import session_rules, sessions
 from tether.types import SessionMode, new_id
 
 __all__ = ["SessionStore", "conversation_key"]
@@ -26,31 +25,6 @@ def conversation_key(channel: str, chat_id: str, thread: str | None = None) -> s
 class SessionStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    async def ensure_conversation(
-        self, channel: str, chat_id: str, thread: str | None = None, *, now: float | None = None
-    ) -> str:
-        key = conversation_key(channel, chat_id, thread)
-        now = time.time() if now is None else now
-        async with self.db.engine.begin() as conn:
-            found = (
-                await conn.execute(select(conversations.c.id).where(conversations.c.id == key))
-            ).first()
-            if found is None:
-                try:
-                    async with conn.begin_nested():
-                        await conn.execute(
-                            insert(conversations).values(
-                                id=key,
-                                channel=channel,
-                                chat_id=chat_id,
-                                thread=thread,
-                                created_at=now,
-                            )
-                        )
-                except IntegrityError:
-                    pass  # created concurrently: fine
-        return key
 
     async def create(
         self,
