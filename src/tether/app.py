@@ -184,7 +184,6 @@ def _build(
         defaults={f"webhook.{n}": w.defaults for n, w in webhooks.items()},
         overrides={f"webhook.{n}": w.conversations for n, w in webhooks.items()},
         outbox=outbox,
-        supervisor=supervisor,
         seen=seen,
         on_run_started=relay.started,
     )

@@ -85,7 +85,9 @@ class Context:
 
 Handler = Callable[["ChatCommands", Context], Awaitable[list[str]]]
 COMMANDS: dict[str, tuple[Handler, bool]] = {}
-"""Name -> (handler, changes something when given arguments or always)."""
+"""Name -> (handler, whether it always changes something)."""
+_SETTINGS = frozenset({"runner", "agent", "workspace", "mode"})
+"""Commands that show a setting without an argument and change it with one."""
 
 
 def _command(name: str, *, acts: bool) -> Callable[[Handler], Handler]:
@@ -326,6 +328,3 @@ class ChatCommands:
                 decision=decision_words(record.decision or "", ctx.lang),
             )
         ]
-
-
-_SETTINGS = frozenset({"runner", "agent", "workspace", "mode"})

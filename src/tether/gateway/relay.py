@@ -93,9 +93,13 @@ class ChannelRelay:
         )
         self._origins: collections.OrderedDict[str, str | None] = collections.OrderedDict()
         self.status = StatusBoard(outbox)
+        shows = any(outbox.shows_status(name) for name in outbox.channels)
+        self._kinds = RENDERED | STATUS_KINDS if shows else RENDERED
+        """What to take from the fire hose: status events only when a channel shows them
+        (a streaming agent's every delta otherwise)."""
 
     def offer(self, session_id: str, event: Event) -> None:
-        if event.kind in RENDERED or event.kind in STATUS_KINDS:
+        if event.kind in self._kinds:
             self._queue.put_nowait((session_id, event))
 
     async def catch_up(self) -> int:

@@ -25,7 +25,6 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Literal
 
 import msgspec
 
@@ -38,7 +37,6 @@ from tether.gateway.chat_commands import Actor, ChatCommands, Context, Turn
 from tether.gateway.orchestrator import Orchestrator
 from tether.gateway.outbox import Outbox
 from tether.gateway.phrases import Lang, guess_language, lang_of, say
-from tether.gateway.supervisor import Supervisor
 from tether.ledger import ConversationRecord, ConversationView, Ledger, Session
 
 __all__ = ["CLIENT_CHANNELS", "ConversationRouter", "Pending"]
@@ -72,7 +70,6 @@ class ConversationRouter:
         defaults: Mapping[str, ConversationDefaults],
         overrides: Mapping[str, Mapping[str, ConversationDefaults]],
         outbox: Outbox,
-        supervisor: Supervisor,
         seen: dict[str, Principal],
         on_run_started: Callable[[str, str | None], None] = lambda run_id, message_id: None,
     ) -> None:
@@ -84,7 +81,6 @@ class ConversationRouter:
         self.overrides = {k: dict(v) for k, v in overrides.items()}
         """Channel -> chat id -> settings that differ."""
         self.outbox = outbox
-        self.supervisor = supervisor
         self.seen = seen
         """People who wrote from a chat (the request broker counts them as reachable)."""
         self.commands: ChatCommands | None = None
@@ -489,8 +485,3 @@ def _input_of(message: InboundMessage) -> str:
         where = f" {a.url}" if a.url else ""
         parts.append(f"[attachment: {a.name} ({a.media_type}{size}){where}]")
     return "\n\n".join(p for p in parts if p)
-
-
-Disposition = Literal[
-    "started", "queued", "steered", "dropped", "command", "refused", "ignored", "paired", "failed"
-]
