@@ -108,6 +108,7 @@ def _register() -> None:
     from tether.cli import (
         agents_cmd,
         approvals_cmd,
+        chat_cmd,
         config_cmd,
         db_cmd,
         deliveries_cmd,
@@ -124,6 +125,7 @@ def _register() -> None:
 
     gateway_cmd.register(app)
     up_cmd.register(app)
+    chat_cmd.register(app)
     ping_cmd.register(app)
     app.add_typer(runs_cmd.runs_app, name="runs")
     app.add_typer(sessions_cmd.sessions_app, name="sessions")

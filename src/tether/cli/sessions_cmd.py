@@ -35,7 +35,12 @@ def sessions_list(
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """List sessions, newest first."""
+    """List sessions, newest first, with the conversation each lives in.
+
+    CONVERSATION is the chat a session talks in (`channel:chat_id`, for example
+    `webhook.ops:chat-1` or `console:usr_…` for a terminal); attach to it from a terminal
+    with `tether chat --session SESSION` or `tether chat --conversation CONVERSATION`.
+    """
     from tether.protocol.methods import SESSION_LIST
     from tether.protocol.runs import SessionListParams
 
@@ -49,11 +54,21 @@ def sessions_list(
         else:
             typer.echo(
                 table(
-                    ["SESSION", "STATUS", "AGENT", "RUNNER", "WORKSPACE", "MODE", "CREATED"],
+                    [
+                        "SESSION",
+                        "STATUS",
+                        "CONVERSATION",
+                        "AGENT",
+                        "RUNNER",
+                        "WORKSPACE",
+                        "MODE",
+                        "CREATED",
+                    ],
                     (
                         [
                             s.id,
                             s.status,
+                            s.conversation_id or "-",
                             s.agent,
                             s.runner_id or "-",
                             s.workspace or "-",

@@ -13,10 +13,13 @@ from tether.gateway.peer import Peer
 from tether.gateway.router import ConversationRouter, Pending
 from tether.gateway.runs_api import RunsApi
 from tether.ledger import Ledger
+from tether.ledger.sessions import conversation_key
 from tether.protocol import methods as m
 from tether.protocol.chat import (
     ChatSendParams,
     ChatSent,
+    ConversationGetParams,
+    ConversationInfo,
     DeliveryInfo,
     DeliveryList,
     DeliveryListParams,
@@ -46,6 +49,7 @@ class ChatApi:
 
     def install(self, handlers: MethodHandlers) -> None:
         handlers.add(m.CHAT_SEND, self.send)
+        handlers.add(m.CONVERSATION_GET, self.conversation)
         handlers.add(m.USER_LINK, self.link)
         handlers.add(m.USER_UNLINK, self.unlink)
         handlers.add(m.USER_PAIR, self.pair)
@@ -87,6 +91,18 @@ class ChatApi:
             run_id=turn.run_id,
             replies=turn.replies,
         )
+
+    async def conversation(self, peer: Peer, p: ConversationGetParams) -> ConversationInfo:
+        """A conversation the caller may see: an owner any; anyone else their own surface's
+        conversation, or one whose current session they may use (else ``not_found``)."""
+        own = conversation_key(p.channel, peer.principal.id)
+        key = p.conversation or own
+        found = await self.ledger.conversations.get(key)
+        if key != own and not peer.is_owner:
+            if found.session_id is None:
+                raise NotFound(f"no conversation {key!r}", data={"conversation": key})
+            await self.runs.session_for(peer, found.session_id)
+        return msgspec.convert(msgspec.structs.asdict(found), ConversationInfo, strict=False)
 
     async def link(self, peer: Peer, p: UserLinkParams) -> UserLinked:
         user = await self.ledger.users.find(p.user)

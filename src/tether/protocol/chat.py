@@ -9,6 +9,8 @@ import msgspec
 __all__ = [
     "ChatSendParams",
     "ChatSent",
+    "ConversationGetParams",
+    "ConversationInfo",
     "DeliveryInfo",
     "DeliveryList",
     "DeliveryListParams",
@@ -58,6 +60,29 @@ class ChatSent(msgspec.Struct, kw_only=True):
     run_id: str | None = None
     replies: list[str] = []
     """What tether answers right away (command output, "queued" …)."""
+
+
+class ConversationGetParams(_Params):
+    """A conversation and the session it talks in now: a chat's key (``webhook.ops:chat-1``),
+    or, without one, the caller's own conversation on ``channel`` (its terminal or console)."""
+
+    conversation: Annotated[str, msgspec.Meta(min_length=1, max_length=400)] | None = None
+    channel: Literal["console", "web"] = "console"
+
+
+class ConversationInfo(msgspec.Struct, kw_only=True):
+    id: str
+    """``channel:chat_id[:thread]``."""
+    channel: str
+    chat_id: str
+    thread: str | None
+    kind: str
+    """``p2p``, ``group`` or ``topic``."""
+    session_id: str | None
+    """The session its messages go to now (none before the first one)."""
+    lang: str | None = None
+    created_at: float
+    updated_at: float | None = None
 
 
 class UserLinkParams(_Params):

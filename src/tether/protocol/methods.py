@@ -499,6 +499,15 @@ CHAT_SEND = register(
         "input (a run, steering, or queued); deduplicated by `event_id`.",
     )
 )
+CONVERSATION_GET = register(
+    Method(
+        "conversation.get",
+        chat.ConversationGetParams,
+        chat.ConversationInfo,
+        CLIENTS,
+        "A conversation and its current session (to attach to it: `tether chat --conversation`).",
+    )
+)
 USER_LINK = register(
     Method(
         "user.link",

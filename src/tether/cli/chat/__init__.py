@@ -1,0 +1,1 @@
+"""``tether chat``: the terminal as a chat surface (see :mod:`tether.cli.chat_cmd`)."""
