@@ -767,6 +767,16 @@ def _routine_tables(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "routines": own}
 
 
+def _bad_routine(data: dict[str, Any]) -> str:
+    """The name of the first ``[routines.NAME]`` entry that does not convert."""
+    for name, entry in (data.get("routines") or {}).get("entries", {}).items():
+        try:
+            msgspec.convert(entry, RoutineSpec, strict=False)
+        except msgspec.ValidationError:
+            return str(name)
+    return "NAME"
+
+
 def _convert(data: dict[str, Any], sources: Mapping[str, str]) -> Config:
     data = _routine_tables(data)
     try:
@@ -780,6 +790,8 @@ def _convert(data: dict[str, Any], sources: Mapping[str, str]) -> Config:
         field = re.match(r"^([a-z_]+): (.*)$", reason)
         if field:
             key, reason = f"{key}.{field[1]}" if key else field[1], field[2]
+        if key.startswith("routines.entries...."):  # msgspec names no dict key: find it
+            key = "routines." + _bad_routine(data) + key[len("routines.entries....") :]
         origin = sources.get(key) or sources.get(key.rsplit(".", 1)[0], "")
         where = f" (from {origin})" if origin else ""
         if key:

@@ -115,7 +115,7 @@ class RoutineScheduler:
             except Exception:
                 log.exception(
                     "! firing a routine failed; it stays due",
-                    extra={"routine": routine.id, "name": routine.name},
+                    extra={"routine": routine.id, "routine_name": routine.name},
                 )
         return len(due)
 
@@ -133,7 +133,7 @@ class RoutineScheduler:
                 "routine missed its due time",
                 extra={
                     "routine": routine.id,
-                    "name": routine.name,
+                    "routine_name": routine.name,
                     "due_at": due,
                     "catch_up": routine.catch_up,
                 },
@@ -168,7 +168,7 @@ class RoutineScheduler:
             return None
         extra = {
             "routine": routine.id,
-            "name": routine.name,
+            "routine_name": routine.name,
             "session_id": routine.session_id,
             "disposition": turn.disposition,
         }
@@ -202,7 +202,7 @@ class RoutineScheduler:
                     )
                 except Conflict:  # another gateway synced it first
                     continue
-                log.info("routine added from the config", extra={"name": name})
+                log.info("routine added from the config", extra={"routine_name": name})
                 continue
             if current.source != "config":
                 raise ConfigError(
@@ -218,11 +218,11 @@ class RoutineScheduler:
             await self.ledger.routines.redefine(
                 current.id, next_fire_at=next_fire_at, now=now, **definition
             )
-            log.info("routine changed in the config", extra={"name": name})
+            log.info("routine changed in the config", extra={"routine_name": name})
         for name, current in existing.items():
             if current.source == "config" and name not in self.config.entries:
                 await self.ledger.routines.remove(current.id)
-                log.info("routine removed from the config", extra={"name": name})
+                log.info("routine removed from the config", extra={"routine_name": name})
 
     async def _definition(self, name: str, spec: RoutineSpec) -> dict[str, str]:
         where = f"[routines.{name}]"

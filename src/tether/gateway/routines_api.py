@@ -119,7 +119,7 @@ class RoutinesApi:
         )
         log.info(
             "routine added",
-            extra={"routine": record.id, "name": record.name, "session_id": session.id},
+            extra={"routine": record.id, "routine_name": record.name, "session_id": session.id},
         )
         self.scheduler.wake()
         return await self._info(record)
@@ -139,7 +139,7 @@ class RoutinesApi:
         if routine.state == "paused":
             return await self._info(routine)
         record = await self.ledger.routines.set_state(routine.id, "paused", next_fire_at=None)
-        log.info("routine paused", extra={"routine": routine.id, "name": routine.name})
+        log.info("routine paused", extra={"routine": routine.id, "routine_name": routine.name})
         return await self._info(record)
 
     async def resume(self, peer: Peer, p: RoutineRef) -> RoutineInfo:
@@ -150,7 +150,7 @@ class RoutinesApi:
         record = await self.ledger.routines.set_state(
             routine.id, "active", next_fire_at=schedule.next_after(time.time())
         )
-        log.info("routine resumed", extra={"routine": routine.id, "name": routine.name})
+        log.info("routine resumed", extra={"routine": routine.id, "routine_name": routine.name})
         self.scheduler.wake()
         return await self._info(record)
 
@@ -163,5 +163,5 @@ class RoutinesApi:
                 data={"routine": routine.id},
             )
         await self.ledger.routines.remove(routine.id)
-        log.info("routine removed", extra={"routine": routine.id, "name": routine.name})
+        log.info("routine removed", extra={"routine": routine.id, "routine_name": routine.name})
         return await self._info(routine)
