@@ -19,6 +19,7 @@ from sqlalchemy import select
 from tests.support import runs as r
 from tests.support.people import MEMBERS_MAY_SCRIPT, add_user, as_user, open_request, resolve
 from tests.support.process import SCALE, GatewayProcess, run_cli
+from tests.support.webhook import SECRET, SECRET_ENV, WebhookStandIn, config_toml, event, post
 from tether.config import LedgerConfig
 from tether.ledger import Ledger
 from tether.ledger.schema import inbound_receipts
@@ -138,6 +139,27 @@ async def test_a_routine_every_two_seconds_fires_in_its_session_as_its_owner(
     dues = await due_times(gw, database_url, added["id"])
     assert len(dues) >= 2
     assert all(b - a >= 2 for a, b in itertools.pairwise(dues))  # never twice
+
+
+async def test_a_routine_in_a_chats_session_answers_in_that_chat(
+    make_gateway: MakeGateway, home: Path, hook: WebhookStandIn
+) -> None:
+    config_toml(home / "config", hook.url)
+    gw = make_gateway(**{SECRET_ENV: SECRET, **QUICK})
+    await add_user(gw, "alice")
+    cli(home, "users", "link", "alice", "--channel", "webhook.ops", "--id", "u-alice")
+    await post(gw.url, event("s1", "/status"))
+    status = await hook.wait_for(lambda d: d["text"].startswith("Session "))
+    sid = status["text"].split()[1].rstrip(":,.")
+    assert sid.startswith("ses_"), status["text"]
+    added = cli(home, *add_args("daily-help", sid, "help"))
+    reply = await hook.wait_for(lambda d: d["kind"] == "reply" and d.get("run_id") is not None)
+    cli(home, "routines", "pause", "daily-help")
+    assert reply["chat"]["id"] == "c1"
+    async with await connect_ipc(gw.socket) as c:
+        runs = await routine_runs(c, sid, "help")
+    assert reply["run_id"] in {x.id for x in runs}
+    assert all(x.created_by == added["owner"] for x in runs)
 
 
 # ---- (b) a missed window -------------------------------------------------------------------
