@@ -49,6 +49,8 @@ from tether.gateway.relay import ChannelRelay
 from tether.gateway.requests import RequestBroker
 from tether.gateway.retention import RetentionJob
 from tether.gateway.router import ConversationRouter
+from tether.gateway.routines import RoutineScheduler
+from tether.gateway.routines_api import RoutinesApi
 from tether.gateway.run_log import RunLog
 from tether.gateway.runner_link import SocketRunnerLink
 from tether.gateway.runners_api import RunnersApi
@@ -86,6 +88,7 @@ class GatewayParts:
     router: ConversationRouter
     outbox: Outbox
     relay: ChannelRelay
+    routines: RoutineScheduler
 
 
 def build_channels(config: Config, env: Mapping[str, str]) -> dict[str, Channel]:
@@ -200,7 +203,10 @@ def _build(
         for route in channel.routes(router):
             server.add_route(route.method, route.path, route.handler)  # type: ignore[arg-type]
     chat_api = ChatApi(ledger, router, runs_api, config.channels.pairing_ttl)
-    for api in (system, runs_api, runners_api, access_api, agents_api, hosted, chat_api):
+    routines = RoutineScheduler(ledger, router, config.routines)
+    routines_api = RoutinesApi(ledger, runs_api, routines, config.routines)
+    apis = (system, runs_api, runners_api, access_api, agents_api, hosted, chat_api, routines_api)
+    for api in apis:
         api.install(handlers)
     server.on_peer_closed += [runs_api.peer_closed, runners_api.peer_closed]
     runs_api.on_session_changed.append(hosted.session_changed)
@@ -219,6 +225,7 @@ def _build(
         router=router,
         outbox=outbox,
         relay=relay,
+        routines=routines,
     )
 
 
@@ -293,8 +300,10 @@ class Gateway:
             self.supervisor.spawn("retention", self._parts.retention.loop())
             self.supervisor.spawn("relay", self._parts.relay.loop())
             self.supervisor.spawn("outbox", self._parts.outbox.loop())
+            await self._parts.routines.sync_config()
             await self._parts.server.start()
             await self._parts.router.start()
+            self.supervisor.spawn("routines", self._parts.routines.loop())
         except BaseException:
             await self.stop()
             raise

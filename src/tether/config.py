@@ -23,7 +23,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from tether.errors import ConfigError
-from tether.types import SessionMode
+from tether.schedule import check_cron, check_zone
+from tether.types import ROUTINE_NAME, CatchUp, SessionMode
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -37,6 +38,8 @@ __all__ = [
     "Limits",
     "OpenAIConfig",
     "PolicyConfig",
+    "RoutineSpec",
+    "RoutinesConfig",
     "RuleSpec",
     "RunnerConfig",
     "RunsConfig",
@@ -547,6 +550,78 @@ class ChannelsConfig(_Section, frozen=True):
                 )
 
 
+_ROUTINE_NAME = re.compile(ROUTINE_NAME)
+
+
+def check_routine_input(text: str) -> str:
+    """A routine's input: what its runs are asked (not a ``/`` command; ``//`` sends one)."""
+    if not text.strip():
+        raise ValueError("input: a routine needs input for its runs")
+    stripped = text.lstrip()
+    if stripped.startswith("/") and not stripped.startswith("//"):
+        raise ValueError(
+            "input: a routine's input goes to the agent and may not be a / command "
+            "(start it with // to send a leading /)"
+        )
+    return text
+
+
+class RoutineSpec(_Section, frozen=True):
+    """One routine from the config (``[routines.NAME]``), synced into the ledger at start."""
+
+    cron: str
+    """Five fields (minute hour day month weekday), or six with seconds last."""
+    session: str
+    """The session id its runs start in."""
+    input: str
+    tz: str | None = None
+    """An IANA zone (unset: ``[routines] timezone``)."""
+    owner: str | None = None
+    """The user (by name) it runs as, who approves its requests (unset: the owner)."""
+    catch_up: CatchUp | None = None
+    """Unset: ``[routines] catch_up``."""
+
+    def __post_init__(self) -> None:
+        try:
+            check_cron(self.cron)
+        except ValueError as exc:
+            raise ValueError(f"cron: {exc}") from None
+        if self.tz is not None:
+            try:
+                check_zone(self.tz)
+            except ValueError as exc:
+                raise ValueError(f"tz: {exc}") from None
+        check_routine_input(self.input)
+
+
+class RoutinesConfig(_Section, frozen=True):
+    """Scheduled runs (docs/routines.md). ``[routines.NAME]`` tables are routines."""
+
+    timezone: str = "UTC"
+    """The zone of a routine added without one."""
+    catch_up: CatchUp = "once"
+    """Due times missed while no gateway ran: ``once`` (one run) or ``skip``."""
+    poll_interval: Seconds = 1.0
+    """Seconds the scheduler sleeps at most before it looks again (another gateway's
+    changes are seen within this)."""
+    misfire_grace: Seconds = 60.0
+    """A due time noticed later than this (and not followed by another) counts as missed."""
+    entries: dict[str, RoutineSpec] = {}
+    """The routines of ``[routines.NAME]``, by name."""
+
+    def __post_init__(self) -> None:
+        try:
+            check_zone(self.timezone)
+        except ValueError as exc:
+            raise ValueError(f"timezone: {exc}") from None
+        for name in self.entries:
+            if not _ROUTINE_NAME.match(name):
+                raise ValueError(
+                    f"routine name {name!r} must be 1-64 of letters, digits, _ . - "
+                    "(starting with a letter or digit)"
+                )
+
+
 class Config(_Section, frozen=True):
     """The whole effective configuration."""
 
@@ -563,6 +638,7 @@ class Config(_Section, frozen=True):
     policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
     runner: RunnerConfig = msgspec.field(default_factory=RunnerConfig)
     channels: ChannelsConfig = msgspec.field(default_factory=ChannelsConfig)
+    routines: RoutinesConfig = msgspec.field(default_factory=RoutinesConfig)
 
     @property
     def data_path(self) -> Path:
@@ -609,7 +685,16 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-_SECTIONS = ("gateway", "limits", "ledger", "runs", "policy", "runner", "channels")
+_SECTIONS = (
+    "gateway",
+    "limits",
+    "ledger",
+    "runs",
+    "policy",
+    "runner",
+    "channels",
+    "routines",
+)
 _LIST_KEYS = {
     "denied_paths",
     "env_allowlist",
@@ -669,7 +754,31 @@ def _flatten_sources(tree: Mapping[str, Any], label: str, prefix: str = "") -> d
     return out
 
 
+def _routine_tables(data: dict[str, Any]) -> dict[str, Any]:
+    """``[routines.NAME]`` tables become ``routines.entries.NAME`` (the section's own keys
+    are plain values)."""
+    section = data.get("routines")
+    if not isinstance(section, dict):
+        return data
+    own = {k: v for k, v in section.items() if not isinstance(v, dict) or k == "entries"}
+    tables = {k: v for k, v in section.items() if isinstance(v, dict) and k != "entries"}
+    if tables:
+        own["entries"] = {**dict(own.get("entries") or {}), **tables}
+    return {**data, "routines": own}
+
+
+def _bad_routine(data: dict[str, Any]) -> str:
+    """The name of the first ``[routines.NAME]`` entry that does not convert."""
+    for name, entry in (data.get("routines") or {}).get("entries", {}).items():
+        try:
+            msgspec.convert(entry, RoutineSpec, strict=False)
+        except msgspec.ValidationError:
+            return str(name)
+    return "NAME"
+
+
 def _convert(data: dict[str, Any], sources: Mapping[str, str]) -> Config:
+    data = _routine_tables(data)
     try:
         return msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
@@ -681,6 +790,8 @@ def _convert(data: dict[str, Any], sources: Mapping[str, str]) -> Config:
         field = re.match(r"^([a-z_]+): (.*)$", reason)
         if field:
             key, reason = f"{key}.{field[1]}" if key else field[1], field[2]
+        if key.startswith("routines.entries...."):  # msgspec names no dict key: find it
+            key = "routines." + _bad_routine(data) + key[len("routines.entries....") :]
         origin = sources.get(key) or sources.get(key.rsplit(".", 1)[0], "")
         where = f" (from {origin})" if origin else ""
         if key:

@@ -13,7 +13,16 @@ import time
 from enum import StrEnum
 from typing import Literal
 
-__all__ = ["USER_ROLES", "Role", "RunState", "SessionMode", "UserRole", "new_id"]
+__all__ = [
+    "ROUTINE_NAME",
+    "USER_ROLES",
+    "CatchUp",
+    "Role",
+    "RunState",
+    "SessionMode",
+    "UserRole",
+    "new_id",
+]
 
 
 class Role(StrEnum):
@@ -32,6 +41,12 @@ USER_ROLES: tuple[UserRole, ...] = ("owner", "member", "viewer")
 SessionMode = Literal["ask", "auto-read", "auto"]
 """How a session's tool calls are decided: ask a person for every call, allow reads and
 ask for the rest, or allow by the rules alone (the policy gives these their meaning)."""
+
+CatchUp = Literal["once", "skip"]
+"""What a routine does about due times missed while no gateway ran: run once (for the
+latest of them), or skip them."""
+ROUTINE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""A routine's name: 1-64 of letters, digits, ``_ . -`` (not starting with a sign)."""
 
 
 class RunState(StrEnum):

@@ -130,3 +130,66 @@ def test_parse_listen() -> None:
     assert parse_listen("[::1]:80") == ("::1", 80)
     with pytest.raises(ValueError, match="HOST:PORT"):
         parse_listen("::1:80")
+
+
+def test_routines_section_and_named_tables(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path / "c.toml",
+        "[routines]\n"
+        'timezone = "Asia/Shanghai"\n'
+        'catch_up = "skip"\n'
+        "poll_interval = 0.5\n"
+        "[routines.standup]\n"
+        'cron = "0 9 * * 1-5"\n'
+        'session = "ses_1"\n'
+        'input = "summarise yesterday"\n'
+        'owner = "alice"\n'
+        "[routines.ping]\n"
+        'cron = "* * * * * */30"\n'
+        'tz = "UTC"\n'
+        'session = "ses_2"\n'
+        'input = "say hi"\n'
+        'catch_up = "once"\n',
+    )
+    c = load_config(config_file=cfg, env={"HOME": str(tmp_path)})
+    assert (c.routines.timezone, c.routines.catch_up, c.routines.poll_interval) == (
+        "Asia/Shanghai",
+        "skip",
+        0.5,
+    )
+    assert sorted(c.routines.entries) == ["ping", "standup"]
+    assert c.routines.entries["standup"].owner == "alice"
+    assert c.routines.entries["standup"].tz is None  # the section's timezone applies
+    assert c.routines.entries["ping"].catch_up == "once"
+    env = {"HOME": str(tmp_path), "TETHER_ROUTINES__POLL_INTERVAL": "2"}
+    assert load_config(config_file=cfg, env=env).routines.poll_interval == 2.0
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ('cron = "61 * * * *"\nsession = "s"\ninput = "x"\n', "'routines.bad.cron': invalid cron"),
+        (
+            'cron = "@daily"\ntz = "Mars/Base"\nsession = "s"\ninput = "x"\n',
+            "'routines.bad.tz': unknown time",
+        ),
+        ('cron = "@daily"\nsession = "s"\ninput = "/new"\n', "may not be a / command"),
+        ('cron = "@daily"\nsession = "s"\ninput = "x"\nextra = 1\n', "unknown field extra"),
+    ],
+)
+def test_a_bad_routine_in_the_config_is_named(tmp_path: Path, body: str, said: str) -> None:
+    cfg = write(tmp_path / "c.toml", "[routines.bad]\n" + body)
+    with pytest.raises(ConfigError, match="routines") as caught:
+        load_config(config_file=cfg, env={"HOME": str(tmp_path)})
+    assert said in str(caught.value)
+
+
+def test_a_bad_routine_name_or_zone_is_refused(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path / "c.toml", '[routines."-bad"]\ncron = "@daily"\nsession = "s"\ninput = "x"\n'
+    )
+    with pytest.raises(ConfigError, match="routine name"):
+        load_config(config_file=cfg, env={"HOME": str(tmp_path)})
+    cfg = write(tmp_path / "d.toml", '[routines]\ntimezone = "Nowhere"\n')
+    with pytest.raises(ConfigError, match="timezone"):
+        load_config(config_file=cfg, env={"HOME": str(tmp_path)})

@@ -115,6 +115,7 @@ def _register() -> None:
         gateway_cmd,
         ping_cmd,
         policy_cmd,
+        routines_cmd,
         runner_cmd,
         runners_cmd,
         runs_cmd,
@@ -136,6 +137,7 @@ def _register() -> None:
     app.add_typer(agents_cmd.agents_app, name="agents")
     app.add_typer(approvals_cmd.approvals_app, name="approvals")
     app.add_typer(deliveries_cmd.deliveries_app, name="deliveries")
+    app.add_typer(routines_cmd.routines_app, name="routines")
     app.add_typer(policy_cmd.policy_app, name="policy")
     app.add_typer(db_cmd.app, name="db")
     app.add_typer(config_cmd.app, name="config")

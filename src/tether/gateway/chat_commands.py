@@ -26,6 +26,7 @@ from tether.gateway.requests import RequestBroker
 from tether.gateway.runs_api import RunsApi
 from tether.ledger import ConversationRecord, Ledger, Session
 from tether.protocol.runs import SessionUpdateParams
+from tether.schedule import local_time
 from tether.types import SessionMode
 
 __all__ = ["COMMANDS", "Actor", "ChatCommands", "Context", "Turn"]
@@ -209,6 +210,20 @@ class ChatCommands:
             for r in runs
         )
         return [say(ctx.lang, "runs", lines=lines)]
+
+    @_command("routines", acts=False)
+    async def routines(self, ctx: Context) -> list[str]:
+        found = await self.ledger.routines.list(session_id=ctx.session.id, limit=50)
+        if not found:
+            return [say(ctx.lang, "no_routines")]
+        lines = []
+        for r in found:
+            if r.state == "paused" or r.next_fire_at is None:
+                when = say(ctx.lang, "routine_paused")
+            else:
+                when = say(ctx.lang, "routine_next", when=local_time(r.next_fire_at, r.tz))
+            lines.append(f"  {r.name}  {r.cron} ({r.tz})  {when}")
+        return [say(ctx.lang, "routines", lines="\n".join(lines))]
 
     @_command("runner", acts=False)
     async def runner(self, ctx: Context) -> list[str]:

@@ -47,6 +47,7 @@ PHRASES: dict[str, dict[Lang, str]] = {
             "  /stop                    stop the running task (and what waits behind it)\n"
             "  /status                  the session, its agent, runner, workspace and runs\n"
             "  /runs                    the latest runs\n"
+            "  /routines                this session's routines (scheduled runs)\n"
             "  /runner [NAME]           show or set the runner\n"
             "  /agent [NAME]            show or set the agent\n"
             "  /workspace [NAME]        show or set the workspace\n"
@@ -63,6 +64,7 @@ PHRASES: dict[str, dict[Lang, str]] = {
             "  /stop                    停止正在运行的任务（以及排队的消息）\n"
             "  /status                  会话、智能体、运行器、工作区和运行状态\n"
             "  /runs                    最近的运行\n"
+            "  /routines                本会话的定时任务\n"
             "  /runner [名称]           查看或设置运行器\n"
             "  /agent [名称]            查看或设置智能体\n"
             "  /workspace [名称]        查看或设置工作区\n"
@@ -149,6 +151,16 @@ PHRASES: dict[str, dict[Lang, str]] = {
     "none": {"en": "none", "zh": "无"},
     "runs": {"en": "Latest runs:\n{lines}", "zh": "最近的运行：\n{lines}"},
     "no_runs": {"en": "No runs yet.", "zh": "还没有运行。"},
+    "routines": {
+        "en": "Routines of this session:\n{lines}",
+        "zh": "本会话的定时任务：\n{lines}",
+    },
+    "no_routines": {
+        "en": "This session has no routines (add one with `tether routines add`).",
+        "zh": "本会话没有定时任务（用 `tether routines add` 添加）。",
+    },
+    "routine_next": {"en": "next {when}", "zh": "下次 {when}"},
+    "routine_paused": {"en": "paused", "zh": "已暂停"},
     "setting": {"en": "{name}: {value}{more}", "zh": "{name}：{value}{more}"},
     "set": {"en": "{name} set to {value}.", "zh": "{name} 已设为 {value}。"},
     "choices": {"en": "\n  available: {values}", "zh": "\n  可选：{values}"},

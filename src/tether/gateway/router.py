@@ -43,8 +43,11 @@ __all__ = ["CLIENT_CHANNELS", "ConversationRouter", "Pending"]
 
 log = logging.getLogger(__name__)
 
-CLIENT_CHANNELS = frozenset({"console", "web"})
-"""Surfaces that read the run stream themselves (``chat.send`` clients)."""
+CLIENT_CHANNELS = frozenset({"console", "web", "routine"})
+"""Surfaces that read the run stream themselves (``chat.send`` clients), and routines
+(their runs' results reach a chat through the relay, like any run of a chat's session)."""
+QUEUEING_CHANNELS = frozenset({"routine"})
+"""Channels whose input never steers an active run: it waits its turn as a run."""
 _REFUSALS_KEPT = 10_000
 
 
@@ -312,7 +315,12 @@ class ConversationRouter:
             if session.conversation_id is not None:
                 conversation = await self.ledger.conversations.get(session.conversation_id)
             return await self.turn(
-                actor, text, conversation=conversation, session=session, receipt=key
+                actor,
+                text,
+                conversation=conversation,
+                session=session,
+                receipt=key,
+                steer=message.channel not in QUEUEING_CHANNELS,
             )
         if item.conversation is not None:
             conversation = await self.ledger.conversations.get(item.conversation)
@@ -333,9 +341,11 @@ class ConversationRouter:
         session: Session | None = None,
         receipt: tuple[str, str] | None = None,
         view: ConversationView | None = None,
+        steer: bool = True,
     ) -> Turn:
         """Handle one message of ``actor``: a command, or input for the session.
-        ``view``: the conversation's current session and its load, just read."""
+        ``view``: the conversation's current session and its load, just read; ``steer``:
+        input may steer the active run (else it is queued behind it)."""
         assert self.commands is not None
         counts: tuple[int, int] | None = None
         if session is None and view is not None and view.session is not None:
@@ -369,7 +379,7 @@ class ConversationRouter:
             return Turn(disposition="ignored", session_id=session.id)
         orch = self.orchestrator
         active = orch.active_task(session.id)
-        steerable = active is not None and active.takes_steering
+        steerable = steer and active is not None and active.takes_steering
         if counts is None:
             runs, _ = await self.ledger.runs.list(
                 session_id=session.id,
@@ -390,7 +400,7 @@ class ConversationRouter:
             agent=None,
             text=text,
             created_by=actor.id,
-            steer=True,
+            steer=steer,
             role=actor.role,
             user_role=actor.principal.user_role,
             receipt=receipt,

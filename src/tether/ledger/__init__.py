@@ -7,7 +7,7 @@ package builds SQL.
 from tether.ledger.conversations import ConversationRecord, ConversationView, Receipt
 from tether.ledger.deliveries import DeliveryRecord
 from tether.ledger.identities import IdentityRecord
-from tether.ledger.records import Artifact, Event, NewEvent, Run, Session
+from tether.ledger.records import Artifact, Event, NewEvent, RoutineRecord, Run, Session
 from tether.ledger.requests import RequestRecord
 from tether.ledger.states import ACTIVE, STATE_EVENTS, TERMINAL, TRANSITIONS, check_transition
 from tether.ledger.store import Ledger
@@ -28,6 +28,7 @@ __all__ = [
     "NewEvent",
     "Receipt",
     "RequestRecord",
+    "RoutineRecord",
     "Run",
     "Session",
     "UserRecord",

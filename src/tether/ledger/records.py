@@ -10,7 +10,7 @@ from sqlalchemy.engine import Row
 from tether.ledger.states import TERMINAL
 from tether.types import RunState
 
-__all__ = ["Artifact", "Event", "NewEvent", "Run", "Session", "from_row"]
+__all__ = ["Artifact", "Event", "NewEvent", "RoutineRecord", "Run", "Session", "from_row"]
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -108,6 +108,30 @@ class Artifact(msgspec.Struct, frozen=True, kw_only=True):
     content: bytes
     created_at: float
     expires_at: float | None
+
+
+class RoutineRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A routine: a cron schedule in a zone that starts a run in its session as its owner."""
+
+    id: str
+    name: str
+    owner: str
+    """The principal it runs as (a user id, or the owner's ``admin``/``local-admin``)."""
+    session_id: str
+    cron: str
+    tz: str
+    input: str
+    state: str
+    """``active`` or ``paused``."""
+    catch_up: str
+    """``once`` (a missed window runs once) or ``skip``."""
+    next_fire_at: float | None
+    last_fired_at: float | None
+    last_run_id: str | None
+    source: str
+    """``cli`` (added through the API) or ``config`` (``[routines.NAME]``)."""
+    created_at: float
+    updated_at: float
 
 
 def from_row(cls: type[T], row: Row[Any]) -> T:

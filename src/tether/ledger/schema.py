@@ -34,6 +34,7 @@ __all__ = [
     "identities",
     "inbound_receipts",
     "metadata",
+    "routines",
     "run_events",
     "runners",
     "runs",
@@ -320,3 +321,28 @@ artifacts = Table(
     Index(None, "expires_at"),
     Index(None, "run_id"),
 )
+
+routines = Table(
+    "routines",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("owner", String(200), nullable=False),
+    Column("session_id", String(64), nullable=False),
+    Column("cron", String(200), nullable=False),
+    Column("tz", String(64), nullable=False),
+    Column("input", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("catch_up", String(16), nullable=False),
+    Column("next_fire_at", Float, nullable=True),
+    Column("last_fired_at", Float, nullable=True),
+    Column("last_run_id", String(64), nullable=True),
+    Column("source", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index(None, "state", "next_fire_at"),
+    Index(None, "session_id"),
+    Index(None, "owner"),
+)
+"""Scheduled runs: a cron schedule in a zone that starts a run in its session, as its
+owner. ``next_fire_at`` is advanced by compare-and-set after the firing's receipt."""

@@ -5,7 +5,7 @@ It owns the database engines, runs migrations at open, and exposes domain stores
 events, artifacts), ``ledger.sessions``, ``ledger.runners`` (enrolment, credentials),
 ``ledger.tool_calls``, ``ledger.users``, ``ledger.requests``, ``ledger.conversations``
 (conversations and inbound receipts), ``ledger.identities`` (channel identities and
-pairing codes) and ``ledger.deliveries``. Nothing outside ``tether.ledger`` builds
+pairing codes), ``ledger.deliveries`` and ``ledger.routines``. Nothing outside ``tether.ledger`` builds
 queries.
 """
 
@@ -24,6 +24,7 @@ from tether.ledger.events import EventStore
 from tether.ledger.identities import IdentityStore
 from tether.ledger.requests import RequestStore
 from tether.ledger.retention import PurgeResult, purge
+from tether.ledger.routines import RoutineStore
 from tether.ledger.runners import RunnerStore
 from tether.ledger.runs import RunStore
 from tether.ledger.sessions import SessionStore
@@ -65,6 +66,7 @@ class Ledger:
         self.conversations = ConversationStore(db)
         self.identities = IdentityStore(db)
         self.deliveries = DeliveryStore(db)
+        self.routines = RoutineStore(db)
 
     @classmethod
     async def open(

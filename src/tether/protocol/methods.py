@@ -13,7 +13,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 import msgspec
 
-from tether.protocol import access, agents, chat, hosted, runners, runs
+from tether.protocol import access, agents, chat, hosted, routines, runners, runs
 from tether.protocol.handshake import HelloParams, HelloResult
 from tether.protocol.system import Empty, GatewayInfo, PingParams, Pong
 from tether.types import USER_ROLES, Role, UserRole
@@ -546,5 +546,58 @@ DELIVERY_LIST = register(
         ADMIN,
         "Messages owed to chats (the outbox), oldest first: pending, delivered, given up.",
         users=OWNERS,
+    )
+)
+
+# ---- routines -----------------------------------------------------------------------------
+
+ROUTINE_ADD = register(
+    Method(
+        "routine.add",
+        routines.RoutineAddParams,
+        routines.RoutineInfo,
+        CLIENTS,
+        "Add a routine: a cron schedule (in a time zone) that starts a run in a session the "
+        "caller may use, as the caller, at each due time.",
+        users=MEMBERS,
+    )
+)
+ROUTINE_LIST = register(
+    Method(
+        "routine.list",
+        routines.RoutineListParams,
+        routines.RoutineList,
+        CLIENTS,
+        "Routines with their next due time (a member's own; an owner's: all).",
+    )
+)
+ROUTINE_PAUSE = register(
+    Method(
+        "routine.pause",
+        routines.RoutineRef,
+        routines.RoutineInfo,
+        CLIENTS,
+        "Pause a routine: it starts nothing until resumed.",
+        users=MEMBERS,
+    )
+)
+ROUTINE_RESUME = register(
+    Method(
+        "routine.resume",
+        routines.RoutineRef,
+        routines.RoutineInfo,
+        CLIENTS,
+        "Resume a paused routine from its next due time after now (what it missed is skipped).",
+        users=MEMBERS,
+    )
+)
+ROUTINE_REMOVE = register(
+    Method(
+        "routine.remove",
+        routines.RoutineRef,
+        routines.RoutineInfo,
+        CLIENTS,
+        "Remove a routine added through the API (one from the config is removed there).",
+        users=MEMBERS,
     )
 )
