@@ -57,6 +57,7 @@ def test_up_runs_a_tool_on_the_local_runner_and_stops_cleanly(home: Path) -> Non
     try:
         assert info["runner"] == "local"
         assert info["workspaces"] == {"proj": str(workspace)}
+        assert (info["agent"], info["chat"]) == ("operator", "tether chat")
         # the operator agent on the local runner is what tether up starts sessions with
         started = run_cli(home, "--json", "runs", "start", "/write hello.txt\nhi")
         assert started.returncode == 0, started.stderr

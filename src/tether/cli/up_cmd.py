@@ -107,14 +107,15 @@ async def _ensure_identity(
 
 
 def local_defaults(config: Config, spaces: dict[str, str] | None) -> Config:
-    """Under ``tether up`` new sessions use the ``operator`` agent on the local runner (and
-    its workspace, when it has one), unless the config names others."""
+    """Under ``tether up`` new sessions use the local runner (and its workspace, when it
+    has one) and the ``openai`` agent when a model is configured (``[agents.openai]
+    model``), else the ``operator`` agent, unless the config names others."""
     import msgspec
 
     runs = config.runs
     changes: dict[str, str] = {}
     if runs.default_agent == "script":  # the built-in default is a test fixture
-        changes["default_agent"] = "operator"
+        changes["default_agent"] = "openai" if config.agents.openai.model else "operator"
     if spaces and runs.default_runner is None:
         changes["default_runner"] = LOCAL_RUNNER
         if len(spaces) == 1 and runs.default_workspace is None:
@@ -187,6 +188,7 @@ async def _stop_runner(runner: subprocess.Popen[bytes], grace: float) -> None:
 
 def _announce(gateway: Gateway, spaces: dict[str, str] | None) -> None:
     server = gateway.server
+    agent = gateway.config.runs.default_agent
     info: dict[str, Any] = {
         "url": server.url,
         "ws": server.url.replace("http", "ws", 1) + "/ws",
@@ -194,6 +196,8 @@ def _announce(gateway: Gateway, spaces: dict[str, str] | None) -> None:
         "admin_token_file": str(gateway.admin_token_path),
         "runner": LOCAL_RUNNER if spaces is not None else None,
         "workspaces": spaces or {},
+        "agent": agent,
+        "chat": "tether chat",
     }
     runner = (
         f"  runner     {LOCAL_RUNNER} ({', '.join(f'{k}={v}' for k, v in spaces.items())})\n"
@@ -203,8 +207,10 @@ def _announce(gateway: Gateway, spaces: dict[str, str] | None) -> None:
     context.current().emit(
         info,
         f"tether is up\n  url        {info['url']}\n  socket     {info['socket']}\n"
-        f"  token      {info['admin_token_file']}\n{runner}"
-        'Try: tether runs start "say hello" --follow   |   Ctrl-C stops everything.',
+        f"  token      {info['admin_token_file']}\n{runner}  agent      {agent}\n"
+        "Chat with it from another terminal:  tether chat"
+        + ("   (try: !git status)" if agent == "operator" else "")
+        + "\nCtrl-C stops everything.",
     )
 
 
@@ -265,7 +271,8 @@ def up(
     """Start everything on this machine: the gateway (SQLite) and a local runner, in the foreground.
 
     The local runner works in --workspace NAME=PATH (default: the current directory).
-    New sessions use the operator agent on it (`tether runs start "!git status"`).
+    New sessions use it, with the openai agent when [agents.openai] model is set, else the
+    operator agent. Talk to it from another terminal with `tether chat`.
     Prints the URL and where the admin token is. Ctrl-C (or SIGTERM) stops both and exits
     0; further signals while it stops only say so. Each request's access line (runners'
     heartbeats included) is logged at debug level: see them with --log-level debug.
@@ -291,7 +298,7 @@ def up(
 
 UP_EPILOG = examples(
     "tether up",
-    'tether runs start "!git status" --follow   # in another terminal; approve it there too',
+    "tether chat          # in another terminal: talk to the agent, approve its tool calls",
     "tether up --workspace app=~/code/app --listen 127.0.0.1:9000",
     "tether up --log-level debug     # also every request and heartbeat",
     after="Exit status: 0 after Ctrl-C or SIGTERM (however many); 1 when the gateway fails; "
