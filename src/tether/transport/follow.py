@@ -20,17 +20,21 @@ from tether.protocol.runs import TERMINAL_EVENTS, EventInfo, RunEventNote, RunSu
 from tether.transport.client import RpcClient
 from tether.transport.connection import Connection, Handler, Router
 
-__all__ = ["Connector", "follow"]
+__all__ = ["CLOSED", "Connector", "NoteInbox", "follow"]
 
 log = logging.getLogger(__name__)
 
 Connector = Callable[[Router], Awaitable[RpcClient]]
 """Opens a new connection whose incoming notifications go to the given router."""
 
-_CLOSED = object()
+CLOSED = object()
+"""What :class:`NoteInbox` queues when its connection closes."""
 
 
-class _Inbox:
+class NoteInbox:
+    """A connection's router that queues ``run.event`` and ``run.resync`` notifications,
+    and :data:`CLOSED` when the connection ends (set :meth:`closed` as its ``on_close``)."""
+
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -40,7 +44,7 @@ class _Inbox:
         return None
 
     def closed(self, _conn: Connection) -> None:
-        self.queue.put_nowait(_CLOSED)
+        self.queue.put_nowait(CLOSED)
 
 
 async def follow(
@@ -54,7 +58,7 @@ async def follow(
     """Yield the events of ``run_id`` after ``after_seq`` until the run ends."""
     attempt = 0
     while True:
-        inbox = _Inbox()
+        inbox = NoteInbox()
         try:
             client = await connect(inbox)
         except (ConnectionClosed, RequestTimeout, OSError) as exc:
@@ -71,7 +75,7 @@ async def follow(
             attempt = 0
             while True:
                 item = await inbox.queue.get()
-                if item is _CLOSED:
+                if item is CLOSED:
                     raise ConnectionClosed("connection to the gateway lost")
                 if item.subscription != sub.subscription:
                     continue  # a notification of an earlier subscription

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 from tether.errors import ConnectionClosed, RequestTimeout, TetherError
-from tether.protocol.methods import RUN_EVENT, RUN_RESYNC, RUN_SUBSCRIBE, RUN_UNSUBSCRIBE, Method
+from tether.protocol.methods import RUN_SUBSCRIBE, RUN_UNSUBSCRIBE, Method
 from tether.protocol.runs import (
     EventInfo,
     RunEventNote,
@@ -26,7 +26,8 @@ from tether.protocol.runs import (
     UnsubscribeParams,
 )
 from tether.transport.client import RpcClient
-from tether.transport.connection import Connection, Handler, Router
+from tether.transport.connection import Router
+from tether.transport.follow import CLOSED, NoteInbox
 
 __all__ = ["ChatLink", "LinkState"]
 
@@ -36,26 +37,12 @@ R = TypeVar("R")
 LinkState = Literal["connecting", "connected", "reconnecting"]
 _LOST = (ConnectionClosed, RequestTimeout, OSError)
 """What a dropped connection raises (but see :func:`_refused`)."""
-_CLOSED = object()
 
 
 def _refused(exc: BaseException) -> bool:
     """A refusal that is also an ``OSError`` (``Forbidden`` is a ``PermissionError``):
     reconnecting cannot mend it."""
     return isinstance(exc, TetherError) and not isinstance(exc, ConnectionClosed | RequestTimeout)
-
-
-class _Inbox:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-
-    def route(self, method: Method[Any, Any]) -> Handler | None:
-        if method is RUN_EVENT or method is RUN_RESYNC:
-            return self.queue.put_nowait
-        return None
-
-    def closed(self, _conn: Connection) -> None:
-        self.queue.put_nowait(_CLOSED)
 
 
 class ChatLink:
@@ -136,7 +123,7 @@ class ChatLink:
         (``Unauthorized``, ``Forbidden``) is raised: reconnecting cannot mend it."""
         attempt = 0
         while True:
-            inbox = _Inbox()
+            inbox = NoteInbox()
             self.on_state("connecting" if attempt == 0 else "reconnecting", "")
             try:
                 client = await self._connect(inbox)
@@ -168,10 +155,10 @@ class ChatLink:
                 self._sub = None
                 await client.aclose()
 
-    async def _pump(self, client: RpcClient, inbox: _Inbox) -> None:
+    async def _pump(self, client: RpcClient, inbox: NoteInbox) -> None:
         while True:
             item = await inbox.queue.get()
-            if item is _CLOSED:
+            if item is CLOSED:
                 raise ConnectionClosed("connection to the gateway lost")
             if isinstance(item, RunEventNote):
                 self._take(item)
