@@ -300,6 +300,7 @@ class Gateway:
             self.supervisor.spawn("retention", self._parts.retention.loop())
             self.supervisor.spawn("relay", self._parts.relay.loop())
             self.supervisor.spawn("outbox", self._parts.outbox.loop())
+            self.supervisor.spawn("router:sweep", self._parts.router.loop())
             await self._parts.routines.sync_config()
             await self._parts.server.start()
             await self._parts.router.start()

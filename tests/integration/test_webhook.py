@@ -339,6 +339,82 @@ async def test_messages_received_before_a_restart_are_processed_never_dropped_as
     assert (await post(gw.url, event("r1", "help")))[1]["duplicate"] is True
 
 
+async def test_messages_a_dead_gateway_had_claimed_are_taken_up_at_once_or_once_stale(
+    make_gateway: MakeGateway,
+    home: Path,
+    hook: WebhookStandIn,
+    database_url: str | None,
+) -> None:
+    """A claim of this gateway's earlier incarnation is dead at once (it restarted);
+    another gateway's is taken over once it is ``receipt_stale`` old, while this one runs,
+    not only at its next start."""
+    import msgspec
+
+    from tether.channels import InboundMessage, Sender
+    from tether.config import LedgerConfig
+    from tether.gateway.router import Pending
+    from tether.ledger import Ledger
+
+    gw = gateway_with_hook(
+        make_gateway,
+        home,
+        hook,
+        TETHER_RUNS__NODE_ID="gw-a",
+        TETHER_CHANNELS__RECEIPT_STALE="2",
+    )
+    await add_user(gw, "alice")
+    link(gw, "alice", "u-alice")
+    gw.kill()  # kill -9, as if between the receipt and the run
+
+    def claimed(event_id: str) -> str:
+        message = InboundMessage(
+            channel="webhook.ops",
+            event_id=event_id,
+            chat_id="c1",
+            sender=Sender(id="u-alice"),
+            text="/status",
+            message_id=f"msg-{event_id}",
+            addressed=True,
+        )
+        return msgspec.json.encode(Pending(message=message)).decode()
+
+    ledger = await Ledger.open(LedgerConfig(database_url=database_url), gw.data_dir)
+
+    async def record(event_id: str, owner: str, at: float) -> None:
+        assert await ledger.conversations.record(
+            "webhook.ops",
+            event_id,
+            message=claimed(event_id),
+            message_id=f"msg-{event_id}",
+            conversation_id="webhook.ops:c1",
+            claimed_by=owner,
+            now=at,
+        )
+
+    try:
+        # claimed for the next minute: were it taken for being stale, it would wait that long
+        await record("mine", "gw-a:inc_dead", time.time() + 60)
+        gw.start()
+        mine = await hook.wait_for(lambda d: d.get("reply_to") == "msg-mine")
+        assert mine["text"].startswith("Session ")
+        # a message another gateway claims, then dies on, while this one runs: the sweep
+        # takes it up once the claim is stale (2 s here), not only at the next start
+        await record("theirs", "gw-b:inc_gone", time.time())
+        theirs = await hook.wait_for(lambda d: d.get("reply_to") == "msg-theirs")
+        assert theirs["text"].startswith("Session ")
+        await asyncio.sleep(2.5)  # another sweep or two: nothing twice
+        replies = [d.get("reply_to") for d in hook.received if d["kind"] == "reply"]
+        assert sorted(replies) == ["msg-mine", "msg-theirs"]
+        for event_id in ("mine", "theirs"):
+            done = await ledger.conversations.get_receipt("webhook.ops", event_id)
+            assert done.status == "done"
+            assert done.claimed_by is not None
+            assert done.claimed_by.startswith("gw-a:")
+            assert done.claimed_by != "gw-a:inc_dead"
+    finally:
+        await ledger.aclose()
+
+
 async def test_a_run_started_through_the_chat_api_is_seen_by_the_webhook_conversation(
     make_gateway: MakeGateway, make_runner: MakeRunner, home: Path, hook: WebhookStandIn
 ) -> None:

@@ -51,6 +51,10 @@ QUEUEING_CHANNELS = frozenset({"routine"})
 _REFUSALS_KEPT = 10_000
 
 
+def _task_name(item: Pending) -> str:
+    return f"inbound:{item.message.channel}:{item.message.event_id}"
+
+
 class Pending(msgspec.Struct, frozen=True, kw_only=True):
     """What a receipt keeps until it is processed."""
 
@@ -90,6 +94,8 @@ class ConversationRouter:
         self.on_run_started = on_run_started
         """Told of each run a channel message started, and that message's platform id."""
         self.owner = orchestrator.owner
+        self._dead_owners = f"{orchestrator.node}:"
+        """Claims of this gateway's earlier incarnations (this one's is excluded)."""
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task[Turn | None]] = set()
         self._refused: collections.OrderedDict[tuple[str, str], float] = collections.OrderedDict()
@@ -99,16 +105,44 @@ class ConversationRouter:
     # ---- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Process what a previous incarnation received but did not finish."""
-        stale = time.time() - self.config.receipt_stale
-        pending = await self.ledger.conversations.pending(stale_before=stale)
+        """Process what an earlier incarnation received but did not finish."""
+        count = await self.sweep()
+        if count:
+            log.info("processing messages received before a restart", extra={"count": count})
+
+    async def sweep(self) -> int:
+        """Take up unfinished receipts: an earlier incarnation's of this gateway at once,
+        another gateway's once its claim is ``receipt_stale`` old (it died meanwhile)."""
+        pending = await self.ledger.conversations.pending(
+            stale_before=time.time() - self.config.receipt_stale,
+            dead_owners=self._dead_owners,
+            exclude_owner=self.owner,
+        )
+        busy = {task.get_name() for task in self._tasks}
+        count = 0
         for receipt in pending:
             if receipt.message is None:
                 continue
             item = self._decoder.decode(receipt.message)
+            if _task_name(item) in busy:
+                continue  # this incarnation is on it already
             self._spawn(item, claimed=False)
-        if pending:
-            log.info("processing messages received before a restart", extra={"count": len(pending)})
+            count += 1
+        return count
+
+    async def loop(self) -> None:
+        """Sweep every half ``receipt_stale`` (supervised): a message another gateway took
+        and died on is processed here, whenever that happened."""
+        interval = max(1.0, self.config.receipt_stale / 2)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                count = await self.sweep()
+            except Exception:
+                log.exception("taking up unfinished messages failed; retrying")
+                continue
+            if count:
+                log.info("processing messages another gateway left", extra={"count": count})
 
     async def aclose(self) -> None:
         tasks = list(self._tasks)
@@ -146,8 +180,7 @@ class ConversationRouter:
 
     def _spawn(self, item: Pending, *, claimed: bool) -> None:
         task = asyncio.get_running_loop().create_task(
-            self._process(item, claimed=claimed),
-            name=f"inbound:{item.message.channel}:{item.message.event_id}",
+            self._process(item, claimed=claimed), name=_task_name(item)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -165,8 +198,13 @@ class ConversationRouter:
         key = (message.channel, message.event_id)
         async with self._lock(item.session_id or item.conversation or message.conversation):
             if not claimed:
-                stale = time.time() - self.config.receipt_stale
-                taken = await self.ledger.conversations.claim(*key, self.owner, stale_before=stale)
+                taken = await self.ledger.conversations.claim(
+                    *key,
+                    self.owner,
+                    stale_before=time.time() - self.config.receipt_stale,
+                    dead_owners=self._dead_owners,
+                    exclude_owner=self.owner,
+                )
                 if taken is None:
                     return None  # another gateway has it, or it is done
             try:

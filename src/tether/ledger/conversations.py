@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 import msgspec
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tether.errors import NotFound
@@ -67,6 +67,19 @@ class Receipt(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: float | None = None
     detail: str | None = None
     """How it was handled (``started``, ``queued``, ``command`` …) or why it failed."""
+
+
+def _unfinished(
+    stale_before: float, dead_owners: str | None, exclude_owner: str | None
+) -> ColumnElement[bool]:
+    """Received and not taken, or taken under a dead claim (see ``claim``)."""
+    c = inbound_receipts.c
+    dead: ColumnElement[bool] = c.claimed_at < stale_before
+    if dead_owners is not None:
+        dead = or_(dead, c.claimed_by.startswith(dead_owners, autoescape=True))
+    if exclude_owner is not None:
+        dead = and_(dead, c.claimed_by != exclude_owner)
+    return or_(c.status == "received", and_(c.status == "processing", dead))
 
 
 class ConversationStore:
@@ -252,23 +265,22 @@ class ConversationStore:
         owner: str,
         *,
         stale_before: float,
+        dead_owners: str | None = None,
+        exclude_owner: str | None = None,
         now: float | None = None,
     ) -> Receipt | None:
-        """Take a receipt to process it: one still ``received``, or one ``processing`` whose
-        claim is older than ``stale_before`` (its gateway died). None if another has it."""
+        """Take a receipt to process it: one still ``received``, or one ``processing``
+        whose claim is dead: older than ``stale_before`` (its gateway went quiet), or made
+        by an earlier incarnation of this gateway (``claimed_by`` starts with
+        ``dead_owners``). Never one ``exclude_owner`` (this incarnation) holds. None if
+        another has it, or it is done."""
         now = time.time() if now is None else now
         stmt = (
             update(inbound_receipts)
             .where(
                 inbound_receipts.c.channel == channel,
                 inbound_receipts.c.event_id == event_id,
-                or_(
-                    inbound_receipts.c.status == "received",
-                    and_(
-                        inbound_receipts.c.status == "processing",
-                        inbound_receipts.c.claimed_at < stale_before,
-                    ),
-                ),
+                _unfinished(stale_before, dead_owners, exclude_owner),
             )
             .values(status="processing", claimed_by=owner, claimed_at=now, updated_at=now)
             .returning(*inbound_receipts.c)
@@ -310,20 +322,19 @@ class ConversationStore:
         async with self.db.engine.begin() as conn:
             await conn.execute(stmt)
 
-    async def pending(self, *, stale_before: float, limit: int = 500) -> list[Receipt]:
-        """Receipts nobody finished: ``received``, or ``processing`` under a stale claim;
-        oldest first."""
+    async def pending(
+        self,
+        *,
+        stale_before: float,
+        dead_owners: str | None = None,
+        exclude_owner: str | None = None,
+        limit: int = 500,
+    ) -> list[Receipt]:
+        """Receipts nobody finished, oldest first: ``received``, or ``processing`` under a
+        dead claim (see :meth:`claim`)."""
         query = (
             select(inbound_receipts)
-            .where(
-                or_(
-                    inbound_receipts.c.status == "received",
-                    and_(
-                        inbound_receipts.c.status == "processing",
-                        inbound_receipts.c.claimed_at < stale_before,
-                    ),
-                )
-            )
+            .where(_unfinished(stale_before, dead_owners, exclude_owner))
             .order_by(inbound_receipts.c.received_at)
             .limit(limit)
         )

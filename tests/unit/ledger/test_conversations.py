@@ -38,6 +38,67 @@ async def test_a_receipt_is_written_once_claimed_once_and_found_again_if_its_cla
     assert [r.channel for r in await conv.pending(stale_before=now + 10)] == ["webhook.b"]
 
 
+async def test_a_claim_of_an_earlier_incarnation_is_dead_at_once_and_ones_own_never(
+    ledger: Ledger,
+) -> None:
+    conv = ledger.conversations
+    now = time.time()
+    for event_id, owner in (("old", "node-a:inc_1"), ("own", "node-a:inc_2"), ("b", "node-b:x")):
+        assert await conv.record(
+            "webhook.a",
+            event_id,
+            message="{}",
+            message_id=None,
+            conversation_id="k",
+            claimed_by=owner,
+            now=now,
+        )
+    fresh = now - 60  # no claim is stale by time
+    found = await conv.pending(
+        stale_before=fresh, dead_owners="node-a:", exclude_owner="node-a:inc_2"
+    )
+    assert [r.event_id for r in found] == ["old"]
+    # this incarnation never takes its own, nor a live claim of another node
+    for event_id in ("own", "b"):
+        assert (
+            await conv.claim(
+                "webhook.a",
+                event_id,
+                "node-a:inc_2",
+                stale_before=fresh,
+                dead_owners="node-a:",
+                exclude_owner="node-a:inc_2",
+            )
+            is None
+        )
+    taken = await conv.claim(
+        "webhook.a",
+        "old",
+        "node-a:inc_2",
+        stale_before=fresh,
+        dead_owners="node-a:",
+        exclude_owner="node-a:inc_2",
+    )
+    assert taken is not None
+    assert taken.claimed_by == "node-a:inc_2"
+    # a prefix is a prefix: "node-a" does not match "node-ab", nor do LIKE wildcards leak
+    assert await conv.record(
+        "webhook.a",
+        "ab",
+        message="{}",
+        message_id=None,
+        conversation_id="k",
+        claimed_by="node-ab:inc",
+        now=now,
+    )
+    by_prefix = await conv.pending(stale_before=fresh, dead_owners="node-a:")
+    assert {r.event_id for r in by_prefix} == {"old", "own"}  # not node-ab's
+    assert await conv.pending(stale_before=fresh, dead_owners="%") == []
+    # once stale by time, another node's claim is dead too
+    later = await conv.pending(stale_before=now + 1, exclude_owner="node-a:inc_2")
+    assert {r.event_id for r in later} == {"b", "ab"}
+
+
 async def test_a_run_and_its_receipt_commit_together(ledger: Ledger) -> None:
     await ledger.conversations.record("c", "e", message="{}", message_id="m", conversation_id=None)
     await ledger.conversations.claim("c", "e", "gw", stale_before=0)
