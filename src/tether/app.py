@@ -38,6 +38,8 @@ from tether.gateway.call_gate import CallGate
 from tether.gateway.call_policy import CallPolicy
 from tether.gateway.chat_api import ChatApi
 from tether.gateway.chat_commands import ChatCommands
+from tether.gateway.console_http import ConsoleHttp
+from tether.gateway.console_session import ConsoleSessions, load_key
 from tether.gateway.fanout import Fanout
 from tether.gateway.handlers import MethodHandlers
 from tether.gateway.hosted import HostedService
@@ -127,6 +129,16 @@ def _build(
         ]
     )
     server = GatewayServer(config, runtime, auth, handlers, metrics)
+    console = ConsoleHttp(
+        ConsoleSessions(load_key(config.data_path), ledger),
+        auth,
+        public_url=config.gateway.public_url,
+        secure_cookie=config.gateway.tls_cert is not None
+        or (config.gateway.public_url or "").startswith("https:"),
+    )
+    for method, path, handler in console.routes():
+        server.add_route(method, path, handler)
+    server.cookie_auth = console.principal
     registry = RunnerRegistry()
     link = SocketRunnerLink(registry, config.limits)
     tools = ToolGateway(ledger, registry, link, issuer, config.limits)

@@ -141,6 +141,10 @@ class GatewayServer:
         ctx.load_cert_chain(gw.tls_cert, gw.tls_key)
         return ctx
 
+    cookie_auth: Callable[[web.Request], Awaitable[Principal | None]] | None = None
+    """How a WebSocket upgrade without a bearer token may still be authenticated (the web
+    console's cookie, see :mod:`tether.gateway.console_http`); None: it may not."""
+
     def add_route(
         self,
         method: str,
@@ -350,6 +354,10 @@ class GatewayServer:
             )
         token = _bearer(request)
         principal = await self.auth.authenticate(token) if token else None
+        if principal is None and not token and self.cookie_auth is not None:
+            # a browser (it cannot set headers on a WebSocket): its console cookie, and
+            # only from the gateway's own origin
+            principal = await self.cookie_auth(request)
         if principal is None:
             self.metrics.refused.labels("ws", "unauthorized").inc()
             reason = "missing bearer token" if not token else "invalid or revoked token"

@@ -1,0 +1,176 @@
+"""The web console's HTTP side: log in, who am I, log out, and the origin rule.
+
+- ``POST /console/login`` with ``{"token": "ttu_…"}`` (a person's login token, or the
+  admin token) sets the session cookie and answers who it is and the CSRF token. The
+  token travels in the body, never in a URL.
+- ``GET /console/session``: the same for a browser that already holds the cookie.
+- ``POST /console/logout`` (with the CSRF token) clears it.
+
+Every one of them, and the WebSocket upgrade a cookie authenticates, must come from the
+gateway's own origin: ``Origin`` equal to ``gateway.public_url``'s when that is set, else
+to this request's own scheme and ``Host``. Runner credentials never log in here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+import msgspec
+from aiohttp import web
+
+from tether.errors import Forbidden, InvalidParams, TetherError, Unauthorized
+from tether.gateway.auth import Authenticator, Principal
+from tether.gateway.console_session import COOKIE, CSRF_HEADER, ConsoleSession, ConsoleSessions
+from tether.gateway.http_errors import error_response
+
+__all__ = ["ConsoleHttp", "same_origin"]
+
+log = logging.getLogger(__name__)
+
+_MAX_LOGIN_BYTES = 4096
+
+
+def same_origin(request: web.Request, public_url: str | None) -> bool:
+    """Whether the request's ``Origin`` is the gateway's own (a missing one is not)."""
+    origin = request.headers.get("Origin", "")
+    if not origin or origin == "null":
+        return False
+    if public_url:
+        own = urlsplit(public_url)
+        expected = f"{own.scheme}://{own.netloc}"
+    else:
+        expected = f"{request.scheme}://{request.host}"
+    return origin.lower() == expected.lower()
+
+
+class ConsoleHttp:
+    """See the module docstring; :meth:`routes` lists what to serve."""
+
+    def __init__(
+        self,
+        sessions: ConsoleSessions,
+        auth: Authenticator,
+        *,
+        public_url: str | None,
+        secure_cookie: bool,
+    ) -> None:
+        self.sessions = sessions
+        self.auth = auth
+        self.public_url = public_url
+        self.secure_cookie = secure_cookie
+
+    def routes(
+        self,
+    ) -> list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]]:
+        return [
+            ("POST", "/console/login", self.login),
+            ("GET", "/console/session", self.session),
+            ("POST", "/console/logout", self.logout),
+        ]
+
+    async def cookie_session(self, request: web.Request) -> ConsoleSession | None:
+        """The console session a request's cookie stands for, if it is valid and the
+        request comes from the gateway's own origin; else None."""
+        value = request.cookies.get(COOKIE)
+        if not value or not same_origin(request, self.public_url):
+            return None
+        return await self.sessions.check(value)
+
+    async def principal(self, request: web.Request) -> Principal | None:
+        """Who a cookie-authenticated request (a WebSocket upgrade) is, or None."""
+        session = await self.cookie_session(request)
+        return None if session is None else session.principal
+
+    # ---- handlers --------------------------------------------------------------------
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._from_here(request)
+            token = await self._token_of(request)
+            principal = await self.auth.authenticate(token) if token else None
+            if principal is None or principal.user_role is None:  # runners log in elsewhere
+                raise Unauthorized("invalid or revoked login token")
+        except TetherError as exc:
+            return _no_store(error_response(exc))
+        value, session = self.sessions.issue(principal)
+        response = _no_store(web.json_response(_describe(session)))
+        response.set_cookie(
+            COOKIE,
+            value,
+            max_age=int(self.sessions.ttl),
+            path="/",
+            httponly=True,
+            secure=self.secure_cookie,
+            samesite="Strict",
+        )
+        log.info("console login", extra={"principal": principal.id})
+        return response
+
+    async def session(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._from_here(request)
+            session = await self._session_or_401(request)
+        except TetherError as exc:
+            return _no_store(error_response(exc))
+        return _no_store(web.json_response(_describe(session)))
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._from_here(request)
+            session = await self._session_or_401(request)
+            if not self.sessions.csrf_ok(session, request.headers.get(CSRF_HEADER)):
+                raise Forbidden(f"missing or wrong {CSRF_HEADER}")
+        except TetherError as exc:
+            return _no_store(error_response(exc))
+        response = _no_store(web.json_response({"ok": True}))
+        response.del_cookie(COOKIE, path="/")
+        return response
+
+    # ---- checks ----------------------------------------------------------------------
+
+    def _from_here(self, request: web.Request) -> None:
+        if not same_origin(request, self.public_url):
+            raise Forbidden("the console is served only to its own origin")
+
+    async def _session_or_401(self, request: web.Request) -> ConsoleSession:
+        value = request.cookies.get(COOKIE)
+        session = await self.sessions.check(value) if value else None
+        if session is None:
+            raise Unauthorized("not logged in (or the session expired): log in again")
+        return session
+
+    @staticmethod
+    async def _token_of(request: web.Request) -> str:
+        if request.content_type != "application/json":
+            raise InvalidParams('send the token as JSON: {"token": "…"}')
+        if request.content_length is not None and request.content_length > _MAX_LOGIN_BYTES:
+            raise InvalidParams("the login body is too large")
+        body = await request.content.read(_MAX_LOGIN_BYTES + 1)
+        if len(body) > _MAX_LOGIN_BYTES:
+            raise InvalidParams("the login body is too large")
+        try:
+            data = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            raise InvalidParams("the login body is not JSON") from None
+        token = data.get("token") if isinstance(data, dict) else None
+        if not isinstance(token, str):
+            raise InvalidParams('send the token as JSON: {"token": "…"}')
+        return token.strip()
+
+
+def _describe(session: ConsoleSession) -> dict[str, object]:
+    p: Principal = session.principal
+    return {
+        "principal": p.id,
+        "name": p.name,
+        "role": p.user_role,
+        "csrf": session.csrf,
+        "expires_at": session.expires_at,
+    }
+
+
+def _no_store(response: web.StreamResponse) -> web.StreamResponse:
+    response.headers["Cache-Control"] = "no-store"
+    return response
