@@ -123,7 +123,10 @@ def test_list_output_has_column_headers(gateway: GatewayProcess) -> None:
     run_cli(home, "runners", "add", "box")
     for args, header in (
         (("runs", "list"), ["RUN", "STATE", "CREATED", "AGENT", "INPUT"]),
-        (("sessions", "list"), ["SESSION", "STATUS", "AGENT", "RUNNER", "WORKSPACE", "MODE"]),
+        (
+            ("sessions", "list"),
+            ["SESSION", "STATUS", "CONVERSATION", "AGENT", "RUNNER", "WORKSPACE", "MODE"],
+        ),
         (("runners", "list"), ["NAME", "STATE", "SEEN", "VERSION", "LOAD", "SANDBOX"]),
     ):
         out = run_cli(home, *args)
