@@ -119,7 +119,9 @@ def _register() -> None:
         runner_cmd,
         runners_cmd,
         runs_cmd,
+        service_cmd,
         sessions_cmd,
+        status_cmd,
         up_cmd,
         users_cmd,
     )
@@ -128,6 +130,8 @@ def _register() -> None:
     up_cmd.register(app)
     chat_cmd.register(app)
     ping_cmd.register(app)
+    status_cmd.register(app)
+    service_cmd.register(app)
     app.add_typer(runs_cmd.runs_app, name="runs")
     app.add_typer(sessions_cmd.sessions_app, name="sessions")
     app.add_typer(runner_cmd.app, name="runner")

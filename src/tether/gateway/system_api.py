@@ -15,7 +15,7 @@ from tether.protocol.handshake import HelloParams, HelloResult, negotiate
 from tether.protocol.methods import GATEWAY_INFO, HELLO, PING
 from tether.protocol.system import Empty, GatewayInfo, PingParams, Pong, TransportInfo
 
-__all__ = ["SystemApi"]
+__all__ = ["SystemApi", "ledger_engine"]
 
 
 class SystemApi:
@@ -84,4 +84,13 @@ class SystemApi:
                     max_connections=server.limits.max_ipc_connections,
                 ),
             ],
+            ledger=ledger_engine(server.config.ledger.database_url),
         )
+
+
+def ledger_engine(database_url: str | None) -> str:
+    """``sqlite`` (the default, in the data dir) or the URL's database, ``postgresql``."""
+    if not database_url:
+        return "sqlite"
+    scheme = database_url.split(":", 1)[0]
+    return scheme.split("+", 1)[0] or "sqlite"

@@ -40,3 +40,5 @@ class GatewayInfo(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     socket: str
     data_dir: str
     transports: list[TransportInfo]
+    ledger: str = ""
+    """The ledger's engine: ``sqlite`` or ``postgresql`` (empty from an older gateway)."""

@@ -11,13 +11,13 @@ from typing import Any, cast
 import pytest
 
 from tether import __version__
-from tether.config import Limits
+from tether.config import LedgerConfig, Limits
 from tether.errors import Forbidden, UnsupportedVersion
 from tether.gateway.auth import Principal, local_admin
 from tether.gateway.handlers import MethodHandlers
 from tether.gateway.peer import Peer
 from tether.gateway.server import GatewayServer
-from tether.gateway.system_api import SystemApi
+from tether.gateway.system_api import SystemApi, ledger_engine
 from tether.protocol.handshake import HelloParams, HelloResult
 from tether.protocol.session import RpcSession
 from tether.protocol.system import Empty, PingParams
@@ -39,6 +39,7 @@ class FakeConn:
 
 class FakeConfig:
     data_dir = "/srv/tether/data"
+    ledger = LedgerConfig()
 
 
 class FakeServer:
@@ -150,7 +151,21 @@ def test_info_describes_the_gateway_and_its_transports() -> None:
         "/srv/tether/data",
     )
     assert info.uptime > 0
+    assert info.ledger == "sqlite"
     assert [(t.name, t.address, t.connections, t.max_connections) for t in info.transports] == [
         ("ws", "http://127.0.0.1:8765", 3, Limits().max_ws_connections),
         ("ipc", "/run/tether/gateway.sock", 1, 9),
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "engine"),
+    [
+        (None, "sqlite"),
+        ("postgresql://tether@db/tether", "postgresql"),
+        ("postgresql+asyncpg://tether:secret@db/tether", "postgresql"),
+        ("sqlite+aiosqlite:///srv/ledger.db", "sqlite"),
+    ],
+)
+def test_info_names_the_ledger_engine_without_the_url(url: str | None, engine: str) -> None:
+    assert ledger_engine(url) == engine
