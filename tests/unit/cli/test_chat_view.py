@@ -158,3 +158,10 @@ def test_tether_up_uses_openai_when_a_model_is_configured_else_the_operator() ->
     assert local_defaults(model, None).runs.default_agent == "openai"
     chosen = msgspec.convert({"runs": {"default_agent": "codex"}}, Config)
     assert local_defaults(chosen, None).runs.default_agent == "codex"
+
+
+def test_the_terminal_completes_every_command_the_gateway_answers() -> None:
+    from tether.cli.chat.app import GATEWAY_COMMANDS
+    from tether.gateway.chat_commands import COMMANDS
+
+    assert set(GATEWAY_COMMANDS) == set(COMMANDS)

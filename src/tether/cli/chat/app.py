@@ -74,8 +74,11 @@ GATEWAY_COMMANDS = (
     "approve",
     "deny",
     "answer",
+    "pair",
     "routines",
 )
+"""The `/` commands the gateway answers, for completion (a unit test keeps this list in step
+with ``tether.gateway.chat_commands``, which the client does not import: it is heavy)."""
 
 
 _LINE_DECISIONS = {"a": "allow_once", "s": "allow_session", "d": "deny"}
