@@ -7,13 +7,17 @@ Chinese from the text itself when the platform does not say.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from tether.protocol.events import ApprovalRequested
 
 __all__ = [
     "EXPLAINED",
     "PHRASES",
     "Lang",
     "decision_words",
+    "describe_plan",
     "explain",
     "guess_language",
     "lang_of",
@@ -318,3 +322,15 @@ def explain(code: str, lang: Lang, message: str = "") -> str:
     if phrase is None:
         return f"{code}: {message}" if message else code
     return phrase[lang].format(message=message.strip() or code)
+
+
+def describe_plan(event: ApprovalRequested) -> str:
+    """One line: what the call would do, and where."""
+    if event.commands:
+        what = "; ".join(event.commands)
+    elif "path" in event.args:
+        what = str(event.args["path"])
+    else:
+        what = ", ".join(f"{k}={v!r}" for k, v in sorted(event.args.items()))[:300]
+    where = f"{event.runner}/{event.workspace}" if event.workspace else event.runner
+    return f"{event.tool} `{what}` on {where}"

@@ -20,7 +20,7 @@ import msgspec
 
 from tether.errors import NotFound
 from tether.gateway.outbox import Outbox
-from tether.gateway.phrases import Lang, decision_words, explain, lang_of, say
+from tether.gateway.phrases import Lang, decision_words, describe_plan, explain, lang_of, say
 from tether.gateway.status import STATUS_KINDS, StatusBoard
 from tether.ledger import ConversationRecord, Event, Ledger
 from tether.protocol.events import (
@@ -37,7 +37,7 @@ from tether.protocol.events import (
     decode_payload,
 )
 
-__all__ = ["RENDERED", "ChannelRelay", "describe_plan"]
+__all__ = ["RENDERED", "ChannelRelay"]
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +58,6 @@ _SAID_CALL_FAILURES = frozenset(
 _CACHE = 10_000
 _FRESH = 5.0
 """Seconds a conversation read stays good for rendering (its language may change)."""
-
-
-def describe_plan(event: ApprovalRequested) -> str:
-    """One line: what the call would do, and where."""
-    if event.commands:
-        what = "; ".join(event.commands)
-    elif "path" in event.args:
-        what = str(event.args["path"])
-    else:
-        what = ", ".join(f"{k}={v!r}" for k, v in sorted(event.args.items()))[:300]
-    where = f"{event.runner}/{event.workspace}" if event.workspace else event.runner
-    return f"{event.tool} `{what}` on {where}"
 
 
 class ChannelRelay:

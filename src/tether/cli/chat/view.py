@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tether.gateway.phrases import explain
-from tether.gateway.relay import describe_plan
+from tether.gateway.phrases import describe_plan, explain
 from tether.protocol.events import (
     AgentDelta,
     AgentMessage,
