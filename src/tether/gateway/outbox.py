@@ -5,7 +5,10 @@ the channel's limit, on paragraph, then line boundaries, keeping code blocks who
 it can), under idempotency keys the platform sees, and wakes the worker.
 :meth:`Outbox.loop` (supervised) leases due deliveries, each the head of its
 conversation's line, and sends them through the channel's ``deliver``: several
-conversations at once, one delivery per conversation at a time, in order. The answer
+conversations at once, one delivery per conversation at a time, in order. A run's
+status on a channel that edits is one message: an out-of-date status is dropped, and an
+edit comes no sooner than the channel's ``edit_interval`` after the last (timed from
+the ledger, so it holds across gateways). The answer
 is applied by the :class:`~tether.gateway.retry.RetryPolicy`: delivered, retried later
 (the platform's hint, else backoff), or dead-lettered — then said in the conversation
 and kept in the ledger (``tether deliveries list``). A gateway that dies mid-send leaves
@@ -225,7 +228,14 @@ class Outbox:
                 return
             target = await ledger.deliveries.status_message(record.status_of)
             if target is not None:
-                delivery = msgspec.structs.replace(delivery, edit=target)
+                edited, last_sent = target
+                due = last_sent + channel.capabilities.edit_interval
+                if due > time.time():  # the platform allows one edit a message per interval
+                    await ledger.deliveries.settle(
+                        record.id, self.owner, state="pending", retry_at=due, counts=False
+                    )
+                    return
+                delivery = msgspec.structs.replace(delivery, edit=edited)
         result: DeliveryResult = await channel.deliver(delivery)
         attempt = record.attempts + 1
         decision = self.policy.decide(attempt, result, time.time())

@@ -192,21 +192,27 @@ class DeliveryStore:
         times = [t for t in row if t is not None]
         return min(times) if times else None
 
-    async def status_message(self, run_id: str) -> str | None:
-        """The platform message a run's status lives in (its first status delivered)."""
-        query = (
+    async def status_message(self, run_id: str) -> tuple[str, float] | None:
+        """The platform message a run's status lives in (its first status delivered) and
+        when a status of the run was last delivered; None before the first."""
+        delivered = and_(
+            deliveries.c.status_of == run_id,
+            deliveries.c.state == "delivered",
+            deliveries.c.platform_message_id.is_not(None),
+        )
+        first = (
             select(deliveries.c.platform_message_id)
-            .where(
-                deliveries.c.status_of == run_id,
-                deliveries.c.state == "delivered",
-                deliveries.c.platform_message_id.is_not(None),
-            )
+            .where(delivered)
             .order_by(deliveries.c.id)
             .limit(1)
         )
+        latest = select(func.max(deliveries.c.updated_at)).where(delivered)
         async with self.db.reader.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return None if row is None else str(row[0])
+            message = (await conn.execute(first)).scalar()
+            if message is None:
+                return None
+            at = (await conn.execute(latest)).scalar()
+        return str(message), float(at or 0.0)
 
     async def newer_status(self, run_id: str, delivery_id: str) -> bool:
         """Whether a later status of the run waits (this one is then out of date)."""
