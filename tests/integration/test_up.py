@@ -107,8 +107,6 @@ def test_up_refuses_a_missing_workspace(home: Path) -> None:
     result = run_cli(home, "up", "--listen", "127.0.0.1:0", f"--workspace=x={home / 'nope'}")
     assert result.returncode == 2
     assert "is not a directory" in result.stderr
-    start = time.monotonic()
-    assert time.monotonic() - start < 5
 
 
 def start_up_logged(
