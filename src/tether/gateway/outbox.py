@@ -229,8 +229,9 @@ class Outbox:
             target = await ledger.deliveries.status_message(record.status_of)
             if target is not None:
                 edited, last_sent = target
-                due = last_sent + channel.capabilities.edit_interval
-                if due > time.time():  # the platform allows one edit a message per interval
+                now = time.time()  # (a clock behind another gateway's waits no longer)
+                due = min(last_sent, now) + channel.capabilities.edit_interval
+                if due > now:  # the platform allows one edit of a message per interval
                     await ledger.deliveries.settle(
                         record.id, self.owner, state="pending", retry_at=due, counts=False
                     )
