@@ -39,6 +39,7 @@ from tether.gateway.call_policy import CallPolicy
 from tether.gateway.chat_api import ChatApi
 from tether.gateway.chat_commands import ChatCommands
 from tether.gateway.console_http import ConsoleHttp
+from tether.gateway.console_pages import ConsolePages
 from tether.gateway.console_session import ConsoleSessions, load_key
 from tether.gateway.fanout import Fanout
 from tether.gateway.handlers import MethodHandlers
@@ -91,6 +92,7 @@ class GatewayParts:
     outbox: Outbox
     relay: ChannelRelay
     routines: RoutineScheduler
+    console: ConsoleHttp
 
 
 def build_channels(config: Config, env: Mapping[str, str]) -> dict[str, Channel]:
@@ -136,7 +138,7 @@ def _build(
         secure_cookie=config.gateway.tls_cert is not None
         or (config.gateway.public_url or "").startswith("https:"),
     )
-    for method, path, handler in console.routes():
+    for method, path, handler in [*console.routes(), *ConsolePages().routes()]:
         server.add_route(method, path, handler)
     server.cookie_auth = console.principal
     registry = RunnerRegistry()
@@ -238,6 +240,7 @@ def _build(
         outbox=outbox,
         relay=relay,
         routines=routines,
+        console=console,
     )
 
 

@@ -6,6 +6,11 @@
 - ``GET /console/session``: the same for a browser that already holds the cookie.
 - ``POST /console/logout`` (with the CSRF token) clears it.
 
+A one-time login link (:meth:`ConsoleHttp.login_link`, what ``tether up`` prints) carries
+a ``ttc_`` key in the URL's fragment, which a browser never sends: the page posts it to
+``/console/login`` like a token. It logs in once, within its time, as the person it was
+made for, and is kept only in this gateway's memory (as its hash).
+
 Every one of them, and the WebSocket upgrade a cookie authenticates, must come from the
 gateway's own origin: ``Origin`` equal to ``gateway.public_url``'s when that is set, else
 to this request's own scheme and ``Host``. Runner credentials never log in here.
@@ -13,7 +18,10 @@ to this request's own scheme and ``Host``. Runner credentials never log in here.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -25,17 +33,27 @@ from tether.gateway.auth import Authenticator, Principal
 from tether.gateway.console_session import COOKIE, CSRF_HEADER, ConsoleSession, ConsoleSessions
 from tether.gateway.http_errors import error_response
 
-__all__ = ["ConsoleHttp", "same_origin"]
+__all__ = ["LINK_PREFIX", "ConsoleHttp", "same_origin"]
 
 log = logging.getLogger(__name__)
 
 _MAX_LOGIN_BYTES = 4096
+LINK_PREFIX = "ttc_"
+_LINKS_KEPT = 32
 
 
 def same_origin(request: web.Request, public_url: str | None) -> bool:
-    """Whether the request's ``Origin`` is the gateway's own (a missing one is not)."""
+    """Whether the request's ``Origin`` is the gateway's own. Browsers leave ``Origin``
+    out of same-origin GETs; for a GET or HEAD without one, the browser's own
+    ``Sec-Fetch-Site: same-origin`` (a header no page can set) stands in. Else a missing
+    ``Origin`` is not the gateway's."""
     origin = request.headers.get("Origin", "")
-    if not origin or origin == "null":
+    if not origin:
+        return (
+            request.method in ("GET", "HEAD")
+            and request.headers.get("Sec-Fetch-Site") == "same-origin"
+        )
+    if origin == "null":
         return False
     if public_url:
         own = urlsplit(public_url)
@@ -60,6 +78,7 @@ class ConsoleHttp:
         self.auth = auth
         self.public_url = public_url
         self.secure_cookie = secure_cookie
+        self._links: dict[bytes, tuple[Principal, float]] = {}
 
     def routes(
         self,
@@ -69,6 +88,20 @@ class ConsoleHttp:
             ("GET", "/console/session", self.session),
             ("POST", "/console/logout", self.logout),
         ]
+
+    def login_link(self, base_url: str, principal: Principal, *, ttl: float = 900.0) -> str:
+        """A URL that logs a browser in once as ``principal`` within ``ttl`` seconds."""
+        key = LINK_PREFIX + secrets.token_urlsafe(32)
+        while len(self._links) >= _LINKS_KEPT:  # the oldest unused link goes first
+            self._links.pop(next(iter(self._links)))
+        self._links[hashlib.sha256(key.encode()).digest()] = (principal, time.time() + ttl)
+        return f"{base_url.rstrip('/')}/#token={key}"
+
+    def _redeem(self, key: str) -> Principal | None:
+        found = self._links.pop(hashlib.sha256(key.encode()).digest(), None)
+        if found is None or found[1] <= time.time():
+            return None
+        return found[0]
 
     async def cookie_session(self, request: web.Request) -> ConsoleSession | None:
         """The console session a request's cookie stands for, if it is valid and the
@@ -89,7 +122,10 @@ class ConsoleHttp:
         try:
             self._from_here(request)
             token = await self._token_of(request)
-            principal = await self.auth.authenticate(token) if token else None
+            if token.startswith(LINK_PREFIX):
+                principal = self._redeem(token)
+            else:
+                principal = await self.auth.authenticate(token) if token else None
             if principal is None or principal.user_role is None:  # runners log in elsewhere
                 raise Unauthorized("invalid or revoked login token")
         except TetherError as exc:

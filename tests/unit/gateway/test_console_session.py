@@ -60,3 +60,38 @@ def test_the_key_file_is_private_made_once_and_a_short_key_refused(tmp_path: Pat
     path.write_bytes(b"short\n")
     with pytest.raises(ConfigError, match="too short"):
         load_key(tmp_path)
+
+
+async def test_a_login_link_admits_once_within_its_time_and_only_the_newest_are_kept(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tether.gateway.auth import ChainAuthenticator
+    from tether.gateway.console_http import LINK_PREFIX, ConsoleHttp
+
+    http = ConsoleHttp(
+        ConsoleSessions(load_key(tmp_path), ledger),
+        ChainAuthenticator([]),
+        public_url=None,
+        secure_cookie=False,
+    )
+    link = http.login_link("http://127.0.0.1:1/", local_admin(), ttl=60)
+    base, _, key = link.partition("/#token=")
+    assert base == "http://127.0.0.1:1"
+    assert key.startswith(LINK_PREFIX)
+    assert http._redeem(key + "x") is None  # a near miss is no key
+    principal = http._redeem(key)
+    assert principal is not None
+    assert principal.id == "local-admin"
+    assert http._redeem(key) is None  # once only
+
+    late = http.login_link("http://h", local_admin(), ttl=60).partition("#token=")[2]
+    import time as clock
+
+    now = clock.time()
+    monkeypatch.setattr("tether.gateway.console_http.time.time", lambda: now + 61)
+    assert http._redeem(late) is None  # out of time
+    monkeypatch.undo()
+
+    keys = [http.login_link("http://h", local_admin()).partition("#token=")[2] for _ in range(40)]
+    assert http._redeem(keys[0]) is None  # pushed out by newer ones
+    assert http._redeem(keys[-1]) is not None

@@ -1,0 +1,59 @@
+"""A real browser for the web console's tests: Debian's headless Chromium driven by
+Playwright through ``executable_path`` (Playwright downloads no browser), and where
+screenshots go (``artifacts/console/``, or ``$TETHER_ARTIFACTS/console/``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = Path(os.environ.get("TETHER_ARTIFACTS") or ROOT / "artifacts") / "console"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+def chromium_path() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.fail("chromium is not installed (.ci/run installs the Debian package)")
+    return found
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(
+            executable_path=chromium_path(), headless=True, args=["--no-sandbox"]
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+def watch_violations(page: Page) -> list[str]:
+    """The page's console errors and CSP violations, collected as they happen."""
+    seen: list[str] = []
+
+    def on_message(message: ConsoleMessage) -> None:
+        # (a 401 is the console asking whether it is logged in, and being told no)
+        if message.type == "error" and "401 (Unauthorized)" not in message.text:
+            seen.append(message.text)
+
+    page.on("console", on_message)
+    page.on("pageerror", lambda exc: seen.append(f"uncaught: {exc}"))
+    return seen
+
+
+async def shoot(page: Page, name: str) -> Path:
+    """Keep a full-page screenshot of what the page shows now."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    return path
