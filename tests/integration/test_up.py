@@ -113,6 +113,14 @@ def start_up_logged(
     home: Path, workspace: Path, *args: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], Path]:
     """`tether up` with its stderr in a file; returns once it printed its ready line."""
+    proc, log, _ = start_up_announced(home, workspace, *args, env=env)
+    return proc, log
+
+
+def start_up_announced(
+    home: Path, workspace: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], Path, dict[str, object]]:
+    """:func:`start_up_logged`, and what it announced (``--json``)."""
     log = home / f"up-{time.monotonic_ns()}.err"
     with log.open("w") as err:
         up = ["--json", "up", "--listen", "127.0.0.1:0", f"--workspace=proj={workspace}"]
@@ -126,7 +134,7 @@ def start_up_logged(
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line, f"tether up printed nothing:\n{log.read_text()}"
-    return proc, log
+    return proc, log, json.loads(line)
 
 
 def _our_runners(home: Path) -> list[Path]:

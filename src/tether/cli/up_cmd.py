@@ -186,11 +186,13 @@ async def _stop_runner(runner: subprocess.Popen[bytes], grace: float) -> None:
         runner.wait()
 
 
-def _announce(gateway: Gateway, spaces: dict[str, str] | None) -> None:
+def _announce(gateway: Gateway, spaces: dict[str, str] | None, link: str) -> None:
     server = gateway.server
     agent = gateway.config.runs.default_agent
     info: dict[str, Any] = {
         "url": server.url,
+        "console": server.url + "/",
+        "login_link": link,
         "ws": server.url.replace("http", "ws", 1) + "/ws",
         "socket": str(server.socket_path),
         "admin_token_file": str(gateway.admin_token_path),
@@ -208,17 +210,30 @@ def _announce(gateway: Gateway, spaces: dict[str, str] | None) -> None:
         info,
         f"tether is up\n  url        {info['url']}\n  socket     {info['socket']}\n"
         f"  token      {info['admin_token_file']}\n{runner}  agent      {agent}\n"
+        f"  console    {info['console']}\n"
+        f"Open the console (this link logs in once, within 15 minutes):\n  {link}\n"
         "Chat with it from another terminal:  tether chat"
         + ("   (try: !git status)" if agent == "operator" else "")
         + "\nCtrl-C stops everything.",
     )
 
 
-async def _up(config: Config, spaces: dict[str, str] | None, signals: StopSignals) -> None:
+def _open(link: str) -> None:
+    """Open the console in the person's browser (the standard library's choice, or $BROWSER)."""
+    import webbrowser
+
+    if not webbrowser.open(link):
+        sys.stderr.write("no browser could be started: open the link above yourself\n")
+
+
+async def _up(
+    config: Config, spaces: dict[str, str] | None, signals: StopSignals, open_browser: bool
+) -> None:
     """Serve until a signal (or a failure of the gateway); ``spaces`` None: no local runner."""
     import asyncio
 
     from tether.app import Gateway
+    from tether.gateway.auth import local_admin
 
     wake = asyncio.Event()
     signals.bind(asyncio.get_running_loop(), wake.set)
@@ -236,7 +251,11 @@ async def _up(config: Config, spaces: dict[str, str] | None, signals: StopSignal
                 await _wait_registered(gateway, runner, signals, 30.0)
         if signals.requested:
             return
-        _announce(gateway, spaces)
+        base = gateway.config.gateway.public_url or gateway.server.url
+        link = gateway.parts.console.login_link(base, local_admin())
+        _announce(gateway, spaces, link)
+        if open_browser:
+            _open(link)
         failed = asyncio.create_task(gateway.wait_failed(), name="up:gateway")
         woken = asyncio.create_task(wake.wait(), name="up:signal")
         try:
@@ -267,12 +286,16 @@ def up(
     listen: ListenOpt = None,
     workspace: WorkspaceOpt = None,
     no_runner: Annotated[bool, typer.Option("--no-runner", help="Start only the gateway.")] = False,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the web console in a browser, logged in.")
+    ] = False,
 ) -> None:
     """Start everything on this machine: the gateway (SQLite) and a local runner, in the foreground.
 
     The local runner works in --workspace NAME=PATH (default: the current directory).
     New sessions use it, with the openai agent when [agents.openai] model is set, else the
-    operator agent. Talk to it from another terminal with `tether chat`.
+    operator agent. Talk to it from another terminal with `tether chat`, or in the web
+    console: it prints a link that logs a browser in once (--open opens it).
     Prints the URL and where the admin token is. Ctrl-C (or SIGTERM) stops both and exits
     0; further signals while it stops only say so. Each request's access line (runners'
     heartbeats included) is logged at debug level: see them with --log-level debug.
@@ -291,7 +314,7 @@ def up(
             for name, path in spaces.items():
                 if not Path(path).is_dir():
                     raise ConfigError(f"workspace {name!r}: {path} is not a directory")
-        context.run_async(_up(local_defaults(config, spaces), spaces, signals))
+        context.run_async(_up(local_defaults(config, spaces), spaces, signals, open_browser))
     finally:
         signals.block()
 
@@ -299,6 +322,7 @@ def up(
 UP_EPILOG = examples(
     "tether up",
     "tether chat          # in another terminal: talk to the agent, approve its tool calls",
+    "tether up --open     # and open the web console in a browser, logged in",
     "tether up --workspace app=~/code/app --listen 127.0.0.1:9000",
     "tether up --log-level debug     # also every request and heartbeat",
     after="Exit status: 0 after Ctrl-C or SIGTERM (however many); 1 when the gateway fails; "
