@@ -192,3 +192,30 @@ async def test_a_runner_credential_never_logs_in_to_the_console(
     status, _, cookie = await login(http, gw, credential)
     assert status == 401
     assert COOKIE not in cookie
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "site", "expected"),
+    [
+        ("GET", "/console/session", "same-origin", 200),  # a browser's own same-origin GET
+        ("GET", "/console/session", "same-site", 403),  # a sibling subdomain's page
+        ("GET", "/console/session", "cross-site", 403),
+        ("GET", "/console/session", None, 403),  # neither header: not a browser here
+        ("POST", "/console/logout", "same-origin", 403),  # a POST always needs Origin
+    ],
+)
+async def test_without_origin_only_a_same_origin_get_passes_on_sec_fetch_site(
+    gateway: GatewayProcess,
+    http: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    site: str | None,
+    expected: int,
+) -> None:
+    alice = await add_user(gateway, "alice")
+    _, body, cookie = await login(http, gateway, alice)
+    headers = {**cookie_header(cookie[COOKIE].value), "X-CSRF-Token": body["csrf"]}
+    if site is not None:
+        headers["Sec-Fetch-Site"] = site
+    async with http.request(method, f"{gateway.url}{path}", headers=headers) as r:
+        assert r.status == expected
