@@ -186,12 +186,12 @@ async def _stop_runner(runner: subprocess.Popen[bytes], grace: float) -> None:
         runner.wait()
 
 
-def _announce(gateway: Gateway, spaces: dict[str, str] | None, link: str) -> None:
+def _announce(gateway: Gateway, spaces: dict[str, str] | None, console: str, link: str) -> None:
     server = gateway.server
     agent = gateway.config.runs.default_agent
     info: dict[str, Any] = {
         "url": server.url,
-        "console": server.url + "/",
+        "console": console,
         "login_link": link,
         "ws": server.url.replace("http", "ws", 1) + "/ws",
         "socket": str(server.socket_path),
@@ -251,9 +251,9 @@ async def _up(
                 await _wait_registered(gateway, runner, signals, 30.0)
         if signals.requested:
             return
-        base = gateway.config.gateway.public_url or gateway.server.url
-        link = gateway.parts.console.login_link(base, local_admin())
-        _announce(gateway, spaces, link)
+        console = (gateway.config.gateway.public_url or gateway.server.url).rstrip("/") + "/"
+        link = gateway.parts.console.login_link(console, local_admin())
+        _announce(gateway, spaces, console, link)
         if open_browser:
             _open(link)
         failed = asyncio.create_task(gateway.wait_failed(), name="up:gateway")
