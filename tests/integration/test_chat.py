@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -123,6 +124,26 @@ def test_ctrl_c_asks_first_then_stops_the_running_run(
     assert shown.count("— stopped") == 1
     runs = json.loads(run_cli(home, "--json", "runs", "list").stdout)["runs"]
     assert [r["state"] for r in runs] == ["cancelled"]
+    assert chat.leave() == 0
+
+
+def test_ctrl_c_as_a_signal_asks_too_before_and_after_a_line_is_sent(
+    make_gateway: MakeGateway, make_runner: MakeRunner, home: Path, terminals: list[ChatTerminal]
+) -> None:
+    # when the terminal is not raw for a moment (output being printed), Ctrl-C arrives as
+    # SIGINT: to the running prompt, or between two prompts; it must ask, not kill
+    gw = make_gateway(**OPERATOR, TETHER_RUNS__DEFAULT_MODE="auto")
+    make_runner(gw)
+    chat = open_chat(terminals, home)
+    chat.type("!sleep 60")
+    chat.wait_for("sleep 60")
+    chat.type("/status")  # a line sent: a new prompt took over SIGINT
+    chat.expect_screen("running")
+    chat.child.kill(signal.SIGINT)
+    chat.expect_screen("Stop the run")
+    chat.key("y")
+    chat.wait_for("— stopped")
+    assert chat.child.isalive()
     assert chat.leave() == 0
 
 

@@ -361,7 +361,10 @@ class ChatApp:
             )
         )
 
+        # (a Ctrl-C that reaches the running prompt as a signal, when the terminal was not
+        # raw for a moment, comes as <sigint>: the same key)
         @kb.add("c-c")
+        @kb.add("<sigint>")
         def _interrupt(event: KeyPressEvent) -> None:
             if not self.confirming and self.view.active is None and event.current_buffer.text:
                 event.current_buffer.reset()
@@ -392,9 +395,7 @@ class ChatApp:
         pump = asyncio.create_task(self._pump(), name="chat:pump")
         sender = asyncio.create_task(self._sender(), name="chat:sender")
         loop = asyncio.get_running_loop()
-        # between two prompts the terminal is not raw: Ctrl-C is a signal then
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGINT, self.interrupt)
+        self._catch_sigint(loop)
         self._prompt = PromptSession(
             message=self._message,
             bottom_toolbar=self._toolbar,
@@ -417,6 +418,8 @@ class ChatApp:
                     text = await self._until(link_task, self._prompt.prompt_async())
                 except EOFError:
                     break
+                finally:  # the prompt took SIGINT over and dropped ours when it ended
+                    self._catch_sigint(loop)
                 self.note = ""
                 if text.strip() in ("/quit", "/exit"):
                     break
@@ -434,6 +437,11 @@ class ChatApp:
             for task in (link_task, pump, sender, *self._tasks):
                 task.cancel()
             await asyncio.gather(link_task, pump, sender, *self._tasks, return_exceptions=True)
+
+    def _catch_sigint(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Between two prompts the terminal is not raw: Ctrl-C is a signal then."""
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, self.interrupt)
 
     @staticmethod
     async def _until(link_task: asyncio.Task[None], coro: Any) -> Any:
