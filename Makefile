@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?= -n 2
 
-.PHONY: up test lint typecheck imports pytest bench install dev clean docs agents
+.PHONY: up test lint typecheck imports pytest bench install dev clean docs agents testjs
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tether needs Python >= 3.11"'
@@ -29,9 +29,17 @@ $(AGENTS_DIR)/node_modules/.installed: $(AGENTS_DIR)/package.json $(AGENTS_DIR)/
 	cd $(AGENTS_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# axe-core, which the console's browser tests inject to check each view's accessibility
+# (pinned in tools/axe/package-lock.json)
+AXE_DIR := tools/axe
+$(AXE_DIR)/node_modules/.installed: $(AXE_DIR)/package.json $(AXE_DIR)/package-lock.json
+	cd $(AXE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 agents: $(AGENTS_DIR)/node_modules/.installed
+testjs: $(AXE_DIR)/node_modules/.installed
 
 up: install
 	$(BIN)/tether up
@@ -50,15 +58,15 @@ docs: dev
 	$(BIN)/python -m tether.protocol.docs > docs/protocol.md
 
 # pytest exits 5 when a selection collects no tests; that is not a failure of the suite.
-pytest: dev agents
+pytest: dev agents testjs
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected (exit 5), treated as success"; exit 0; fi; \
 	exit $$rc
 
 test: lint typecheck imports pytest
 
-bench: dev agents
+bench: dev agents testjs
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(AGENTS_DIR)/node_modules
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(AGENTS_DIR)/node_modules $(AXE_DIR)/node_modules

@@ -219,3 +219,55 @@ async def test_without_origin_only_a_same_origin_get_passes_on_sec_fetch_site(
         headers["Sec-Fetch-Site"] = site
     async with http.request(method, f"{gateway.url}{path}", headers=headers) as r:
         assert r.status == expected
+
+
+async def test_markdown_is_rendered_safe_only_for_a_logged_in_page_with_its_csrf_token(
+    gateway: GatewayProcess, http: aiohttp.ClientSession
+) -> None:
+    alice = await add_user(gateway, "alice")
+    _, body, cookie = await login(http, gateway, alice)
+    base = {"Origin": gateway.url, **cookie_header(cookie[COOKIE].value)}
+    url = f"{gateway.url}/console/markdown"
+    texts = ["**hi** <script>alert(1)</script>", "[x](javascript:alert(1)) <img src=x onerror=y>"]
+    async with http.post(url, json={"texts": texts}, headers=base) as r:
+        assert r.status == 403  # no CSRF token
+    async with http.post(
+        url, json={"texts": texts}, headers={**base, "Origin": "http://evil.test"}
+    ) as r:
+        assert r.status == 403
+    async with http.post(url, json={"texts": texts}, headers={"Origin": gateway.url}) as r:
+        assert r.status == 401  # no cookie
+    good = {**base, "X-CSRF-Token": body["csrf"]}
+    async with http.post(url, json={"texts": texts}, headers=good) as r:
+        assert r.status == 200
+        assert r.headers["Cache-Control"] == "no-store"
+        html = (await r.json())["html"]
+    assert html[0].startswith("<p><strong>hi</strong> &lt;script&gt;")
+    assert "<script" not in "".join(html)
+    assert "<img" not in "".join(html)
+    assert "href" not in html[1]  # a javascript: link is no link
+    async with http.post(url, json={"texts": ["x"] * 501}, headers=good) as r:
+        assert r.status == 413
+    async with http.post(url, json={"texts": [1]}, headers=good) as r:
+        assert r.status == 400
+    async with http.post(
+        url, data=b"x" * (5 * 1024 * 1024), headers={**good, "Content-Type": "application/json"}
+    ) as r:
+        assert r.status == 413
+
+
+async def test_the_console_words_say_what_the_chats_say(
+    gateway: GatewayProcess, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(
+        f"{gateway.url}/console/words", headers={"Sec-Fetch-Site": "same-origin"}
+    ) as r:
+        assert r.status == 200
+        words = await r.json()
+    assert words["explained"]["approval_denied"]["en"] == "it was denied, so nothing ran"
+    assert words["decisions"]["allow_once"]["zh"] == "已批准一次"
+    assert "approve" in words["commands"]
+    async with http.get(
+        f"{gateway.url}/console/words", headers={"Sec-Fetch-Site": "cross-site"}
+    ) as r:
+        assert r.status == 403

@@ -55,7 +55,7 @@ async def test_the_console_is_served_from_the_package_under_a_strict_policy(
             assert r.content_type == "text/javascript"
             assert r.headers["Content-Encoding"] == "gzip"
             assert "Content-Security-Policy" in r.headers
-            assert "WebSocket" in await r.text()
+            assert "import { Link" in await r.text()
 
 
 @pytest.mark.parametrize(
@@ -133,7 +133,7 @@ async def test_a_wrong_token_is_refused_in_words_and_nothing_is_held(
         "That token was refused: it is wrong or revoked."
     )
     assert await page.context.cookies() == []
-    await expect(page.locator("#home")).to_be_hidden()
+    await expect(page.locator("#nav")).to_be_hidden()
     await shoot(page, "login-refused-desktop")
 
 

@@ -57,3 +57,26 @@ async def shoot(page: Page, name: str) -> Path:
     path = SHOTS / f"{name}.png"
     await page.screenshot(path=str(path), full_page=True)
     return path
+
+
+AXE = ROOT / "tools" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+async def accessibility_problems(page: Page) -> list[str]:
+    """What axe-core (WCAG 2.1 A and AA rules) finds wrong with the page as it is now,
+    one line per rule and element."""
+    if not AXE.exists():
+        pytest.fail("axe-core is not installed (make testjs installs it)")
+    if not await page.evaluate("typeof window.axe === 'object'"):
+        await page.evaluate(AXE.read_text())  # (through the debugger: the CSP is untouched)
+    result = await page.evaluate(
+        """async () => {
+            const r = await axe.run(document, {
+                runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] },
+            });
+            return r.violations.map((v) => ({
+                id: v.id, help: v.help, nodes: v.nodes.map((n) => n.target.join(" ")),
+            }));
+        }"""
+    )
+    return [f"{v['id']}: {v['help']} at {node}" for v in result for node in v["nodes"]]

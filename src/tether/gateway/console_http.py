@@ -5,6 +5,11 @@
   token travels in the body, never in a URL.
 - ``GET /console/session``: the same for a browser that already holds the cookie.
 - ``POST /console/logout`` (with the CSRF token) clears it.
+- ``POST /console/markdown`` (with the CSRF token): ``{"texts": [...]}`` of agents' Markdown
+  as ``{"html": [...]}`` sanitized by :mod:`tether.gateway.console_markdown`.
+- ``GET /console/words``: what codes, run reasons and decisions mean in English and
+  Chinese (:data:`tether.gateway.phrases.EXPLAINED`) and the chat's ``/`` commands, so the
+  page says what the terminal and the chats say.
 
 A one-time login link (:meth:`ConsoleHttp.login_link`, what ``tether up`` prints) carries
 a ``ttc_`` key in the URL's fragment, which a browser never sends: the page posts it to
@@ -18,6 +23,7 @@ to this request's own scheme and ``Host``. Runner credentials never log in here.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
@@ -28,16 +34,21 @@ from urllib.parse import urlsplit
 import msgspec
 from aiohttp import web
 
-from tether.errors import Forbidden, InvalidParams, TetherError, Unauthorized
+from tether.errors import Forbidden, InvalidParams, TetherError, TooLarge, Unauthorized
 from tether.gateway.auth import Authenticator, Principal
+from tether.gateway.chat_commands import COMMANDS
+from tether.gateway.console_markdown import render
 from tether.gateway.console_session import COOKIE, CSRF_HEADER, ConsoleSession, ConsoleSessions
 from tether.gateway.http_errors import error_response
+from tether.gateway.phrases import DECISIONS, EXPLAINED
 
 __all__ = ["LINK_PREFIX", "ConsoleHttp", "same_origin"]
 
 log = logging.getLogger(__name__)
 
 _MAX_LOGIN_BYTES = 4096
+_MAX_MARKDOWN_BYTES = 4 * 1024 * 1024
+_MAX_MARKDOWN_TEXTS = 500
 LINK_PREFIX = "ttc_"
 _LINKS_KEPT = 32
 
@@ -87,6 +98,8 @@ class ConsoleHttp:
             ("POST", "/console/login", self.login),
             ("GET", "/console/session", self.session),
             ("POST", "/console/logout", self.logout),
+            ("POST", "/console/markdown", self.markdown),
+            ("GET", "/console/words", self.words),
         ]
 
     def login_link(self, base_url: str, principal: Principal, *, ttl: float = 900.0) -> str:
@@ -164,6 +177,25 @@ class ConsoleHttp:
         response.del_cookie(COOKIE, path="/")
         return response
 
+    async def markdown(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._from_here(request)
+            session = await self._session_or_401(request)
+            if not self.sessions.csrf_ok(session, request.headers.get(CSRF_HEADER)):
+                raise Forbidden(f"missing or wrong {CSRF_HEADER}")
+            texts = _texts_of(await self._json_body(request, _MAX_MARKDOWN_BYTES))
+        except TetherError as exc:
+            return _no_store(error_response(exc))
+        html = await asyncio.to_thread(lambda: [render(text) for text in texts])
+        return _no_store(web.json_response({"html": html}))
+
+    async def words(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._from_here(request)
+        except TetherError as exc:
+            return _no_store(error_response(exc))
+        return web.json_response(_WORDS, headers={"Cache-Control": "no-cache"})
+
     # ---- checks ----------------------------------------------------------------------
 
     def _from_here(self, request: web.Request) -> None:
@@ -178,22 +210,48 @@ class ConsoleHttp:
         return session
 
     @staticmethod
-    async def _token_of(request: web.Request) -> str:
+    async def _json_body(request: web.Request, limit: int) -> object:
         if request.content_type != "application/json":
-            raise InvalidParams('send the token as JSON: {"token": "…"}')
-        if request.content_length is not None and request.content_length > _MAX_LOGIN_BYTES:
-            raise InvalidParams("the login body is too large")
-        body = await request.content.read(_MAX_LOGIN_BYTES + 1)
-        if len(body) > _MAX_LOGIN_BYTES:
-            raise InvalidParams("the login body is too large")
+            raise InvalidParams("send the body as JSON")
+        if request.content_length is not None and request.content_length > limit:
+            raise TooLarge(f"the body is over {limit:,} bytes")
+        body = await request.content.read(limit + 1)
+        if len(body) > limit:
+            raise TooLarge(f"the body is over {limit:,} bytes")
         try:
-            data = msgspec.json.decode(body)
+            return msgspec.json.decode(body)
         except msgspec.DecodeError:
-            raise InvalidParams("the login body is not JSON") from None
+            raise InvalidParams("the body is not JSON") from None
+
+    async def _token_of(self, request: web.Request) -> str:
+        try:
+            data = await self._json_body(request, _MAX_LOGIN_BYTES)
+        except TooLarge:
+            raise InvalidParams("the login body is too large") from None
         token = data.get("token") if isinstance(data, dict) else None
         if not isinstance(token, str):
             raise InvalidParams('send the token as JSON: {"token": "…"}')
         return token.strip()
+
+
+def _texts_of(data: object) -> list[str]:
+    texts = data.get("texts") if isinstance(data, dict) else None
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise InvalidParams('send {"texts": ["…"]}', data={"field": "texts"})
+    if len(texts) > _MAX_MARKDOWN_TEXTS:
+        raise TooLarge(f"at most {_MAX_MARKDOWN_TEXTS} texts at once")
+    return texts
+
+
+def _words() -> dict[str, object]:
+    return {
+        "explained": EXPLAINED,
+        "decisions": DECISIONS,
+        "commands": sorted(COMMANDS),
+    }
+
+
+_WORDS = _words()
 
 
 def _describe(session: ConsoleSession) -> dict[str, object]:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from tether.protocol.events import ApprovalRequested
 
 __all__ = [
+    "DECISIONS",
     "EXPLAINED",
     "PHRASES",
     "Lang",
@@ -215,7 +216,7 @@ PHRASES: dict[str, dict[Lang, str]] = {
     },
 }
 
-_DECISIONS: dict[str, dict[Lang, str]] = {
+DECISIONS: dict[str, dict[Lang, str]] = {
     "allow_once": {"en": "allowed once", "zh": "已批准一次"},
     "allow_session": {"en": "allowed for this session", "zh": "已在本会话内批准"},
     "deny": {"en": "denied", "zh": "已拒绝"},
@@ -226,7 +227,7 @@ _DECISIONS: dict[str, dict[Lang, str]] = {
 
 
 def decision_words(decision: str, lang: Lang) -> str:
-    return _DECISIONS.get(decision, {}).get(lang, decision)
+    return DECISIONS.get(decision, {}).get(lang, decision)
 
 
 def say(lang: Lang, key: str, **values: Any) -> str:

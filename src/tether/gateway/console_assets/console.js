@@ -1,104 +1,35 @@
 // The tether web console. Served by the gateway with a strict Content-Security-Policy:
-// this file is the only script, and it writes text, never HTML, except Markdown the
-// gateway has already sanitized.
+// these modules are the only script, and they write text, never HTML, except Markdown
+// the gateway has already sanitized (markdown.js).
 
-const WORDS = {
-  en: {
-    login_title: "Log in",
-    login_help: "Paste a login token (tether users add NAME prints one), or open the link tether up printed.",
-    token_label: "Login token",
-    login_button: "Log in",
-    logout: "Log out",
-    lang: "中文",
-    signed_in: "Signed in as {name} ({role})",
-    welcome: "Welcome, {name}",
-    connecting: "connecting…",
-    live: "live",
-    offline: "offline — reconnecting…",
-    bad_token: "That token was refused: it is wrong or revoked.",
-    failed: "The gateway did not answer: {why}",
-    sessions_title: "Sessions",
-    sessions_empty: "No sessions yet: start one from a chat, tether chat or tether runs start.",
-    col_session: "Session",
-    col_agent: "Agent",
-    col_runner: "Runner",
-    col_workspace: "Workspace",
-    col_mode: "Mode",
-    col_state: "State",
-    col_updated: "Updated",
-  },
-  zh: {
-    login_title: "登录",
-    login_help: "粘贴登录令牌（tether users add NAME 会打印一个），或打开 tether up 打印的链接。",
-    token_label: "登录令牌",
-    login_button: "登录",
-    logout: "退出登录",
-    lang: "English",
-    signed_in: "已登录：{name}（{role}）",
-    welcome: "欢迎，{name}",
-    connecting: "连接中…",
-    live: "已连接",
-    offline: "已断开 — 正在重连…",
-    bad_token: "令牌被拒绝：错误或已吊销。",
-    failed: "网关没有应答：{why}",
-    sessions_title: "会话",
-    sessions_empty: "还没有会话：可从聊天、tether chat 或 tether runs start 开始。",
-    col_session: "会话",
-    col_agent: "智能体",
-    col_runner: "运行器",
-    col_workspace: "工作区",
-    col_mode: "模式",
-    col_state: "状态",
-    col_updated: "更新于",
-  },
-};
+import { Link, why } from "./link.js";
+import { Markdown } from "./markdown.js";
+import { Timeline } from "./timeline.js";
+import { commands, currentLang, loadGatewayWords, switchLang, t, when } from "./words.js";
+
+const $ = (id) => document.getElementById(id);
+const VIEWS = ["sessions", "chat", "runners", "routines"];
+const POLL_MS = 3000;
 
 const state = {
-  lang: pickLang(), session: null, ws: null, retry: 0, nextId: 1,
-  calls: new Map(), sessions: null,
+  session: null, // who is logged in: {principal, name, role, csrf}
+  view: null, // the view shown: {name, ...}
+  names: {},
+  runnerNames: {}, // runner id -> name
+  poll: null,
+  lists: {},
+  linkState: "",
 };
-const $ = (id) => document.getElementById(id);
 
-function pickLang() {
-  const saved = localStorage.getItem("tether.lang");
-  if (saved && saved in WORDS) return saved;
-  return (navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en";
-}
-
-function t(key, vars = {}) {
-  const text = WORDS[state.lang][key] ?? WORDS.en[key] ?? key;
-  return text.replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? ""));
-}
-
-function paint() {
-  document.documentElement.lang = state.lang === "zh" ? "zh-CN" : "en";
-  for (const el of document.querySelectorAll("[data-t]")) el.textContent = t(el.dataset.t);
-  $("lang").textContent = t("lang");
-  $("logout").textContent = t("logout");
-  if (state.session) {
-    const s = state.session;
-    $("home-title").textContent = t("welcome", { name: s.name });
-    $("whoami").textContent = t("signed_in", { name: s.name, role: s.role });
-  }
-  showLink(state.linkState || "");
-  if (state.sessions) showSessions(state.sessions);
-}
-
-function showLink(key) {
-  state.linkState = key;
-  $("link").textContent = key ? t(key) : "";
-}
+// ---- the gateway over HTTP -----------------------------------------------------------
 
 async function api(method, path, body) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET" && state.session) headers["X-CSRF-Token"] = state.session.csrf;
   const response = await fetch(path, {
-    method,
-    headers,
+    method, headers, credentials: "same-origin", cache: "no-store",
     body: body === undefined ? undefined : JSON.stringify(body),
-    credentials: "same-origin",
-    cache: "no-store",
   });
   let data = null;
   try {
@@ -109,25 +40,116 @@ async function api(method, path, body) {
   return { status: response.status, data };
 }
 
+const markdown = new Markdown(async (texts) => {
+  const { status, data } = await api("POST", "/console/markdown", { texts });
+  if (status !== 200) throw new Error(data?.error?.message ?? String(status));
+  return data.html;
+});
+
+const link = new Link({
+  role: () => (isOwner() ? "admin" : "client"), // an owner adds and revokes runners
+  onState: (key) => showLink(key),
+  onNotify: (method, params) => notified(method, params),
+  onOpen: () => opened(),
+  checkSession: async () => {
+    const { status, data } = await api("GET", "/console/session").catch(() => ({ status: 0 }));
+    if (status === 200) {
+      state.session = data;
+      return true;
+    }
+    if (status === 401) {
+      signedOut();
+      return false;
+    }
+    return true;
+  },
+});
+
+function eventId() {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return `web-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+// ---- words on the page ---------------------------------------------------------------
+
+function paint() {
+  document.documentElement.lang = currentLang() === "zh" ? "zh-CN" : "en";
+  for (const node of document.querySelectorAll("[data-t]")) node.textContent = t(node.dataset.t);
+  for (const node of document.querySelectorAll("[data-t-label]")) {
+    node.setAttribute("aria-label", t(node.dataset.tLabel));
+  }
+  $("lang").textContent = t("lang");
+  $("logout").textContent = t("logout");
+  $("chat-input").placeholder = t("chat_placeholder");
+  if (state.session) {
+    const s = state.session;
+    $("whoami").textContent = t("signed_in", { name: s.name, role: s.role });
+  } else {
+    $("whoami").textContent = "";
+  }
+  showLink(state.linkState);
+  $("commands").replaceChildren(...commands().map((name) => {
+    const option = document.createElement("option");
+    option.value = `/${name}`;
+    return option;
+  }));
+  if (state.lists.sessions) showSessions(state.lists.sessions);
+  if (state.lists.runners) showRunners(state.lists.runners);
+  if (state.lists.routines) showRoutines(state.lists.routines);
+}
+
+function showLink(key) {
+  state.linkState = key;
+  $("link").textContent = key ? t(key) : "";
+}
+
+function cell(row, text, className) {
+  const td = document.createElement("td");
+  if (text instanceof Node) td.append(text);
+  else td.textContent = text === null || text === undefined || text === "" ? "—" : String(text);
+  if (className) td.className = className;
+  row.append(td);
+  return td;
+}
+
+function button(text, onClick, className = "") {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  if (className) b.className = className;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function isOwner() {
+  return state.session?.role === "owner";
+}
+
+// ---- logging in and out ---------------------------------------------------------------
+
 function signedIn(session) {
   state.session = session;
   $("login").hidden = true;
-  $("home").hidden = false;
+  $("nav").hidden = false;
   $("logout").hidden = false;
+  for (const node of document.querySelectorAll(".owner-only")) node.hidden = !isOwner();
   paint();
-  connect();
+  link.start();
+  route();
 }
 
 function signedOut() {
   state.session = null;
-  state.sessions = null;
-  $("sessions").hidden = true;
-  if (state.ws) state.ws.close();
-  state.ws = null;
-  $("home").hidden = true;
+  state.lists = {};
+  link.stop();
+  leaveView();
+  for (const name of VIEWS) $(name).hidden = true;
+  $("nav").hidden = true;
   $("logout").hidden = true;
   $("login").hidden = false;
   showLink("");
+  paint();
   $("token").focus();
 }
 
@@ -145,111 +167,367 @@ async function login(token) {
   }
 }
 
-function connect() {
-  if (!state.session || state.ws) return;
-  showLink("connecting");
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${scheme}://${location.host}/ws`);
-  state.ws = ws;
-  ws.addEventListener("open", async () => {
-    try {
-      await call(ws, "hello", { protocol: [1], role: "client" });
-      state.retry = 0;
-      showLink("live");
-      showSessions((await call(ws, "session.list", { limit: 50 })).sessions);
-    } catch (err) {
-      console.warn("the gateway refused", err);
-      ws.close();
-    }
-  });
-  ws.addEventListener("message", (event) => {
-    let frame;
-    try {
-      frame = JSON.parse(event.data);
-    } catch {
-      return;
-    }
-    const waiting = frame.id !== undefined ? state.calls.get(frame.id) : undefined;
-    if (waiting) {
-      state.calls.delete(frame.id);
-      if (frame.error) waiting.reject(frame.error);
-      else waiting.resolve(frame.result);
-    }
-  });
-  ws.addEventListener("close", () => {
-    for (const [id, waiting] of state.calls) {
-      if (waiting.ws === ws) {
-        state.calls.delete(id);
-        waiting.reject(new Error("the connection closed"));
-      }
-    }
-    if (state.ws !== ws) return;
-    state.ws = null;
-    if (!state.session) return;
-    showLink("offline");
-    const delay = Math.min(10000, 500 * 2 ** state.retry++);
-    setTimeout(async () => {
-      const { status, data } = await api("GET", "/console/session").catch(() => ({ status: 0 }));
-      if (status === 200) {
-        state.session = data;
-        connect();
-      } else if (status === 401) {
-        signedOut();
-      } else {
-        connect();
-      }
-    }, delay);
-  });
+// ---- views ----------------------------------------------------------------------------
+
+function route() {
+  if (!state.session) return;
+  const hash = location.hash || "#/sessions";
+  const match = hash.match(/^#\/s\/([\w-]+)$/);
+  if (match) return show("chat", { sessionId: match[1] });
+  const name = hash.slice(2);
+  show(VIEWS.includes(name) && name !== "chat" ? name : "sessions");
 }
 
-function call(ws, method, params) {
-  const id = state.nextId++;
-  return new Promise((resolve, reject) => {
-    state.calls.set(id, { ws, resolve, reject });
-    ws.send(JSON.stringify({ jsonrpc: "2.0", id, method, params }));
-  });
+function leaveView() {
+  clearInterval(state.poll);
+  state.poll = null;
+  const view = state.view;
+  state.view = null;
+  if (view?.subscription) link.call("run.unsubscribe", { subscription: view.subscription }).catch(() => null);
 }
 
-function cell(row, text, className) {
-  const td = document.createElement("td");
-  td.textContent = text ?? "—";
-  if (className) td.className = className;
-  row.append(td);
+function show(name, params = {}) {
+  leaveView();
+  for (const other of VIEWS) $(other).hidden = other !== name;
+  for (const a of $("nav").querySelectorAll("a")) {
+    const current = a.id === `nav-${name === "chat" ? "sessions" : name}`;
+    if (current) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  state.view = { name, ...params };
+  if (name === "chat") openChat(state.view);
+  if (link.ready) refresh();
+  if (name !== "chat") state.poll = setInterval(refresh, POLL_MS);
 }
 
-function when(seconds) {
-  const locale = state.lang === "zh" ? "zh-CN" : "en";
-  return new Date(seconds * 1000).toLocaleString(locale, {
-    dateStyle: "short", timeStyle: "short",
-  });
+function opened() {
+  // (re)connected: the shown view catches up, a session from where it was shown
+  if (state.view?.name === "chat") state.view.subscription = null;
+  refresh();
+}
+
+function refresh() {
+  const view = state.view;
+  if (!view || !link.ready) return;
+  if (view.name === "sessions") loadSessions();
+  if (view.name === "runners") loadRunners();
+  if (view.name === "routines") loadRoutines();
+  if (view.name === "chat" && !view.subscription && !view.subscribing) subscribe(view);
+}
+
+// ---- sessions -------------------------------------------------------------------------
+
+async function loadSessions() {
+  try {
+    const { sessions } = await link.call("session.list", { limit: 50 });
+    if (sessions.some((s) => s.runner_id && !(s.runner_id in state.runnerNames))) {
+      await knowRunners();
+    }
+    showSessions(sessions);
+    $("sessions-error").textContent = "";
+  } catch (err) {
+    $("sessions-error").textContent = t("error", { why: why(err) });
+  }
 }
 
 function showSessions(sessions) {
-  state.sessions = sessions;
-  $("sessions").hidden = false;
+  state.lists.sessions = sessions;
   $("sessions-empty").hidden = sessions.length > 0;
   $("sessions-table").hidden = sessions.length === 0;
-  const rows = sessions.map((s) => {
+  $("new-session").hidden = state.session?.role === "viewer";
+  $("sessions-rows").replaceChildren(...sessions.map((s) => {
     const row = document.createElement("tr");
     row.dataset.session = s.id;
-    cell(row, s.id, "id");
+    const a = document.createElement("a");
+    a.href = `#/s/${s.id}`;
+    a.textContent = s.id;
+    a.setAttribute("aria-label", t("open_session", { id: s.id }));
+    cell(row, a, "id");
+    cell(row, s.conversation_id);
     cell(row, s.agent);
-    cell(row, s.runner_id);
+    cell(row, s.runner_id ? runnerName(s.runner_id) : null);
     cell(row, s.workspace);
     cell(row, s.mode);
     cell(row, s.status);
     cell(row, when(s.updated_at));
     return row;
-  });
-  $("sessions-rows").replaceChildren(...rows);
+  }));
 }
 
+async function newSession() {
+  try {
+    const sent = await link.call("chat.send", {
+      text: "/new", event_id: eventId(), channel: "web", lang: currentLang(),
+    });
+    if (sent.session_id) location.hash = `#/s/${sent.session_id}`;
+  } catch (err) {
+    $("sessions-error").textContent = t("error", { why: why(err) });
+  }
+}
+
+// ---- a session: chat and timeline ----------------------------------------------------
+
+function openChat(view) {
+  $("chat-title").textContent = view.sessionId;
+  $("chat-meta").textContent = "";
+  $("chat-missing").hidden = true;
+  $("chat-notes").replaceChildren();
+  $("timeline").replaceChildren();
+  $("timeline-empty").hidden = true;
+  $("chat-form").hidden = state.session.role === "viewer";
+  view.timeline = new Timeline($("timeline"), {
+    me: { principal: state.session.principal, role: state.session.role },
+    names: state.names,
+    markdown,
+    resolve: (request, params) => link.call("request.resolve", { request, ...params }),
+  });
+}
+
+async function subscribe(view) {
+  view.subscribing = true;
+  try {
+    const session = await link.call("session.get", { session_id: view.sessionId });
+    if (state.view !== view) return;
+    view.timeline.agent = session.agent;
+    await knowRunners();
+    $("chat-meta").textContent = t("session_meta", {
+      agent: session.agent, runner: runnerName(session.runner_id),
+      workspace: session.workspace ?? "—", mode: session.mode ?? "ask",
+    });
+    if (isOwner() && Object.keys(state.names).length === 0) {
+      const listed = await link.call("user.list", {}).catch(() => ({ users: [] }));
+      for (const u of listed.users) state.names[u.id] = u.name;
+    }
+    const sub = await link.call("run.subscribe", {
+      session_id: view.sessionId, after: view.timeline.cursor(),
+    });
+    if (state.view !== view) {
+      link.call("run.unsubscribe", { subscription: sub.subscription }).catch(() => null);
+      return;
+    }
+    view.subscription = sub.subscription;
+    setTimeout(() => {
+      if (state.view === view) $("timeline-empty").hidden = view.timeline.order.length > 0;
+    }, 300);
+  } catch (err) {
+    if (err?.data?.code === "not_found") $("chat-missing").hidden = false;
+    else if (err?.data?.code !== "connection_closed") note(t("error", { why: why(err) }), "error");
+  } finally {
+    view.subscribing = false;
+  }
+}
+
+function notified(method, params) {
+  const view = state.view;
+  // (the reply to run.subscribe comes before its backlog, so its id is known by then)
+  if (view?.name !== "chat" || !view.subscription || params?.subscription !== view.subscription) {
+    return;
+  }
+  if (method === "run.event") {
+    const stick = nearBottom();
+    if (view.timeline.add(params.event)) $("timeline-empty").hidden = true;
+    if (stick) window.scrollTo({ top: document.body.scrollHeight });
+  } else if (method === "run.resync" && params.subscription === view.subscription) {
+    view.subscription = null;
+    refresh();
+  }
+}
+
+function nearBottom() {
+  return window.innerHeight + window.scrollY >= document.body.scrollHeight - 120;
+}
+
+function note(text, className = "") {
+  const li = document.createElement("li");
+  li.textContent = text;
+  if (className) li.className = className;
+  $("chat-notes").append(li);
+  while ($("chat-notes").children.length > 5) $("chat-notes").firstChild.remove();
+}
+
+async function send(text) {
+  const view = state.view;
+  const input = $("chat-input");
+  $("chat-send").disabled = true;
+  try {
+    const sent = await link.call("chat.send", {
+      text, event_id: eventId(), session_id: view.sessionId, channel: "web", lang: currentLang(),
+    });
+    input.value = "";
+    for (const reply of sent.replies ?? []) note(reply);
+    if (sent.session_id && sent.session_id !== view.sessionId) {
+      location.hash = `#/s/${sent.session_id}`; // /new: the conversation moved on
+    }
+  } catch (err) {
+    note(t("error", { why: why(err) }), "error"); // what was typed stays in the box
+  } finally {
+    $("chat-send").disabled = false;
+    input.focus();
+  }
+}
+
+async function knowRunners() {
+  for (const r of (await link.call("runner.list", {})).runners) state.runnerNames[r.id] = r.name;
+}
+
+function runnerName(id) {
+  return id ? state.runnerNames[id] ?? id : "—";
+}
+
+// ---- runners --------------------------------------------------------------------------
+
+async function loadRunners() {
+  try {
+    showRunners((await link.call("runner.list", {})).runners);
+    $("runners-error").textContent = "";
+  } catch (err) {
+    $("runners-error").textContent = t("error", { why: why(err) });
+  }
+}
+
+function runnerStatus(r) {
+  if (r.status === "revoked") return t("revoked");
+  if (r.status === "pending") return t("pending");
+  return r.online ? t("online") : t("offline_runner");
+}
+
+function showRunners(runners) {
+  state.lists.runners = runners;
+  for (const r of runners) state.runnerNames[r.id] = r.name;
+  $("runners-empty").hidden = runners.length > 0;
+  $("runners-table").hidden = runners.length === 0;
+  $("runners-rows").replaceChildren(...runners.map((r) => {
+    const row = document.createElement("tr");
+    row.dataset.runner = r.name;
+    row.dataset.online = r.online ? "1" : "0";
+    cell(row, r.name, "id");
+    const status = cell(row, runnerStatus(r), `status ${r.online ? "ok" : "off"}`);
+    status.dataset.status = r.status;
+    cell(row, r.version);
+    cell(row, r.sandbox);
+    cell(row, r.workspaces.join(", "));
+    cell(row, r.tools.length ? `${r.tools.length}` : "—").title = r.tools.join(", ");
+    cell(row, r.agents.join(", "));
+    cell(row, `${r.inflight}/${r.max_concurrency}`);
+    cell(row, r.last_seen_at ? when(r.last_seen_at) : null);
+    if (isOwner()) {
+      const td = cell(row, "");
+      td.textContent = "";
+      if (r.status !== "revoked") td.append(revokeButton(r.name, td));
+    }
+    return row;
+  }));
+}
+
+function revokeButton(name, td) {
+  return button(t("revoke"), () => {
+    clearInterval(state.poll); // the question stays while it is asked
+    const ask = document.createElement("span");
+    ask.className = "confirm";
+    ask.append(
+      document.createTextNode(`${t("confirm_revoke", { name })} `),
+      button(t("confirm"), async () => {
+        try {
+          await link.call("runner.revoke", { name });
+        } catch (err) {
+          $("runners-error").textContent = t("error", { why: why(err) });
+        }
+        show("runners");
+      }, "danger"),
+      button(t("cancel"), () => show("runners"), "quiet"),
+    );
+    td.replaceChildren(ask);
+    ask.querySelector("button").focus();
+  }, "danger");
+}
+
+async function addRunner(name) {
+  try {
+    const added = await link.call("runner.add", { name });
+    $("enrol").hidden = false;
+    $("enrol-help").textContent = t("enrol_help", {
+      minutes: Math.max(1, Math.round((added.expires_at - Date.now() / 1000) / 60)),
+    });
+    $("enrol-command").textContent = added.command;
+    $("enrol-copied").textContent = "";
+    $("runner-name").value = "";
+    loadRunners();
+  } catch (err) {
+    $("runners-error").textContent = t("error", { why: why(err) });
+  }
+}
+
+async function copyCommand() {
+  const text = $("enrol-command").textContent;
+  try {
+    await navigator.clipboard.writeText(text);
+    $("enrol-copied").textContent = t("copied");
+  } catch {
+    const range = document.createRange();
+    range.selectNodeContents($("enrol-command"));
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    $("enrol-copied").textContent = t("copy_failed");
+  }
+}
+
+// ---- routines -------------------------------------------------------------------------
+
+async function loadRoutines() {
+  try {
+    showRoutines((await link.call("routine.list", {})).routines);
+    $("routines-error").textContent = "";
+  } catch (err) {
+    $("routines-error").textContent = t("error", { why: why(err) });
+  }
+}
+
+function showRoutines(routines) {
+  state.lists.routines = routines;
+  $("routines-empty").hidden = routines.length > 0;
+  $("routines-table").hidden = routines.length === 0;
+  $("routines-rows").replaceChildren(...routines.map((r) => {
+    const row = document.createElement("tr");
+    row.dataset.routine = r.name;
+    cell(row, r.name, "id");
+    cell(row, `${r.cron} (${r.tz})`);
+    const a = document.createElement("a");
+    a.href = `#/s/${r.session_id}`;
+    a.textContent = r.session_id;
+    cell(row, a, "id");
+    cell(row, r.input, "wrap");
+    cell(row, t(r.state === "paused" ? "paused" : "active"));
+    cell(row, r.state === "paused" || !r.next_fire_at ? null : when(r.next_fire_at));
+    const td = cell(row, "");
+    td.textContent = "";
+    if (state.session.role !== "viewer") {
+      const pausing = r.state !== "paused";
+      td.append(button(t(pausing ? "pause" : "resume"), async () => {
+        try {
+          await link.call(pausing ? "routine.pause" : "routine.resume", { routine: r.name });
+        } catch (err) {
+          $("routines-error").textContent = t("error", { why: why(err) });
+        }
+        loadRoutines();
+      }, "quiet"));
+    }
+    return row;
+  }));
+}
+
+// ---- start ----------------------------------------------------------------------------
+
 async function start() {
+  await loadGatewayWords().catch(() => null);
   paint();
   $("lang").addEventListener("click", () => {
-    state.lang = state.lang === "zh" ? "en" : "zh";
-    localStorage.setItem("tether.lang", state.lang);
+    switchLang();
     paint();
+    if (state.view?.name === "chat") {
+      // a timeline is words too: build it again in the other language
+      show("chat", { sessionId: state.view.sessionId });
+    }
   });
   $("logout").addEventListener("click", async () => {
     await api("POST", "/console/logout", {}).catch(() => null);
@@ -261,6 +539,19 @@ async function start() {
     $("token").value = "";
     if (token) login(token);
   });
+  $("new-session").addEventListener("click", newSession);
+  $("chat-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = $("chat-input").value.trim();
+    if (text) send(text);
+  });
+  $("runner-add").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = $("runner-name").value.trim();
+    if (name) addRunner(name);
+  });
+  $("enrol-copy").addEventListener("click", copyCommand);
+  window.addEventListener("hashchange", route);
   // a one-time link carries the token in the fragment, which never reaches a server or a
   // log; it is taken out of the address bar (and the history) before anything else
   const fragment = new URLSearchParams(location.hash.slice(1));
