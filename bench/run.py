@@ -10,7 +10,17 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ALL = ["ping", "ledger", "tools", "files", "redaction", "policy", "agents", "conversation"]
+ALL = [
+    "ping",
+    "ledger",
+    "tools",
+    "files",
+    "redaction",
+    "policy",
+    "agents",
+    "conversation",
+    "console",
+]
 
 
 def main() -> int:

@@ -232,3 +232,31 @@ async def test_agent_output_that_tries_to_be_html_is_shown_as_text(
     assert not [h for h in hrefs if h.startswith("javascript:")]
     assert await page.evaluate("window.pwned") == 0
     assert page.problems == []  # type: ignore[attr-defined]
+
+
+async def test_work_started_elsewhere_appears_and_streams_in_the_open_page(
+    make_gateway: MakeGateway, make_runner: MakeRunner, browser: Browser, home: Path
+) -> None:
+    gw = make_gateway(**OPERATOR, TETHER_RUNS__DEFAULT_MODE="auto")
+    make_runner(gw)
+    alice = await add_user(gw, "alice")
+    page = await logged_in(browser, gw.url, alice)
+    await expect(page.locator("#sessions-empty")).to_be_visible()
+    as_alice = {"TETHER_TOKEN": alice}
+    started = run_cli(
+        home, "--json", "runs", "start", "!echo from-the-cli", "--url", gw.url, env=as_alice
+    )
+    assert started.returncode == 0, started.stderr
+    session = json.loads(started.stdout)["run"]["session_id"]
+    row = page.locator(f'#sessions-rows tr[data-session="{session}"]')
+    await expect(row).to_be_visible()  # the list keeps itself up to date
+    await row.get_by_role("link").click()
+    await expect(page.locator(".run .call .output pre").first).to_contain_text("from-the-cli")
+    again = run_cli(
+        home, "runs", "start", "--session", session, "!echo second-from-cli", "--url", gw.url,
+        env=as_alice,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    second = page.locator(".run").nth(1)
+    await expect(second.locator(".call .output pre")).to_contain_text("second-from-cli")
+    await expect(second).to_have_attribute("data-state", "succeeded")

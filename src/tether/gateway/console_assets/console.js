@@ -10,6 +10,7 @@ import { commands, currentLang, loadGatewayWords, switchLang, t, when } from "./
 const $ = (id) => document.getElementById(id);
 const VIEWS = ["sessions", "chat", "runners", "routines"];
 const POLL_MS = 3000;
+const HISTORY_RUNS = 20; // a session opens with its latest runs
 
 const state = {
   session: null, // who is logged in: {principal, name, role, csrf}
@@ -47,7 +48,7 @@ const markdown = new Markdown(async (texts) => {
 });
 
 const link = new Link({
-  role: () => (isOwner() ? "admin" : "client"), // an owner adds and revokes runners
+  role: () => helloRole(), // an owner adds and revokes runners
   onState: (key) => showLink(key),
   onNotify: (method, params) => notified(method, params),
   onOpen: () => opened(),
@@ -122,6 +123,11 @@ function button(text, onClick, className = "") {
   return b;
 }
 
+function helloRole() {
+  const role = state.session?.role ?? localStorage.getItem("tether.signedIn");
+  return role === "owner" ? "admin" : "client";
+}
+
 function isOwner() {
   return state.session?.role === "owner";
 }
@@ -130,17 +136,20 @@ function isOwner() {
 
 function signedIn(session) {
   state.session = session;
+  localStorage.setItem("tether.signedIn", session.role);
   $("login").hidden = true;
   $("nav").hidden = false;
   $("logout").hidden = false;
   for (const node of document.querySelectorAll(".owner-only")) node.hidden = !isOwner();
   paint();
+  if (link.ws && link.helloRole !== helloRole()) link.stop(); // opened early, as another role
   link.start();
   route();
 }
 
 function signedOut() {
   state.session = null;
+  localStorage.removeItem("tether.signedIn");
   state.lists = {};
   link.stop();
   leaveView();
@@ -286,34 +295,63 @@ function openChat(view) {
 async function subscribe(view) {
   view.subscribing = true;
   try {
-    const session = await link.call("session.get", { session_id: view.sessionId });
+    // one round trip for the session and the names its timeline shows, then the events
+    const needNames = isOwner() && Object.keys(state.names).length === 0;
+    const [session, , listed, runs] = await Promise.all([
+      link.call("session.get", { session_id: view.sessionId }),
+      knowRunners(),
+      needNames ? link.call("user.list", {}).catch(() => ({ users: [] })) : { users: [] },
+      view.loaded ? null : readHistory(view.sessionId),
+    ]);
+    for (const u of listed.users) state.names[u.id] = u.name;
     if (state.view !== view) return;
     view.timeline.agent = session.agent;
-    await knowRunners();
     $("chat-meta").textContent = t("session_meta", {
       agent: session.agent, runner: runnerName(session.runner_id),
       workspace: session.workspace ?? "—", mode: session.mode ?? "ask",
     });
-    if (isOwner() && Object.keys(state.names).length === 0) {
-      const listed = await link.call("user.list", {}).catch(() => ({ users: [] }));
-      for (const u of listed.users) state.names[u.id] = u.name;
-    }
+    if (runs) showHistory(view, runs);
     const sub = await link.call("run.subscribe", {
       session_id: view.sessionId, after: view.timeline.cursor(),
+      since_run: view.timeline.firstRun(),
     });
     if (state.view !== view) {
       link.call("run.unsubscribe", { subscription: sub.subscription }).catch(() => null);
       return;
     }
     view.subscription = sub.subscription;
-    setTimeout(() => {
-      if (state.view === view) $("timeline-empty").hidden = view.timeline.order.length > 0;
-    }, 300);
   } catch (err) {
     if (err?.data?.code === "not_found") $("chat-missing").hidden = false;
     else if (err?.data?.code !== "connection_closed") note(t("error", { why: why(err) }), "error");
   } finally {
     view.subscribing = false;
+  }
+}
+
+/** The session's latest runs, each read in pages of events (a few large frames, not
+ * one per event); the subscription then starts where these end. */
+async function readHistory(sessionId) {
+  const listed = await link.call("run.list", { session_id: sessionId, limit: HISTORY_RUNS });
+  const runs = listed.runs.slice().reverse(); // oldest first
+  const pages = await Promise.all(runs.map((run) => eventsOf(run.id)));
+  return { pages, more: listed.next_cursor !== null, count: runs.length };
+}
+
+function showHistory(view, { pages, more, count }) {
+  if (more) note(t("earlier_runs", { count }));
+  for (const events of pages) for (const event of events) view.timeline.add(event);
+  view.loaded = true;
+  $("timeline-empty").hidden = view.timeline.order.length > 0;
+  window.scrollTo({ top: document.body.scrollHeight });
+}
+
+async function eventsOf(runId) {
+  const events = [];
+  for (let after = 0; ;) {
+    const page = await link.call("run.events", { run_id: runId, after_seq: after, limit: 500 });
+    events.push(...page.events);
+    if (page.events.length < 500) return events;
+    after = page.events[page.events.length - 1].seq;
   }
 }
 
@@ -324,13 +362,27 @@ function notified(method, params) {
     return;
   }
   if (method === "run.event") {
-    const stick = nearBottom();
-    if (view.timeline.add(params.event)) $("timeline-empty").hidden = true;
-    if (stick) window.scrollTo({ top: document.body.scrollHeight });
+    // events are shown in batches, one layout per frame however fast they come
+    if (!view.pending) {
+      view.pending = [];
+      view.stick = nearBottom();
+      requestAnimationFrame(() => showPending(view));
+    }
+    view.pending.push(params.event);
   } else if (method === "run.resync" && params.subscription === view.subscription) {
     view.subscription = null;
     refresh();
   }
+}
+
+function showPending(view) {
+  const events = view.pending;
+  view.pending = null;
+  if (state.view !== view) return;
+  let added = false;
+  for (const event of events) added = view.timeline.add(event) || added;
+  if (added) $("timeline-empty").hidden = true;
+  if (view.stick) window.scrollTo({ top: document.body.scrollHeight });
 }
 
 function nearBottom() {
@@ -519,7 +571,17 @@ function showRoutines(routines) {
 // ---- start ----------------------------------------------------------------------------
 
 async function start() {
-  await loadGatewayWords().catch(() => null);
+  // a one-time link carries the token in the fragment, which never reaches a server or a
+  // log; it is taken out of the address bar (and the history) before anything else
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (token) history.replaceState(null, "", location.pathname + location.search);
+  // the words and who is logged in, at once (a one-time link logs in instead)
+  const words = loadGatewayWords().catch(() => null);
+  const asked = token ? null : api("GET", "/console/session").catch(() => ({ status: 0 }));
+  // a browser that was logged in here last time opens the WebSocket at once, beside the
+  // session check (it goes if the check says no); else only once logged in
+  if (!token && localStorage.getItem("tether.signedIn")) link.start();
+  await words;
   paint();
   $("lang").addEventListener("click", () => {
     switchLang();
@@ -552,15 +614,8 @@ async function start() {
   });
   $("enrol-copy").addEventListener("click", copyCommand);
   window.addEventListener("hashchange", route);
-  // a one-time link carries the token in the fragment, which never reaches a server or a
-  // log; it is taken out of the address bar (and the history) before anything else
-  const fragment = new URLSearchParams(location.hash.slice(1));
-  const token = fragment.get("token");
-  if (token) {
-    history.replaceState(null, "", location.pathname + location.search);
-    return login(token);
-  }
-  const { status, data } = await api("GET", "/console/session").catch(() => ({ status: 0 }));
+  if (token) return login(token);
+  const { status, data } = await asked;
   if (status === 200) signedIn(data);
   else signedOut();
 }

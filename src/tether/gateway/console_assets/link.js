@@ -19,7 +19,7 @@ export class Link {
 
   start() {
     this.stopped = false;
-    this.connect();
+    this.connect(); // (nothing if already connecting)
   }
 
   stop() {
@@ -36,9 +36,10 @@ export class Link {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const ws = new WebSocket(`${scheme}://${location.host}/ws`);
     this.ws = ws;
+    this.helloRole = this.role();
     ws.addEventListener("open", async () => {
       try {
-        await this.raw(ws, "hello", { protocol: [1], role: this.role() });
+        await this.raw(ws, "hello", { protocol: [1], role: this.helloRole });
       } catch (err) {
         console.warn("the gateway refused", err);
         ws.close();
