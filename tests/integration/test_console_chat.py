@@ -260,3 +260,22 @@ async def test_work_started_elsewhere_appears_and_streams_in_the_open_page(
     second = page.locator(".run").nth(1)
     await expect(second.locator(".call .output pre")).to_contain_text("second-from-cli")
     await expect(second).to_have_attribute("data-state", "succeeded")
+
+
+async def test_a_command_cannot_disguise_itself_on_its_card(
+    make_gateway: MakeGateway, make_runner: MakeRunner, browser: Browser, home: Path
+) -> None:
+    # a right-to-left override would show "echo fdp.exe" as "echo exe.pdf"; escapes and
+    # carriage returns in output would overwrite what was shown before them
+    gw = make_gateway(**OPERATOR)
+    make_runner(gw)
+    alice = await add_user(gw, "alice")
+    page = await logged_in(browser, gw.url, alice)
+    await page.locator("#new-session").click()
+    await say(page, "!printf 'bad\\033[2K\\rgood\\n'; echo \u202efdp.exe")
+    card = page.locator(".request.approval")
+    await expect(card.locator(".plan code")).to_contain_text("echo ⟨U+202E⟩fdp.exe")
+    await expect(page.locator(".call .args")).to_contain_text("⟨U+202E⟩")
+    await card.get_by_role("button", name="Allow once").click()
+    output = page.locator(".call .output pre")
+    await expect(output).to_have_text("bad\ngood\n⟨U+202E⟩fdp.exe\n")  # the escape dropped

@@ -19,6 +19,21 @@ function el(tag, className, text) {
   return node;
 }
 
+// Characters that reorder or hide text (bidi controls, zero-width marks, C0/C1 controls
+// but tab and newline): shown as ⟨U+XXXX⟩ wherever a person reads what would run, so a
+// hostile agent cannot make a command look like another. Terminal escapes in output
+// are dropped.
+const HIDDEN = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g;
+const ESCAPES = /\u001b(?:\[[0-?]*[ -/]*[@-~]|\][^\u0007\u001b]*(?:\u0007|\u001b\\)|[@-Z\\-_])/g;
+
+export function visible(text) {
+  return String(text).replace(HIDDEN, (c) => `⟨U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}⟩`);
+}
+
+function readable(text) {
+  return visible(String(text).replace(ESCAPES, "").replace(/\r\n?/g, "\n"));
+}
+
 function seconds(value) {
   return value < 10 ? value.toFixed(1) : Math.round(value).toString();
 }
@@ -150,7 +165,7 @@ export class Timeline {
     head.append(mark, el("code", "tool", p.tool),
       el("span", "where", t("call_on", { where: `${p.runner}/${p.workspace}` })),
       el("span", "took"));
-    const args = el("pre", "args", JSON.stringify(p.args ?? {}, null, 2));
+    const args = el("pre", "args", visible(JSON.stringify(p.args ?? {}, null, 2)));
     const decision = el("p", "decision");
     decision.hidden = true;
     const card = el("div", "card-slot");
@@ -179,6 +194,7 @@ export class Timeline {
 
   output(call, text) {
     call.output.hidden = false;
+    text = readable(text);
     call.pre.append(text);
     call.lines += (text.match(/\n/g) || []).length;
     call.summary.textContent = t("output_lines", { lines: Math.max(1, call.lines) });
@@ -198,11 +214,11 @@ export class Timeline {
     if (kind === "approval") {
       const plan = p.commands?.length ? p.commands.join("; ") : `${p.tool} ${JSON.stringify(p.args)}`;
       const what = el("p", "plan");
-      what.append(el("code", null, plan), ` ${t("call_on", { where: `${p.runner}/${p.workspace}` })}`);
+      what.append(el("code", null, visible(plan)), ` ${t("call_on", { where: `${p.runner}/${p.workspace}` })}`);
       card.append(what);
-      if (p.cwd) card.append(el("p", "meta", `cwd ${p.cwd}`));
+      if (p.cwd) card.append(el("p", "meta", `cwd ${visible(p.cwd)}`));
     } else {
-      card.append(el("p", "plan", p.question));
+      card.append(el("p", "plan", visible(p.question)));
     }
     card.append(el("p", "meta", `${p.handle} · ${t("by_rule", { rule: p.rule ?? "ask" })} · ${t("expires", { at: when(p.expires_at, "time") })}`));
     const may = this.mayDecide(p.approvers ?? []);
