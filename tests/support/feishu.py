@@ -1,0 +1,449 @@
+"""A Feishu stand-in for tests: the open platform's paths that the real ``lark-oapi`` SDK
+calls, on 127.0.0.1, in a thread of its own (the SDK's token fetch blocks whatever loop
+calls it, so the stand-in never shares one).
+
+It serves the tenant token, long-connection endpoint discovery and the WebSocket (frames
+built with the SDK's own vendored ``Frame``), and the ``im`` message paths. Tests push
+events (as ``event`` or ``card`` frames, whole or in fragments), read the acks, see every
+call, and inject failures: a code or status for the next call to a path, a rotated token,
+a dropped connection, a refused discovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from lark_oapi.ws.pb.pbbp2_pb2 import Frame
+
+CONTROL, DATA = 0, 1
+TEXT_LIMIT = 150 * 1024
+POST_LIMIT = 30 * 1024
+
+
+@dataclass
+class Ack:
+    """What the client answered to a pushed frame."""
+
+    code: int
+    data: Any
+    headers: dict[str, str]
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Failure:
+    status: int = 200
+    code: int = 0
+    msg: str = "injected"
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+
+
+class FeishuStandIn:
+    """Start with :meth:`start`, stop with :meth:`stop` (or use :func:`feishu_stand_in`)."""
+
+    def __init__(self, *, app_id: str | None = None, app_secret: str = "s3cr3t") -> None:  # noqa: S107 - a stand-in's
+        self.app_id = app_id or f"cli_{secrets.token_hex(6)}"  # the SDK caches tokens by app id
+        self.app_secret = app_secret
+        self.bot_open_id = "ou_bot"
+        self.token = f"t-{secrets.token_hex(8)}"
+        self.calls: list[Call] = []
+        self.acks: dict[int, Ack] = {}
+        self.pings = 0
+        self.connects = 0
+        self.discovery_code = 0
+        self.client_config = {
+            "ReconnectCount": -1,
+            "ReconnectInterval": 1,
+            "ReconnectNonce": 0,
+            "PingInterval": 120,
+        }
+        self.messages: dict[str, dict[str, Any]] = {}
+        self._failures: dict[str, list[Failure]] = {}
+        self._seq = itertools.count(1)
+        self._ids = itertools.count(1)
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._pongs: set[asyncio.Future[None]] = set()
+        self._acked: dict[int, Future[Ack]] = {}
+        self._changed = threading.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> FeishuStandIn:
+        ready = threading.Event()
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            loop.run_until_complete(self._serve())
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._shutdown())
+            loop.close()
+
+        self._thread = threading.Thread(target=main, name="feishu-stand-in", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the Feishu stand-in did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    async def _serve(self) -> None:
+        app = web.Application()
+        app.router.add_post("/open-apis/auth/v3/tenant_access_token/internal", self._token)
+        app.router.add_post("/callback/ws/endpoint", self._endpoint)
+        app.router.add_get("/ws", self._ws)
+        app.router.add_get("/open-apis/bot/v3/info", self._bot_info)
+        app.router.add_post("/open-apis/im/v1/messages", self._create)
+        app.router.add_post("/open-apis/im/v1/messages/{message_id}/reply", self._reply)
+        app.router.add_put("/open-apis/im/v1/messages/{message_id}", self._update)
+        app.router.add_patch("/open-apis/im/v1/messages/{message_id}", self._patch)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def _shutdown(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        assert self._loop is not None
+        done: Future[Any] = Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as exc:  # handed to the caller's thread
+                done.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(run)
+        return done.result(10)
+
+    # ---- what tests do ---------------------------------------------------------------
+
+    def fail_next(self, path: str, failure: Failure, times: int = 1) -> None:
+        """The next ``times`` calls whose path starts with ``path`` get ``failure``."""
+        self._failures.setdefault(path, []).extend([failure] * times)
+
+    def rotate_token(self) -> None:
+        """Issue a new token: the one the client holds now gets 99991663."""
+        self.token = f"t-{secrets.token_hex(8)}"
+
+    def drop_connections(self) -> None:
+        """Close every long connection from the server's side."""
+
+        async def close() -> None:
+            for ws in list(self._sockets):
+                await ws.close()
+
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+
+    @property
+    def connected(self) -> int:
+        return len(self._sockets)
+
+    def push(
+        self,
+        event_type: str,
+        event: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        frame_type: str = "event",
+        fragments: int = 1,
+        drop_header: str | None = None,
+    ) -> Future[Ack]:
+        """Send one event on the long connection; the future holds its ack."""
+        envelope = {
+            "schema": "2.0",
+            "header": {
+                "event_id": event_id or f"ev_{secrets.token_hex(8)}",
+                "event_type": event_type,
+                "create_time": str(int(time.time() * 1000)),
+                "token": "",
+                "app_id": self.app_id,
+                "tenant_key": "tenant",
+            },
+            "event": event,
+        }
+        return self.push_raw(
+            json.dumps(envelope).encode(),
+            frame_type=frame_type,
+            fragments=fragments,
+            drop_header=drop_header,
+        )
+
+    def push_raw(
+        self,
+        payload: bytes,
+        *,
+        frame_type: str = "event",
+        fragments: int = 1,
+        drop_header: str | None = None,
+    ) -> Future[Ack]:
+        acked: Future[Ack] = Future()
+        seq = next(self._seq)
+        self._acked[seq] = acked
+        message_id = f"msg_{secrets.token_hex(6)}"
+        size = -(-len(payload) // fragments)
+        parts = [payload[i * size : (i + 1) * size] for i in range(fragments)]
+        frames = []
+        for index, part in enumerate(parts):
+            frame = Frame()
+            frame.SeqID = seq
+            frame.LogID = seq
+            frame.service = 1
+            frame.method = DATA
+            headers = {
+                "type": frame_type,
+                "message_id": message_id,
+                "sum": str(fragments),
+                "seq": str(index),
+                "trace_id": f"trace-{seq}",
+            }
+            for key, value in headers.items():
+                if key != drop_header:
+                    h = frame.headers.add()
+                    h.key, h.value = key, value
+            frame.payload = part
+            frames.append(frame.SerializeToString())
+
+        async def send() -> None:
+            if not self._sockets:
+                raise ConnectionError("no long connection to push on")
+            ws = next(iter(self._sockets))
+            for data in frames:
+                await ws.send_bytes(data)
+
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(send(), self._loop).result(10)
+        return acked
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not condition():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("the Feishu stand-in never saw what was waited for")
+                self._changed.wait(min(remaining, 0.2))
+
+    def sent(self, path_part: str = "/messages") -> list[Call]:
+        return [c for c in self.calls if path_part in c.path and c.method != "GET"]
+
+    def _note(self, call: Call) -> None:
+        with self._changed:
+            self.calls.append(call)
+            self._changed.notify_all()
+
+    # ---- HTTP paths ------------------------------------------------------------------
+
+    async def _token(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self._note(Call("POST", request.path, dict(request.query), dict(request.headers), body))
+        if failure := self._failure(request.path):
+            return self._failed(failure)
+        if body.get("app_id") != self.app_id or body.get("app_secret") != self.app_secret:
+            return web.json_response({"code": 10014, "msg": "app secret invalid"})
+        return web.json_response(
+            {"code": 0, "msg": "ok", "tenant_access_token": self.token, "expire": 7200}
+        )
+
+    async def _endpoint(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self._note(Call("POST", request.path, {}, dict(request.headers), body))
+        if failure := self._failure(request.path):
+            return self._failed(failure)
+        if body.get("AppID") != self.app_id or body.get("AppSecret") != self.app_secret:
+            return web.json_response({"code": 1000040344, "msg": "bad credentials"})
+        if self.discovery_code:
+            return web.json_response({"code": self.discovery_code, "msg": "refused"})
+        ws = self.url.replace("http://", "ws://")
+        return web.json_response(
+            {
+                "code": 0,
+                "msg": "ok",
+                "data": {
+                    "URL": f"{ws}/ws?device_id=dev{next(self._ids)}&service_id=1",
+                    "ClientConfig": self.client_config,
+                },
+            }
+        )
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        with self._changed:
+            self.connects += 1
+            self._changed.notify_all()
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    self._frame(ws, msg.data)
+        finally:
+            self._sockets.discard(ws)
+            with self._changed:
+                self._changed.notify_all()
+        return ws
+
+    def _frame(self, ws: web.WebSocketResponse, data: bytes) -> None:
+        frame = Frame()
+        frame.ParseFromString(data)
+        headers = {h.key: h.value for h in frame.headers}
+        if frame.method == CONTROL and headers.get("type") == "ping":
+            with self._changed:
+                self.pings += 1
+            pong = Frame()
+            pong.SeqID, pong.LogID, pong.service, pong.method = 0, 0, frame.service, CONTROL
+            h = pong.headers.add()
+            h.key, h.value = "type", "pong"
+            pong.payload = json.dumps(self.client_config).encode()
+            self._pongs.add(task := asyncio.ensure_future(ws.send_bytes(pong.SerializeToString())))
+            task.add_done_callback(self._pongs.discard)
+            return
+        if frame.method != DATA:
+            return
+        answer = json.loads(frame.payload or b"{}")
+        data_field = answer.get("data")
+        decoded = json.loads(base64.b64decode(data_field)) if data_field else None
+        ack = Ack(code=int(answer.get("code", 0)), data=decoded, headers=headers)
+        with self._changed:
+            self.acks[frame.SeqID] = ack
+            self._changed.notify_all()
+        waiting = self._acked.pop(frame.SeqID, None)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(ack)
+
+    async def _bot_info(self, request: web.Request) -> web.Response:
+        self._note(Call("GET", request.path, {}, dict(request.headers), None))
+        if denied := self._check_token(request):
+            return denied
+        return web.json_response(
+            {"code": 0, "msg": "ok", "bot": {"open_id": self.bot_open_id, "app_name": "tether"}}
+        )
+
+    async def _create(self, request: web.Request) -> web.Response:
+        return await self._message(request, None)
+
+    async def _reply(self, request: web.Request) -> web.Response:
+        return await self._message(request, request.match_info["message_id"])
+
+    async def _message(self, request: web.Request, reply_to: str | None) -> web.Response:
+        body = await request.json()
+        self._note(Call("POST", request.path, dict(request.query), dict(request.headers), body))
+        if denied := self._check_token(request):
+            return denied
+        if failure := self._failure(request.path):
+            return self._failed(failure)
+        if too_big := self._too_big(body):
+            return too_big
+        uuid = body.get("uuid")
+        for message_id, known in self.messages.items():
+            if uuid and known.get("uuid") == uuid:  # the same uuid: the same message
+                return self._ok({"message_id": message_id})
+        message_id = f"om_{next(self._ids)}"
+        self.messages[message_id] = {**body, "reply_to": reply_to}
+        return self._ok({"message_id": message_id, "msg_type": body.get("msg_type")})
+
+    async def _update(self, request: web.Request) -> web.Response:
+        return await self._edit(request)
+
+    async def _patch(self, request: web.Request) -> web.Response:
+        return await self._edit(request)
+
+    async def _edit(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self._note(Call(request.method, request.path, {}, dict(request.headers), body))
+        if denied := self._check_token(request):
+            return denied
+        if failure := self._failure(request.path):
+            return self._failed(failure)
+        message_id = request.match_info["message_id"]
+        if message_id not in self.messages:
+            return web.json_response({"code": 230001, "msg": "message not found"}, status=400)
+        if too_big := self._too_big(body):
+            return too_big
+        self.messages[message_id].update(body)
+        return self._ok({"message_id": message_id})
+
+    # ---- checks and answers ------------------------------------------------------------
+
+    def _check_token(self, request: web.Request) -> web.Response | None:
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.json_response(
+                {"code": 99991663, "msg": "Invalid access token for authorization"}, status=400
+            )
+        return None
+
+    def _too_big(self, body: dict[str, Any]) -> web.Response | None:
+        content = str(body.get("content", ""))
+        limit = TEXT_LIMIT if body.get("msg_type") == "text" else POST_LIMIT
+        if len(content.encode()) > limit:
+            return web.json_response({"code": 230025, "msg": "content too long"}, status=400)
+        return None
+
+    def _failure(self, path: str) -> Failure | None:
+        for prefix, queued in self._failures.items():
+            if path.startswith(prefix) and queued:
+                return queued.pop(0)
+        return None
+
+    @staticmethod
+    def _failed(failure: Failure) -> web.Response:
+        if failure.raw is not None:
+            return web.Response(
+                body=failure.raw, status=failure.status, headers=failure.headers,
+                content_type="text/html",
+            )  # fmt: skip
+        return web.json_response(
+            {"code": failure.code, "msg": failure.msg},
+            status=failure.status,
+            headers=failure.headers,
+        )
+
+    @staticmethod
+    def _ok(data: dict[str, Any]) -> web.Response:
+        return web.json_response({"code": 0, "msg": "success", "data": data})
+
+
+@contextlib.contextmanager
+def feishu_stand_in(**kwargs: Any) -> Iterator[FeishuStandIn]:
+    stand_in = FeishuStandIn(**kwargs).start()
+    try:
+        yield stand_in
+    finally:
+        stand_in.stop()
