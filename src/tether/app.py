@@ -21,6 +21,7 @@ from types import TracebackType
 
 from tether.agents import AgentBackend, Discovered, HostedAgent, builtin, configured, discover
 from tether.channels import Channel
+from tether.channels.feishu import FeishuChannel
 from tether.channels.webhook import WebhookChannel
 from tether.channels.webhook.config import secret_of
 from tether.config import Config
@@ -93,6 +94,7 @@ class GatewayParts:
     relay: ChannelRelay
     routines: RoutineScheduler
     console: ConsoleHttp
+    channels: dict[str, Channel]
 
 
 def build_channels(config: Config, env: Mapping[str, str]) -> dict[str, Channel]:
@@ -108,6 +110,15 @@ def build_channels(config: Config, env: Mapping[str, str]) -> dict[str, Channel]
             )
         channel = WebhookChannel(name, hook, secret)
         channels[channel.name] = channel
+    feishu = config.channels.feishu
+    if feishu.enabled:
+        app_secret = env.get(feishu.app_secret_env) or None
+        if app_secret is None:
+            log.error(
+                "! feishu channel has no app secret: it connects to nothing and sends nothing",
+                extra={"channel": "feishu", "env": feishu.app_secret_env},
+            )
+        channels[FeishuChannel.name] = FeishuChannel(feishu, app_secret)
     return channels
 
 
@@ -198,8 +209,14 @@ def _build(
         ledger=ledger,
         orchestrator=orchestrator,
         config=config.channels,
-        defaults={f"webhook.{n}": w.defaults for n, w in webhooks.items()},
-        overrides={f"webhook.{n}": w.conversations for n, w in webhooks.items()},
+        defaults={
+            **{f"webhook.{n}": w.defaults for n, w in webhooks.items()},
+            "feishu": config.channels.feishu.defaults,
+        },
+        overrides={
+            **{f"webhook.{n}": w.conversations for n, w in webhooks.items()},
+            "feishu": config.channels.feishu.conversations,
+        },
         outbox=outbox,
         seen=seen,
         on_run_started=relay.started,
@@ -241,6 +258,7 @@ def _build(
         relay=relay,
         routines=routines,
         console=console,
+        channels=channels,
     )
 
 
@@ -319,6 +337,8 @@ class Gateway:
             await self._parts.routines.sync_config()
             await self._parts.server.start()
             await self._parts.router.start()
+            for channel in self._parts.channels.values():
+                await channel.start(self._parts.router)  # long connections dial out
             self.supervisor.spawn("routines", self._parts.routines.loop())
         except BaseException:
             await self.stop()

@@ -19,6 +19,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -32,6 +33,7 @@ __all__ = [
     "ChannelsConfig",
     "Config",
     "ConversationDefaults",
+    "FeishuConfig",
     "GatewayConfig",
     "GuardSpec",
     "LedgerConfig",
@@ -514,6 +516,52 @@ class WebhookConfig(_Section, frozen=True):
     """Per chat id: settings that differ from ``defaults``."""
 
 
+class FeishuConfig(_Section, frozen=True):
+    """The Feishu/Lark channel (``[channels.feishu]``, docs/feishu.md). Off until an
+    ``app_id`` is set."""
+
+    app_id: str = ""
+    """The app's id (``cli_…``) from the developer console; empty: the channel is off."""
+    app_secret_env: str = "TETHER_FEISHU_APP_SECRET"  # noqa: S105 - the variable's name
+    """The environment variable holding the app secret (never the config file)."""
+    domain: str = "feishu"
+    """``feishu`` (open.feishu.cn), ``lark`` (open.larksuite.com), or a URL (https, or
+    http on the loopback address only: a local stand-in)."""
+    mode: Literal["long_connection", "webhook"] = "long_connection"
+    """``long_connection``: tether dials Feishu (no public URL needed);
+    ``webhook``: Feishu POSTs events to ``/channels/feishu`` on the gateway."""
+    group_trigger: Literal["mention", "all"] = "mention"
+    """In groups, answer only messages that @-mention the bot, or every message."""
+    ack_budget: Seconds = 2.5
+    """Seconds an event's ack may wait for its durable receipt (Feishu gives up at 3)."""
+    max_message_bytes: Positive = 24_000
+    """Longer replies are split (a post may be 30 KB, its markup included)."""
+    request_timeout: Seconds = 10.0
+    defaults: ConversationDefaults = msgspec.field(default_factory=ConversationDefaults)
+    conversations: dict[str, ConversationDefaults] = {}
+    """Per chat id: settings that differ from ``defaults``."""
+
+    def __post_init__(self) -> None:
+        if self.domain not in ("feishu", "lark"):
+            url = urlsplit(self.domain)
+            loopback = url.hostname in ("127.0.0.1", "localhost", "::1")
+            if url.scheme != "https" and not (url.scheme == "http" and loopback):
+                raise ValueError(
+                    "domain: feishu, lark, or an https URL (http only on the loopback address)"
+                )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.app_id)
+
+    @property
+    def base_url(self) -> str:
+        return {
+            "feishu": "https://open.feishu.cn",
+            "lark": "https://open.larksuite.com",
+        }.get(self.domain, self.domain.rstrip("/"))
+
+
 class ChannelsConfig(_Section, frozen=True):
     """Chat channels and how conversations are handled (docs/channels.md)."""
 
@@ -541,6 +589,7 @@ class ChannelsConfig(_Section, frozen=True):
     """At start, what runs of the last this-many seconds said is sent if it never was
     (a gateway that died between an event and its delivery)."""
     webhook: dict[str, WebhookConfig] = {}
+    feishu: FeishuConfig = msgspec.field(default_factory=FeishuConfig)
 
     def __post_init__(self) -> None:
         for name in self.webhook:

@@ -198,6 +198,11 @@ class Channel(Protocol):
         """The HTTP endpoints it serves (a webhook), feeding ``inbox``."""
         ...
 
+    async def start(self, inbox: Inbox) -> None:
+        """Begin feeding ``inbox`` from connections it opens itself (a long connection),
+        once the gateway is up."""
+        ...
+
     async def deliver(self, delivery: Delivery) -> DeliveryResult:
         """Send one message; never raises for a platform failure (it is a result)."""
         ...

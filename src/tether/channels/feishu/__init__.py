@@ -1,3 +1,5 @@
-"""The Feishu/Lark channel: its long connection so far."""
+"""The Feishu/Lark channel: its long connection, events, API calls and the channel."""
 
-__all__: list[str] = []
+from tether.channels.feishu.channel import FeishuChannel
+
+__all__ = ["FeishuChannel"]

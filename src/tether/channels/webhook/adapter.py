@@ -97,6 +97,9 @@ class WebhookChannel:
         accepted = await inbox.accept(message)
         return _json(200, ok=True, duplicate=accepted.duplicate)
 
+    async def start(self, inbox: Inbox) -> None:
+        """Nothing to open: the platform comes to :meth:`routes`."""
+
     # ---- outbound ------------------------------------------------------------------
 
     async def deliver(self, delivery: Delivery) -> DeliveryResult:

@@ -1,0 +1,153 @@
+"""Feishu's open API for the channel: send and reply, through the ``lark-oapi`` client,
+with every failure translated once into a :data:`DeliveryResult`.
+
+The SDK retries nothing and never refreshes a token the server rejected, and even its
+``a*`` methods fetch tokens with blocking ``requests``. So each call runs the SDK's
+synchronous method in a worker thread (the gateway's loop never blocks), and here:
+
+- 230020 (frequency limit), 99991400 / HTTP 429 (rate limit; ``x-ogw-ratelimit-reset``
+  says how long), HTTP 5xx, a body that is not JSON, and network errors are worth a
+  retry (:class:`RetryAfter`);
+- 99991663 / 99991668 (a rejected token): the SDK's cached token is dropped and the call
+  made once more;
+- anything else (content, permission, a message that does not exist) is
+  :class:`Permanent`: sending it again cannot help.
+
+Every create and reply carries a ``uuid`` derived from the delivery's idempotency key, so
+Feishu makes at most one message of it however often it is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from typing import Any
+
+from tether.channels.contract import Delivered, DeliveryResult, Permanent, RetryAfter
+
+__all__ = ["FeishuApi", "result_of"]
+
+log = logging.getLogger(__name__)
+
+RETRY_CODES = frozenset({230020, 99991400})
+TOKEN_CODES = frozenset({99991663, 99991668})
+
+
+def message_uuid(key: str) -> str:
+    """Feishu's ``uuid`` (at most 50 characters) for an idempotency key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def result_of(
+    status: int | None, code: int | None, msg: str, headers: dict[str, str], data: Any
+) -> DeliveryResult:
+    """What one API answer means for a delivery."""
+    if code == 0:
+        message_id = getattr(data, "message_id", None) if data is not None else None
+        return Delivered(message_id=message_id)
+    reset = _reset_of(headers)
+    if code in RETRY_CODES or status == 429:
+        return RetryAfter(seconds=reset or 1.0, reason=f"rate limited ({code or status}): {msg}")
+    if status is not None and status >= 500:
+        return RetryAfter(seconds=reset or 0.0, reason=f"HTTP {status}: {msg}")
+    return Permanent(reason=f"Feishu refused it ({code}): {msg}")
+
+
+def _reset_of(headers: dict[str, str]) -> float | None:
+    for key, value in headers.items():
+        if key.lower() == "x-ogw-ratelimit-reset":
+            try:
+                return min(max(float(value), 0.0), 3600.0)
+            except ValueError:
+                return None
+    return None
+
+
+class FeishuApi:
+    """The calls the channel makes, on one app's ``lark.Client``."""
+
+    def __init__(self, app_id: str, app_secret: str, *, base_url: str, timeout: float) -> None:
+        import lark_oapi as lark  # seconds to import: only when the channel is on
+
+        self.app_id = app_id
+        self._lark = lark
+        self.client = (
+            lark.Client.builder()
+            .app_id(app_id)
+            .app_secret(app_secret)
+            .domain(base_url)
+            .timeout(timeout)
+            .log_level(lark.LogLevel.WARNING)
+            .build()
+        )
+
+    def _drop_token(self) -> None:
+        from lark_oapi.core.token.manager import TokenManager
+
+        TokenManager.cache.set(f"self_tenant_token:{self.app_id}", "", 0)
+
+    async def bot_open_id(self) -> str | None:
+        """The bot's own open_id (group messages are for tether when they @-mention it)."""
+        from lark_oapi.core.enum import AccessTokenType, HttpMethod
+        from lark_oapi.core.model import BaseRequest
+
+        request = (
+            BaseRequest.builder()
+            .http_method(HttpMethod.GET)
+            .uri("/open-apis/bot/v3/info")
+            .token_types({AccessTokenType.TENANT})
+            .build()
+        )
+        try:
+            response = await asyncio.to_thread(self.client.request, request)
+            body = json.loads(response.raw.content or b"{}")
+        except Exception as exc:  # noqa: BLE001 - said, and group @-mentions are then not seen
+            log.warning("! feishu bot info not read", extra={"why": f"{type(exc).__name__}: {exc}"})
+            return None
+        open_id = (body.get("bot") or {}).get("open_id")
+        return str(open_id) if open_id else None
+
+    async def send(
+        self, *, chat_id: str, text: str, key: str, reply_to: str | None = None
+    ) -> DeliveryResult:
+        """Send ``text`` (Markdown) as a post in ``chat_id``, threaded under ``reply_to``."""
+        content = json.dumps(
+            {"zh_cn": {"content": [[{"tag": "md", "text": text}]]}}, ensure_ascii=False
+        )
+        return await self._call(self._request(chat_id, content, message_uuid(key), reply_to))
+
+    def _request(self, chat_id: str, content: str, uuid: str, reply_to: str | None) -> Any:
+        im = self._lark.api.im.v1
+        if reply_to:
+            body = (
+                im.ReplyMessageRequestBody.builder().content(content).msg_type("post").uuid(uuid)
+                .build()
+            )  # fmt: skip
+            req = im.ReplyMessageRequest.builder().message_id(reply_to).request_body(body).build()
+            return lambda: self.client.im.v1.message.reply(req)
+        body = (
+            im.CreateMessageRequestBody.builder().receive_id(chat_id).msg_type("post")
+            .content(content).uuid(uuid).build()
+        )  # fmt: skip
+        req = (
+            im.CreateMessageRequest.builder().receive_id_type("chat_id").request_body(body).build()
+        )
+        return lambda: self.client.im.v1.message.create(req)
+
+    async def _call(self, call: Any) -> DeliveryResult:
+        for attempt in (1, 2):
+            try:
+                response = await asyncio.to_thread(call)
+            except Exception as exc:  # noqa: BLE001 - network errors, non-JSON bodies: transient
+                return RetryAfter(seconds=0.0, reason=f"{type(exc).__name__}: {exc}")
+            raw = response.raw
+            status = raw.status_code if raw is not None else None
+            headers = dict(raw.headers) if raw is not None and raw.headers else {}
+            if response.code in TOKEN_CODES and attempt == 1:
+                log.info("feishu token rejected: fetching a new one", extra={"code": response.code})
+                self._drop_token()
+                continue
+            return result_of(status, response.code, response.msg or "", headers, response.data)
+        return RetryAfter(seconds=0.0, reason="the token was rejected twice")

@@ -1,0 +1,170 @@
+"""The Feishu channel end to end: a real gateway, runner and operator agent, with the real
+``lark-oapi`` SDK (its long connection and its API client) against the stand-in. A p2p
+message becomes a run whose reply is posted under it; an event delivered twice is one
+run and one reply; in a group only an @-mention of the bot is taken."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.feishu import Ack, FeishuStandIn, feishu_stand_in
+from tests.support.process import SCALE, GatewayProcess, RunnerProcess, run_cli
+
+MakeGateway = Callable[..., GatewayProcess]
+MakeRunner = Callable[..., RunnerProcess]
+SECRET_ENV = "TEST_FEISHU_SECRET"
+
+
+@pytest.fixture
+def engine() -> str:
+    """A channel's feature: SQLite is enough (the ledger's engines are tested elsewhere)."""
+    return "sqlite"
+
+
+@pytest.fixture
+def stand_in() -> Iterator[FeishuStandIn]:
+    with feishu_stand_in() as s:
+        yield s
+
+
+def feishu_config(home: Path, stand_in: FeishuStandIn, *, more: str = "") -> None:
+    (home / "config").mkdir(parents=True, exist_ok=True)
+    (home / "config" / "config.toml").write_text(
+        f"""
+[channels.feishu]
+app_id = "{stand_in.app_id}"
+app_secret_env = "{SECRET_ENV}"
+domain = "{stand_in.url}"
+{more}
+
+[channels.feishu.defaults]
+agent = "operator"
+runner = "box"
+workspace = "app"
+mode = "auto"
+"""
+    )
+
+
+@pytest.fixture
+def feishu_gateway(
+    home: Path, stand_in: FeishuStandIn, make_gateway: MakeGateway, make_runner: MakeRunner
+) -> GatewayProcess:
+    feishu_config(home, stand_in)
+    gw = make_gateway(**{SECRET_ENV: stand_in.app_secret, "NO_PROXY": "127.0.0.1,localhost"})
+    make_runner(gw)
+    stand_in.wait_for(lambda: stand_in.connected == 1, 30 * SCALE)
+    linked = run_cli(home, "users", "add", "alice")
+    assert linked.returncode == 0, linked.stderr
+    linked = run_cli(home, "users", "link", "alice", "--channel", "feishu", "--id", "ou_alice")
+    assert linked.returncode == 0, linked.stderr
+    return gw
+
+
+def message(
+    text: str,
+    *,
+    message_id: str,
+    chat_id: str = "oc_p2p",
+    chat_type: str = "p2p",
+    mentions: list[dict[str, Any]] | None = None,
+    sender: str = "ou_alice",
+) -> dict[str, Any]:
+    return {
+        "sender": {"sender_id": {"open_id": sender}, "sender_type": "user"},
+        "message": {
+            "message_id": message_id,
+            "chat_id": chat_id,
+            "chat_type": chat_type,
+            "message_type": "text",
+            "content": json.dumps({"text": text}),
+            "mentions": mentions or [],
+            "create_time": str(int(time.time() * 1000)),
+        },
+    }
+
+
+def push(stand_in: FeishuStandIn, event: dict[str, Any], event_id: str) -> Ack:
+    return stand_in.push("im.message.receive_v1", event, event_id=event_id).result(10 * SCALE)
+
+
+def replies_to(stand_in: FeishuStandIn, message_id: str) -> list[str]:
+    out = []
+    for m in stand_in.messages.values():
+        if m.get("reply_to") == message_id:
+            post = json.loads(m["content"])
+            out.append(post["zh_cn"]["content"][0][0]["text"])
+    return out
+
+
+def runs(home: Path) -> list[dict[str, Any]]:
+    return json.loads(run_cli(home, "--json", "runs", "list").stdout)["runs"]
+
+
+def test_a_p2p_message_runs_and_its_reply_is_posted_under_it(
+    feishu_gateway: GatewayProcess, stand_in: FeishuStandIn, home: Path
+) -> None:
+    ack = push(stand_in, message("!echo from-feishu", message_id="om_1"), "ev_1")
+    assert ack.code == 200  # acked once the receipt was durable
+    stand_in.wait_for(lambda: any("from-feishu" in r for r in replies_to(stand_in, "om_1")), 30)
+    [reply] = [m for m in stand_in.messages.values() if m.get("reply_to") == "om_1"]
+    assert reply["msg_type"] == "post"
+    assert len(reply["uuid"]) <= 50  # Feishu makes one message per uuid
+    [run] = runs(home)
+    assert run["state"] == "succeeded"
+    bearer = [c for c in stand_in.sent() if c.path.endswith("/reply")]
+    assert bearer
+    assert all(c.headers["Authorization"] == f"Bearer {stand_in.token}" for c in bearer)
+
+
+def test_the_same_event_twice_is_one_run_and_one_reply(
+    feishu_gateway: GatewayProcess, stand_in: FeishuStandIn, home: Path
+) -> None:
+    event = message("!echo once-only", message_id="om_2")
+    assert push(stand_in, event, "ev_2").code == 200
+    assert push(stand_in, event, "ev_2").code == 200  # redelivered: acked, not run again
+    stand_in.wait_for(lambda: any("once-only" in r for r in replies_to(stand_in, "om_2")), 30)
+    time.sleep(1.0)
+    assert len(replies_to(stand_in, "om_2")) == 1
+    assert len(runs(home)) == 1
+
+
+def test_in_a_group_only_an_at_mention_of_the_bot_is_taken(
+    feishu_gateway: GatewayProcess, stand_in: FeishuStandIn, home: Path
+) -> None:
+    group = {"chat_id": "oc_group", "chat_type": "group"}
+    assert (
+        push(stand_in, message("!echo not-for-us", message_id="om_3", **group), "ev_3").code == 200
+    )
+    mention = [{"key": "@_user_1", "id": {"open_id": stand_in.bot_open_id}, "name": "tether"}]
+    asked = message("@_user_1 !echo for-us", message_id="om_4", mentions=mention, **group)
+    assert push(stand_in, asked, "ev_4").code == 200
+    stand_in.wait_for(lambda: any("for-us" in r for r in replies_to(stand_in, "om_4")), 30)
+    assert replies_to(stand_in, "om_3") == []
+    assert [r["input"] for r in runs(home)] == ["!echo for-us"]  # the mention is not input
+
+
+def test_other_event_types_are_acked_and_ignored(
+    feishu_gateway: GatewayProcess, stand_in: FeishuStandIn, home: Path
+) -> None:
+    for kind in ("im.message.message_read_v1", "im.chat.member.bot.added_v1", "drive.file.new"):
+        ack = stand_in.push(kind, {"anything": 1}).result(10 * SCALE)
+        assert ack.code == 200  # taken: Feishu does not deliver it again
+    assert runs(home) == []
+
+
+def test_without_its_app_secret_the_channel_connects_to_nothing_and_says_why(
+    home: Path, stand_in: FeishuStandIn, make_gateway: MakeGateway
+) -> None:
+    feishu_config(home, stand_in)
+    gw = make_gateway(NO_PROXY="127.0.0.1,localhost")  # no secret in the environment
+    time.sleep(1.0)
+    assert stand_in.calls == []  # not even the token endpoint
+    assert stand_in.connected == 0
+    assert "feishu channel has no app secret" in gw.stderr()
