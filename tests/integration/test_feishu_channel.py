@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.feishu import Ack, FeishuStandIn, feishu_stand_in
+from tests.support.feishu import Ack, Failure, FeishuStandIn, feishu_stand_in
 from tests.support.process import SCALE, GatewayProcess, RunnerProcess, run_cli
 
 MakeGateway = Callable[..., GatewayProcess]
@@ -168,3 +168,57 @@ def test_without_its_app_secret_the_channel_connects_to_nothing_and_says_why(
     assert stand_in.calls == []  # not even the token endpoint
     assert stand_in.connected == 0
     assert "feishu channel has no app secret" in gw.stderr()
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        Failure(status=400, code=230020, headers={"x-ogw-ratelimit-reset": "2"}),
+        Failure(status=429, code=99991400, headers={"x-ogw-ratelimit-reset": "2"}),
+    ],
+    ids=["230020", "429"],
+)
+def test_a_rate_limited_reply_is_sent_again_after_the_platforms_hint(
+    feishu_gateway: GatewayProcess, stand_in: FeishuStandIn, failure: Failure
+) -> None:
+    stand_in.fail_next("/open-apis/im/v1/messages/om_5/reply", failure)
+    assert push(stand_in, message("!echo after-the-limit", message_id="om_5"), "ev_5").code == 200
+    stand_in.wait_for(lambda: any("after-the-limit" in r for r in replies_to(stand_in, "om_5")), 30)
+    tries = [c for c in stand_in.calls if c.path.endswith("om_5/reply")]
+    assert len(tries) == 2
+    assert len(replies_to(stand_in, "om_5")) == 1
+    waited = tries[1].at - tries[0].at
+    assert waited >= 1.9  # the hint, not the 1 s default backoff
+
+
+def test_a_token_rejected_mid_run_is_fetched_again_and_the_reply_goes_out(
+    feishu_gateway: GatewayProcess, stand_in: FeishuStandIn
+) -> None:
+    assert push(stand_in, message("!echo first", message_id="om_6"), "ev_6").code == 200
+    stand_in.wait_for(lambda: any("first" in r for r in replies_to(stand_in, "om_6")), 30)
+    tokens_before = len([c for c in stand_in.calls if "tenant_access_token" in c.path])
+    stand_in.rotate_token()  # the gateway's cached token is now refused (99991663)
+    assert push(stand_in, message("!echo second", message_id="om_7"), "ev_7").code == 200
+    stand_in.wait_for(lambda: any("second" in r for r in replies_to(stand_in, "om_7")), 30)
+    tokens_after = len([c for c in stand_in.calls if "tenant_access_token" in c.path])
+    assert tokens_after == tokens_before + 1
+
+
+def test_a_refused_content_is_not_sent_again(
+    feishu_gateway: GatewayProcess, stand_in: FeishuStandIn, home: Path
+) -> None:
+    stand_in.fail_next(
+        "/open-apis/im/v1/messages/om_8/reply", Failure(status=400, code=230001), times=10
+    )
+    assert push(stand_in, message("!echo refused", message_id="om_8"), "ev_8").code == 200
+    deadline = time.monotonic() + 30 * SCALE
+    while time.monotonic() < deadline:
+        dead = json.loads(run_cli(home, "--json", "deliveries", "list", "--state", "dead").stdout)[
+            "deliveries"
+        ]
+        if dead:
+            break
+        time.sleep(0.2)
+    assert dead, "the refused reply was never given up"
+    assert "230001" in dead[0]["last_error"]
+    assert len([c for c in stand_in.calls if c.path.endswith("om_8/reply")]) == 1
