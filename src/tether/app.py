@@ -118,7 +118,17 @@ def build_channels(config: Config, env: Mapping[str, str]) -> dict[str, Channel]
                 "! feishu channel has no app secret: it connects to nothing and sends nothing",
                 extra={"channel": "feishu", "env": feishu.app_secret_env},
             )
-        channels[FeishuChannel.name] = FeishuChannel(feishu, app_secret)
+        token = env.get(feishu.verification_token_env) or None
+        key = env.get(feishu.encrypt_key_env) or None
+        if feishu.mode == "webhook" and (token is None or key is None):
+            log.error(
+                "! feishu webhook has no verification token or encrypt key: it refuses "
+                "every request",
+                extra={"channel": "feishu"},
+            )
+        channels[FeishuChannel.name] = FeishuChannel(
+            feishu, app_secret, verification_token=token, encrypt_key=key
+        )
     return channels
 
 

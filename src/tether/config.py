@@ -530,6 +530,13 @@ class FeishuConfig(_Section, frozen=True):
     mode: Literal["long_connection", "webhook"] = "long_connection"
     """``long_connection``: tether dials Feishu (no public URL needed);
     ``webhook``: Feishu POSTs events to ``/channels/feishu`` on the gateway."""
+    verification_token_env: str = "TETHER_FEISHU_VERIFICATION_TOKEN"  # noqa: S105 - a name
+    """Webhook mode: the variable holding the app's verification token."""
+    encrypt_key_env: str = "TETHER_FEISHU_ENCRYPT_KEY"
+    """Webhook mode: the variable holding the app's encrypt key (events are encrypted and
+    signed with it). Webhook mode without both refuses every request."""
+    freshness: Seconds = 300.0
+    """Webhook mode: seconds a signed request's timestamp stays valid either side of now."""
     group_trigger: Literal["mention", "all"] = "mention"
     """In groups, answer only messages that @-mention the bot, or every message."""
     ack_budget: Seconds = 2.5

@@ -1,7 +1,9 @@
 """``FeishuChannel``: Feishu/Lark chats as a tether channel.
 
-Inbound, over the long connection (:mod:`.connection`): each ``im.message.receive_v1``
-event becomes an :class:`InboundMessage` and is handed to the gateway's inbox. Its ack
+Inbound, over the long connection (:mod:`.connection`) or, in webhook mode, as signed
+and encrypted POSTs to ``/channels/feishu`` (:mod:`.webhook`): each
+``im.message.receive_v1`` event becomes an :class:`InboundMessage` and is handed to the
+gateway's inbox. Its ack
 waits for the durable receipt (bounded by ``ack_budget``), so an event is never lost, and
 an event Feishu delivers twice is a duplicate receipt, never a second run. Every other
 event type is acked and ignored on purpose.
@@ -38,6 +40,7 @@ from tether.channels.feishu.events import (
     event_type,
     to_inbound,
 )
+from tether.channels.feishu.webhook import WebhookEndpoint
 from tether.config import FeishuConfig
 
 __all__ = ["FeishuChannel"]
@@ -50,9 +53,22 @@ class FeishuChannel:
 
     name = "feishu"
 
-    def __init__(self, config: FeishuConfig, secret: str | None) -> None:
+    def __init__(
+        self,
+        config: FeishuConfig,
+        secret: str | None,
+        *,
+        verification_token: str | None = None,
+        encrypt_key: str | None = None,
+    ) -> None:
         self.config = config
         self.secret = secret
+        self.webhook = WebhookEndpoint(
+            verification_token=verification_token,
+            encrypt_key=encrypt_key,
+            freshness=config.freshness,
+            take=self._take,
+        )
         self.capabilities = ChannelCapabilities(
             push=True, max_message_bytes=config.max_message_bytes
         )
@@ -64,7 +80,12 @@ class FeishuChannel:
 
     def routes(self, inbox: Inbox) -> Sequence[HttpRoute]:
         self._inbox = inbox
-        return []
+        if self.config.mode != "webhook":
+            return []
+        return [HttpRoute(method="POST", path="/channels/feishu", handler=self.webhook.handle)]
+
+    async def _take(self, envelope: dict[str, Any]) -> None:
+        await self._frame(envelope, "event")
 
     async def start(self, inbox: Inbox) -> None:
         """Connect: learn the bot's own id, then open the long connection."""
@@ -80,6 +101,9 @@ class FeishuChannel:
             timeout=config.request_timeout,
         )
         self.bot_open_id = await self.api.bot_open_id()
+        if config.mode == "webhook":
+            log.info("feishu channel started (webhook)", extra={"bot": self.bot_open_id})
+            return
         self.connection = LongConnection(
             config.app_id,
             self.secret,
