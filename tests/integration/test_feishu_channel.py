@@ -57,7 +57,13 @@ def feishu_gateway(
     home: Path, stand_in: FeishuStandIn, make_gateway: MakeGateway, make_runner: MakeRunner
 ) -> GatewayProcess:
     feishu_config(home, stand_in)
-    gw = make_gateway(**{SECRET_ENV: stand_in.app_secret, "NO_PROXY": "127.0.0.1,localhost"})
+    gw = make_gateway(
+        **{
+            SECRET_ENV: stand_in.app_secret,
+            "NO_PROXY": "127.0.0.1,localhost",
+            "TETHER_CHANNELS__DELIVERY_LEASE": "3",
+        }
+    )
     make_runner(gw)
     stand_in.wait_for(lambda: stand_in.connected == 1, 30 * SCALE)
     linked = run_cli(home, "users", "add", "alice")
@@ -222,3 +228,39 @@ def test_a_refused_content_is_not_sent_again(
     assert dead, "the refused reply was never given up"
     assert "230001" in dead[0]["last_error"]
     assert len([c for c in stand_in.calls if c.path.endswith("om_8/reply")]) == 1
+
+
+def test_a_reply_owed_when_the_gateway_is_killed_arrives_once_after_the_restart(
+    feishu_gateway: GatewayProcess, stand_in: FeishuStandIn, home: Path
+) -> None:
+    # Feishu is failing when the reply is due, so it waits in the outbox; then kill -9
+    stand_in.fail_next("/open-apis/im/v1/messages/om_k/reply", Failure(status=503), times=1000)
+    assert push(stand_in, message("!echo owed-reply", message_id="om_k"), "ev_k").code == 200
+    stand_in.wait_for(lambda: any(c.path.endswith("om_k/reply") for c in stand_in.calls), 30)
+    feishu_gateway.kill()
+    stand_in.wait_for(lambda: stand_in.connected == 0, 10)
+    stand_in.heal()  # Feishu is well again
+    # (a send in flight at the kill is sent again when its lease runs out: 3 s here)
+    feishu_gateway.start()
+    stand_in.wait_for(lambda: stand_in.connected == 1, 30 * SCALE)
+    stand_in.wait_for(lambda: any("owed-reply" in r for r in replies_to(stand_in, "om_k")), 30)
+    time.sleep(1.0)
+    assert len(replies_to(stand_in, "om_k")) == 1
+    assert [r["state"] for r in runs(home)] == ["succeeded"]  # not run again
+    dead = run_cli(home, "--json", "deliveries", "list", "--state", "dead").stdout
+    assert json.loads(dead)["deliveries"] == []  # nothing given up while it started
+
+
+def test_a_40_kb_reply_is_split_within_feishus_limits(
+    feishu_gateway: GatewayProcess, stand_in: FeishuStandIn
+) -> None:
+    command = (
+        "!for i in $(seq 1 800); do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done"
+    )
+    assert push(stand_in, message(command, message_id="om_big"), "ev_big").code == 200
+    stand_in.wait_for(lambda: any("line-800-" in r for r in replies_to(stand_in, "om_big")), 60)
+    parts = [m for m in stand_in.messages.values() if m.get("reply_to") == "om_big"]
+    assert len(parts) >= 2
+    assert all(len(m["content"].encode()) <= 30 * 1024 for m in parts)  # a post's limit
+    text = "".join(replies_to(stand_in, "om_big"))
+    assert all(f"line-{i}-" in text for i in (1, 400, 800))

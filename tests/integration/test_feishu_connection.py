@@ -64,7 +64,10 @@ async def connection(stand_in: FeishuStandIn, gateway: Gateway) -> AsyncIterator
         dead_after=1.0,
     )
     await asyncio.to_thread(conn.start)
-    await asyncio.to_thread(stand_in.wait_for, lambda: stand_in.connected == 1, 30)
+    # (both ends: the server may see the socket a moment before the client holds it)
+    await asyncio.to_thread(
+        stand_in.wait_for, lambda: stand_in.connected == 1 and conn.connected, 30
+    )
     try:
         yield conn
     finally:

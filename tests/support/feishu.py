@@ -159,6 +159,10 @@ class FeishuStandIn:
         """The next ``times`` calls whose path starts with ``path`` get ``failure``."""
         self._failures.setdefault(path, []).extend([failure] * times)
 
+    def heal(self) -> None:
+        """Forget every failure still queued."""
+        self._failures.clear()
+
     def rotate_token(self) -> None:
         """Issue a new token: the one the client holds now gets 99991663."""
         self.token = f"t-{secrets.token_hex(8)}"

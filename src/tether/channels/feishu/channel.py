@@ -30,6 +30,7 @@ from tether.channels.contract import (
     HttpRoute,
     Inbox,
     Permanent,
+    RetryAfter,
 )
 from tether.channels.feishu.api import FeishuApi
 from tether.channels.feishu.connection import LongConnection
@@ -147,10 +148,12 @@ class FeishuChannel:
         return None
 
     async def deliver(self, delivery: Delivery) -> DeliveryResult:
-        if self.api is None:
+        if self.secret is None:
             return Permanent(
                 reason=f"the Feishu channel has no app secret (${self.config.app_secret_env})"
             )
+        if self.api is None:  # the gateway is still starting: its outbox runs already
+            return RetryAfter(seconds=1.0, reason="the Feishu channel is still starting")
         return await self.api.send(
             chat_id=delivery.chat_id,
             text=delivery.text,
