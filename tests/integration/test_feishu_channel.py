@@ -237,6 +237,10 @@ def test_a_reply_owed_when_the_gateway_is_killed_arrives_once_after_the_restart(
     stand_in.fail_next("/open-apis/im/v1/messages/om_k/reply", Failure(status=503), times=1000)
     assert push(stand_in, message("!echo owed-reply", message_id="om_k"), "ev_k").code == 200
     stand_in.wait_for(lambda: any(c.path.endswith("om_k/reply") for c in stand_in.calls), 30)
+    deadline = time.monotonic() + 20 * SCALE
+    while [r["state"] for r in runs(home)] != ["succeeded"]:  # the run is over; its reply
+        assert time.monotonic() < deadline, runs(home)  # is all that is owed
+        time.sleep(0.1)
     feishu_gateway.kill()
     stand_in.wait_for(lambda: stand_in.connected == 0, 10)
     stand_in.heal()  # Feishu is well again
@@ -264,3 +268,20 @@ def test_a_40_kb_reply_is_split_within_feishus_limits(
     assert all(len(m["content"].encode()) <= 30 * 1024 for m in parts)  # a post's limit
     text = "".join(replies_to(stand_in, "om_big"))
     assert all(f"line-{i}-" in text for i in (1, 400, 800))
+
+
+def test_a_burst_in_one_chat_is_paced_within_feishus_rate(
+    feishu_gateway: GatewayProcess, stand_in: FeishuStandIn
+) -> None:
+    ids = [f"om_b{i}" for i in range(6)]
+    for i, mid in enumerate(ids):  # all at once: one runs, five queue, each says so
+        stand_in.push(
+            "im.message.receive_v1",
+            message(f"!echo burst-{i}", message_id=mid),
+            event_id=f"ev_b{i}",
+        )
+    for i, mid in enumerate(ids):
+        stand_in.wait_for(
+            lambda mid=mid, i=i: any(f"burst-{i}" in r for r in replies_to(stand_in, mid)), 60
+        )
+    assert stand_in.rate_violations == []  # paced, not retried after a refusal

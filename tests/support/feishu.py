@@ -80,6 +80,10 @@ class FeishuStandIn:
             "PingInterval": 120,
         }
         self.messages: dict[str, dict[str, Any]] = {}
+        self.chat_of: dict[str, str] = {}  # message id -> its chat (for the rate limit)
+        self.per_chat_rate = 5  # sends a second to one chat, as Feishu allows
+        self.rate_violations: list[str] = []
+        self._sends: dict[str, list[float]] = {}
         self._failures: dict[str, list[Failure]] = {}
         self._seq = itertools.count(1)
         self._ids = itertools.count(1)
@@ -192,6 +196,9 @@ class FeishuStandIn:
         drop_header: str | None = None,
     ) -> Future[Ack]:
         """Send one event on the long connection; the future holds its ack."""
+        message = event.get("message") if isinstance(event, dict) else None
+        if isinstance(message, dict) and message.get("message_id"):
+            self.chat_of[str(message["message_id"])] = str(message.get("chat_id", ""))
         envelope = {
             "schema": "2.0",
             "header": {
@@ -376,6 +383,9 @@ class FeishuStandIn:
             return self._failed(failure)
         if too_big := self._too_big(body):
             return too_big
+        chat = body.get("receive_id") if reply_to is None else self.chat_of.get(reply_to, reply_to)
+        if limited := self._rate_limited(str(chat)):
+            return limited
         uuid = body.get("uuid")
         for message_id, known in self.messages.items():
             if uuid and known.get("uuid") == uuid:  # the same uuid: the same message
@@ -419,6 +429,20 @@ class FeishuStandIn:
         limit = TEXT_LIMIT if body.get("msg_type") == "text" else POST_LIMIT
         if len(content.encode()) > limit:
             return web.json_response({"code": 230025, "msg": "content too long"}, status=400)
+        return None
+
+    def _rate_limited(self, chat: str) -> web.Response | None:
+        """Feishu's 5 sends a second to one chat: the next one gets 230020."""
+        now = time.monotonic()
+        recent = [t for t in self._sends.get(chat, []) if now - t < 1.0]
+        if len(recent) >= self.per_chat_rate:
+            self.rate_violations.append(chat)
+            return web.json_response(
+                {"code": 230020, "msg": "frequency limit"},
+                status=400,
+                headers={"x-ogw-ratelimit-reset": "1"},
+            )
+        self._sends[chat] = [*recent, now]
         return None
 
     def _failure(self, path: str) -> Failure | None:

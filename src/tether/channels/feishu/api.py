@@ -13,6 +13,8 @@ synchronous method in a worker thread (the gateway's loop never blocks), and her
 - anything else (content, permission, a message that does not exist) is
   :class:`Permanent`: sending it again cannot help.
 
+Sends are paced (:mod:`.limits`) to stay under Feishu's rates per chat and per app.
+
 Every create and reply carries a ``uuid`` derived from the delivery's idempotency key, so
 Feishu makes at most one message of it however often it is sent.
 """
@@ -26,6 +28,7 @@ import logging
 from typing import Any
 
 from tether.channels.contract import Delivered, DeliveryResult, Permanent, RetryAfter
+from tether.channels.feishu.limits import SendPacer
 
 __all__ = ["FeishuApi", "result_of"]
 
@@ -73,6 +76,7 @@ class FeishuApi:
 
         self.app_id = app_id
         self._lark = lark
+        self.pacer = SendPacer()
         self.client = (
             lark.Client.builder()
             .app_id(app_id)
@@ -116,6 +120,7 @@ class FeishuApi:
         content = json.dumps(
             {"zh_cn": {"content": [[{"tag": "md", "text": text}]]}}, ensure_ascii=False
         )
+        await self.pacer.wait(chat_id)  # within Feishu's per-chat and per-app rates
         return await self._call(self._request(chat_id, content, message_uuid(key), reply_to))
 
     def _request(self, chat_id: str, content: str, uuid: str, reply_to: str | None) -> Any:
