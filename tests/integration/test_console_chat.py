@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.support.browser import DESKTOP, PHONE, browser, shoot, watch_violations
+from tests.support.browser import PHONE, browser, logged_in, shoot
 from tests.support.people import add_user
 from tests.support.process import GatewayProcess, RunnerProcess, run_cli
 from tests.support.webhook import SECRET, SECRET_ENV, WebhookStandIn, config_toml, event, hook, post
@@ -36,13 +36,16 @@ def engine() -> str:
     return "sqlite"
 
 
-async def logged_in(browser: Browser, url: str, token: str, *, phone: bool = False) -> Page:
-    context = await browser.new_context(locale="en-US", viewport=PHONE if phone else DESKTOP)  # type: ignore[arg-type]
-    page = await context.new_page()
-    page.problems = watch_violations(page)  # type: ignore[attr-defined]
-    await page.goto(f"{url}/#token={token}")
-    await expect(page.locator("#link")).to_have_text("live")
-    return page
+async def new_session(
+    make_gateway: MakeGateway, make_runner: MakeRunner, browser: Browser, **env: str
+) -> tuple[GatewayProcess, Page]:
+    """A gateway, its runner, and alice's page on a new session of her own."""
+    gw = make_gateway(**OPERATOR, **env)
+    make_runner(gw)
+    page = await logged_in(browser, gw.url, await add_user(gw, "alice"))
+    await page.locator("#new-session").click()
+    await expect(page.locator("#chat")).to_be_visible()
+    return gw, page
 
 
 async def say(page: Page, text: str) -> None:
@@ -54,12 +57,7 @@ async def say(page: Page, text: str) -> None:
 async def test_a_run_with_an_approval_is_driven_entirely_in_the_browser(
     make_gateway: MakeGateway, make_runner: MakeRunner, browser: Browser, home: Path
 ) -> None:
-    gw = make_gateway(**OPERATOR)
-    make_runner(gw)
-    alice = await add_user(gw, "alice")
-    page = await logged_in(browser, gw.url, alice)
-    await page.locator("#new-session").click()
-    await expect(page.locator("#chat")).to_be_visible()
+    _, page = await new_session(make_gateway, make_runner, browser)
     await expect(page.locator("#chat-meta")).to_contain_text("operator on box/app")
     await say(page, "!echo hi > out.txt && echo written")
 
@@ -95,11 +93,7 @@ async def test_a_run_with_an_approval_is_driven_entirely_in_the_browser(
 async def test_a_request_decided_elsewhere_updates_the_open_page_at_once(
     make_gateway: MakeGateway, make_runner: MakeRunner, browser: Browser, home: Path
 ) -> None:
-    gw = make_gateway(**OPERATOR)
-    make_runner(gw)
-    alice = await add_user(gw, "alice")
-    page = await logged_in(browser, gw.url, alice)
-    await page.locator("#new-session").click()
+    _, page = await new_session(make_gateway, make_runner, browser)
     await say(page, "!echo decided-elsewhere")
     card = page.locator(".request.approval")
     await expect(card.get_by_role("button", name="Deny")).to_be_enabled()
@@ -207,12 +201,10 @@ async def test_a_reload_and_a_gateway_restart_mid_run_resume_with_nothing_twice(
 async def test_agent_output_that_tries_to_be_html_is_shown_as_text(
     make_gateway: MakeGateway, make_runner: MakeRunner, browser: Browser, home: Path
 ) -> None:
-    gw = make_gateway(**OPERATOR, TETHER_RUNS__DEFAULT_MODE="auto")
-    make_runner(gw)
-    alice = await add_user(gw, "alice")
-    page = await logged_in(browser, gw.url, alice)
+    _, page = await new_session(
+        make_gateway, make_runner, browser, TETHER_RUNS__DEFAULT_MODE="auto"
+    )
     await page.evaluate("window.pwned = 0")
-    await page.locator("#new-session").click()
     hostile = (
         '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
         "[x](javascript:window.pwned=3) **bold**"
@@ -267,11 +259,7 @@ async def test_a_command_cannot_disguise_itself_on_its_card(
 ) -> None:
     # a right-to-left override would show "echo fdp.exe" as "echo exe.pdf"; escapes and
     # carriage returns in output would overwrite what was shown before them
-    gw = make_gateway(**OPERATOR)
-    make_runner(gw)
-    alice = await add_user(gw, "alice")
-    page = await logged_in(browser, gw.url, alice)
-    await page.locator("#new-session").click()
+    _, page = await new_session(make_gateway, make_runner, browser)
     await say(page, "!printf 'bad\\033[2K\\rgood\\n'; echo \u202efdp.exe")
     card = page.locator(".request.approval")
     await expect(card.locator(".plan code")).to_contain_text("echo ⟨U+202E⟩fdp.exe")

@@ -11,16 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
-from tests.support.browser import (
-    DESKTOP,
-    PHONE,
-    accessibility_problems,
-    browser,
-    shoot,
-    watch_violations,
-)
+from tests.support.browser import PHONE, accessibility_problems, browser, logged_in, shoot
 from tests.support.people import add_user
 from tests.support.process import GatewayProcess, RunnerProcess, run_cli
 
@@ -39,23 +32,6 @@ OPERATOR = {
 def engine() -> str:
     """A client's feature: SQLite is enough (the ledger's engines are tested elsewhere)."""
     return "sqlite"
-
-
-async def logged_in(
-    browser: Browser, url: str, token: str, *, locale: str = "en-US", phone: bool = False
-) -> Page:
-    context = await browser.new_context(
-        locale=locale,
-        viewport=PHONE if phone else DESKTOP,  # type: ignore[arg-type]
-        permissions=["clipboard-read", "clipboard-write"],
-    )
-    page = await context.new_page()
-    page.problems = watch_violations(page)  # type: ignore[attr-defined]
-    await page.goto(f"{url}/#token={token}")
-    await expect(page.locator("#link")).to_have_text(
-        "已连接" if locale.startswith("zh") else "live"
-    )
-    return page
 
 
 async def test_an_owner_sees_runners_adds_one_with_its_command_and_revokes_it(

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.feishu import Ack, Failure, FeishuStandIn, feishu_stand_in
+from tests.support.feishu import Ack, Failure, FeishuStandIn, stand_in, write_config
 from tests.support.process import SCALE, GatewayProcess, RunnerProcess, run_cli
+
+__all__ = ["stand_in"]
 
 MakeGateway = Callable[..., GatewayProcess]
 MakeRunner = Callable[..., RunnerProcess]
@@ -27,41 +29,21 @@ def engine() -> str:
     return "sqlite"
 
 
-@pytest.fixture
-def stand_in() -> Iterator[FeishuStandIn]:
-    with feishu_stand_in() as s:
-        yield s
-
-
-def feishu_config(home: Path, stand_in: FeishuStandIn, *, more: str = "") -> None:
-    (home / "config").mkdir(parents=True, exist_ok=True)
-    (home / "config" / "config.toml").write_text(
-        f"""
-[channels.feishu]
-app_id = "{stand_in.app_id}"
-app_secret_env = "{SECRET_ENV}"
-domain = "{stand_in.url}"
-{more}
-
-[channels.feishu.defaults]
-agent = "operator"
-runner = "box"
-workspace = "app"
-mode = "auto"
-"""
-    )
-
-
-@pytest.fixture
-def feishu_gateway(
-    home: Path, stand_in: FeishuStandIn, make_gateway: MakeGateway, make_runner: MakeRunner
+def start_gateway(
+    home: Path,
+    stand_in: FeishuStandIn,
+    make_gateway: MakeGateway,
+    make_runner: MakeRunner,
+    **env: str,
 ) -> GatewayProcess:
-    feishu_config(home, stand_in)
+    """A gateway on the stand-in's app, its runner, and alice linked to ``ou_alice``."""
+    write_config(home, stand_in, secret_env=SECRET_ENV)
     gw = make_gateway(
         **{
             SECRET_ENV: stand_in.app_secret,
             "NO_PROXY": "127.0.0.1,localhost",
             "TETHER_CHANNELS__DELIVERY_LEASE": "3",
+            **env,
         }
     )
     make_runner(gw)
@@ -71,6 +53,13 @@ def feishu_gateway(
     linked = run_cli(home, "users", "link", "alice", "--channel", "feishu", "--id", "ou_alice")
     assert linked.returncode == 0, linked.stderr
     return gw
+
+
+@pytest.fixture
+def feishu_gateway(
+    home: Path, stand_in: FeishuStandIn, make_gateway: MakeGateway, make_runner: MakeRunner
+) -> GatewayProcess:
+    return start_gateway(home, stand_in, make_gateway, make_runner)
 
 
 def message(
@@ -168,7 +157,7 @@ def test_other_event_types_are_acked_and_ignored(
 def test_without_its_app_secret_the_channel_connects_to_nothing_and_says_why(
     home: Path, stand_in: FeishuStandIn, make_gateway: MakeGateway
 ) -> None:
-    feishu_config(home, stand_in)
+    write_config(home, stand_in, secret_env=SECRET_ENV)
     gw = make_gateway(NO_PROXY="127.0.0.1,localhost")  # no secret in the environment
     time.sleep(1.0)
     assert stand_in.calls == []  # not even the token endpoint
@@ -231,9 +220,16 @@ def test_a_refused_content_is_not_sent_again(
 
 
 def test_a_reply_owed_when_the_gateway_is_killed_arrives_once_after_the_restart(
-    feishu_gateway: GatewayProcess, stand_in: FeishuStandIn, home: Path
+    home: Path, stand_in: FeishuStandIn, make_gateway: MakeGateway, make_runner: MakeRunner
 ) -> None:
-    # Feishu is failing when the reply is due, so it waits in the outbox; then kill -9
+    # Feishu is failing when the reply is due, so it waits in the outbox; then kill -9.
+    # (retries a second apart at most, so the owed reply's next try is never far off)
+    feishu_gateway = start_gateway(
+        home, stand_in, make_gateway, make_runner,
+        TETHER_CHANNELS__DELIVERY_BACKOFF="0.2",
+        TETHER_CHANNELS__DELIVERY_BACKOFF_MAX="1",
+        TETHER_CHANNELS__DELIVERY_ATTEMPTS="1000",
+    )  # fmt: skip
     stand_in.fail_next("/open-apis/im/v1/messages/om_k/reply", Failure(status=503), times=1000)
     assert push(stand_in, message("!echo owed-reply", message_id="om_k"), "ev_k").code == 200
     stand_in.wait_for(lambda: any(c.path.endswith("om_k/reply") for c in stand_in.calls), 30)
@@ -247,7 +243,9 @@ def test_a_reply_owed_when_the_gateway_is_killed_arrives_once_after_the_restart(
     # (a send in flight at the kill is sent again when its lease runs out: 3 s here)
     feishu_gateway.start()
     stand_in.wait_for(lambda: stand_in.connected == 1, 30 * SCALE)
-    stand_in.wait_for(lambda: any("owed-reply" in r for r in replies_to(stand_in, "om_k")), 30)
+    stand_in.wait_for(
+        lambda: any("owed-reply" in r for r in replies_to(stand_in, "om_k")), 30 * SCALE
+    )
     time.sleep(1.0)
     assert len(replies_to(stand_in, "om_k")) == 1
     assert [r["state"] for r in runs(home)] == ["succeeded"]  # not run again

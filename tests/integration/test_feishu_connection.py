@@ -9,24 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.support.feishu import FeishuStandIn, feishu_stand_in
+from tests.support.feishu import FeishuStandIn, stand_in
 from tether.channels.feishu.connection import LongConnection
+
+__all__ = ["stand_in"]
 
 
 @pytest.fixture(autouse=True)
 def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
-@pytest.fixture
-def stand_in() -> Iterator[FeishuStandIn]:
-    with feishu_stand_in() as s:
-        yield s
 
 
 class Gateway:

@@ -9,16 +9,18 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.support.feishu import FeishuStandIn, feishu_stand_in
+from tests.support.feishu import FeishuStandIn, stand_in, write_config
 from tests.support.process import SCALE, GatewayProcess, RunnerProcess, run_cli
 from tether.channels.feishu.webhook import encrypt, signature
+
+__all__ = ["stand_in"]
 
 MakeGateway = Callable[..., GatewayProcess]
 MakeRunner = Callable[..., RunnerProcess]
@@ -37,35 +39,10 @@ def engine() -> str:
 
 
 @pytest.fixture
-def stand_in() -> Iterator[FeishuStandIn]:
-    with feishu_stand_in() as s:
-        yield s
-
-
-def configure(home: Path, stand_in: FeishuStandIn) -> None:
-    (home / "config").mkdir(parents=True, exist_ok=True)
-    (home / "config" / "config.toml").write_text(
-        f"""
-[channels.feishu]
-app_id = "{stand_in.app_id}"
-app_secret_env = "TEST_FEISHU_SECRET"
-domain = "{stand_in.url}"
-mode = "webhook"
-
-[channels.feishu.defaults]
-agent = "operator"
-runner = "box"
-workspace = "app"
-mode = "auto"
-"""
-    )
-
-
-@pytest.fixture
 def gw(
     home: Path, stand_in: FeishuStandIn, make_gateway: MakeGateway, make_runner: MakeRunner
 ) -> GatewayProcess:
-    configure(home, stand_in)
+    write_config(home, stand_in, secret_env="TEST_FEISHU_SECRET", mode="webhook")
     gateway = make_gateway(**{**ENV, "TEST_FEISHU_SECRET": stand_in.app_secret})
     make_runner(gateway)
     assert run_cli(home, "users", "add", "alice").returncode == 0
@@ -196,7 +173,7 @@ async def test_what_is_not_the_apps_is_refused_and_runs_nothing(
 async def test_without_its_keys_the_webhook_refuses_everything(
     home: Path, stand_in: FeishuStandIn, make_gateway: MakeGateway
 ) -> None:
-    configure(home, stand_in)
+    write_config(home, stand_in, secret_env="TEST_FEISHU_SECRET", mode="webhook")
     gateway = make_gateway(TEST_FEISHU_SECRET=stand_in.app_secret, NO_PROXY="127.0.0.1,localhost")
     challenge = sealed({"challenge": "abc", "token": TOKEN, "type": "url_verification"})
     status, _ = await post(gateway, challenge, {"Content-Type": "application/json"})

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = Path(os.environ.get("TETHER_ARTIFACTS") or ROOT / "artifacts") / "console"
@@ -49,6 +49,25 @@ def watch_violations(page: Page) -> list[str]:
     page.on("console", on_message)
     page.on("pageerror", lambda exc: seen.append(f"uncaught: {exc}"))
     return seen
+
+
+async def logged_in(
+    browser: Browser, url: str, token: str, *, locale: str = "en-US", phone: bool = False
+) -> Page:
+    """A fresh browser context logged in with ``token`` through the one-time-link path,
+    live on the WebSocket; ``page.problems`` collects its console errors."""
+    context = await browser.new_context(
+        locale=locale,
+        viewport=PHONE if phone else DESKTOP,  # type: ignore[arg-type]
+        permissions=["clipboard-read", "clipboard-write"],
+    )
+    page = await context.new_page()
+    page.problems = watch_violations(page)  # type: ignore[attr-defined]
+    await page.goto(f"{url}/#token={token}")
+    await expect(page.locator("#link")).to_have_text(
+        "已连接" if locale.startswith("zh") else "live"
+    )
+    return page
 
 
 async def shoot(page: Page, name: str) -> Path:

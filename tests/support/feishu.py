@@ -22,8 +22,10 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import WSMsgType, web
 from lark_oapi.ws.pb.pbbp2_pb2 import Frame
 
@@ -469,6 +471,29 @@ class FeishuStandIn:
         return web.json_response({"code": 0, "msg": "success", "data": data})
 
 
+def write_config(
+    home: Path, stand_in: FeishuStandIn, *, secret_env: str, mode: str = "long_connection"
+) -> None:
+    """A gateway config whose Feishu channel is this stand-in's app; new sessions run the
+    operator agent on runner ``box``, workspace ``app``, in ``auto`` mode."""
+    (home / "config").mkdir(parents=True, exist_ok=True)
+    (home / "config" / "config.toml").write_text(
+        f"""
+[channels.feishu]
+app_id = "{stand_in.app_id}"
+app_secret_env = "{secret_env}"
+domain = "{stand_in.url}"
+mode = "{mode}"
+
+[channels.feishu.defaults]
+agent = "operator"
+runner = "box"
+workspace = "app"
+mode = "auto"
+"""
+    )
+
+
 @contextlib.contextmanager
 def feishu_stand_in(**kwargs: Any) -> Iterator[FeishuStandIn]:
     stand_in = FeishuStandIn(**kwargs).start()
@@ -476,3 +501,10 @@ def feishu_stand_in(**kwargs: Any) -> Iterator[FeishuStandIn]:
         yield stand_in
     finally:
         stand_in.stop()
+
+
+@pytest.fixture
+def stand_in() -> Iterator[FeishuStandIn]:
+    """A running stand-in (use with ``from tests.support.feishu import stand_in``)."""
+    with feishu_stand_in() as s:
+        yield s

@@ -111,6 +111,8 @@ class _Data:
         (429, 99991400, {"X-Ogw-Ratelimit-Reset": "3"}, RetryAfter(seconds=3.0, reason="")),
         (429, None, {}, RetryAfter(seconds=1.0, reason="")),
         (502, None, {}, RetryAfter(seconds=0.0, reason="")),
+        (503, 0, {}, RetryAfter(seconds=0.0, reason="")),  # a 5xx is no success, body or not
+        (400, 0, {}, Permanent(reason="")),
         (400, 230025, {}, Permanent(reason="")),
         (400, 230001, {}, Permanent(reason="")),
         (403, 230027, {}, Permanent(reason="")),

@@ -46,16 +46,17 @@ def message_uuid(key: str) -> str:
 def result_of(
     status: int | None, code: int | None, msg: str, headers: dict[str, str], data: Any
 ) -> DeliveryResult:
-    """What one API answer means for a delivery."""
-    if code == 0:
-        message_id = getattr(data, "message_id", None) if data is not None else None
-        return Delivered(message_id=message_id)
+    """What one API answer means for a delivery. The HTTP status counts first: a 5xx or
+    429 is not a success whatever its body says."""
     reset = _reset_of(headers)
     if code in RETRY_CODES or status == 429:
         return RetryAfter(seconds=reset or 1.0, reason=f"rate limited ({code or status}): {msg}")
     if status is not None and status >= 500:
         return RetryAfter(seconds=reset or 0.0, reason=f"HTTP {status}: {msg}")
-    return Permanent(reason=f"Feishu refused it ({code}): {msg}")
+    if code == 0 and (status is None or 200 <= status < 300):
+        message_id = getattr(data, "message_id", None) if data is not None else None
+        return Delivered(message_id=message_id)
+    return Permanent(reason=f"Feishu refused it ({code}, HTTP {status}): {msg}")
 
 
 def _reset_of(headers: dict[str, str]) -> float | None:
