@@ -14,18 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.people import add_user
+from tests.support.people import OPERATOR, add_user
 from tests.support.process import SCALE, GatewayProcess, RunnerProcess, run_cli
 from tests.support.terminal import ChatTerminal
 from tests.support.webhook import SECRET, SECRET_ENV, WebhookStandIn, config_toml, event, post
 
 MakeGateway = Callable[..., GatewayProcess]
 MakeRunner = Callable[..., RunnerProcess]
-OPERATOR = {
-    "TETHER_RUNS__DEFAULT_AGENT": "operator",
-    "TETHER_RUNS__DEFAULT_RUNNER": "box",
-    "TETHER_RUNS__DEFAULT_WORKSPACE": "app",
-}
 
 
 @pytest.fixture

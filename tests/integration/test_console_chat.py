@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.support.browser import PHONE, browser, logged_in, shoot
-from tests.support.people import add_user
+from tests.support.people import OPERATOR, add_user
 from tests.support.process import GatewayProcess, RunnerProcess, run_cli
 from tests.support.webhook import SECRET, SECRET_ENV, WebhookStandIn, config_toml, event, hook, post
 
@@ -23,11 +23,6 @@ __all__ = ["browser", "hook"]
 
 MakeGateway = Callable[..., GatewayProcess]
 MakeRunner = Callable[..., RunnerProcess]
-OPERATOR = {
-    "TETHER_RUNS__DEFAULT_AGENT": "operator",
-    "TETHER_RUNS__DEFAULT_RUNNER": "box",
-    "TETHER_RUNS__DEFAULT_WORKSPACE": "app",
-}
 
 
 @pytest.fixture

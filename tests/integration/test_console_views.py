@@ -14,18 +14,13 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from tests.support.browser import PHONE, accessibility_problems, browser, logged_in, shoot
-from tests.support.people import add_user
+from tests.support.people import OPERATOR, add_user
 from tests.support.process import GatewayProcess, RunnerProcess, run_cli
 
 __all__ = ["browser"]
 
 MakeGateway = Callable[..., GatewayProcess]
 MakeRunner = Callable[..., RunnerProcess]
-OPERATOR = {
-    "TETHER_RUNS__DEFAULT_AGENT": "operator",
-    "TETHER_RUNS__DEFAULT_RUNNER": "box",
-    "TETHER_RUNS__DEFAULT_WORKSPACE": "app",
-}
 
 
 @pytest.fixture

@@ -20,6 +20,12 @@ from tether.protocol.runs import RunListParams
 from tether.transport.client import RpcClient, connect_ipc, connect_ws
 
 MEMBERS_MAY_SCRIPT = {"TETHER_RUNS__FIXTURE_ROLES": "admin,member"}
+OPERATOR = {
+    "TETHER_RUNS__DEFAULT_AGENT": "operator",
+    "TETHER_RUNS__DEFAULT_RUNNER": "box",
+    "TETHER_RUNS__DEFAULT_WORKSPACE": "app",
+}
+"""New sessions run the operator agent on runner ``box``, workspace ``app``."""
 """Gateway env that lets members use the ``script`` fixture agent."""
 
 
