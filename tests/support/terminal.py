@@ -92,6 +92,16 @@ class ChatTerminal:
             time.sleep(0.05)
         raise AssertionError(f"{pattern!r} not on the screen:\n{self.shows()}")
 
+    def expect_screen_without(self, pattern: str, timeout: float = 20) -> str:
+        """Wait until the terminal no longer shows ``pattern``."""
+        deadline = time.monotonic() + timeout * SCALE
+        while time.monotonic() < deadline:
+            shown = self.shows()
+            if not re.search(pattern, shown):
+                return shown
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} still on the screen:\n{self.shows()}")
+
     def _drain(self) -> None:
         """Let the reader catch up (it reads all the time, so the program never blocks on
         a full terminal and its questions are answered at once)."""

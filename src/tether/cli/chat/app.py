@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import get_app
+from prompt_toolkit.buffer import Buffer
 from prompt_toolkit.completion import Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.filters import Condition
@@ -325,6 +326,19 @@ class ChatApp:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _ctrl_c(self, buffer: Buffer | None) -> None:
+        """Ctrl-C as a key or as a signal: clear a typed line when nothing runs, else ask."""
+        if not self.confirming and self.view.active is None and buffer is not None and buffer.text:
+            buffer.reset()
+            self._refresh()
+        else:
+            self.interrupt()
+
+    def _on_sigint(self) -> None:
+        """SIGINT (the terminal not raw for a moment, or ``kill -INT``): the same as the key."""
+        app = self._prompt.app if self._prompt is not None else None
+        self._ctrl_c(app.current_buffer if app is not None and app.is_running else None)
+
     def interrupt(self) -> None:
         """Ctrl-C: ask before stopping the active run (a second Ctrl-C takes it back)."""
         if self.confirming:
@@ -361,15 +375,9 @@ class ChatApp:
             )
         )
 
-        # (a Ctrl-C that reaches the running prompt as a signal, when the terminal was not
-        # raw for a moment, comes as <sigint>: the same key)
         @kb.add("c-c")
-        @kb.add("<sigint>")
         def _interrupt(event: KeyPressEvent) -> None:
-            if not self.confirming and self.view.active is None and event.current_buffer.text:
-                event.current_buffer.reset()
-            else:
-                self.interrupt()
+            self._ctrl_c(event.current_buffer)
 
         @kb.add("y", filter=confirming)
         def _yes(event: KeyPressEvent) -> None:
@@ -395,7 +403,10 @@ class ChatApp:
         pump = asyncio.create_task(self._pump(), name="chat:pump")
         sender = asyncio.create_task(self._sender(), name="chat:sender")
         loop = asyncio.get_running_loop()
-        self._catch_sigint(loop)
+        # one SIGINT handler for the whole session: a prompt that took SIGINT over would drop
+        # it when it ends, and a signal between two prompts would be lost
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, self._on_sigint)
         self._prompt = PromptSession(
             message=self._message,
             bottom_toolbar=self._toolbar,
@@ -415,11 +426,11 @@ class ChatApp:
                 return 1
             while True:
                 try:
-                    text = await self._until(link_task, self._prompt.prompt_async())
+                    text = await self._until(
+                        link_task, self._prompt.prompt_async(handle_sigint=False)
+                    )
                 except EOFError:
                     break
-                finally:  # the prompt took SIGINT over and dropped ours when it ended
-                    self._catch_sigint(loop)
                 self.note = ""
                 if text.strip() in ("/quit", "/exit"):
                     break
@@ -437,11 +448,6 @@ class ChatApp:
             for task in (link_task, pump, sender, *self._tasks):
                 task.cancel()
             await asyncio.gather(link_task, pump, sender, *self._tasks, return_exceptions=True)
-
-    def _catch_sigint(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Between two prompts the terminal is not raw: Ctrl-C is a signal then."""
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGINT, self.interrupt)
 
     @staticmethod
     async def _until(link_task: asyncio.Task[None], coro: Any) -> Any:
