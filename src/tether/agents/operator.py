@@ -20,6 +20,7 @@ from typing import Any
 from tether import __version__
 from tether.agents.contract import Capabilities, Manifest, Outcome, Permissions, RunContext
 from tether.errors import TetherError
+from tether.protocol.chat_input import own_words
 from tether.protocol.events import AgentMessage
 
 __all__ = ["HELP", "OperatorAgent"]
@@ -53,7 +54,7 @@ class OperatorAgent:
         )
 
     async def run(self, ctx: RunContext) -> Outcome:
-        text = ctx.input.strip()
+        text = own_words(ctx.input).strip()  # never a quoted message or a file's name
         head, _, rest = text.partition("\n")
         word, _, arg = head.partition(" ")
         arg = arg.strip()

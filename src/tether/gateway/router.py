@@ -38,6 +38,7 @@ from tether.gateway.orchestrator import Orchestrator
 from tether.gateway.outbox import Outbox
 from tether.gateway.phrases import Lang, guess_language, lang_of, say
 from tether.ledger import ConversationRecord, ConversationView, Ledger, Session
+from tether.protocol.chat_input import compose
 
 __all__ = ["CLIENT_CHANNELS", "ConversationRouter", "Pending"]
 
@@ -523,13 +524,17 @@ def _transient(message: InboundMessage) -> ConversationRecord:
 
 
 def _input_of(message: InboundMessage) -> str:
-    """The text an agent gets: the message, then what it replies to and what it carries."""
-    parts = [message.text]
-    if message.quoted:
-        quoted = "\n".join("> " + line for line in message.quoted.splitlines()[:20])
-        parts.append(f"(replying to:)\n{quoted}")
+    """The text an agent gets: the message, then who sent it in a group, what it replies
+    to and what it carries (``protocol.chat_input``)."""
+    files = []
     for a in message.attachments:
         size = f", {a.size} bytes" if a.size is not None else ""
         where = f" {a.url}" if a.url else ""
-        parts.append(f"[attachment: {a.name} ({a.media_type}{size}){where}]")
-    return "\n\n".join(p for p in parts if p)
+        files.append(f"{a.name} ({a.media_type}{size}){where}")
+    return compose(
+        message.text,
+        sender=message.sender.name,
+        in_group=message.chat_kind != "p2p",
+        quoted=message.quoted,
+        attachments=files,
+    )
