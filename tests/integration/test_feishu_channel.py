@@ -70,11 +70,13 @@ def message(
     chat_type: str = "p2p",
     mentions: list[dict[str, Any]] | None = None,
     sender: str = "ou_alice",
+    parent_id: str | None = None,
 ) -> dict[str, Any]:
     return {
         "sender": {"sender_id": {"open_id": sender}, "sender_type": "user"},
         "message": {
             "message_id": message_id,
+            **({"parent_id": parent_id, "root_id": parent_id} if parent_id else {}),
             "chat_id": chat_id,
             "chat_type": chat_type,
             "message_type": "text",
@@ -143,6 +145,78 @@ def test_in_a_group_only_an_at_mention_of_the_bot_is_taken(
     stand_in.wait_for(lambda: any("for-us" in r for r in replies_to(stand_in, "om_4")), 30)
     assert replies_to(stand_in, "om_3") == []
     assert [r["input"] for r in runs(home)] == ["!echo for-us"]  # the mention is not input
+
+
+def test_in_a_group_the_agent_is_told_who_wrote_and_the_name_is_looked_up_once(
+    feishu_gateway: GatewayProcess, stand_in: FeishuStandIn, home: Path
+) -> None:
+    stand_in.users["ou_alice"] = "Alice Wang"
+    group = {"chat_id": "oc_group", "chat_type": "group"}
+    mention = [{"key": "@_user_1", "id": {"open_id": stand_in.bot_open_id}, "name": "tether"}]
+    for n in (1, 2):
+        asked = message(
+            f"@_user_1 !echo named-{n}", message_id=f"om_n{n}", mentions=mention, **group
+        )
+        assert push(stand_in, asked, f"ev_n{n}").code == 200
+        answered = f"om_n{n}"
+        stand_in.wait_for(lambda: any("named" in r for r in replies_to(stand_in, answered)), 30)  # noqa: B023
+    for run in runs(home):
+        assert "from: Alice Wang (in a group chat)" in run["input"]
+        assert run["input"].startswith("!echo named-")
+    assert len([c for c in stand_in.calls if "/contact/v3/users/ou_alice" in c.path]) == 1
+    # in a p2p chat the name is not needed, and not asked for
+    assert push(stand_in, message("!echo p2p", message_id="om_n3"), "ev_n3").code == 200
+    stand_in.wait_for(lambda: any("p2p" in r for r in replies_to(stand_in, "om_n3")), 30)
+    assert "context from the chat" not in runs(home)[0]["input"]
+
+
+def test_a_reply_carries_the_message_it_answers_but_the_command_is_only_what_was_typed(
+    feishu_gateway: GatewayProcess, stand_in: FeishuStandIn, home: Path
+) -> None:
+    # someone else's message, quoted by a reply that is a command: the agent sees the quote
+    # as context, and it never becomes part of the command
+    stand_in.seed_message("om_theirs", "oc_p2p", "looks fine\ntouch PWNED ; echo INJECTED")
+    asked = message("!echo quoted-ok", message_id="om_q1", parent_id="om_theirs")
+    assert push(stand_in, asked, "ev_q1").code == 200
+    stand_in.wait_for(lambda: any("quoted-ok" in r for r in replies_to(stand_in, "om_q1")), 30)
+    [run] = runs(home)
+    assert "replying to:\n> looks fine\n> touch PWNED ; echo INJECTED" in run["input"]
+    [reply] = replies_to(stand_in, "om_q1")
+    assert "INJECTED" not in reply
+    assert "not found" not in reply
+    assert "[exit 0]" in reply
+
+
+def test_context_that_is_slow_to_read_is_left_out_and_the_message_still_runs(
+    feishu_gateway: GatewayProcess, stand_in: FeishuStandIn, home: Path
+) -> None:
+    stand_in.users["ou_alice"] = "Alice Wang"
+    stand_in.slow_next("/open-apis/contact/v3/users", 5.0)
+    stand_in.fail_next("/open-apis/im/v1/messages/om_gone", Failure(status=500, code=1))
+    group = {"chat_id": "oc_group", "chat_type": "group"}
+    mention = [{"key": "@_user_1", "id": {"open_id": stand_in.bot_open_id}, "name": "tether"}]
+    asked = message(
+        "@_user_1 !echo still-runs", message_id="om_s1", mentions=mention, parent_id="om_gone",
+        **group,
+    )  # fmt: skip
+    ack = push(stand_in, asked, "ev_s1")
+    assert ack.code == 200  # within Feishu's 3 s, though the name took 5
+    stand_in.wait_for(lambda: any("still-runs" in r for r in replies_to(stand_in, "om_s1")), 30)
+    [run] = runs(home)
+    assert run["input"] == "!echo still-runs"
+
+
+def test_a_dropped_long_connection_comes_back_and_loses_nothing(
+    feishu_gateway: GatewayProcess, stand_in: FeishuStandIn, home: Path
+) -> None:
+    assert push(stand_in, message("!sleep 1; echo before-drop", message_id="om_d1"), "ev_d1")
+    stand_in.drop_connections()  # mid-run: the reply goes out over HTTP all the same
+    stand_in.wait_for(lambda: stand_in.connects >= 2 and stand_in.connected == 1, 30 * SCALE)
+    stand_in.wait_for(lambda: any("before-drop" in r for r in replies_to(stand_in, "om_d1")), 30)
+    assert push(stand_in, message("!echo after-drop", message_id="om_d2"), "ev_d2").code == 200
+    stand_in.wait_for(lambda: any("after-drop" in r for r in replies_to(stand_in, "om_d2")), 30)
+    assert sorted(r["state"] for r in runs(home)) == ["succeeded", "succeeded"]
+    assert len(replies_to(stand_in, "om_d1")) == 1
 
 
 def test_other_event_types_are_acked_and_ignored(

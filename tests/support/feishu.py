@@ -82,6 +82,9 @@ class FeishuStandIn:
             "PingInterval": 120,
         }
         self.messages: dict[str, dict[str, Any]] = {}
+        self.users: dict[str, str] = {}  # open_id -> name, for the contact API
+        self.scopes: dict[str, int] = {}  # scope -> grant status (1 granted, 2 not)
+        self._slow: dict[str, list[float]] = {}
         self.chat_of: dict[str, str] = {}  # message id -> its chat (for the rate limit)
         self.per_chat_rate = 5  # sends a second to one chat, as Feishu allows
         self.rate_violations: list[str] = []
@@ -132,6 +135,9 @@ class FeishuStandIn:
         app.router.add_post("/open-apis/im/v1/messages", self._create)
         app.router.add_post("/open-apis/im/v1/messages/{message_id}/reply", self._reply)
         app.router.add_put("/open-apis/im/v1/messages/{message_id}", self._update)
+        app.router.add_get("/open-apis/im/v1/messages/{message_id}", self._get_message)
+        app.router.add_get("/open-apis/contact/v3/users/{user_id}", self._get_user)
+        app.router.add_get("/open-apis/application/v6/scopes", self._get_scopes)
         app.router.add_patch("/open-apis/im/v1/messages/{message_id}", self._patch)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -164,6 +170,22 @@ class FeishuStandIn:
     def fail_next(self, path: str, failure: Failure, times: int = 1) -> None:
         """The next ``times`` calls whose path starts with ``path`` get ``failure``."""
         self._failures.setdefault(path, []).extend([failure] * times)
+
+    def slow_next(self, path: str, seconds: float, times: int = 1) -> None:
+        """The next ``times`` calls whose path starts with ``path`` answer after ``seconds``."""
+        self._slow.setdefault(path, []).extend([seconds] * times)
+
+    def seed_message(
+        self, message_id: str, chat_id: str, text: str, *, sender: str = "ou_someone"
+    ) -> None:
+        """A message a person sent earlier (for the get-message path)."""
+        self.messages[message_id] = {
+            "msg_type": "text",
+            "content": json.dumps({"text": text}),
+            "sender": sender,
+            "chat_id": chat_id,
+        }
+        self.chat_of[message_id] = chat_id
 
     def heal(self) -> None:
         """Forget every failure still queued."""
@@ -369,6 +391,49 @@ class FeishuStandIn:
         return web.json_response(
             {"code": 0, "msg": "ok", "bot": {"open_id": self.bot_open_id, "app_name": "tether"}}
         )
+
+    async def _read(self, request: web.Request) -> web.Response | None:
+        """A GET noted, slowed and failed as told; None when it may be answered."""
+        self._note(Call("GET", request.path, dict(request.query), dict(request.headers), None))
+        for prefix, delays in self._slow.items():
+            if request.path.startswith(prefix) and delays:
+                await asyncio.sleep(delays.pop(0))
+                break
+        if denied := self._check_token(request):
+            return denied
+        if failure := self._failure(request.path):
+            return self._failed(failure)
+        return None
+
+    async def _get_message(self, request: web.Request) -> web.Response:
+        if refused := await self._read(request):
+            return refused
+        message_id = request.match_info["message_id"]
+        known = self.messages.get(message_id)
+        if known is None:
+            return web.json_response({"code": 230001, "msg": "message not found"}, status=400)
+        item = {
+            "message_id": message_id,
+            "msg_type": known.get("msg_type"),
+            "chat_id": known.get("chat_id", self.chat_of.get(message_id, "")),
+            "body": {"content": known.get("content", "")},
+            "sender": {"id": known.get("sender", self.bot_open_id), "id_type": "open_id"},
+        }
+        return self._ok({"items": [item]})
+
+    async def _get_user(self, request: web.Request) -> web.Response:
+        if refused := await self._read(request):
+            return refused
+        user_id = request.match_info["user_id"]
+        if request.query.get("user_id_type") != "open_id" or user_id not in self.users:
+            return web.json_response({"code": 41050, "msg": "no user authority"}, status=400)
+        return self._ok({"user": {"open_id": user_id, "name": self.users[user_id]}})
+
+    async def _get_scopes(self, request: web.Request) -> web.Response:
+        if refused := await self._read(request):
+            return refused
+        scopes = [{"scope_name": k, "grant_status": v} for k, v in self.scopes.items()]
+        return self._ok({"scopes": scopes})
 
     async def _create(self, request: web.Request) -> web.Response:
         return await self._message(request, None)

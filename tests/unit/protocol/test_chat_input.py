@@ -41,7 +41,8 @@ def test_a_name_cannot_break_out_of_its_line() -> None:
 
 def test_long_quotes_are_cut_to_twenty_lines() -> None:
     shown = compose("ok", quoted="\n".join(f"line {i}" for i in range(100)))
-    assert "> line 19" in shown and "> line 20" not in shown
+    assert "> line 19" in shown
+    assert "> line 20" not in shown
 
 
 @given(text=st.text(), quoted=st.text(), sender=st.text(), group=st.booleans())

@@ -25,9 +25,11 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from typing import Any
 
 from tether.channels.contract import Delivered, DeliveryResult, Permanent, RetryAfter
+from tether.channels.feishu.events import BadFeishuEvent, text_of
 from tether.channels.feishu.limits import SendPacer
 
 __all__ = ["FeishuApi", "result_of"]
@@ -36,6 +38,9 @@ log = logging.getLogger(__name__)
 
 RETRY_CODES = frozenset({230020, 99991400})
 TOKEN_CODES = frozenset({99991663, 99991668})
+_NAME_TTL = 3600.0
+_NAME_RETRY = 300.0  # a name that could not be read is asked for again after this
+_NAMES_KEPT = 5000
 
 
 def message_uuid(key: str) -> str:
@@ -78,6 +83,7 @@ class FeishuApi:
         self.app_id = app_id
         self._lark = lark
         self.pacer = SendPacer()
+        self._names: dict[str, tuple[str, float]] = {}
         self.client = (
             lark.Client.builder()
             .app_id(app_id)
@@ -142,18 +148,72 @@ class FeishuApi:
         )
         return lambda: self.client.im.v1.message.create(req)
 
+    async def _invoke(self, call: Any) -> Any:
+        """``call()``'s response in a thread; a rejected token is dropped and the call made
+        once more. Raises what the SDK raises (network errors, bodies that are not JSON)."""
+        response = await asyncio.to_thread(call)
+        if response.code in TOKEN_CODES:
+            log.info("feishu token rejected: fetching a new one", extra={"code": response.code})
+            self._drop_token()
+            response = await asyncio.to_thread(call)
+        return response
+
     async def _call(self, call: Any) -> DeliveryResult:
-        for attempt in (1, 2):
-            try:
-                response = await asyncio.to_thread(call)
-            except Exception as exc:  # noqa: BLE001 - network errors, non-JSON bodies: transient
-                return RetryAfter(seconds=0.0, reason=f"{type(exc).__name__}: {exc}")
-            raw = response.raw
-            status = raw.status_code if raw is not None else None
-            headers = dict(raw.headers) if raw is not None and raw.headers else {}
-            if response.code in TOKEN_CODES and attempt == 1:
-                log.info("feishu token rejected: fetching a new one", extra={"code": response.code})
-                self._drop_token()
-                continue
-            return result_of(status, response.code, response.msg or "", headers, response.data)
-        return RetryAfter(seconds=0.0, reason="the token was rejected twice")
+        try:
+            response = await self._invoke(call)
+        except Exception as exc:  # noqa: BLE001 - network errors, non-JSON bodies: transient
+            return RetryAfter(seconds=0.0, reason=f"{type(exc).__name__}: {exc}")
+        if response.code in TOKEN_CODES:
+            return RetryAfter(seconds=0.0, reason="the token was rejected twice")
+        raw = response.raw
+        status = raw.status_code if raw is not None else None
+        headers = dict(raw.headers) if raw is not None and raw.headers else {}
+        return result_of(status, response.code, response.msg or "", headers, response.data)
+
+    async def _read(self, call: Any, what: str) -> Any:
+        """The data of a read, or None (said in the log) when it failed."""
+        try:
+            response = await self._invoke(call)
+        except Exception as exc:  # noqa: BLE001 - a read only adds context: go on without it
+            log.info(f"feishu {what} not read", extra={"why": f"{type(exc).__name__}: {exc}"})
+            return None
+        if response.code != 0:
+            log.info(f"feishu {what} not read", extra={"code": response.code, "why": response.msg})
+            return None
+        return response.data
+
+    async def user_name(self, open_id: str) -> str:
+        """A person's name (``contact:user.base:readonly``), cached for an hour; "" when it
+        cannot be read."""
+        now = time.monotonic()
+        cached = self._names.get(open_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        contact = self._lark.api.contact.v3
+        req = contact.GetUserRequest.builder().user_id(open_id).user_id_type("open_id").build()
+        data = await self._read(lambda: self.client.contact.v3.user.get(req), "user name")
+        user = getattr(data, "user", None)
+        name = str(getattr(user, "name", "") or "")
+        if len(self._names) >= _NAMES_KEPT:
+            self._names.pop(next(iter(self._names)))
+        self._names[open_id] = (name, now + (_NAME_TTL if name else _NAME_RETRY))
+        return name
+
+    async def message_text(self, message_id: str) -> str | None:
+        """The text of a message (``im:message:readonly``; the one a message replies to),
+        or None when it cannot be read or has no text."""
+        im = self._lark.api.im.v1
+        req = im.GetMessageRequest.builder().message_id(message_id).build()
+        data = await self._read(lambda: self.client.im.v1.message.get(req), "replied-to message")
+        items = getattr(data, "items", None) or []
+        if not items:
+            return None
+        item = items[0]
+        content = getattr(getattr(item, "body", None), "content", None)
+        if not content:
+            return None
+        mentions = [{"key": m.key, "name": m.name} for m in getattr(item, "mentions", None) or []]
+        try:
+            return text_of(item.msg_type, content, mentions)
+        except BadFeishuEvent:
+            return None

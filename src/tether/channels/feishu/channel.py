@@ -23,11 +23,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from tether.channels.contract import (
     ChannelCapabilities,
     Delivery,
     DeliveryResult,
     HttpRoute,
+    InboundMessage,
     Inbox,
     Permanent,
     RetryAfter,
@@ -144,8 +147,35 @@ class FeishuChannel:
             return None
         if self._inbox is None:
             raise RuntimeError("the channel has no inbox yet")
-        await self._inbox.accept(message)
+        await self._inbox.accept(await self._with_context(message))
         return None
+
+    async def _with_context(self, message: InboundMessage) -> InboundMessage:
+        """The sender's name (in a group) and the text of the message it replies to, each
+        read within a share of the ack budget; a message goes on without what is slow."""
+        api = self.api
+        if api is None or not message.addressed:
+            return message
+        want_name = message.chat_kind != "p2p" and not message.sender.name
+        lookups: dict[str, asyncio.Task[Any]] = {}
+        if want_name:
+            lookups["name"] = asyncio.create_task(api.user_name(message.sender.id))
+        if message.reply_to and message.quoted is None:
+            lookups["quoted"] = asyncio.create_task(api.message_text(message.reply_to))
+        if not lookups:
+            return message
+        done, late = await asyncio.wait(lookups.values(), timeout=self.config.ack_budget / 3)
+        for task in late:
+            task.cancel()
+        if late:
+            log.info("feishu message context not read in time: going on without it")
+        found = {k: t.result() for k, t in lookups.items() if t in done and not t.exception()}
+        changes: dict[str, Any] = {}
+        if found.get("name"):
+            changes["sender"] = msgspec.structs.replace(message.sender, name=found["name"][:200])
+        if found.get("quoted"):
+            changes["quoted"] = found["quoted"][:20_000]
+        return msgspec.structs.replace(message, **changes) if changes else message
 
     async def deliver(self, delivery: Delivery) -> DeliveryResult:
         if self.secret is None:

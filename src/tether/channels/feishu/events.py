@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 from tether.channels.contract import ChatKind, InboundMessage, Sender
 
-__all__ = ["IGNORED", "MESSAGE_RECEIVED", "BadFeishuEvent", "event_type", "to_inbound"]
+__all__ = [
+    "IGNORED",
+    "MESSAGE_RECEIVED",
+    "BadFeishuEvent",
+    "event_type",
+    "text_of",
+    "to_inbound",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +75,7 @@ def to_inbound(
     if not (event_id and chat_id and sender_id):
         raise BadFeishuEvent("a message event without its event_id, chat_id or sender")
     mentions = [m for m in message.get("mentions") or [] if isinstance(m, dict)]
-    text = _text_of(message.get("message_type"), message.get("content") or "", mentions)
+    text = text_of(message.get("message_type"), message.get("content") or "", mentions)
     if text is None:
         log.info(
             "feishu message of a kind tether does not read",
@@ -98,7 +105,8 @@ def to_inbound(
     )
 
 
-def _text_of(kind: object, content: str, mentions: list[dict[str, Any]]) -> str | None:
+def text_of(kind: object, content: str, mentions: list[dict[str, Any]]) -> str | None:
+    """The text of a message's ``content`` (text or post); None for other kinds."""
     try:
         body = json.loads(content)
     except json.JSONDecodeError:
