@@ -193,3 +193,13 @@ def test_a_bad_routine_name_or_zone_is_refused(tmp_path: Path) -> None:
     cfg = write(tmp_path / "d.toml", '[routines]\ntimezone = "Nowhere"\n')
     with pytest.raises(ConfigError, match="timezone"):
         load_config(config_file=cfg, env={"HOME": str(tmp_path)})
+
+
+def test_feishu_and_lark_domains_are_the_sdks_own() -> None:
+    import lark_oapi
+
+    from tether.config import FeishuConfig
+
+    assert FeishuConfig(domain="feishu").base_url == lark_oapi.FEISHU_DOMAIN
+    assert FeishuConfig(domain="lark").base_url == lark_oapi.LARK_DOMAIN
+    assert FeishuConfig(domain="https://open.example.test/").base_url == "https://open.example.test"

@@ -112,6 +112,7 @@ def _register() -> None:
         config_cmd,
         db_cmd,
         deliveries_cmd,
+        feishu_cmd,
         gateway_cmd,
         ping_cmd,
         policy_cmd,
@@ -145,6 +146,7 @@ def _register() -> None:
     app.add_typer(policy_cmd.policy_app, name="policy")
     app.add_typer(db_cmd.app, name="db")
     app.add_typer(config_cmd.app, name="config")
+    app.add_typer(feishu_cmd.feishu_app, name="feishu")
 
 
 _register()
