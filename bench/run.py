@@ -20,6 +20,7 @@ ALL = [
     "agents",
     "conversation",
     "console",
+    "feishu",
 ]
 
 

@@ -87,6 +87,8 @@ class FeishuStandIn:
         self._slow: dict[str, list[float]] = {}
         self.chat_of: dict[str, str] = {}  # message id -> its chat (for the rate limit)
         self.per_chat_rate = 5  # sends a second to one chat, as Feishu allows
+        self.per_app_rate = 50  # sends a second for the whole app
+        self._app_sends: list[float] = []
         self.rate_violations: list[str] = []
         self._sends: dict[str, list[float]] = {}
         self._failures: dict[str, list[Failure]] = {}
@@ -499,9 +501,18 @@ class FeishuStandIn:
         return None
 
     def _rate_limited(self, chat: str) -> web.Response | None:
-        """Feishu's 5 sends a second to one chat: the next one gets 230020."""
+        """Feishu's 5 sends a second to one chat (the next one gets 230020) and 50 a second
+        for the app (99991400 with HTTP 429)."""
         now = time.monotonic()
         recent = [t for t in self._sends.get(chat, []) if now - t < 1.0]
+        self._app_sends = [t for t in self._app_sends if now - t < 1.0]
+        if len(self._app_sends) >= self.per_app_rate:
+            self.rate_violations.append("(app)")
+            return web.json_response(
+                {"code": 99991400, "msg": "request trigger frequency limit"},
+                status=429,
+                headers={"x-ogw-ratelimit-reset": "1"},
+            )
         if len(recent) >= self.per_chat_rate:
             self.rate_violations.append(chat)
             return web.json_response(
@@ -510,6 +521,7 @@ class FeishuStandIn:
                 headers={"x-ogw-ratelimit-reset": "1"},
             )
         self._sends[chat] = [*recent, now]
+        self._app_sends.append(now)
         return None
 
     def _failure(self, path: str) -> Failure | None:
