@@ -100,8 +100,8 @@ async def post(
 def replies_to(stand_in: FeishuStandIn, message_id: str) -> list[str]:
     return [
         json.loads(m["content"])["zh_cn"]["content"][0][0]["text"]
-        for m in stand_in.messages.values()
-        if m.get("reply_to") == message_id
+        for m in list(stand_in.messages.values())
+        if m.get("reply_to") == message_id and m.get("msg_type") == "post"
     ]
 
 

@@ -89,6 +89,7 @@ class FeishuStandIn:
         self.per_chat_rate = 5  # sends a second to one chat, as Feishu allows
         self.per_app_rate = 50  # sends a second for the whole app
         self._app_sends: list[float] = []
+        self._patches: dict[str, list[float]] = {}
         self.rate_violations: list[str] = []
         self._sends: dict[str, list[float]] = {}
         self._failures: dict[str, list[Failure]] = {}
@@ -481,8 +482,38 @@ class FeishuStandIn:
             return web.json_response({"code": 230001, "msg": "message not found"}, status=400)
         if too_big := self._too_big(body):
             return too_big
-        self.messages[message_id].update(body)
+        known = self.messages[message_id]
+        if request.method == "PATCH":  # cards only, each with update_multi, 5 a second
+            if known.get("msg_type") != "interactive":
+                return web.json_response({"code": 230001, "msg": "not a card"}, status=400)
+            for content in (known.get("content", "{}"), body.get("content", "{}")):
+                if not (json.loads(content).get("config") or {}).get("update_multi"):
+                    return web.json_response(
+                        {"code": 230099, "msg": "card is not update_multi"}, status=400
+                    )
+            if limited := self._patch_limited(message_id):
+                return limited
+            known.setdefault("patches", 0)
+            known["patches"] += 1
+        known.update(body)
         return self._ok({"message_id": message_id})
+
+    def _patch_limited(self, message_id: str) -> web.Response | None:
+        now = time.monotonic()
+        recent = [t for t in self._patches.get(message_id, []) if now - t < 1.0]
+        if len(recent) >= 5:
+            self.rate_violations.append(f"patch:{message_id}")
+            return web.json_response({"code": 230020, "msg": "frequency limit"}, status=400)
+        self._patches[message_id] = [*recent, now]
+        return None
+
+    def cards(self, reply_to: str) -> list[tuple[str, dict[str, Any]]]:
+        """The cards sent in answer to a message: (message id, card JSON)."""
+        return [
+            (mid, json.loads(m["content"]))
+            for mid, m in list(self.messages.items())
+            if m.get("reply_to") == reply_to and m.get("msg_type") == "interactive"
+        ]
 
     # ---- checks and answers ------------------------------------------------------------
 
@@ -549,10 +580,15 @@ class FeishuStandIn:
 
 
 def write_config(
-    home: Path, stand_in: FeishuStandIn, *, secret_env: str, mode: str = "long_connection"
+    home: Path,
+    stand_in: FeishuStandIn,
+    *,
+    secret_env: str,
+    mode: str = "long_connection",
+    session_mode: str = "auto",
 ) -> None:
     """A gateway config whose Feishu channel is this stand-in's app; new sessions run the
-    operator agent on runner ``box``, workspace ``app``, in ``auto`` mode."""
+    operator agent on runner ``box``, workspace ``app``, in ``session_mode``."""
     (home / "config").mkdir(parents=True, exist_ok=True)
     (home / "config" / "config.toml").write_text(
         f"""
@@ -566,7 +602,7 @@ mode = "{mode}"
 agent = "operator"
 runner = "box"
 workspace = "app"
-mode = "auto"
+mode = "{session_mode}"
 """
     )
 

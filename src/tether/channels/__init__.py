@@ -7,6 +7,7 @@ format), ``config`` and ``errors`` (every platform failure, translated once).
 
 from tether.channels.contract import (
     Accepted,
+    Answered,
     Attachment,
     Channel,
     ChannelCapabilities,
@@ -24,6 +25,7 @@ from tether.channels.contract import (
 
 __all__ = [
     "Accepted",
+    "Answered",
     "Attachment",
     "Channel",
     "ChannelCapabilities",

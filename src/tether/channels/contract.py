@@ -23,6 +23,7 @@ import msgspec
 
 __all__ = [
     "Accepted",
+    "Answered",
     "Attachment",
     "Channel",
     "ChannelCapabilities",
@@ -100,12 +101,25 @@ class Accepted(msgspec.Struct, frozen=True, kw_only=True):
     """True when the same (channel, event id) was received before: acknowledge, do nothing."""
 
 
+class Answered(msgspec.Struct, frozen=True, kw_only=True):
+    duplicate: bool
+    """True when the same (channel, event id) was received before: nothing was done again."""
+    replies: list[str] = []
+    """What tether answered (a command's output), in the person's language."""
+
+
 class Inbox(Protocol):
     """The gateway side of inbound messages."""
 
     async def accept(self, message: InboundMessage) -> Accepted:
         """Record the message's receipt durably (then process it, in the background);
         returns once the receipt is committed."""
+        ...
+
+    async def answer(self, message: InboundMessage) -> Answered:
+        """Record the message's receipt and handle it now: for a command whose answer the
+        platform shows at once (a card button's toast). The answer is also sent to the
+        chat, as for a typed command."""
         ...
 
 

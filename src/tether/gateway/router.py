@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 import msgspec
 
 from tether.agents import AgentBackend
-from tether.channels import Accepted, InboundMessage
+from tether.channels import Accepted, Answered, InboundMessage
 from tether.config import ChannelsConfig, ConversationDefaults
 from tether.errors import NotFound
 from tether.gateway.auth import Principal, owner_principal, user_principal
@@ -161,6 +161,11 @@ class ConversationRouter:
             return Accepted(duplicate=True)
         self._spawn(item, claimed=True)
         return Accepted(duplicate=False)
+
+    async def answer(self, message: InboundMessage) -> Answered:
+        """Record, then handle now (a card button): what tether answered."""
+        turn, duplicate = await self.submit(Pending(message=message))
+        return Answered(duplicate=duplicate, replies=list(turn.replies) if turn else [])
 
     async def submit(self, item: Pending) -> tuple[Turn | None, bool]:
         """The chat API's path: record, then process now; (turn, duplicate)."""

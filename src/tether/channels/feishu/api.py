@@ -127,20 +127,41 @@ class FeishuApi:
         content = json.dumps(
             {"zh_cn": {"content": [[{"tag": "md", "text": text}]]}}, ensure_ascii=False
         )
-        await self.pacer.wait(chat_id)  # within Feishu's per-chat and per-app rates
-        return await self._call(self._request(chat_id, content, message_uuid(key), reply_to))
+        return await self.send_content(
+            chat_id=chat_id, msg_type="post", content=content, key=key, reply_to=reply_to
+        )
 
-    def _request(self, chat_id: str, content: str, uuid: str, reply_to: str | None) -> Any:
+    async def send_content(
+        self, *, chat_id: str, msg_type: str, content: str, key: str, reply_to: str | None = None
+    ) -> DeliveryResult:
+        """Send a message of ``msg_type`` (``post``, ``interactive``) with this content."""
+        await self.pacer.wait(chat_id)  # within Feishu's per-chat and per-app rates
+        request = self._request(chat_id, msg_type, content, message_uuid(key), reply_to)
+        return await self._call(request)
+
+    async def patch(self, message_id: str, content: str) -> DeliveryResult:
+        """Replace a card message's content (the card must have ``update_multi``)."""
+        im = self._lark.api.im.v1
+        body = im.PatchMessageRequestBody.builder().content(content).build()
+        req = im.PatchMessageRequest.builder().message_id(message_id).request_body(body).build()
+        result = await self._call(lambda: self.client.im.v1.message.patch(req))
+        if isinstance(result, Delivered):  # a PATCH answers no id: it is the same message
+            return Delivered(message_id=message_id)
+        return result
+
+    def _request(
+        self, chat_id: str, msg_type: str, content: str, uuid: str, reply_to: str | None
+    ) -> Any:
         im = self._lark.api.im.v1
         if reply_to:
             body = (
-                im.ReplyMessageRequestBody.builder().content(content).msg_type("post").uuid(uuid)
-                .build()
+                im.ReplyMessageRequestBody.builder().content(content).msg_type(msg_type)
+                .uuid(uuid).build()
             )  # fmt: skip
             req = im.ReplyMessageRequest.builder().message_id(reply_to).request_body(body).build()
             return lambda: self.client.im.v1.message.reply(req)
         body = (
-            im.CreateMessageRequestBody.builder().receive_id(chat_id).msg_type("post")
+            im.CreateMessageRequestBody.builder().receive_id(chat_id).msg_type(msg_type)
             .content(content).uuid(uuid).build()
         )  # fmt: skip
         req = (
@@ -168,7 +189,8 @@ class FeishuApi:
         raw = response.raw
         status = raw.status_code if raw is not None else None
         headers = dict(raw.headers) if raw is not None and raw.headers else {}
-        return result_of(status, response.code, response.msg or "", headers, response.data)
+        data = getattr(response, "data", None)  # (a PATCH answers none)
+        return result_of(status, response.code, response.msg or "", headers, data)
 
     async def _read(self, call: Any, what: str) -> Any:
         """The data of a read, or None (said in the log) when it failed."""

@@ -18,6 +18,7 @@ delivery: it fails closed, and says so in the log.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ import msgspec
 
 from tether.channels.contract import (
     ChannelCapabilities,
+    Delivered,
     Delivery,
     DeliveryResult,
     HttpRoute,
@@ -34,8 +36,18 @@ from tether.channels.contract import (
     Inbox,
     Permanent,
     RetryAfter,
+    Sender,
 )
 from tether.channels.feishu.api import FeishuApi
+from tether.channels.feishu.cards import (
+    CARD_CLICKED,
+    as_content,
+    click_of,
+    command_of,
+    decided_card,
+    request_card,
+    status_card,
+)
 from tether.channels.feishu.connection import LongConnection
 from tether.channels.feishu.events import (
     IGNORED,
@@ -50,6 +62,8 @@ from tether.config import FeishuConfig
 __all__ = ["FeishuChannel"]
 
 log = logging.getLogger(__name__)
+
+_CARDS_KEPT = 10_000
 
 
 class FeishuChannel:
@@ -74,8 +88,16 @@ class FeishuChannel:
             take=self._take,
         )
         self.capabilities = ChannelCapabilities(
-            push=True, max_message_bytes=config.max_message_bytes
+            push=True,
+            status=True,
+            edit=True,
+            edit_interval=1.0,  # Feishu allows 5 PATCHes a second to one message
+            cards=True,
+            buttons=True,
+            max_message_bytes=config.max_message_bytes,
         )
+        self._cards: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
+        """A request's handle -> its card's message id and text (to show its outcome)."""
         self.bot_open_id: str | None = None
         self.api: FeishuApi | None = None
         self.connection: LongConnection | None = None
@@ -127,8 +149,10 @@ class FeishuChannel:
         except BadFeishuEvent as exc:
             log.warning("! feishu frame that is no event: ignored", extra={"why": str(exc)})
             return None
+        if kind_of_event == CARD_CLICKED:  # in an event or a card frame, as Feishu likes
+            return await self._clicked(envelope)
         if kind == "card":
-            return None  # card clicks: taken, acted on by a later release
+            return None
         if kind_of_event != MESSAGE_RECEIVED:
             if kind_of_event not in IGNORED:
                 log.info("feishu event of a type tether ignores", extra={"type": kind_of_event})
@@ -149,6 +173,31 @@ class FeishuChannel:
             raise RuntimeError("the channel has no inbox yet")
         await self._inbox.accept(await self._with_context(message))
         return None
+
+    async def _clicked(self, envelope: dict[str, Any]) -> dict[str, Any] | None:
+        """A button on a request card: the command it stands for, sent by whoever clicked,
+        answered now; the answer is the click's toast (a refusal says why)."""
+        click = click_of(envelope)
+        if click is None:
+            log.info("feishu card click that is not on a tether button: ignored")
+            return None
+        if self._inbox is None:
+            raise RuntimeError("the channel has no inbox yet")
+        message = InboundMessage(
+            channel=self.name,
+            event_id=click.event_id,
+            chat_id=click.chat_id,
+            chat_kind="topic" if click.thread else "p2p",
+            thread=click.thread,
+            sender=Sender(id=click.open_id),
+            text=command_of(click),
+            addressed=True,
+        )
+        answered = await self._inbox.answer(message)
+        if answered.duplicate:
+            return None  # Feishu sent the click again: it was answered the first time
+        text = " ".join(answered.replies)[:300] or "OK"  # a refusal says why
+        return {"toast": {"type": "info", "content": text}}
 
     async def _with_context(self, message: InboundMessage) -> InboundMessage:
         """The sender's name (in a group) and the text of the message it replies to, each
@@ -184,12 +233,46 @@ class FeishuChannel:
             )
         if self.api is None:  # the gateway is still starting: its outbox runs already
             return RetryAfter(seconds=1.0, reason="the Feishu channel is still starting")
-        return await self.api.send(
+        api = self.api
+        if delivery.kind == "status":
+            content = as_content(status_card(delivery.text))
+            if delivery.edit:
+                return await api.patch(delivery.edit, content)
+            return await self._send_card(delivery, content)
+        if delivery.kind == "request" and delivery.request:
+            card = request_card(delivery.text, delivery.request, delivery.choices, delivery.thread)
+            result = await self._send_card(delivery, as_content(card))
+            if isinstance(result, Delivered) and result.message_id:
+                self._remember(delivery.request, result.message_id, delivery.text)
+            return result
+        if delivery.request and delivery.request in self._cards:
+            # a request decided, answered or expired: its card shows the outcome
+            message_id, asked = self._cards[delivery.request]
+            result = await api.patch(message_id, as_content(decided_card(asked, delivery.text)))
+            if not isinstance(result, Permanent):
+                return result
+            self._cards.pop(delivery.request, None)  # (too old to edit): say it instead
+        return await api.send(
             chat_id=delivery.chat_id,
             text=delivery.text,
             key=delivery.idempotency_key,
             reply_to=delivery.reply_to,
         )
+
+    async def _send_card(self, delivery: Delivery, content: str) -> DeliveryResult:
+        assert self.api is not None
+        return await self.api.send_content(
+            chat_id=delivery.chat_id,
+            msg_type="interactive",
+            content=content,
+            key=delivery.idempotency_key,
+            reply_to=delivery.reply_to,
+        )
+
+    def _remember(self, handle: str, message_id: str, text: str) -> None:
+        self._cards[handle] = (message_id, text)
+        while len(self._cards) > _CARDS_KEPT:
+            self._cards.popitem(last=False)
 
     async def aclose(self) -> None:
         if self._watch is not None:
