@@ -8,8 +8,12 @@ waits for the durable receipt (bounded by ``ack_budget``), so an event is never 
 an event Feishu delivers twice is a duplicate receipt, never a second run. Every other
 event type is acked and ignored on purpose.
 
-Outbound, each delivery is one post (Markdown), threaded under the message it answers,
-with a ``uuid`` from its idempotency key (:mod:`.api`).
+Outbound (:mod:`.api`, :mod:`.cards`), every message carries a ``uuid`` from its
+idempotency key. A run's status is one card, PATCHed in place. A request is a card with
+buttons, and its outcome is shown on that card (or said in a post when the card is not
+known to this gateway, after a restart). Everything else is a post (Markdown), threaded
+under the message it answers. A click on a request button is the command it stands for,
+answered at once (:meth:`Inbox.answer`) with a toast.
 
 With no app secret in the environment the channel connects to nothing and refuses every
 delivery: it fails closed, and says so in the log.

@@ -42,7 +42,10 @@ SCOPES = (
 )
 GROUP_ALL = Scope(("im:message.group_msg",), 'read every group message (group_trigger = "all")')
 
-EVENTS = (("im.message.receive_v1", "messages sent to the bot (required)"),)
+EVENTS = (
+    ("im.message.receive_v1", "messages sent to the bot (required)"),
+    ("card.action.trigger", "clicks on approval and question cards (a callback)"),
+)
 
 
 @dataclass
