@@ -220,3 +220,24 @@ def test_an_expired_request_shows_on_its_card(
     ack = click(stand_in, buttons(card)["Allow once"], by="ou_alice", card_id=card_id)
     assert "allowed once" not in ack.data["toast"]["content"]  # too late: said, not done
     assert SECRET_ENV  # (the gateway's secret came from the shared helper)
+
+
+def test_a_question_is_answered_by_a_choice_on_its_card(
+    home: Path, stand_in: FeishuStandIn, make_gateway: MakeGateway, make_runner: MakeRunner
+) -> None:
+    start_gateway(
+        home, stand_in, make_gateway, make_runner, agent="script",
+        TETHER_RUNS__FIXTURE_ROLES="admin,member",
+    )  # fmt: skip
+    asked = message('ask "Which colour?" red blue', message_id="om_q")
+    assert push(stand_in, asked, "ev_q").code == 200
+    card_id, card = request_card(stand_in)
+    assert "Which colour?" in texts(card)
+    choices = buttons(card)
+    assert list(choices) == ["red", "blue"]
+    ack = click(stand_in, choices["blue"], by="ou_alice", card_id=card_id)
+    assert ack.code == 200
+    assert "Could not" not in ack.data["toast"]["content"]
+    stand_in.wait_for(lambda: any("blue" in r for r in replies_to(stand_in, "om_q")), 30)
+    stand_in.wait_for(lambda: not buttons(json.loads(stand_in.messages[card_id]["content"])), 30)
+    assert "blue" in stand_in.messages[card_id]["content"]

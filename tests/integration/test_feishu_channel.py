@@ -35,10 +35,11 @@ def start_gateway(
     make_gateway: MakeGateway,
     make_runner: MakeRunner,
     session_mode: str = "auto",
+    agent: str = "operator",
     **env: str,
 ) -> GatewayProcess:
     """A gateway on the stand-in's app, its runner, and alice linked to ``ou_alice``."""
-    write_config(home, stand_in, secret_env=SECRET_ENV, session_mode=session_mode)
+    write_config(home, stand_in, secret_env=SECRET_ENV, session_mode=session_mode, agent=agent)
     gw = make_gateway(
         **{
             SECRET_ENV: stand_in.app_secret,

@@ -586,9 +586,10 @@ def write_config(
     secret_env: str,
     mode: str = "long_connection",
     session_mode: str = "auto",
+    agent: str = "operator",
 ) -> None:
     """A gateway config whose Feishu channel is this stand-in's app; new sessions run the
-    operator agent on runner ``box``, workspace ``app``, in ``session_mode``."""
+    ``agent`` on runner ``box``, workspace ``app``, in ``session_mode``."""
     (home / "config").mkdir(parents=True, exist_ok=True)
     (home / "config" / "config.toml").write_text(
         f"""
@@ -599,7 +600,7 @@ domain = "{stand_in.url}"
 mode = "{mode}"
 
 [channels.feishu.defaults]
-agent = "operator"
+agent = "{agent}"
 runner = "box"
 workspace = "app"
 mode = "{session_mode}"
