@@ -269,6 +269,7 @@ agent = "operator"
             "lost": total - len(answered),
             "duplicated": sum(1 for v in answered.values() if v > 1),
             "rate_limit_errors": len(violations),
+            "rate_limited": sorted(set(violations)),
             "webhook_answered_per_s": total / base_elapsed,
             "ratio": (total / elapsed) / (total / base_elapsed),
             "pace_ceiling_per_s": APP_PACE,
@@ -310,6 +311,7 @@ def main() -> None:
         f"\nFeishu throughput is {tp['ratio']:.2f}x the webhook's and "
         f"its sends {tp['of_ceiling']:.0%} of the {tp['pace_ceiling_per_s']:.0f}/s pace; "
         f"zero rate-limit errors, nothing lost or doubled: {verdict(ok)}"
+        + (f" (refused: {', '.join(tp['rate_limited'])})" if tp["rate_limited"] else "")
     )
     write_json("feishu", results, args.out)
     if not ok:

@@ -49,3 +49,25 @@ def test_chats_kept_are_bounded() -> None:
     for i in range(10):
         pacer.delay(f"oc_{i}")
     assert list(pacer.chats) == ["oc_7", "oc_8", "oc_9"]
+
+
+def test_the_window_never_lets_more_calls_start_in_a_second_than_its_limit() -> None:
+    import threading
+
+    from tether.channels.feishu.limits import Window
+
+    clock = [0.0]
+    lock = threading.Lock()
+
+    def sleep(seconds: float) -> None:
+        with lock:
+            clock[0] += seconds
+
+    window = Window(5, clock=lambda: clock[0], sleep=sleep)
+    started = []
+    for _ in range(23):  # a backlog, all at once
+        window.enter()
+        started.append(clock[0])
+    for i, at in enumerate(started):
+        assert sum(1 for t in started[i:] if t - at < 1.0) <= 5
+    assert started[-1] >= 4.0  # 23 calls at 5 a second

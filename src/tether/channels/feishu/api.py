@@ -30,7 +30,7 @@ from typing import Any
 
 from tether.channels.contract import Delivered, DeliveryResult, Permanent, RetryAfter
 from tether.channels.feishu.events import BadFeishuEvent, text_of
-from tether.channels.feishu.limits import SendPacer
+from tether.channels.feishu.limits import SendPacer, Window
 
 __all__ = ["FeishuApi", "result_of"]
 
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 RETRY_CODES = frozenset({230020, 99991400})
 TOKEN_CODES = frozenset({99991663, 99991668})
+APP_CALLS_PER_SECOND = 45
+"""Sends started in any one second, at most (Feishu refuses an app's 51st)."""
 _NAME_TTL = 3600.0
 _NAME_RETRY = 300.0  # a name that could not be read is asked for again after this
 _NAMES_KEPT = 5000
@@ -83,6 +85,7 @@ class FeishuApi:
         self.app_id = app_id
         self._lark = lark
         self.pacer = SendPacer()
+        self.window = Window(APP_CALLS_PER_SECOND)
         self._names: dict[str, tuple[str, float]] = {}
         self.client = (
             lark.Client.builder()
@@ -137,7 +140,12 @@ class FeishuApi:
         """Send a message of ``msg_type`` (``post``, ``interactive``) with this content."""
         await self.pacer.wait(chat_id)  # within Feishu's per-chat and per-app rates
         request = self._request(chat_id, msg_type, content, message_uuid(key), reply_to)
-        return await self._call(request)
+
+        def paced() -> Any:
+            self.window.enter()  # however late this thread started it
+            return request()
+
+        return await self._call(paced)
 
     async def patch(self, message_id: str, content: str) -> DeliveryResult:
         """Replace a card message's content (the card must have ``update_multi``)."""

@@ -114,8 +114,9 @@ class FeishuChannel:
             return []
         return [HttpRoute(method="POST", path="/channels/feishu", handler=self.webhook.handle)]
 
-    async def _take(self, envelope: dict[str, Any]) -> None:
-        await self._frame(envelope, "event")
+    async def _take(self, envelope: dict[str, Any]) -> dict[str, Any] | None:
+        """A webhook event (or a card callback: its answer is the toast)."""
+        return await self._frame(envelope, "event")
 
     async def start(self, inbox: Inbox) -> None:
         """Connect: learn the bot's own id, then open the long connection."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["SendPacer"]
+__all__ = ["SendPacer", "Window"]
 
 
 class _Slots:
@@ -47,7 +48,9 @@ class SendPacer:
         max_chats: int = 10_000,
     ) -> None:
         self.per_chat, self.burst, self.clock, self.max_chats = per_chat, burst, clock, max_chats
-        self.app = _Slots(per_app, burst=int(per_app // 4) or 1)
+        # a small burst: with 40 a second, 4 at once keeps any one second under 45 sends,
+        # so a thread that starts its call late does not push the app past Feishu's 50
+        self.app = _Slots(per_app, burst=4)
         self.chats: collections.OrderedDict[str, _Slots] = collections.OrderedDict()
 
     def delay(self, chat_id: str) -> float:
@@ -66,3 +69,35 @@ class SendPacer:
         pause = self.delay(chat_id)
         if pause > 0:
             await asyncio.sleep(pause)
+
+
+class Window:
+    """At most ``limit`` calls started in any ``span`` seconds, kept where each call is
+    really made: in the worker thread, just before its request goes out. The pacer spaces
+    sends on the event loop, but a send that waited for a free thread starts late, and
+    late sends could start together."""
+
+    def __init__(
+        self,
+        limit: int,
+        span: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.limit, self.span, self.clock, self.sleep = limit, span, clock, sleep
+        self._started: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+
+    def enter(self) -> None:
+        """Block (this thread) until a call may start, then count it as started."""
+        while True:
+            with self._lock:
+                now = self.clock()
+                while self._started and now - self._started[0] >= self.span:
+                    self._started.popleft()
+                if len(self._started) < self.limit:
+                    self._started.append(now)
+                    return
+                pause = self.span - (now - self._started[0])
+            self.sleep(max(pause, 0.001))

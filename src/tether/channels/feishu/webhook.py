@@ -97,7 +97,7 @@ class WebhookEndpoint:
         verification_token: str | None,
         encrypt_key: str | None,
         freshness: float,
-        take: Callable[[dict[str, Any]], Awaitable[None]],
+        take: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.verification_token = verification_token
@@ -118,13 +118,13 @@ class WebhookEndpoint:
         if envelope.get("type") == "url_verification":
             return web.json_response({"challenge": envelope.get("challenge", "")})
         try:
-            await self.take(envelope)
+            answer = await self.take(envelope)
         except Exception as exc:  # noqa: BLE001 - a 500 makes Feishu deliver it again
             log.warning(
                 "! feishu webhook event not taken", extra={"why": f"{type(exc).__name__}: {exc}"}
             )
             return web.json_response({"msg": "not taken"}, status=500)
-        return web.json_response({"msg": "success"})
+        return web.json_response(answer if answer is not None else {"msg": "success"})
 
     def open(self, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
         """The request's event (or challenge), once every check passed."""
