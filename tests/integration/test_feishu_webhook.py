@@ -179,3 +179,51 @@ async def test_without_its_keys_the_webhook_refuses_everything(
     status, _ = await post(gateway, challenge, {"Content-Type": "application/json"})
     assert status == 401
     assert "no verification token or encrypt key" in gateway.stderr()
+
+
+async def test_a_card_click_posted_to_the_webhook_decides_and_answers_with_its_toast(
+    home: Path, stand_in: FeishuStandIn, make_gateway: MakeGateway, make_runner: MakeRunner
+) -> None:
+    write_config(
+        home, stand_in, secret_env="TEST_FEISHU_SECRET", mode="webhook", session_mode="ask"
+    )
+    gw = make_gateway(**{**ENV, "TEST_FEISHU_SECRET": stand_in.app_secret})
+    make_runner(gw)
+    assert run_cli(home, "users", "add", "alice").returncode == 0
+    linked = run_cli(home, "users", "link", "alice", "--channel", "feishu", "--id", "ou_alice")
+    assert linked.returncode == 0, linked.stderr
+    body = sealed(event("ev_wc", "!echo clicked-in", "om_wc"))
+    assert (await post(gw, body, signed_headers(body)))[0] == 200
+
+    def card() -> tuple[str, dict[str, Any]] | None:
+        for mid, m in list(stand_in.messages.items()):
+            if m.get("msg_type") == "interactive" and "Allow once" in m["content"]:
+                return mid, json.loads(m["content"])
+        return None
+
+    stand_in.wait_for(lambda: card() is not None, 30 * SCALE)
+    card_id, content = card()  # type: ignore[misc]
+    value = next(
+        b["behaviors"][0]["value"]
+        for column in content["body"]["elements"][1]["columns"]
+        for b in column["elements"]
+        if b["text"]["content"] == "Allow once"
+    )
+    clicked = sealed(
+        {
+            "schema": "2.0",
+            "header": {"event_id": "ev_wclick", "event_type": "card.action.trigger",
+                       "token": TOKEN},
+            "event": {
+                "operator": {"open_id": "ou_alice"},
+                "action": {"value": value, "tag": "button"},
+                "context": {"open_message_id": card_id, "open_chat_id": "oc_1"},
+            },
+        }
+    )  # fmt: skip
+    status, answer = await post(gw, clicked, signed_headers(clicked))
+    assert status == 200
+    assert "allowed once" in answer["toast"]["content"]
+    stand_in.wait_for(
+        lambda: any("clicked-in" in r for r in replies_to(stand_in, "om_wc")), 30 * SCALE
+    )
