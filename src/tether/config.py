@@ -544,6 +544,9 @@ class FeishuConfig(_Section, frozen=True):
     max_message_bytes: Positive = 24_000
     """Longer replies are split (a post may be 30 KB, its markup included)."""
     request_timeout: Seconds = 10.0
+    streaming: bool = False
+    """Stream replies into a card as they are written (CardKit: the app needs
+    ``cardkit:card:write``); the complete reply lands in that card."""
     defaults: ConversationDefaults = msgspec.field(default_factory=ConversationDefaults)
     conversations: dict[str, ConversationDefaults] = {}
     """Per chat id: settings that differ from ``defaults``."""

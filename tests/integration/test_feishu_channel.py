@@ -36,10 +36,14 @@ def start_gateway(
     make_runner: MakeRunner,
     session_mode: str = "auto",
     agent: str = "operator",
+    streaming: bool = False,
     **env: str,
 ) -> GatewayProcess:
     """A gateway on the stand-in's app, its runner, and alice linked to ``ou_alice``."""
-    write_config(home, stand_in, secret_env=SECRET_ENV, session_mode=session_mode, agent=agent)
+    write_config(
+        home, stand_in, secret_env=SECRET_ENV, session_mode=session_mode, agent=agent,
+        streaming=streaming,
+    )  # fmt: skip
     gw = make_gateway(
         **{
             SECRET_ENV: stand_in.app_secret,

@@ -90,6 +90,9 @@ class FeishuStandIn:
         self.per_app_rate = 50  # sends a second for the whole app
         self._app_sends: list[float] = []
         self._patches: dict[str, list[float]] = {}
+        self.card_entities: dict[str, dict[str, Any]] = {}
+        """CardKit cards: ``card`` (its JSON), ``texts`` (element id -> text), ``sequence``,
+        ``streaming``, ``updates`` (when each content call came)."""
         self.rate_violations: list[str] = []
         self._sends: dict[str, list[float]] = {}
         self._failures: dict[str, list[Failure]] = {}
@@ -141,6 +144,12 @@ class FeishuStandIn:
         app.router.add_get("/open-apis/im/v1/messages/{message_id}", self._get_message)
         app.router.add_get("/open-apis/contact/v3/users/{user_id}", self._get_user)
         app.router.add_get("/open-apis/application/v6/scopes", self._get_scopes)
+        app.router.add_post("/open-apis/cardkit/v1/cards", self._card_create)
+        app.router.add_put(
+            "/open-apis/cardkit/v1/cards/{card_id}/elements/{element_id}/content",
+            self._card_content,
+        )
+        app.router.add_patch("/open-apis/cardkit/v1/cards/{card_id}/settings", self._card_settings)
         app.router.add_patch("/open-apis/im/v1/messages/{message_id}", self._patch)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -438,6 +447,71 @@ class FeishuStandIn:
         scopes = [{"scope_name": k, "grant_status": v} for k, v in self.scopes.items()]
         return self._ok({"scopes": scopes})
 
+    async def _kit(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
+        body = await request.json()
+        self._note(Call(request.method, request.path, {}, dict(request.headers), body))
+        if denied := self._check_token(request):
+            return body, denied
+        if failure := self._failure(request.path):
+            return body, self._failed(failure)
+        return body, None
+
+    async def _card_create(self, request: web.Request) -> web.Response:
+        body, refused = await self._kit(request)
+        if refused:
+            return refused
+        card = json.loads(body.get("data") or "{}")
+        card_id = f"card_{next(self._ids)}"
+        texts = {
+            e["element_id"]: e.get("content", "")
+            for e in (card.get("body") or {}).get("elements", [])
+            if e.get("element_id")
+        }
+        self.card_entities[card_id] = {
+            "card": card, "texts": texts, "sequence": 0, "updates": [],
+            "streaming": bool((card.get("config") or {}).get("streaming_mode")),
+        }  # fmt: skip
+        return self._ok({"card_id": card_id})
+
+    def _sequenced(self, card_id: str, sequence: Any) -> web.Response | None:
+        entity = self.card_entities.get(card_id)
+        if entity is None:
+            return web.json_response({"code": 300301, "msg": "card not found"}, status=400)
+        if not isinstance(sequence, int) or sequence <= entity["sequence"]:
+            self.rate_violations.append(f"sequence:{card_id}")
+            return web.json_response({"code": 300317, "msg": "sequence error"}, status=400)
+        entity["sequence"] = sequence
+        return None
+
+    async def _card_content(self, request: web.Request) -> web.Response:
+        body, refused = await self._kit(request)
+        if refused:
+            return refused
+        card_id, element = request.match_info["card_id"], request.match_info["element_id"]
+        if wrong := self._sequenced(card_id, body.get("sequence")):
+            return wrong
+        entity = self.card_entities[card_id]
+        if element not in entity["texts"]:
+            return web.json_response({"code": 300302, "msg": "element not found"}, status=400)
+        now = time.monotonic()
+        if len([t for t in entity["updates"] if now - t < 1.0]) >= 10:
+            self.rate_violations.append(f"cardkit:{card_id}")
+        entity["updates"].append(now)
+        entity["texts"][element] = body.get("content", "")
+        return self._ok({})
+
+    async def _card_settings(self, request: web.Request) -> web.Response:
+        body, refused = await self._kit(request)
+        if refused:
+            return refused
+        card_id = request.match_info["card_id"]
+        if wrong := self._sequenced(card_id, body.get("sequence")):
+            return wrong
+        settings = json.loads(body.get("settings") or "{}")
+        if "streaming_mode" in (settings.get("config") or {}):
+            self.card_entities[card_id]["streaming"] = bool(settings["config"]["streaming_mode"])
+        return self._ok({})
+
     async def _create(self, request: web.Request) -> web.Response:
         return await self._message(request, None)
 
@@ -587,6 +661,7 @@ def write_config(
     mode: str = "long_connection",
     session_mode: str = "auto",
     agent: str = "operator",
+    streaming: bool = False,
 ) -> None:
     """A gateway config whose Feishu channel is this stand-in's app; new sessions run the
     ``agent`` on runner ``box``, workspace ``app``, in ``session_mode``."""
@@ -598,6 +673,7 @@ app_id = "{stand_in.app_id}"
 app_secret_env = "{secret_env}"
 domain = "{stand_in.url}"
 mode = "{mode}"
+streaming = {"true" if streaming else "false"}
 
 [channels.feishu.defaults]
 agent = "{agent}"

@@ -21,6 +21,8 @@ from tether.channels.contract import (
     Permanent,
     RetryAfter,
     Sender,
+    StreamingChannel,
+    StreamUpdate,
 )
 
 __all__ = [
@@ -39,4 +41,6 @@ __all__ = [
     "Permanent",
     "RetryAfter",
     "Sender",
+    "StreamUpdate",
+    "StreamingChannel",
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -37,6 +37,8 @@ __all__ = [
     "Permanent",
     "RetryAfter",
     "Sender",
+    "StreamUpdate",
+    "StreamingChannel",
 ]
 
 ChatKind = Literal["p2p", "group", "topic"]
@@ -146,6 +148,29 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     edit: str | None = None
     """Edit this platform message in place instead of sending a new one (a run's status,
     on a channel that can edit)."""
+
+
+class StreamUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """What a run's reply says so far, for a channel that streams it (best effort: an
+    update may be skipped or lost; the complete reply comes as a :class:`Delivery`)."""
+
+    channel: str
+    conversation: str
+    chat_id: str
+    thread: str | None = None
+    run_id: str
+    text: str
+    """Everything the agent has written so far (not a delta)."""
+    reply_to: str | None = None
+
+
+@runtime_checkable
+class StreamingChannel(Protocol):
+    """A channel that shows a reply as it is written (``capabilities.streaming``)."""
+
+    async def stream(self, update: StreamUpdate) -> None:
+        """Show ``update``; never raises for a platform failure (the reply still comes)."""
+        ...
 
 
 class Delivered(msgspec.Struct, frozen=True, kw_only=True):

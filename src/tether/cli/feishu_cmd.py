@@ -124,6 +124,7 @@ def setup(
             base_url=wanted.base_url,
             mode=wanted.mode,
             group_trigger=wanted.group_trigger,
+            streaming=wanted.streaming,
             timeout=wanted.request_timeout,
         )
     )

@@ -21,10 +21,12 @@ import msgspec
 from tether.errors import NotFound
 from tether.gateway.outbox import Outbox
 from tether.gateway.phrases import Lang, decision_words, describe_plan, explain, lang_of, say
+from tether.gateway.reply_stream import ReplyStreams
 from tether.gateway.status import STATUS_KINDS, StatusBoard
 from tether.ledger import ConversationRecord, Event, Ledger
 from tether.protocol.events import (
     TERMINAL_EVENTS,
+    AgentDelta,
     ApprovalRequested,
     ApprovalResolved,
     QuestionAnswered,
@@ -81,8 +83,12 @@ class ChannelRelay:
         )
         self._origins: collections.OrderedDict[str, str | None] = collections.OrderedDict()
         self.status = StatusBoard(outbox)
+        self.streams = ReplyStreams(outbox.channels)
         shows = any(outbox.shows_status(name) for name in outbox.channels)
+        streams = any(self.streams.wants(name) for name in outbox.channels)
         self._kinds = RENDERED | STATUS_KINDS if shows else RENDERED
+        if streams:
+            self._kinds = self._kinds | {AgentDelta.KIND}
         """What to take from the fire hose: status events only when a channel shows them
         (a streaming agent's every delta otherwise)."""
 
@@ -177,6 +183,12 @@ class ChannelRelay:
             return
         if status and event.kind in STATUS_KINDS and self.outbox.shows_status(conversation.channel):
             await self.status.follow(conversation, event, payload, lang)
+        if status and self.streams.wants(conversation.channel):
+            if isinstance(payload, AgentDelta):
+                reply_to = self._origins.get(event.run_id)
+                self.streams.follow(conversation, event.run_id, payload.text, reply_to)
+            elif event.kind in TERMINAL_EVENTS:
+                self.streams.end(event.run_id)
         if event.kind not in RENDERED:
             return
         if isinstance(payload, ApprovalResolved | QuestionAnswered) and payload.by:

@@ -134,3 +134,18 @@ def test_a_uuid_is_stable_and_within_feishus_length() -> None:
     assert message_uuid(key) == message_uuid(key)
     assert len(message_uuid(key)) <= 50
     assert message_uuid(key) != message_uuid(key + "y")
+
+
+def test_the_sdk_never_writes_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    # `tether gateway --json` prints JSON lines on stdout; the SDK's logger wrote there
+    import logging
+
+    from tether.channels.feishu.sdk import load
+
+    load()
+    import lark_oapi.ws.client  # noqa: F401 - (it logs on connect)
+
+    logger = logging.getLogger("Lark")
+    logger.setLevel(logging.INFO)
+    logger.warning("connected to ws://127.0.0.1/ws")
+    assert capsys.readouterr().out == ""

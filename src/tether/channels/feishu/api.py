@@ -80,7 +80,9 @@ class FeishuApi:
     """The calls the channel makes, on one app's ``lark.Client``."""
 
     def __init__(self, app_id: str, app_secret: str, *, base_url: str, timeout: float) -> None:
-        import lark_oapi as lark  # seconds to import: only when the channel is on
+        from tether.channels.feishu.sdk import load
+
+        lark = load()  # seconds to import: only when the channel is on
 
         self.app_id = app_id
         self._lark = lark
@@ -156,6 +158,40 @@ class FeishuApi:
         if isinstance(result, Delivered):  # a PATCH answers no id: it is the same message
             return Delivered(message_id=message_id)
         return result
+
+    async def create_card(self, card: str) -> str | None:
+        """A CardKit card entity (``cardkit:card:write``): its id, or None."""
+        kit = self._lark.api.cardkit.v1
+        body = kit.CreateCardRequestBody.builder().type("card_json").data(card).build()
+        req = kit.CreateCardRequest.builder().request_body(body).build()
+        data = await self._read(lambda: self.client.cardkit.v1.card.create(req), "card entity")
+        card_id = getattr(data, "card_id", None)
+        return str(card_id) if card_id else None
+
+    async def card_text(
+        self, card_id: str, element_id: str, text: str, sequence: int
+    ) -> DeliveryResult:
+        """Replace the whole text of a card entity's element (``sequence`` rises strictly
+        per card, across every CardKit call)."""
+        kit = self._lark.api.cardkit.v1
+        body = (
+            kit.ContentCardElementRequestBody.builder().content(text).sequence(sequence)
+            .uuid(message_uuid(f"{card_id}:{sequence}")).build()
+        )  # fmt: skip
+        req = (
+            kit.ContentCardElementRequest.builder().card_id(card_id).element_id(element_id)
+            .request_body(body).build()
+        )  # fmt: skip
+        return await self._call(lambda: self.client.cardkit.v1.card_element.content(req))
+
+    async def card_settings(self, card_id: str, settings: str, sequence: int) -> DeliveryResult:
+        kit = self._lark.api.cardkit.v1
+        body = (
+            kit.SettingsCardRequestBody.builder().settings(settings).sequence(sequence)
+            .uuid(message_uuid(f"{card_id}:{sequence}")).build()
+        )  # fmt: skip
+        req = kit.SettingsCardRequest.builder().card_id(card_id).request_body(body).build()
+        return await self._call(lambda: self.client.cardkit.v1.card.settings(req))
 
     def _request(
         self, chat_id: str, msg_type: str, content: str, uuid: str, reply_to: str | None

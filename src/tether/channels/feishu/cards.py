@@ -20,13 +20,16 @@ from typing import Any
 
 __all__ = [
     "CARD_CLICKED",
+    "STREAM_ELEMENT",
     "Click",
     "as_content",
     "click_of",
     "command_of",
     "decided_card",
+    "fit",
     "request_card",
     "status_card",
+    "stream_card",
 ]
 
 CARD_CLICKED = "card.action.trigger"
@@ -39,8 +42,13 @@ _LABELS = {
     "zh": {"allow_once": "允许一次", "allow_session": "本会话允许", "deny": "拒绝"},
 }
 _TITLES = {
-    "en": {"status": "Run", "approval": "Approval needed", "question": "Question"},
-    "zh": {"status": "运行", "approval": "需要批准", "question": "问题"},
+    "en": {
+        "status": "Run",
+        "approval": "Approval needed",
+        "question": "Question",
+        "reply": "Reply",
+    },
+    "zh": {"status": "运行", "approval": "需要批准", "question": "问题", "reply": "回复"},
 }
 _CUT = {"en": "(cut: the rest is in the run's log)", "zh": "（已截断：其余内容见运行日志）"}
 
@@ -107,6 +115,25 @@ def request_card(text: str, handle: str, choices: list[str], thread: str | None)
     }
     elements = [_markdown(_fit(text, lang)), *([columns] if buttons else [])]
     return _card(f"{title} · {handle}", "orange", elements)
+
+
+STREAM_ELEMENT = "reply"
+
+
+def stream_card(text: str) -> dict[str, Any]:
+    """A CardKit card a reply streams into: one Markdown element, ``STREAM_ELEMENT``."""
+    lang = _lang(text)
+    card = _card(_TITLES[lang]["reply"], "blue", [])
+    card["config"]["streaming_mode"] = True
+    card["body"]["elements"] = [
+        {"tag": "markdown", "element_id": STREAM_ELEMENT, "content": fit(text, lang)}
+    ]
+    return card
+
+
+def fit(text: str, lang: str | None = None) -> str:
+    """``text`` cut to what one card may hold, with a note when cut."""
+    return _fit(text, lang or _lang(text))
 
 
 def decided_card(text: str, outcome: str) -> dict[str, Any]:

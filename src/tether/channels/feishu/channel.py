@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -41,16 +43,20 @@ from tether.channels.contract import (
     Permanent,
     RetryAfter,
     Sender,
+    StreamUpdate,
 )
 from tether.channels.feishu.api import FeishuApi
 from tether.channels.feishu.cards import (
     CARD_CLICKED,
+    STREAM_ELEMENT,
     as_content,
     click_of,
     command_of,
     decided_card,
+    fit,
     request_card,
     status_card,
+    stream_card,
 )
 from tether.channels.feishu.connection import LongConnection
 from tether.channels.feishu.events import (
@@ -68,6 +74,20 @@ __all__ = ["FeishuChannel"]
 log = logging.getLogger(__name__)
 
 _CARDS_KEPT = 10_000
+_STREAMS_KEPT = 1_000
+
+
+@dataclass
+class _Stream:
+    """A reply streaming into a CardKit card."""
+
+    card_id: str | None = None
+    message_id: str | None = None
+    sequence: int = 0
+    """The last CardKit ``sequence`` used on the card."""
+    broken: bool = False
+    finished: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class FeishuChannel:
@@ -98,8 +118,11 @@ class FeishuChannel:
             edit_interval=0.5,  # Feishu allows 5 PATCHes a second to one message; 1-2 advised
             cards=True,
             buttons=True,
+            streaming=config.streaming,
             max_message_bytes=config.max_message_bytes,
         )
+        self._streams: collections.OrderedDict[str, _Stream] = collections.OrderedDict()
+        """A run's reply card (CardKit) while it streams, by run id."""
         self._cards: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
         """A request's handle -> its card's message id and text (to show its outcome)."""
         self.bot_open_id: str | None = None
@@ -250,6 +273,8 @@ class FeishuChannel:
             if isinstance(result, Delivered) and result.message_id:
                 self._remember(delivery.request, result.message_id, delivery.text)
             return result
+        if delivery.kind == "reply" and (finished := await self._finish_stream(delivery)):
+            return finished
         if delivery.request and delivery.request in self._cards:
             # a request decided, answered or expired: its card shows the outcome
             message_id, asked = self._cards[delivery.request]
@@ -263,6 +288,76 @@ class FeishuChannel:
             key=delivery.idempotency_key,
             reply_to=delivery.reply_to,
         )
+
+    async def stream(self, update: StreamUpdate) -> None:
+        """The reply so far, into the run's CardKit card (created by the first update).
+        Best effort: a failure ends streaming for the run, and its reply is a post."""
+        if self.api is None or not self.config.streaming:
+            return
+        stream = self._streams.get(update.run_id)
+        if stream is None:
+            stream = self._streams[update.run_id] = _Stream()
+            while len(self._streams) > _STREAMS_KEPT:
+                self._streams.popitem(last=False)
+        async with stream.lock:
+            if stream.broken or stream.finished:
+                return
+            if stream.card_id is None:
+                await self._open_stream(stream, update)
+                return
+            stream.sequence += 1
+            result = await self.api.card_text(
+                stream.card_id, STREAM_ELEMENT, fit(update.text), stream.sequence
+            )
+            if isinstance(result, Permanent):
+                log.info("! feishu reply stream refused", extra={"why": result.reason})
+                stream.broken = True
+
+    async def _open_stream(self, stream: _Stream, update: StreamUpdate) -> None:
+        assert self.api is not None
+        card_id = await self.api.create_card(as_content(stream_card(update.text)))
+        if card_id is None:
+            stream.broken = True
+            return
+        reference = json.dumps({"type": "card", "data": {"card_id": card_id}})
+        sent = await self.api.send_content(
+            chat_id=update.chat_id,
+            msg_type="interactive",
+            content=reference,
+            key=f"stream:{update.run_id}:{card_id}",  # after a restart: a new card, a new message
+            reply_to=update.reply_to,
+        )
+        if not isinstance(sent, Delivered) or not sent.message_id:
+            stream.broken = True
+            return
+        stream.card_id, stream.message_id, stream.sequence = card_id, sent.message_id, 1
+
+    async def _finish_stream(self, delivery: Delivery) -> DeliveryResult | None:
+        """The complete reply into its streamed card, and streaming turned off; None when
+        the run has no card to finish (it never streamed, or this gateway restarted)."""
+        stream = self._streams.get(delivery.run_id or "")
+        if stream is None or "#" in delivery.idempotency_key:
+            return None  # (a long reply's later parts are posts)
+        async with stream.lock:
+            stream.finished = True
+            if stream.card_id is None or stream.message_id is None or stream.broken:
+                return None
+            assert self.api is not None
+            stream.sequence += 1
+            result = await self.api.card_text(
+                stream.card_id, STREAM_ELEMENT, fit(delivery.text), stream.sequence
+            )
+            if not isinstance(result, Delivered):  # (its sequence is never used again)
+                if isinstance(result, Permanent):
+                    stream.broken = True
+                    return None  # say it as a post instead
+                stream.finished = False
+                return result
+            stream.sequence += 1
+            settings = json.dumps({"config": {"streaming_mode": False}})
+            await self.api.card_settings(stream.card_id, settings, stream.sequence)
+            # (kept, finished: an update that comes late opens no second card)
+            return Delivered(message_id=stream.message_id)
 
     async def _send_card(self, delivery: Delivery, content: str) -> DeliveryResult:
         assert self.api is not None

@@ -100,6 +100,10 @@ class LongConnection:
     def _main(self, ready: threading.Event) -> None:
         import lark_oapi.ws.client as ws_client  # seconds to import: only when enabled
 
+        from tether.channels.feishu.sdk import quiet
+
+        quiet()  # (its logger writes to stdout)
+
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         ws_client.loop = loop  # the SDK's client runs on this module-global loop
@@ -193,7 +197,12 @@ def _client_class() -> Any:
 
     class Client(ws_client.Client):  # type: ignore[misc]
         def __init__(self, owner: LongConnection, app_id: str, secret: str, *, domain: str):
-            super().__init__(app_id, secret, domain=domain, auto_reconnect=True)
+            from lark_oapi.core.enum import LogLevel
+
+            # WARNING: its INFO lines carry the connection URL and its ticket
+            super().__init__(
+                app_id, secret, log_level=LogLevel.WARNING, domain=domain, auto_reconnect=True
+            )
             self._owner = owner
 
         async def _handle_data_frame(self, frame: Any) -> None:

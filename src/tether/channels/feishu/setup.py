@@ -42,6 +42,10 @@ SCOPES = (
 )
 GROUP_ALL = Scope(("im:message.group_msg",), 'read every group message (group_trigger = "all")')
 
+STREAMING = Scope(
+    ("cardkit:card:write",), "stream replies into a card (streaming = true)", required=True
+)
+
 EVENTS = (
     ("im.message.receive_v1", "messages sent to the bot (required)"),
     ("card.action.trigger", "clicks on approval and question cards (a callback)"),
@@ -85,6 +89,7 @@ async def check_app(
     base_url: str,
     mode: Literal["long_connection", "webhook"],
     group_trigger: Literal["mention", "all"] = "mention",
+    streaming: bool = False,
     timeout: float = 10.0,
 ) -> Report:
     """Check the app step by step; a failed step stops the ones that depend on it."""
@@ -95,7 +100,7 @@ async def check_app(
         if token is None:
             return report
         await _bot(http, base_url, token, report)
-        await _scopes(http, base_url, token, group_trigger, report)
+        await _scopes(http, base_url, token, group_trigger, streaming, report)
         if mode == "long_connection":
             await _long_connection(http, base_url, app_id, secret, report)
     return report
@@ -157,6 +162,7 @@ async def _scopes(
     base: str,
     token: str,
     group_trigger: str,
+    streaming: bool,
     report: Report,
 ) -> None:
     headers = {"Authorization": f"Bearer {token}"}
@@ -173,7 +179,11 @@ async def _scopes(
         for s in (body.get("data") or {}).get("scopes") or []
         if isinstance(s, dict) and s.get("grant_status") == 1
     }
-    wanted = [*SCOPES, *([GROUP_ALL] if group_trigger == "all" else [])]
+    wanted = [
+        *SCOPES,
+        *([GROUP_ALL] if group_trigger == "all" else []),
+        *([STREAMING] if streaming else []),
+    ]
     report.missing = [s for s in wanted if not granted.intersection(s.names)]
     required = [s for s in report.missing if s.required]
     detail = (
