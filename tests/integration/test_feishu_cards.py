@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from tests.integration.test_feishu_channel import (
-    SECRET_ENV,
     message,
     push,
     replies_to,
@@ -156,9 +155,7 @@ def test_a_click_by_someone_who_may_not_decide_is_refused_and_nothing_runs(
     assert "allowed" not in json.dumps(stranger.data or {})
     [waiting] = approvals(home)
     assert waiting["state"] == "open"
-    assert replies_to(stand_in, "om_c2") == [] or not any(
-        "not-yet\n" in r for r in replies_to(stand_in, "om_c2")
-    )
+    assert all("[exit" not in r for r in replies_to(stand_in, "om_c2"))  # nothing ran
     # alice, whose run it is, denies it: nothing ran, and the card says so
     ack = click(stand_in, choices["Deny"], by="ou_alice", card_id=card_id)
     assert "denied" in ack.data["toast"]["content"]
@@ -219,7 +216,6 @@ def test_an_expired_request_shows_on_its_card(
     assert buttons(json.loads(stand_in.messages[card_id]["content"])) == {}
     ack = click(stand_in, buttons(card)["Allow once"], by="ou_alice", card_id=card_id)
     assert "allowed once" not in ack.data["toast"]["content"]  # too late: said, not done
-    assert SECRET_ENV  # (the gateway's secret came from the shared helper)
 
 
 def test_a_question_is_answered_by_a_choice_on_its_card(
