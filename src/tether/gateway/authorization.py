@@ -15,6 +15,8 @@ from typing import Any
 
 import msgspec
 
+from tether.protocol.runners import TRANSFER_TOOLS
+
 __all__ = ["Authorization", "freeze"]
 
 
@@ -74,7 +76,8 @@ def freeze(
     tools = sorted(
         name
         for name, risk in risks.items()
-        if "*" in perms.tools or name in perms.tools or risk in perms.tools
+        if ("*" in perms.tools or name in perms.tools or risk in perms.tools)
+        and name not in TRANSFER_TOOLS
     )
     return Authorization(
         runner_id=runner_id, workspaces=spaces, tools=tools, network=list(perms.network)

@@ -38,7 +38,7 @@ from tether.gateway.authorization import Authorization
 from tether.gateway.call_policy import CallPolicy
 from tether.gateway.registry import LiveRunner
 from tether.gateway.requests import RequestBroker
-from tether.gateway.tools import CallOutcome, Progress, ToolGateway
+from tether.gateway.tools import CallOutcome, Progress, ToolGateway, Transfer
 from tether.ledger import RequestRecord
 from tether.policy import Call, Decision
 from tether.protocol.events import (
@@ -496,8 +496,10 @@ class CallGate:
         ask: bool,
         call_id: str,
         progress: Progress | None = None,
+        transfer: Transfer | None = None,
     ) -> CallOutcome:
-        """A call an owner makes by hand. Policy still decides: the deny list and deny
+        """A call an owner makes by hand (or tether makes for a person: a file they sent
+        or asked for, with its ``transfer``). Policy still decides: the deny list and deny
         rules refuse it; ``ask`` counts as allowed by the caller, who is a permitted
         person typing the call, unless ``ask`` is set, which opens a real request."""
         call = self.policy.describe(tool, args, workspace=workspace, live=live)
@@ -565,6 +567,7 @@ class CallGate:
             rule=verdict.rule,
             request_id=verdict.request_id,
             progress=progress,
+            transfer=transfer,
         )
 
 

@@ -15,6 +15,7 @@ from tether.errors import (
     Conflict,
     Forbidden,
     InvalidParams,
+    NotFound,
     RateLimited,
     RequestTimeout,
     RunnerOffline,
@@ -30,13 +31,16 @@ from tether.gateway.peer import Peer
 from tether.gateway.rate_limit import KeyedLimiter
 from tether.gateway.registry import RunnerRegistry
 from tether.gateway.runner_link import SocketRunnerLink
-from tether.gateway.tools import ToolGateway
+from tether.gateway.tools import ToolGateway, Transfer
 from tether.ledger import Ledger
 from tether.ledger.runners import RunnerRecord
 from tether.protocol import methods as m
 from tether.protocol.runners import (
     Enrolled,
     EnrolRequest,
+    FileChunk,
+    FilePullParams,
+    FilePushParams,
     HeartbeatAck,
     HeartbeatParams,
     RunnerAdded,
@@ -112,6 +116,8 @@ class RunnersApi:
         handlers.add(m.RUNNER_REGISTER, self.register)
         handlers.add(m.RUNNER_HEARTBEAT, self.heartbeat)
         handlers.add(m.TOOL_PROGRESS, self.progress)
+        handlers.add(m.FILE_PULL, self.pull)
+        handlers.add(m.FILE_PUSH, self.push)
         handlers.add(m.RUNNER_ADD, self.add)
         handlers.add(m.RUNNER_LIST, self.list)
         handlers.add(m.RUNNER_REVOKE, self.revoke)
@@ -300,6 +306,43 @@ class RunnersApi:
             return
         if self.link.fresh(live.runner_id, live.boot_id, p.seq):
             self.tools.progress(live.runner_id, p.call_id, p.stream, p.text)
+
+    # ---- file transfers (put_file, get_file) ----------------------------------------
+
+    def _transfer(self, peer: Peer, call_id: str) -> Transfer:
+        """The transfer of a call running on this runner; nothing for any other call."""
+        live = self.registry.get(peer.runner_id or "")
+        active = self.tools.active.get(call_id)
+        if (
+            live is None
+            or live.peer is not peer
+            or active is None
+            or active.runner_id != live.runner_id
+            or active.transfer is None
+        ):
+            raise NotFound(f"no file transfer for call {call_id}")
+        return active.transfer
+
+    def pull(self, peer: Peer, p: FilePullParams) -> FileChunk:
+        source = self._transfer(peer, p.call_id).source
+        if source is None:
+            raise NotFound(f"call {p.call_id} has no file to pull")
+        data = source[p.offset : p.offset + p.limit]
+        return FileChunk(data=data, eof=p.offset + len(data) >= len(source))
+
+    def push(self, peer: Peer, p: FilePushParams) -> Empty:
+        transfer = self._transfer(peer, p.call_id)
+        if transfer.source is not None:
+            raise NotFound(f"call {p.call_id} takes no file")
+        got = transfer.received
+        if p.offset < len(got) and got[p.offset : p.offset + len(p.data)] == p.data:
+            return Empty()  # sent again after a reconnect
+        if p.offset != len(got):
+            raise InvalidParams(f"slice at {p.offset}, expected {len(got)}")
+        if len(got) + len(p.data) > transfer.limit:
+            raise TooLarge(f"the file is over the {transfer.limit}-byte limit")
+        got += p.data
+        return Empty()
 
     def peer_closed(self, peer: Peer) -> None:
         live = self.registry.get(peer.runner_id or "")

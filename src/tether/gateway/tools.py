@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -40,7 +40,7 @@ from tether.security.capability import CapabilityIssuer, args_digest, new_token_
 from tether.security.redaction import redact, redact_json, redact_value
 from tether.types import new_id
 
-__all__ = ["CallOutcome", "Progress", "ToolGateway"]
+__all__ = ["CallOutcome", "Progress", "ToolGateway", "Transfer"]
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,24 @@ class CallOutcome:
 
 
 @dataclass(slots=True)
+class Transfer:
+    """The file one ``put_file`` or ``get_file`` call moves (``file.pull``/``file.push``).
+
+    Only a call the gateway itself makes with a transfer can move bytes: an agent's
+    ``put_file`` has nothing to pull and its ``get_file`` nowhere to push."""
+
+    source: bytes | None = None
+    """``put_file``: the bytes the runner pulls."""
+    limit: int = 0
+    """``get_file``: the most bytes taken."""
+    received: bytearray = field(default_factory=bytearray)
+
+
+@dataclass(slots=True)
 class _Active:
     runner_id: str
     progress: Progress | None
+    transfer: Transfer | None = None
 
 
 class ToolGateway:
@@ -142,6 +157,7 @@ class ToolGateway:
         request_id: str | None = None,
         progress: Progress | None = None,
         call_id: str | None = None,
+        transfer: Transfer | None = None,
     ) -> CallOutcome:
         """Run a call that policy (or a person) allowed: record it with who or what
         decided, mint its token, send it, record the outcome."""
@@ -192,7 +208,7 @@ class ToolGateway:
                 timeout=timeout,
                 run_id=run_id,
             )
-            self.active[call_id] = _Active(runner_id, progress)
+            self.active[call_id] = _Active(runner_id, progress, transfer)
             start = time.monotonic()
             try:
                 output = await self._send(live, params, deadline=start + timeout + _SLACK)

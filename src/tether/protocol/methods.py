@@ -258,6 +258,24 @@ TOOL_PROGRESS: Method[runners.ToolProgressNote, None] = register(
         "Notification: output of a running tool call.",
     )
 )
+FILE_PULL = register(
+    Method(
+        "file.pull",
+        runners.FilePullParams,
+        runners.FileChunk,
+        RUNNERS,
+        "A slice of the file a running `put_file` call writes (a chat attachment).",
+    )
+)
+FILE_PUSH = register(
+    Method(
+        "file.push",
+        runners.FilePushParams,
+        Empty,
+        RUNNERS,
+        "The next slice of the file a running `get_file` call hands over (`/send`).",
+    )
+)
 TOOL_EXECUTE = register(
     Method(
         "tool.execute",

@@ -7,9 +7,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 __all__ = [
+    "TRANSFER_TOOLS",
     "AckNote",
     "EnrolRequest",
     "Enrolled",
+    "FileChunk",
+    "FilePullParams",
+    "FilePushParams",
     "HeartbeatAck",
     "HeartbeatParams",
     "RunnerAddParams",
@@ -115,6 +119,38 @@ class ToolOutput(msgspec.Struct, kw_only=True):
     call_id: str
     result: msgspec.Raw
     duration: float
+
+
+TRANSFER_TOOLS = frozenset({"put_file", "get_file"})
+"""Tools only the gateway calls, for a chat's files (they move bytes only for a call it
+makes): never part of an agent's authorization."""
+FILE_CHUNK = 256 * 1024
+"""Bytes in one slice of a file moved between the gateway and a runner (well inside a
+frame once base64-encoded)."""
+
+
+class FilePullParams(RunnerRequest):
+    """Runner -> gateway, during a ``put_file`` call: the next slice of the file that call
+    writes. Served only for that call, while it runs, to the runner it was sent to."""
+
+    call_id: Id
+    offset: Annotated[int, msgspec.Meta(ge=0)]
+    limit: Annotated[int, msgspec.Meta(ge=1, le=FILE_CHUNK)] = FILE_CHUNK
+
+
+class FileChunk(msgspec.Struct, kw_only=True):
+    data: bytes
+    """In JSON a base64 string."""
+    eof: bool
+
+
+class FilePushParams(RunnerRequest):
+    """Runner -> gateway, during a ``get_file`` call: the next slice of the file the call
+    hands over, in order (``offset`` is what was pushed before)."""
+
+    call_id: Id
+    offset: Annotated[int, msgspec.Meta(ge=0)]
+    data: Annotated[bytes, msgspec.Meta(max_length=FILE_CHUNK)]
 
 
 class ToolProgressNote(_Params):

@@ -34,6 +34,8 @@ from tether.protocol.methods import (
     AGENT_START,
     AGENT_STEER,
     AGENT_STOP,
+    FILE_PULL,
+    FILE_PUSH,
     RUNNER_ACK,
     RUNNER_HEARTBEAT,
     RUNNER_PROBE,
@@ -44,6 +46,8 @@ from tether.protocol.methods import (
     Method,
 )
 from tether.protocol.runners import (
+    FilePullParams,
+    FilePushParams,
     HeartbeatParams,
     RunnerRegisterParams,
     ToolCancelParams,
@@ -70,6 +74,8 @@ HEALTHY_AFTER = 10.0
 """A connection that stayed registered this long resets the backoff."""
 EXIT_DUPLICATE = 4
 """Exit code when another process already runs with this runner's credential."""
+FILE_WAIT = 60.0
+"""Seconds a slice of a file transfer may take to reach the gateway and back."""
 
 
 class Backoff:
@@ -133,6 +139,7 @@ class RunnerDaemon:
             self.routes.add(AGENT_ACK, self.host.ack)
         self.agents = self.host.available() if self.host is not None else []
         executor.progress = self._progress
+        executor.files = self
 
     # ---- incoming calls ------------------------------------------------------------
 
@@ -151,6 +158,27 @@ class RunnerDaemon:
         self.link.send(
             TOOL_PROGRESS,
             lambda seq: ToolProgressNote(call_id=call_id, stream=kind, text=text, seq=seq),
+        )
+
+    # ---- file transfers (tether.runner.tools.transfer) ------------------------------
+
+    async def pull(self, call_id: str, offset: int, limit: int) -> tuple[bytes, bool]:
+        chunk = await self.link.request(
+            FILE_PULL,
+            FilePullParams(
+                request_key=f"pull:{call_id}@{offset}", call_id=call_id, offset=offset, limit=limit
+            ),
+            deadline=time.monotonic() + FILE_WAIT,
+        )
+        return chunk.data, chunk.eof
+
+    async def push(self, call_id: str, offset: int, data: bytes) -> None:
+        await self.link.request(
+            FILE_PUSH,
+            FilePushParams(
+                request_key=f"push:{call_id}@{offset}", call_id=call_id, offset=offset, data=data
+            ),
+            deadline=time.monotonic() + FILE_WAIT,
         )
 
     # ---- the connection loop -------------------------------------------------------

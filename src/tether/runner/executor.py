@@ -43,7 +43,7 @@ from tether.protocol.runners import ToolExecuteParams, ToolOutput
 from tether.runner.fs import WorkspaceFS
 from tether.runner.protected import ProtectedPaths
 from tether.runner.sandbox import SandboxInfo
-from tether.runner.tools.base import ToolContext
+from tether.runner.tools.base import FileLink, ToolContext
 from tether.runner.tools.fit import FRAME_OVERHEAD, fit, fit_text
 from tether.runner.tools.registry import TOOLS
 from tether.security.capability import CapabilityVerifier
@@ -80,6 +80,8 @@ class CallExecutor:
     protected: ProtectedPaths
     home: Path = field(default_factory=Path.home)
     progress: ProgressSink | None = None
+    files: FileLink | None = None
+    """The gateway's side of file transfers (the daemon)."""
     draining: bool = False
     calls: collections.OrderedDict[str, _Call] = field(default_factory=collections.OrderedDict)
 
@@ -174,6 +176,7 @@ class CallExecutor:
             sandbox=self.sandbox,
             home=self.home,
             call_id=p.call_id,
+            files=self.files,
         )
         task = asyncio.get_running_loop().create_task(
             self._run(p, spec.run, ctx, params), name=f"call:{p.call_id}"

@@ -13,9 +13,11 @@ from tests.support.tools import tool_context
 from tether.errors import InvalidParams
 from tether.runner.tools.registry import TOOLS, describe
 
-NAMES = ["read_file", "write_file", "edit_file", "list_dir", "glob", "grep", "shell", "noop"]
+NAMES = ["read_file", "write_file", "edit_file", "list_dir", "glob", "grep", "shell"]
+NAMES += ["put_file", "get_file", "noop"]
 RISKS = {"read_file": "read", "list_dir": "read", "glob": "read", "grep": "read", "noop": "read"}
 RISKS |= {"write_file": "write", "edit_file": "write", "shell": "exec"}
+RISKS |= {"put_file": "write", "get_file": "read"}
 
 
 def test_every_tool_is_registered_once() -> None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import msgspec
 
@@ -26,6 +26,7 @@ from tether.runner.sandbox import SandboxInfo
 
 __all__ = [
     "Deadline",
+    "FileLink",
     "Progress",
     "Risk",
     "ToolContext",
@@ -38,6 +39,19 @@ __all__ = [
 Risk = Literal["read", "write", "exec"]
 Progress = Callable[[str, str], None]
 """Called with ``(stream, text)`` as output arrives; ``stream`` is ``stdout`` or ``stderr``."""
+
+
+class FileLink(Protocol):
+    """How a call moves file bytes to or from the gateway (``put_file``, ``get_file``)."""
+
+    async def pull(self, call_id: str, offset: int, limit: int) -> tuple[bytes, bool]:
+        """The call's file from ``offset``: ``(data, eof)``."""
+        ...
+
+    async def push(self, call_id: str, offset: int, data: bytes) -> None:
+        """Hand the gateway the call's file from ``offset``."""
+        ...
+
 
 P = TypeVar("P", bound=msgspec.Struct)
 T = TypeVar("T")
@@ -57,6 +71,8 @@ class ToolContext:
     """The runner user's home: hidden behind a private one inside the sandbox."""
     call_id: str | None = None
     """Tags the processes a call starts, so its orphans can be found."""
+    files: FileLink | None = None
+    """The gateway's side of file transfers (None: this runner cannot move files)."""
 
     def deadline(self) -> Deadline:
         """A fresh :class:`Deadline` of ``timeout`` seconds."""

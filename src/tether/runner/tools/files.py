@@ -35,9 +35,11 @@ __all__ = [
     "WriteFileParams",
     "WriteFileResult",
     "edit_file",
+    "existing_mode",
     "glob",
     "is_binary",
     "list_dir",
+    "os_failed",
     "read_file",
     "write_file",
 ]
@@ -136,7 +138,8 @@ class GlobResult(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     truncated: bool
 
 
-def _os_failed(exc: OSError, shown: str) -> Exception:
+def os_failed(exc: OSError, shown: str) -> Exception:
+    """The tool failure an I/O error on ``shown`` stands for."""
     if exc.errno == errno.ENOENT:
         return failed(f"{shown!r} does not exist", "not_found", shown)
     if exc.errno == errno.ENOSPC:
@@ -223,7 +226,7 @@ async def read_file(ctx: ToolContext, p: ReadFileParams) -> ReadFileResult:
     return await run_blocking(deadline, lambda: _read(ctx.fs, parts, p, cap, deadline))
 
 
-def _existing_mode(fs: WorkspaceFS, dir_fd: int, parts: Parts) -> int | None:
+def existing_mode(fs: WorkspaceFS, dir_fd: int, parts: Parts) -> int | None:
     """The mode of the regular file being replaced, None if it does not exist yet."""
     st = fs.entry_stat(dir_fd, parts)
     if st is None:
@@ -242,11 +245,11 @@ def _write(fs: WorkspaceFS, parts: Parts, p: WriteFileParams) -> WriteFileResult
         raise failed("the workspace root is a directory", "is_a_directory", shown)
     data = p.content.encode("utf-8")
     with fs.directory(parts[:-1], create=p.create_dirs, missing="parent_missing") as dir_fd:
-        mode = _existing_mode(fs, dir_fd, parts)
+        mode = existing_mode(fs, dir_fd, parts)
         try:
             fs.replace_file(dir_fd, parts, data, mode)
         except OSError as exc:
-            raise _os_failed(exc, shown) from exc
+            raise os_failed(exc, shown) from exc
     return WriteFileResult(path=shown, bytes_written=len(data), created=mode is None)
 
 
@@ -296,7 +299,7 @@ def _edit(fs: WorkspaceFS, parts: Parts, p: EditFileParams) -> EditFileResult:
         try:
             fs.replace_file(dir_fd, parts, new, stat.S_IMODE(st.st_mode))
         except OSError as exc:
-            raise _os_failed(exc, shown) from exc
+            raise os_failed(exc, shown) from exc
     return EditFileResult(path=shown, replacements=1)
 
 
@@ -324,7 +327,7 @@ def _list(fs: WorkspaceFS, parts: Parts, limit: int) -> ListDirResult:
         try:
             found = fs.scan(dir_fd)
         except OSError as exc:
-            raise _os_failed(exc, shown) from exc
+            raise os_failed(exc, shown) from exc
         for entry in found:
             if len(entries) == limit:
                 truncated = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tether.runner.tools import files, noop, search, shell
+from tether.runner.tools import files, noop, search, shell, transfer
 from tether.runner.tools.base import ToolSpec
 
 __all__ = ["TOOLS", "describe"]
@@ -78,6 +78,27 @@ _SPECS: list[ToolSpec[Any]] = [
         risk="exec",
         path_params=("cwd",),
         run=shell.shell,
+    ),
+    ToolSpec(
+        name="put_file",
+        summary=(
+            "Write the file the gateway holds for this call (a chat attachment) into the "
+            "workspace, checked against its size and SHA-256."
+        ),
+        params=transfer.PutFileParams,
+        result=transfer.PutFileResult,
+        risk="write",
+        path_params=("path",),
+        run=transfer.put_file,
+    ),
+    ToolSpec(
+        name="get_file",
+        summary="Hand a workspace file (at most `max_size` bytes) to the gateway (`/send`).",
+        params=transfer.GetFileParams,
+        result=transfer.GetFileResult,
+        risk="read",
+        path_params=("path",),
+        run=transfer.get_file,
     ),
     ToolSpec(
         name="noop",
