@@ -39,6 +39,7 @@ from tether.gateway.call_gate import CallGate
 from tether.gateway.call_policy import CallPolicy
 from tether.gateway.chat_api import ChatApi
 from tether.gateway.chat_commands import ChatCommands
+from tether.gateway.chat_files import ChatFiles
 from tether.gateway.console_http import ConsoleHttp
 from tether.gateway.console_pages import ConsolePages
 from tether.gateway.console_session import ConsoleSessions, load_key
@@ -231,6 +232,16 @@ def _build(
         seen=seen,
         on_run_started=relay.started,
     )
+    router.files = ChatFiles(
+        ledger=ledger,
+        gate=gate,
+        tools=tools,
+        outbox=outbox,
+        channels=channels,
+        config=config.channels,
+        call_timeout=config.runner.default_timeout,
+        retention_days=config.ledger.artifact_retention_days,
+    )
     router.commands = ChatCommands(
         ledger=ledger,
         orchestrator=orchestrator,
@@ -239,6 +250,7 @@ def _build(
         registry=registry,
         backends=agents.backends,
         router=router,
+        files=router.files,
     )
     for channel in channels.values():
         for route in channel.routes(router):

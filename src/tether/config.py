@@ -598,6 +598,11 @@ class ChannelsConfig(_Section, frozen=True):
     catch_up: Annotated[float, msgspec.Meta(ge=0)] = 3600.0
     """At start, what runs of the last this-many seconds said is sent if it never was
     (a gateway that died between an event and its delivery)."""
+    max_file_bytes: Annotated[int, msgspec.Meta(ge=1, le=64 * 1024 * 1024)] = 20 * 1024 * 1024
+    """The largest file taken from a chat (an attachment, into ``.tether/inbox/``) or
+    sent to one (``/send``)."""
+    max_attachments: Positive = 10
+    """Files of one message put into the workspace; more are named but not fetched."""
     webhook: dict[str, WebhookConfig] = {}
     feishu: FeishuConfig = msgspec.field(default_factory=FeishuConfig)
 

@@ -6,7 +6,6 @@ decides it for the person who clicked, if they may, and the card then shows the 
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,15 @@ from tests.integration.test_feishu_channel import (
     runs,
     start_gateway,
 )
-from tests.support.feishu import Ack, FeishuStandIn, stand_in
+from tests.support.feishu import (
+    FeishuStandIn,
+    all_cards,
+    buttons,
+    click,
+    request_card,
+    stand_in,
+    texts,
+)
 from tests.support.process import SCALE, GatewayProcess, RunnerProcess, run_cli
 
 __all__ = ["stand_in"]
@@ -40,61 +47,6 @@ def asking(
 ) -> GatewayProcess:
     """Sessions in ``ask`` mode: every command waits for a person."""
     return start_gateway(home, stand_in, make_gateway, make_runner, session_mode="ask")
-
-
-def texts(card: dict[str, Any]) -> str:
-    """Every Markdown and label of a card, as one text."""
-    return json.dumps(card, ensure_ascii=False)
-
-
-def buttons(card: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A card's buttons: label -> the value a click sends."""
-    found: dict[str, dict[str, Any]] = {}
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("tag") == "button":
-                found[node["text"]["content"]] = node["behaviors"][0]["value"]
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(card)
-    return found
-
-
-def request_card(stand_in: FeishuStandIn) -> tuple[str, dict[str, Any]]:
-    """The one card with buttons (wait for it)."""
-    stand_in.wait_for(lambda: any(buttons(c) for _, c in all_cards(stand_in)), 30 * SCALE)
-    [found] = [(mid, c) for mid, c in all_cards(stand_in) if buttons(c)]
-    return found
-
-
-def all_cards(stand_in: FeishuStandIn) -> list[tuple[str, dict[str, Any]]]:
-    return [
-        (mid, json.loads(m["content"]))
-        for mid, m in list(stand_in.messages.items())
-        if m.get("msg_type") == "interactive"
-    ]
-
-
-def click(
-    stand_in: FeishuStandIn,
-    value: dict[str, Any],
-    *,
-    by: str,
-    card_id: str,
-    frame_type: str = "event",
-) -> Ack:
-    event = {
-        "operator": {"open_id": by},
-        "token": f"c-{secrets.token_hex(8)}",
-        "action": {"value": value, "tag": "button"},
-        "context": {"open_message_id": card_id, "open_chat_id": "oc_p2p"},
-    }
-    return stand_in.push("card.action.trigger", event, frame_type=frame_type).result(10 * SCALE)
 
 
 def approvals(home: Path) -> list[dict[str, Any]]:

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import WSMsgType, web
+from aiohttp import BodyPartReader, WSMsgType, web
 from lark_oapi.ws.pb.pbbp2_pb2 import Frame
+
+from tests.support.process import SCALE
 
 CONTROL, DATA = 0, 1
 TEXT_LIMIT = 150 * 1024
@@ -94,6 +96,10 @@ class FeishuStandIn:
         """CardKit cards: ``card`` (its JSON), ``texts`` (element id -> text), ``sequence``,
         ``streaming``, ``updates`` (when each content call came)."""
         self.rate_violations: list[str] = []
+        self.resources: dict[tuple[str, str], tuple[bytes, str]] = {}
+        """(message id, image or file key) -> (bytes, content type): what people sent."""
+        self.uploads: dict[str, dict[str, Any]] = {}
+        """Image and file keys the app uploaded -> ``kind``, ``name``, ``data``, ``type``."""
         self._sends: dict[str, list[float]] = {}
         self._failures: dict[str, list[Failure]] = {}
         self._seq = itertools.count(1)
@@ -151,6 +157,11 @@ class FeishuStandIn:
         )
         app.router.add_patch("/open-apis/cardkit/v1/cards/{card_id}/settings", self._card_settings)
         app.router.add_patch("/open-apis/im/v1/messages/{message_id}", self._patch)
+        app.router.add_get(
+            "/open-apis/im/v1/messages/{message_id}/resources/{file_key}", self._get_resource
+        )
+        app.router.add_post("/open-apis/im/v1/images", self._upload_image)
+        app.router.add_post("/open-apis/im/v1/files", self._upload_file)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -198,6 +209,22 @@ class FeishuStandIn:
             "chat_id": chat_id,
         }
         self.chat_of[message_id] = chat_id
+
+    def seed_resource(
+        self, message_id: str, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> None:
+        """An image or file a person's message ``message_id`` carries (for the download)."""
+        self.resources[(message_id, key)] = (data, content_type)
+
+    def sent_files(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Image and file messages sent, each with what was uploaded for it."""
+        found = []
+        for known in list(self.messages.values()):
+            if known.get("msg_type") in ("image", "file"):
+                content = json.loads(str(known.get("content") or "{}"))
+                key = content.get("image_key") or content.get("file_key")
+                found.append((known, self.uploads.get(str(key), {})))
+        return found
 
     def heal(self) -> None:
         """Forget every failure still queued."""
@@ -433,6 +460,55 @@ class FeishuStandIn:
         }
         return self._ok({"items": [item]})
 
+    async def _get_resource(self, request: web.Request) -> web.StreamResponse:
+        if refused := await self._read(request):
+            return refused
+        kind = request.query.get("type")
+        if kind not in ("image", "file"):
+            return web.json_response({"code": 234001, "msg": "Invalid request param."}, status=400)
+        key = (request.match_info["message_id"], request.match_info["file_key"])
+        found = self.resources.get(key)
+        if found is None:  # a key of another message is not served through this one
+            return web.json_response({"code": 234003, "msg": "File not in msg."}, status=400)
+        data, content_type = found
+        return web.Response(
+            body=data,
+            content_type=content_type,
+            headers={"Content-Disposition": f'attachment; filename="{key[1]}"'},
+        )
+
+    async def _upload(self, request: web.Request, kind: str, limit: int) -> web.Response:
+        # the SDK sends the file as a part without a file name: read every part as bytes
+        parts: dict[str, bytes] = {}
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if isinstance(part, BodyPartReader) and part.name:
+                parts[part.name] = await part.read()
+        fields = {k: v.decode(errors="replace") for k, v in parts.items() if k != kind}
+        self._note(Call("POST", request.path, dict(request.query), dict(request.headers), fields))
+        if denied := self._check_token(request):
+            return denied
+        if failure := self._failure(request.path):
+            return self._failed(failure)
+        data = parts.get(kind)
+        if data is None:
+            return web.json_response({"code": 234001, "msg": "Invalid request param."}, status=400)
+        if len(data) > limit:
+            return web.json_response(
+                {"code": 234006, "msg": "The file size exceeds the limit."}, status=400
+            )
+        prefix = "img_v3_" if kind == "image" else "file_v3_"
+        key = f"{prefix}{secrets.token_hex(8)}"
+        name = fields.get("file_name", "")
+        self.uploads[key] = {"kind": kind, "name": name, "data": data, "type": fields}
+        return self._ok({f"{kind}_key": key} if kind == "image" else {"file_key": key})
+
+    async def _upload_image(self, request: web.Request) -> web.Response:
+        return await self._upload(request, "image", 10 * 1024 * 1024)
+
+    async def _upload_file(self, request: web.Request) -> web.Response:
+        return await self._upload(request, "file", 30 * 1024 * 1024)
+
     async def _get_user(self, request: web.Request) -> web.Response:
         if refused := await self._read(request):
             return refused
@@ -527,6 +603,11 @@ class FeishuStandIn:
             return self._failed(failure)
         if too_big := self._too_big(body):
             return too_big
+        if body.get("msg_type") in ("image", "file"):
+            content = json.loads(str(body.get("content") or "{}"))
+            key = content.get(f"{body['msg_type']}_key")
+            if self.uploads.get(str(key), {}).get("kind") != body["msg_type"]:
+                return web.json_response({"code": 230001, "msg": "invalid key"}, status=400)
         chat = body.get("receive_id") if reply_to is None else self.chat_of.get(reply_to, reply_to)
         if limited := self._rate_limited(str(chat)):
             return limited
@@ -651,6 +732,67 @@ class FeishuStandIn:
     @staticmethod
     def _ok(data: dict[str, Any]) -> web.Response:
         return web.json_response({"code": 0, "msg": "success", "data": data})
+
+
+# ---- cards, as a test reads and clicks them -----------------------------------------
+
+
+def texts(card: dict[str, Any]) -> str:
+    """Every Markdown and label of a card, as one text."""
+    return json.dumps(card, ensure_ascii=False)
+
+
+def buttons(card: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A card's buttons: label -> the value a click sends."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("tag") == "button":
+                found[node["text"]["content"]] = node["behaviors"][0]["value"]
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(card)
+    return found
+
+
+def all_cards(stand_in: FeishuStandIn) -> list[tuple[str, dict[str, Any]]]:
+    """Every card sent so far: (message id, card JSON)."""
+    return [
+        (mid, json.loads(m["content"]))
+        for mid, m in list(stand_in.messages.items())
+        if m.get("msg_type") == "interactive"
+    ]
+
+
+def request_card(stand_in: FeishuStandIn, timeout: float = 30) -> tuple[str, dict[str, Any]]:
+    """The one card with buttons (wait for it, ``timeout`` seconds scaled)."""
+    stand_in.wait_for(lambda: any(buttons(c) for _, c in all_cards(stand_in)), timeout * SCALE)
+    [found] = [(mid, c) for mid, c in all_cards(stand_in) if buttons(c)]
+    return found
+
+
+def click(
+    stand_in: FeishuStandIn,
+    value: dict[str, Any],
+    *,
+    by: str,
+    card_id: str,
+    frame_type: str = "event",
+) -> Ack:
+    """``by`` clicks a button whose value is ``value`` on card ``card_id`` in the p2p chat
+    (a ``card.action.trigger`` in an ``event`` or a ``card`` frame); the client's ack."""
+    event = {
+        "operator": {"open_id": by},
+        "token": f"c-{secrets.token_hex(8)}",
+        "action": {"value": value, "tag": "button"},
+        "context": {"open_message_id": card_id, "open_chat_id": "oc_p2p"},
+    }
+    return stand_in.push("card.action.trigger", event, frame_type=frame_type).result(10 * SCALE)
 
 
 def write_config(

@@ -31,6 +31,7 @@ __all__ = [
     "Delivered",
     "Delivery",
     "DeliveryResult",
+    "FileChannel",
     "HttpRoute",
     "InboundMessage",
     "Inbox",
@@ -60,6 +61,10 @@ class Attachment(msgspec.Struct, frozen=True, kw_only=True):
     size: int | None = None
     url: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
     """Where the platform serves it, if it does."""
+    key: Annotated[str, msgspec.Meta(max_length=300)] | None = None
+    """The platform's handle for it, which its channel's :meth:`FileChannel.fetch` takes."""
+    artifact: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    """The ledger artifact holding its bytes (a file tether sends)."""
 
 
 class InboundMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -148,6 +153,9 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     edit: str | None = None
     """Edit this platform message in place instead of sending a new one (a run's status,
     on a channel that can edit)."""
+    file: Attachment | None = None
+    """A file to send (``/send``): the outbox hands its bytes to
+    :meth:`FileChannel.deliver_file`; ``text`` is its caption."""
 
 
 class StreamUpdate(msgspec.Struct, frozen=True, kw_only=True):
@@ -170,6 +178,20 @@ class StreamingChannel(Protocol):
 
     async def stream(self, update: StreamUpdate) -> None:
         """Show ``update``; never raises for a platform failure (the reply still comes)."""
+        ...
+
+
+@runtime_checkable
+class FileChannel(Protocol):
+    """A channel that carries files both ways (``capabilities.files``)."""
+
+    async def fetch(self, message: InboundMessage, attachment: Attachment, limit: int) -> bytes:
+        """The bytes of one of ``message``'s attachments, at most ``limit`` of them;
+        raises ``TooLarge`` past it and ``TetherError`` when the platform fails."""
+        ...
+
+    async def deliver_file(self, delivery: Delivery, content: bytes) -> DeliveryResult:
+        """Send ``delivery.file`` with ``content`` (never raises for a platform failure)."""
         ...
 
 
@@ -210,6 +232,8 @@ class ChannelCapabilities(msgspec.Struct, frozen=True, kw_only=True):
     cards: bool = False
     buttons: bool = False
     streaming: bool = False
+    files: bool = False
+    """Attachments in messages are fetched, and ``/send`` sends files (:class:`FileChannel`)."""
     max_message_bytes: int = 16_000
     """Longer text is split across messages."""
 

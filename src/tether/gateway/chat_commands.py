@@ -19,6 +19,7 @@ import msgspec
 from tether.agents import AgentBackend
 from tether.errors import InvalidParams, NotFound, TetherError
 from tether.gateway.auth import Principal
+from tether.gateway.chat_files import ChatFiles
 from tether.gateway.orchestrator import Orchestrator
 from tether.gateway.phrases import Lang, decision_words, say
 from tether.gateway.registry import RunnerRegistry
@@ -78,6 +79,8 @@ class Context:
     session: Session
     conversation: ConversationRecord | None
     args: str
+    reply_to: str | None = None
+    """The platform message the command came in (what its answers thread under)."""
 
     @property
     def lang(self) -> Lang:
@@ -110,6 +113,7 @@ class ChatCommands:
         registry: RunnerRegistry,
         backends: Mapping[str, AgentBackend],
         router: Sessions,
+        files: ChatFiles | None = None,
     ) -> None:
         self.ledger = ledger
         self.orchestrator = orchestrator
@@ -118,6 +122,7 @@ class ChatCommands:
         self.registry = registry
         self.backends = backends
         self.router = router
+        self.files = files
 
     def known(self, name: str) -> bool:
         return name in COMMANDS
@@ -168,6 +173,23 @@ class ChatCommands:
         if not runs:
             return [say(ctx.lang, "nothing_running")]
         return [say(ctx.lang, "stopped", count=len(runs))]
+
+    @_command("send", acts=True)
+    async def send(self, ctx: Context) -> list[str]:
+        path = ctx.args.strip()
+        if not path:
+            return [say(ctx.lang, "send_usage")]
+        if self.files is None or ctx.conversation is None:
+            return [say(ctx.lang, "send_unsupported")]
+        try:
+            sent = await self.files.send(
+                ctx.session, ctx.actor.principal, ctx.conversation, path, reply_to=ctx.reply_to
+            )
+        except TetherError as exc:
+            if exc.data.get("reason") == "no_files":
+                return [say(ctx.lang, "send_unsupported")]
+            return [say(ctx.lang, "send_failed", path=path, reason=exc.message)]
+        return [say(ctx.lang, "sent", name=sent.name, size=sent.size)]
 
     @_command("status", acts=False)
     async def status(self, ctx: Context) -> list[str]:

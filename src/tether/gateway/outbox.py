@@ -26,7 +26,15 @@ from collections.abc import Mapping
 
 import msgspec
 
-from tether.channels import Channel, Delivered, Delivery, DeliveryResult, Permanent
+from tether.channels import (
+    Attachment,
+    Channel,
+    Delivered,
+    Delivery,
+    DeliveryResult,
+    FileChannel,
+    Permanent,
+)
 from tether.config import ChannelsConfig
 from tether.errors import NotFound
 from tether.gateway.phrases import lang_of, say
@@ -134,12 +142,15 @@ class Outbox:
         request: str | None = None,
         choices: list[str] | None = None,
         status_of: str | None = None,
+        file: Attachment | None = None,
     ) -> None:
-        """Record ``text`` for the conversation (nothing if its channel does not push)."""
+        """Record ``text`` for the conversation (nothing if its channel does not push);
+        with ``file``, that file with ``text`` as its caption."""
         channel = self.channels.get(conversation.channel)
         if channel is None or not channel.capabilities.push or not text:
             return
-        pieces = [text] if status_of else split_text(text, channel.capabilities.max_message_bytes)
+        whole = status_of or file is not None
+        pieces = [text] if whole else split_text(text, channel.capabilities.max_message_bytes)
         for i, piece in enumerate(pieces):
             delivery = Delivery(
                 channel=conversation.channel,
@@ -153,6 +164,7 @@ class Outbox:
                 reply_to=reply_to,
                 request=request,
                 choices=list(choices or []),
+                file=file,
             )
             await self.ledger.deliveries.enqueue(
                 channel=delivery.channel,
@@ -210,6 +222,19 @@ class Outbox:
             log.exception("a delivery attempt failed", extra={"delivery": record.id})
             # the lease runs out and the delivery is tried again
 
+    async def _deliver(self, channel: Channel, delivery: Delivery) -> DeliveryResult:
+        """Hand one delivery to its channel: a file's bytes read from its artifact."""
+        file = delivery.file
+        if file is None:
+            return await channel.deliver(delivery)
+        if not isinstance(channel, FileChannel) or file.artifact is None:
+            return Permanent(reason=f"{delivery.channel} cannot carry files")
+        try:
+            artifact = await self.ledger.events.get_artifact(file.artifact)
+        except NotFound:
+            return Permanent(reason=f"the file {file.name!r} is no longer kept")
+        return await channel.deliver_file(delivery, artifact.content)
+
     async def _send(self, record: DeliveryRecord) -> None:
         ledger = self.ledger
         channel = self.channels.get(record.channel)
@@ -237,7 +262,7 @@ class Outbox:
                     )
                     return
                 delivery = msgspec.structs.replace(delivery, edit=edited)
-        result: DeliveryResult = await channel.deliver(delivery)
+        result: DeliveryResult = await self._deliver(channel, delivery)
         attempt = record.attempts + 1
         decision = self.policy.decide(attempt, result, time.time())
         message_id = result.message_id if isinstance(result, Delivered) else None

@@ -53,6 +53,7 @@ PHRASES: dict[str, dict[Lang, str]] = {
             "  /status                  the session, its agent, runner, workspace and runs\n"
             "  /runs                    the latest runs\n"
             "  /routines                this session's routines (scheduled runs)\n"
+            "  /send PATH               send a file from the workspace to this chat\n"
             "  /runner [NAME]           show or set the runner\n"
             "  /agent [NAME]            show or set the agent\n"
             "  /workspace [NAME]        show or set the workspace\n"
@@ -70,6 +71,7 @@ PHRASES: dict[str, dict[Lang, str]] = {
             "  /status                  会话、智能体、运行器、工作区和运行状态\n"
             "  /runs                    最近的运行\n"
             "  /routines                本会话的定时任务\n"
+            "  /send 路径               把工作区中的文件发到本聊天\n"
             "  /runner [名称]           查看或设置运行器\n"
             "  /agent [名称]            查看或设置智能体\n"
             "  /workspace [名称]        查看或设置工作区\n"
@@ -213,6 +215,22 @@ PHRASES: dict[str, dict[Lang, str]] = {
     "run_expired": {
         "en": "The run waited too long in the queue and was dropped.",
         "zh": "运行排队时间过长，已取消。",
+    },
+    "send_usage": {
+        "en": "Say which file: /send PATH (a path in the session's workspace).",
+        "zh": "请指明文件：/send 路径（会话工作区中的路径）。",
+    },
+    "send_unsupported": {
+        "en": "This chat cannot carry files.",
+        "zh": "此聊天无法收发文件。",
+    },
+    "send_failed": {
+        "en": "Could not send {path}: {reason}",
+        "zh": "无法发送 {path}：{reason}",
+    },
+    "sent": {
+        "en": "Sending {name} ({size} bytes).",
+        "zh": "正在发送 {name}（{size} 字节）。",
     },
 }
 

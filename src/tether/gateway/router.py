@@ -34,11 +34,12 @@ from tether.config import ChannelsConfig, ConversationDefaults
 from tether.errors import NotFound
 from tether.gateway.auth import Principal, owner_principal, user_principal
 from tether.gateway.chat_commands import Actor, ChatCommands, Context, Turn
+from tether.gateway.chat_files import ChatFiles, described
 from tether.gateway.orchestrator import Orchestrator
 from tether.gateway.outbox import Outbox
 from tether.gateway.phrases import Lang, guess_language, lang_of, say
 from tether.ledger import ConversationRecord, ConversationView, Ledger, Session
-from tether.protocol.chat_input import compose
+from tether.protocol.chat_input import compose, own_words
 
 __all__ = ["CLIENT_CHANNELS", "ConversationRouter", "Pending"]
 
@@ -92,6 +93,8 @@ class ConversationRouter:
         self.seen = seen
         """People who wrote from a chat (the request broker counts them as reachable)."""
         self.commands: ChatCommands | None = None
+        self.files: ChatFiles | None = None
+        """Where attachments are put into workspaces (``None``: they are only named)."""
         self.on_run_started = on_run_started
         """Told of each run a channel message started, and that message's platform id."""
         self.owner = orchestrator.owner
@@ -273,7 +276,12 @@ class ConversationRouter:
         actor = Actor(principal=user_principal(user), lang=self._lang(message, conversation))
         self.seen[user.id] = actor.principal
         turn = await self.turn(
-            actor, _input_of(message), conversation=conversation, receipt=key, view=view
+            actor,
+            _input_of(message),
+            conversation=conversation,
+            receipt=key,
+            view=view,
+            message=message,
         )
         if turn.run_id is not None and turn.disposition in ("started", "queued"):
             self.on_run_started(turn.run_id, message.message_id)
@@ -386,10 +394,12 @@ class ConversationRouter:
         receipt: tuple[str, str] | None = None,
         view: ConversationView | None = None,
         steer: bool = True,
+        message: InboundMessage | None = None,
     ) -> Turn:
         """Handle one message of ``actor``: a command, or input for the session.
         ``view``: the conversation's current session and its load, just read; ``steer``:
-        input may steer the active run (else it is queued behind it)."""
+        input may steer the active run (else it is queued behind it); ``message``: the
+        chat message it came from, whose attachments go into the workspace."""
         assert self.commands is not None
         counts: tuple[int, int] | None = None
         if session is None and view is not None and view.session is not None:
@@ -403,7 +413,11 @@ class ConversationRouter:
             name = head.lower()
             if self.commands.known(name):
                 ctx = Context(
-                    actor=actor, session=session, conversation=conversation, args=args.strip()
+                    actor=actor,
+                    session=session,
+                    conversation=conversation,
+                    args=args.strip(),
+                    reply_to=message.message_id if message is not None else None,
                 )
                 turn = await self.commands.run(name, ctx)
                 turn.session_id = ctx.session.id
@@ -439,6 +453,9 @@ class ConversationRouter:
                 session_id=session.id,
                 replies=[say(actor.lang, "queue_full", limit=queued)],
             )
+        if message is not None and message.attachments and self.files is not None:
+            files = await self.files.receive(message, session, actor.principal)
+            text = _input_of(message, files, words=own_words(text))
         run, disposition = await orch.submit(
             session_id=session.id,
             agent=None,
@@ -528,16 +545,16 @@ def _transient(message: InboundMessage) -> ConversationRecord:
     )
 
 
-def _input_of(message: InboundMessage) -> str:
-    """The text an agent gets: the message, then who sent it in a group, what it replies
-    to and what it carries (``protocol.chat_input``)."""
-    files = []
-    for a in message.attachments:
-        size = f", {a.size} bytes" if a.size is not None else ""
-        where = f" {a.url}" if a.url else ""
-        files.append(f"{a.name} ({a.media_type}{size}){where}")
+def _input_of(
+    message: InboundMessage, files: list[str] | None = None, *, words: str | None = None
+) -> str:
+    """The text an agent gets: the message (or ``words``), then who sent it in a group,
+    what it replies to and what it carries (``protocol.chat_input``): ``files``, where its
+    attachments were put, else how the platform described them."""
+    if files is None:
+        files = [described(a) for a in message.attachments]
     return compose(
-        message.text,
+        message.text if words is None else words,
         sender=message.sender.name,
         in_group=message.chat_kind != "p2p",
         quoted=message.quoted,

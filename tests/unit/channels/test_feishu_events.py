@@ -82,9 +82,33 @@ def test_a_post_becomes_plain_text_with_its_title_links_mentions_and_code() -> N
     assert m.text == "Plan\nsee docs (https://x.test)\n@Bob check\n```sh\nls\n```"
 
 
-def test_messages_not_from_a_person_or_without_text_are_not_taken() -> None:
+def test_messages_not_from_a_person_or_without_text_or_files_are_not_taken() -> None:
     assert read(envelope(text("echo"), sender_type="app")) is None
-    assert read(envelope({"message_type": "image", "content": '{"image_key":"k"}'})) is None
+    assert read(envelope({"message_type": "sticker", "content": '{"file_key":"k"}'})) is None
+    assert read(envelope({"message_type": "image", "content": "{}"})) is None
+
+
+def test_images_and_files_are_attachments_with_the_key_the_resource_api_takes() -> None:
+    m = read(envelope({"message_type": "image", "content": '{"image_key":"img_v3_0123456789"}'}))
+    assert m.text == ""
+    [image] = m.attachments
+    assert (image.name, image.media_type, image.key) == (
+        "image-23456789", "image/*", "image:img_v3_0123456789",
+    )  # fmt: skip
+    body = {"file_key": "file_v3_k", "file_name": "report.pdf", "file_size": 1234}
+    m = read(envelope({"message_type": "file", "content": json.dumps(body)}))
+    [file] = m.attachments
+    assert (file.name, file.media_type, file.size, file.key) == (
+        "report.pdf", "application/pdf", 1234, "file:file_v3_k",
+    )  # fmt: skip
+    post = {"zh_cn": {"content": [[{"tag": "text", "text": "look"}],
+                                  [{"tag": "img", "image_key": "img_a"}],
+                                  [{"tag": "img", "image_key": "img_b"}]]}}  # fmt: skip
+    m = read(envelope({"message_type": "post", "content": json.dumps(post)}))
+    assert m.text.strip() == "look"
+    assert [a.key for a in m.attachments] == ["image:img_a", "image:img_b"]
+    audio = read(envelope({"message_type": "audio", "content": '{"file_key":"file_au"}'}))
+    assert audio.attachments[0].media_type == "audio/ogg"
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from typing import Any
 from tether.channels.contract import Delivered, DeliveryResult, Permanent, RetryAfter
 from tether.channels.feishu.events import BadFeishuEvent, text_of
 from tether.channels.feishu.limits import SendPacer, Window
+from tether.errors import DeliveryFailed, TooLarge
 
 __all__ = ["FeishuApi", "result_of"]
 
@@ -43,6 +44,24 @@ APP_CALLS_PER_SECOND = 45
 _NAME_TTL = 3600.0
 _NAME_RETRY = 300.0  # a name that could not be read is asked for again after this
 _NAMES_KEPT = 5000
+IMAGE_UPLOAD_BYTES = 10 * 1024 * 1024
+"""Feishu takes images up to 10 MB (a larger one goes as a file)."""
+FILE_UPLOAD_BYTES = 30 * 1024 * 1024
+"""Feishu takes files up to 30 MB."""
+IMAGE_TYPES = frozenset(
+    {"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/tiff"}
+)
+_FILE_TYPES = {
+    "application/pdf": "pdf",
+    "application/msword": "doc",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "doc",
+    "application/vnd.ms-excel": "xls",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xls",
+    "application/vnd.ms-powerpoint": "ppt",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": "ppt",
+    "video/mp4": "mp4",
+    "audio/ogg": "opus",
+}
 
 
 def message_uuid(key: str) -> str:
@@ -228,6 +247,10 @@ class FeishuApi:
             response = await self._invoke(call)
         except Exception as exc:  # noqa: BLE001 - network errors, non-JSON bodies: transient
             return RetryAfter(seconds=0.0, reason=f"{type(exc).__name__}: {exc}")
+        return self._result(response)
+
+    @staticmethod
+    def _result(response: Any) -> DeliveryResult:
         if response.code in TOKEN_CODES:
             return RetryAfter(seconds=0.0, reason="the token was rejected twice")
         raw = response.raw
@@ -264,6 +287,82 @@ class FeishuApi:
             self._names.pop(next(iter(self._names)))
         self._names[open_id] = (name, now + (_NAME_TTL if name else _NAME_RETRY))
         return name
+
+    async def download(self, message_id: str, key: str, kind: str, limit: int) -> bytes:
+        """A message's image or file (``im:resource``): its bytes, at most ``limit``.
+        Raises ``TooLarge`` past it and ``DeliveryFailed`` when Feishu does not give it."""
+        im = self._lark.api.im.v1
+        req = (
+            im.GetMessageResourceRequest.builder().message_id(message_id).file_key(key)
+            .type(kind).build()
+        )  # fmt: skip
+        try:
+            response = await self._invoke(lambda: self.client.im.v1.message_resource.get(req))
+        except Exception as exc:  # network errors, bodies that are not JSON: said as the reason
+            raise DeliveryFailed(f"Feishu did not answer: {type(exc).__name__}") from exc
+        if response.code != 0 or response.file is None:
+            raise DeliveryFailed(f"Feishu refused it ({response.code}): {response.msg or ''}")
+        data: bytes = response.file.getvalue()
+        if len(data) > limit:
+            raise TooLarge(f"{len(data)} bytes, over the {limit}-byte limit")
+        return data
+
+    async def send_file(
+        self,
+        *,
+        chat_id: str,
+        name: str,
+        media_type: str,
+        content: bytes,
+        key: str,
+        reply_to: str | None = None,
+    ) -> DeliveryResult:
+        """Upload ``content`` (``im:resource``) and send it as an image or a file message.
+        The upload is made again on a retry; the message's ``uuid`` keeps it one message."""
+        import io
+
+        im = self._lark.api.im.v1
+        if media_type in IMAGE_TYPES and len(content) <= IMAGE_UPLOAD_BYTES:
+            body = im.CreateImageRequestBody.builder().image_type("message")
+            image = body.image(io.BytesIO(content)).build()
+            req: Any = im.CreateImageRequest.builder().request_body(image).build()
+            uploaded = await self._upload(lambda: self.client.im.v1.image.create(req), "image_key")
+            if isinstance(uploaded, str):
+                return await self.send_content(
+                    chat_id=chat_id, msg_type="image", key=key, reply_to=reply_to,
+                    content=json.dumps({"image_key": uploaded}),
+                )  # fmt: skip
+            return uploaded
+        if len(content) > FILE_UPLOAD_BYTES:
+            return Permanent(reason=f"Feishu takes files up to {FILE_UPLOAD_BYTES} bytes")
+        kind = _FILE_TYPES.get(media_type, "stream")
+        body = im.CreateFileRequestBody.builder().file_type(kind).file_name(name)
+        file = body.file(io.BytesIO(content)).build()
+        req = im.CreateFileRequest.builder().request_body(file).build()
+        uploaded = await self._upload(lambda: self.client.im.v1.file.create(req), "file_key")
+        if isinstance(uploaded, str):
+            return await self.send_content(
+                chat_id=chat_id, msg_type="file", key=key, reply_to=reply_to,
+                content=json.dumps({"file_key": uploaded}),
+            )  # fmt: skip
+        return uploaded
+
+    async def _upload(self, call: Any, field: str) -> str | DeliveryResult:
+        """An upload's image or file key (``field`` of its answer), or why there is none."""
+
+        def paced() -> Any:
+            self.window.enter()  # an upload counts against the app's rate
+            return call()
+
+        try:
+            response = await self._invoke(paced)
+        except Exception as exc:  # noqa: BLE001 - network errors, non-JSON bodies: transient
+            return RetryAfter(seconds=0.0, reason=f"{type(exc).__name__}: {exc}")
+        result = self._result(response)
+        if not isinstance(result, Delivered):
+            return result
+        key = getattr(getattr(response, "data", None), field, None)
+        return str(key) if key else Permanent(reason=f"Feishu's upload answered no {field}")
 
     async def message_text(self, message_id: str) -> str | None:
         """The text of a message (``im:message:readonly``; the one a message replies to),

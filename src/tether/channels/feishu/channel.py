@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 
 from tether.channels.contract import (
+    Attachment,
     ChannelCapabilities,
     Delivered,
     Delivery,
@@ -68,6 +69,7 @@ from tether.channels.feishu.events import (
 )
 from tether.channels.feishu.webhook import WebhookEndpoint
 from tether.config import FeishuConfig
+from tether.errors import DeliveryFailed
 
 __all__ = ["FeishuChannel"]
 
@@ -119,6 +121,7 @@ class FeishuChannel:
             cards=True,
             buttons=True,
             streaming=config.streaming,
+            files=True,
             max_message_bytes=config.max_message_bytes,
         )
         self._streams: collections.OrderedDict[str, _Stream] = collections.OrderedDict()
@@ -358,6 +361,31 @@ class FeishuChannel:
             await self.api.card_settings(stream.card_id, settings, stream.sequence)
             # (kept, finished: an update that comes late opens no second card)
             return Delivered(message_id=stream.message_id)
+
+    # ---- files ---------------------------------------------------------------------
+
+    async def fetch(self, message: InboundMessage, attachment: Attachment, limit: int) -> bytes:
+        """An image or file of ``message`` (``im:resource``), at most ``limit`` bytes."""
+        kind, _, key = (attachment.key or "").partition(":")
+        if self.api is None or kind not in ("image", "file") or not key or not message.message_id:
+            raise DeliveryFailed("this attachment cannot be fetched from Feishu")
+        return await self.api.download(message.message_id, key, kind, limit)
+
+    async def deliver_file(self, delivery: Delivery, content: bytes) -> DeliveryResult:
+        """``delivery.file`` uploaded and sent as an image or file message."""
+        if self.api is None:
+            return RetryAfter(seconds=1.0, reason="the Feishu channel is still starting")
+        file = delivery.file
+        if file is None:
+            return Permanent(reason="no file to send")
+        return await self.api.send_file(
+            chat_id=delivery.chat_id,
+            name=file.name,
+            media_type=file.media_type,
+            content=content,
+            key=delivery.idempotency_key,
+            reply_to=delivery.reply_to,
+        )
 
     async def _send_card(self, delivery: Delivery, content: str) -> DeliveryResult:
         assert self.api is not None

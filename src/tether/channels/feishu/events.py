@@ -1,6 +1,9 @@
 """Feishu events as tether sees them: ``im.message.receive_v1`` (text and post messages,
-in p2p chats, groups and topics) becomes an :class:`InboundMessage`; every other event
-type is taken and ignored on purpose (an event left unanswered is delivered again).
+images, files, audio and video, in p2p chats, groups and topics) becomes an
+:class:`InboundMessage`; every other event type is taken and ignored on purpose (an
+event left unanswered is delivered again). An image or file becomes an
+:class:`Attachment` whose ``key`` is ``image:KEY`` or ``file:KEY`` (what the message
+resource API takes); the channel fetches it when the gateway asks.
 
 The event envelope is Feishu's schema 2.0, the same over the long connection and the
 webhook: ``{"schema": "2.0", "header": {"event_id", "event_type", …}, "event": {…}}``.
@@ -10,14 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
+import mimetypes
 from typing import Any, Literal
 
-from tether.channels.contract import ChatKind, InboundMessage, Sender
+from tether.channels.contract import Attachment, ChatKind, InboundMessage, Sender
 
 __all__ = [
     "IGNORED",
     "MESSAGE_RECEIVED",
     "BadFeishuEvent",
+    "attachments_of",
     "event_type",
     "text_of",
     "to_inbound",
@@ -75,7 +80,12 @@ def to_inbound(
     if not (event_id and chat_id and sender_id):
         raise BadFeishuEvent("a message event without its event_id, chat_id or sender")
     mentions = [m for m in message.get("mentions") or [] if isinstance(m, dict)]
-    text = text_of(message.get("message_type"), message.get("content") or "", mentions)
+    kind_of = message.get("message_type")
+    content = message.get("content") or ""
+    text = text_of(kind_of, content, mentions)
+    files = attachments_of(kind_of, content)
+    if text is None and files:
+        text = ""
     if text is None:
         log.info(
             "feishu message of a kind tether does not read",
@@ -101,6 +111,7 @@ def to_inbound(
         mentions=[i for i in mentioned_ids if i],
         addressed=kind == "p2p" or at_bot or trigger == "all",
         reply_to=message.get("parent_id") or None,
+        attachments=files,
         sent_at=int(created) / 1000 if created.isdigit() else None,
     )
 
@@ -116,6 +127,47 @@ def text_of(kind: object, content: str, mentions: list[dict[str, Any]]) -> str |
     if kind == "post":
         return _named(_post_text(body), mentions)
     return None
+
+
+_MAX_FILES = 50
+
+
+def _media(name: str, default: str) -> str:
+    return mimetypes.guess_type(name)[0] or default
+
+
+def attachments_of(kind: object, content: str) -> list[Attachment]:
+    """The images and files a message carries (an image, a file, audio, video, or the
+    images of a post)."""
+    try:
+        body = json.loads(content)
+    except json.JSONDecodeError:
+        return []
+    if not isinstance(body, dict):
+        return []
+    found: list[Attachment] = []
+    if kind == "image" and body.get("image_key"):
+        key = str(body["image_key"])
+        found.append(Attachment(name=f"image-{key[-8:]}", media_type="image/*",
+                                key=f"image:{key}"[:300]))  # fmt: skip
+    elif kind in ("file", "audio", "media") and body.get("file_key"):
+        default = {"audio": "audio/ogg", "media": "video/mp4"}.get(str(kind), "")
+        name = str(body.get("file_name") or "") or f"{kind}-{str(body['file_key'])[-8:]}"
+        size = body.get("file_size") if isinstance(body.get("file_size"), int) else None
+        found.append(Attachment(name=name[:300], media_type=_media(name, default
+                                or "application/octet-stream"), size=size,
+                                key=f"file:{body['file_key']}"[:300]))  # fmt: skip
+    elif kind == "post":
+        post = body if "content" in body else next(
+            (v for v in body.values() if isinstance(v, dict)), {}
+        )  # fmt: skip
+        for paragraph in post.get("content") or []:
+            for item in paragraph if isinstance(paragraph, list) else []:
+                if isinstance(item, dict) and item.get("tag") == "img" and item.get("image_key"):
+                    key = str(item["image_key"])
+                    found.append(Attachment(name=f"image-{key[-8:]}", media_type="image/*",
+                                            key=f"image:{key}"[:300]))  # fmt: skip
+    return found[:_MAX_FILES]
 
 
 def _post_text(body: dict[str, Any]) -> str:

@@ -77,6 +77,7 @@ GATEWAY_COMMANDS = (
     "answer",
     "pair",
     "routines",
+    "send",
 )
 """The `/` commands the gateway answers, for completion (a unit test keeps this list in step
 with ``tether.gateway.chat_commands``, which the client does not import: it is heavy)."""
