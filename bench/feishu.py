@@ -21,6 +21,15 @@ runner.
    is counted: the target is zero. A message that finds its chat busy is answered
    "Queued" first, so sends outnumber messages. Baseline: the same messages through the
    webhook channel. tether paces the app at 40 sends a second: the ceiling here.
+3. Streaming: with ``streaming = true``, chats of their own run the ``script`` agent,
+   which streams a long reply fast (500 deltas over ~3 s; 3 runs at once). Per run:
+   the status card's PATCHes and the reply card's CardKit content updates, the most of
+   each in any one second (Feishu allows 5 PATCHes a second to one message and 10
+   content updates a second to one card), whether the card ends holding the complete
+   reply (streaming off), and the stand-in's refusals. Target: within both limits, every
+   reply complete, zero refusals. Calls are counted as they reach the stand-in, refused
+   ones too; "streamed s" runs from the reply card's message to its last content update.
+   (The ``operator`` agent writes no deltas: for it ``streaming = true`` changes nothing.)
 
 Results: bench/results/feishu.json.
 """
@@ -29,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -44,6 +55,7 @@ from tests.support.feishu import FeishuStandIn, feishu_stand_in
 from common import Gateway, percentile, print_table, short_tempdir, verdict, write_json
 from conversation import SECRET, Receiver, post
 from conversation import message as hook_message
+from tether.channels.feishu.cards import STREAM_ELEMENT
 from tether.protocol.access import UserAddParams
 from tether.protocol.chat import UserLinkParams
 from tether.protocol.methods import USER_ADD, USER_LINK
@@ -52,6 +64,10 @@ from tether.transport.client import connect_ipc
 CHATS = 50
 ANSWER = "type what should run"  # the operator agent's answer to "help"
 APP_PACE = 40.0
+PATCH_LIMIT = 5  # PATCHes a second to one message, as Feishu allows
+CARDKIT_LIMIT = 10  # CardKit content updates a second to one card
+BATCHES, DELTAS, DELTA_BYTES, PAUSE = 20, 25, 20, 0.15  # 500 deltas over ~3 s
+WAVE = 3  # streaming runs at once
 
 
 class FirstReplies(Receiver):
@@ -69,8 +85,6 @@ class FirstReplies(Receiver):
 
 
 def event(text: str, message_id: str, chat: str, sender: str) -> dict[str, Any]:
-    import json
-
     return {
         "sender": {"sender_id": {"open_id": sender}, "sender_type": "user"},
         "message": {
@@ -120,6 +134,115 @@ def sends(stand_in: FeishuStandIn, prefix: str) -> int:
     )
 
 
+def stream_script(n: int) -> tuple[str, str]:
+    """The ``script`` agent's input for streaming run ``n``, and its complete reply: what
+    streamed (``x`` per delta byte) and an ending of its own."""
+    final = "x" * (BATCHES * DELTAS * DELTA_BYTES) + f" end-of-reply-{n}"
+    lines = [f"events {DELTAS} {DELTA_BYTES}", f"sleep {PAUSE}"] * BATCHES + [f"say {final}"]
+    return "\n".join(lines), final
+
+
+def peak(times: list[float]) -> int:
+    """The most calls in any one second (a window ``(t - 1, t]``, as the stand-in counts)."""
+    ordered = sorted(times)
+    best = start = 0
+    for i, t in enumerate(ordered):
+        while ordered[start] <= t - 1.0:
+            start += 1
+        best = max(best, i - start + 1)
+    return best
+
+
+def in_chat(stand_in: FeishuStandIn, chat: str) -> dict[str, dict[str, Any]]:
+    """The messages sent to ``chat`` (created in it, or replies to a message in it)."""
+    return {
+        mid: m
+        for mid, m in list(stand_in.messages.items())
+        if m.get("receive_id") == chat
+        or (m.get("reply_to") and stand_in.chat_of.get(m["reply_to"]) == chat)
+    }
+
+
+def referenced(body: Any) -> str | None:
+    """The CardKit card a message's body sends by reference, if it does."""
+    if not isinstance(body, dict) or body.get("msg_type") != "interactive":
+        return None
+    content = json.loads(body.get("content") or "{}")
+    return content["data"]["card_id"] if content.get("type") == "card" else None
+
+
+def stream_cards(stand_in: FeishuStandIn, chat: str) -> dict[str, str]:
+    """The CardKit cards sent to ``chat`` by reference: card id -> its message id."""
+    return {
+        card: mid
+        for mid, m in in_chat(stand_in, chat).items()
+        if (card := referenced(m)) is not None
+    }
+
+
+def stream_done(stand_in: FeishuStandIn, chat: str) -> bool:
+    """The run's reply is out: its card no longer streams, or it was posted."""
+    cards = [stand_in.card_entities.get(c) for c in stream_cards(stand_in, chat)]
+    posted = any(m.get("msg_type") == "post" for m in in_chat(stand_in, chat).values())
+    return posted or any(e is not None and not e["streaming"] for e in cards)
+
+
+def stream_run(
+    stand_in: FeishuStandIn, chat: str, final: str, violations: list[str]
+) -> dict[str, Any]:
+    """One streaming run, as the stand-in saw it."""
+    calls = list(stand_in.calls)
+    messages = in_chat(stand_in, chat)
+    cards = stream_cards(stand_in, chat)
+    statuses = [
+        mid
+        for mid, m in messages.items()
+        if m.get("msg_type") == "interactive" and mid not in cards.values()
+    ]
+    patches = {
+        mid: [c.at for c in calls if c.method == "PATCH" and c.path == f"/open-apis/im/v1/messages/{mid}"]
+        for mid in statuses
+    }  # fmt: skip
+    updates = {
+        card: [
+            c.at
+            for c in calls
+            if c.method == "PUT" and c.path.startswith(f"/open-apis/cardkit/v1/cards/{card}/elements/")
+        ]
+        for card in cards
+    }  # fmt: skip
+    ops = {
+        card: [c.at for c in calls if c.path.startswith(f"/open-apis/cardkit/v1/cards/{card}/")]
+        for card in cards
+    }
+    sent = [  # each card's reference message: when the reply started to show
+        c.at for c in calls if c.method == "POST" and referenced(c.body) in cards
+    ]
+    entities = [stand_in.card_entities[c] for c in cards if c in stand_in.card_entities]
+    complete = len(entities) == 1 and (
+        entities[0]["texts"].get(STREAM_ELEMENT) == final and not entities[0]["streaming"]
+    )
+    mine = {chat, *(f"patch:{m}" for m in statuses)}
+    mine |= {f"{kind}:{c}" for c in cards for kind in ("cardkit", "sequence")}
+    first = min(sent, default=None)
+    last = max((t for v in updates.values() for t in v), default=None)
+    return {
+        "chat": chat,
+        "status_cards": len(statuses),
+        "status_patches": sum(len(v) for v in patches.values()),
+        "status_patches_accepted": sum(messages[m].get("patches", 0) for m in statuses),
+        "status_patch_peak_per_s": max((peak(v) for v in patches.values()), default=0),
+        "cards": len(cards),
+        "cardkit_updates": sum(len(v) for v in updates.values()),
+        "cardkit_update_peak_per_s": max((peak(v) for v in updates.values()), default=0),
+        "cardkit_op_peak_per_s": max((peak(v) for v in ops.values()), default=0),
+        "streamed_s": (last - first) if first is not None and last is not None else None,
+        "posts": sum(1 for m in messages.values() if m.get("msg_type") == "post"),
+        "complete": complete,
+        "refusals": sum(1 for v in violations if v in mine),
+    }
+
+
 async def wait_until(cond: Any, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -131,6 +254,12 @@ async def wait_until(cond: Any, timeout: float = 60.0) -> None:
 async def bench(quick: bool) -> dict[str, Any]:
     samples = 30 if quick else 150
     per = 4 if quick else 10
+    stream_runs = 3 if quick else 9
+    scripts = [stream_script(n) for n in range(stream_runs)]
+    streamed_chats = "".join(
+        f'\n[channels.feishu.conversations.oc_st{n}]\nagent = "script"\n'
+        for n in range(stream_runs)
+    )
     receiver = FirstReplies()
     await receiver.start()
     with feishu_stand_in() as stand_in, short_tempdir() as home:
@@ -151,16 +280,18 @@ agent = "operator"
 app_id = "{stand_in.app_id}"
 app_secret_env = "BENCH_FEISHU_SECRET"
 domain = "{stand_in.url}"
+streaming = true
 
 [channels.feishu.defaults]
 agent = "operator"
-"""
+{streamed_chats}"""
         )
         gw = Gateway(
             home,
             BENCH_WEBHOOK_SECRET=SECRET,
             BENCH_FEISHU_SECRET=stand_in.app_secret,
             NO_PROXY="127.0.0.1,localhost",
+            TETHER_RUNS__FIXTURE_ROLES="admin,member",  # the linked senders may use script
         )
         try:
             await asyncio.to_thread(stand_in.wait_for, lambda: stand_in.connected == 1, 60)
@@ -243,6 +374,32 @@ agent = "operator"
                     300,
                 )
                 base_elapsed = time.monotonic() - t0
+
+                # streaming: a fast-streaming agent in chats of its own, WAVE runs at a
+                # time (with more at once, this 2-core machine slows the agent itself)
+                violations0 = len(stand_in.rate_violations)
+
+                def push_streams(wave: range) -> None:
+                    for n in wave:
+                        body = event(scripts[n][0], f"om_st{n}", f"oc_st{n}", f"ou_b{n}")
+                        stand_in.push("im.message.receive_v1", body).result(10)
+
+                def wave_done(wave: range) -> bool:
+                    return all(stream_done(stand_in, f"oc_st{n}") for n in wave)
+
+                t0 = time.monotonic()
+                for first in range(0, stream_runs, WAVE):
+                    wave = range(first, min(first + WAVE, stream_runs))
+                    await asyncio.to_thread(push_streams, wave)
+                    with contextlib.suppress(TimeoutError):  # a run not done: reported so
+                        await wait_until(lambda wave=wave: wave_done(wave), 120)
+                    await asyncio.sleep(1.5)  # the wave's last status edits
+                stream_elapsed = time.monotonic() - t0
+                violations = stand_in.rate_violations[violations0:]
+                streams = [
+                    stream_run(stand_in, f"oc_st{n}", final, violations)
+                    for n, (_, final) in enumerate(scripts)
+                ]
             await admin.aclose()
         finally:
             gw.close()
@@ -274,6 +431,18 @@ agent = "operator"
             "ratio": (total / elapsed) / (total / base_elapsed),
             "pace_ceiling_per_s": APP_PACE,
             "of_ceiling": (sent / elapsed) / APP_PACE,
+        },
+        "streaming": {
+            "runs": stream_runs,
+            "at_once": WAVE,
+            "deltas_per_run": BATCHES * DELTAS,
+            "reply_chars": len(scripts[0][1]),
+            "elapsed_s": stream_elapsed,
+            "patch_limit_per_s": PATCH_LIMIT,
+            "cardkit_limit_per_s": CARDKIT_LIMIT,
+            "rate_limit_errors": len(violations),
+            "rate_limited": sorted(set(violations)),
+            "per_run": streams,
         },
     }
 
@@ -313,8 +482,38 @@ def main() -> None:
         f"zero rate-limit errors, nothing lost or doubled: {verdict(ok)}"
         + (f" (refused: {', '.join(tp['rate_limited'])})" if tp["rate_limited"] else "")
     )
+    st = results["streaming"]
+    runs = st["per_run"]
+    print_table(
+        f"{st['runs']} replies streamed, {st['at_once']} at once ({st['deltas_per_run']} deltas, "
+        f"{st['reply_chars']:,} characters each): calls per run, and the most in one second",
+        ["run", "streamed s", "status PATCHes", "max/s", "CardKit updates", "max/s",
+         "complete", "refused"],
+        [
+            [r["chat"], "" if r["streamed_s"] is None else r["streamed_s"], r["status_patches"],
+             r["status_patch_peak_per_s"], r["cardkit_updates"], r["cardkit_update_peak_per_s"],
+             "yes" if r["complete"] else "NO", r["refusals"]]
+            for r in runs
+        ],
+    )  # fmt: skip
+    patch_peak = max((r["status_patch_peak_per_s"] for r in runs), default=0)
+    update_peak = max((r["cardkit_update_peak_per_s"] for r in runs), default=0)
+    stream_ok = (
+        patch_peak <= st["patch_limit_per_s"]
+        and update_peak <= st["cardkit_limit_per_s"]
+        and all(r["complete"] and r["posts"] == 0 for r in runs)
+        and st["rate_limit_errors"] == 0
+    )
+    print(
+        f"\nStreaming: at most {patch_peak} PATCHes a second to a status card (limit "
+        f"{st['patch_limit_per_s']}) and {update_peak} content updates a second to a reply card "
+        f"(limit {st['cardkit_limit_per_s']}); {sum(r['complete'] for r in runs)} of "
+        f"{len(runs)} cards end with the complete reply; {st['rate_limit_errors']} refused: "
+        f"{verdict(stream_ok)}"
+        + (f" (refused: {', '.join(st['rate_limited'])})" if st["rate_limited"] else "")
+    )
     write_json("feishu", results, args.out)
-    if not ok:
+    if not (ok and stream_ok):
         raise SystemExit(1)
 
 
