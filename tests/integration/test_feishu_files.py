@@ -8,6 +8,7 @@ no one handed bytes to."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -28,6 +29,10 @@ from tests.integration.test_feishu_channel import (
 )
 from tests.support.feishu import FeishuStandIn, stand_in, write_config
 from tests.support.process import SCALE, GatewayProcess, RunnerProcess, run_cli
+from tests.support.scripted_runner import Reply, ScriptedRunner
+from tether.errors import TetherError
+from tether.protocol.methods import FILE_PULL, FILE_PUSH
+from tether.protocol.runners import FilePullParams, FilePushParams, ToolExecuteParams
 
 __all__ = ["stand_in"]
 
@@ -215,3 +220,64 @@ def test_a_put_file_no_one_handed_bytes_to_writes_nothing(
     assert out.returncode != 0
     assert "no file transfer" in out.stdout + out.stderr
     assert not (home / "ws-box" / "planted.sh").exists()
+
+
+async def test_a_runner_reaches_only_the_transfer_of_its_own_running_call(
+    home: Path, stand_in: FeishuStandIn, make_gateway: MakeGateway
+) -> None:
+    """Another runner that names a running ``put_file`` call gets nothing from it and can
+    put nothing into it; the call's own runner gets exactly the chat's bytes, and cannot
+    push into a call that writes."""
+    write_config(home, stand_in, secret_env=SECRET_ENV)
+    env = {SECRET_ENV: stand_in.app_secret, "NO_PROXY": "127.0.0.1,localhost"}
+    gw = await asyncio.to_thread(make_gateway, **env)
+    await asyncio.to_thread(stand_in.wait_for, lambda: stand_in.connected == 1, 30 * SCALE)
+    for args in (("add", "alice"), ("link", "alice", "--channel", "feishu", "--id", "ou_alice")):
+        done = await asyncio.to_thread(run_cli, home, "users", *args)
+        assert done.returncode == 0, done.stderr
+    evil = await ScriptedRunner(gw, "evil", replies={"noop": Reply()}).start()
+    seen: dict[str, Any] = {}
+
+    def pull(call_id: str) -> FilePullParams:
+        return FilePullParams(request_key=f"pull:{call_id}@0", call_id=call_id, offset=0)
+
+    def push_(call_id: str) -> FilePushParams:
+        return FilePushParams(request_key=f"push:{call_id}@0", call_id=call_id, offset=0, data=b"x")
+
+    async def refused(client: Any, method: Any, params: Any) -> str:
+        with pytest.raises(TetherError) as caught:
+            await client.call(method, params)
+        return caught.value.code
+
+    async def during(p: ToolExecuteParams) -> bytes:
+        assert evil.client is not None
+        assert box.client is not None
+        seen["evil"] = [
+            await refused(evil.client, FILE_PULL, pull(p.call_id)),
+            await refused(evil.client, FILE_PUSH, push_(p.call_id)),
+        ]
+        chunk = await box.client.call(FILE_PULL, pull(p.call_id))
+        seen["data"], seen["eof"] = chunk.data, chunk.eof
+        seen["push"] = await refused(box.client, FILE_PUSH, push_(p.call_id))
+        seen["args"] = p.args
+        return json.dumps(
+            {"path": p.args["path"], "size": p.args["size"], "sha256": p.args["sha256"],
+             "created": True}
+        ).encode()  # fmt: skip
+
+    box = await ScriptedRunner(gw, "box", replies={"put_file": Reply(during=during)}).start()
+    try:
+        stand_in.seed_resource("om_t", "img_v3_00000000", PNG, "image/png")
+        event = _post_with_image("om_t", "look", "img_v3_00000000")
+        ack = await asyncio.to_thread(push, stand_in, event, "ev_t")
+        assert ack.code == 200
+        await asyncio.to_thread(
+            stand_in.wait_for, lambda: "args" in seen and runs(home) != [], 30 * SCALE
+        )
+    finally:
+        await box.aclose()
+        await evil.aclose()
+    assert seen["evil"] == ["not_found", "not_found"]
+    assert (seen["data"], seen["eof"]) == (PNG, True)
+    assert seen["push"] == "not_found"
+    assert seen["args"]["sha256"] == hashlib.sha256(PNG).hexdigest()

@@ -69,6 +69,8 @@ async def test_enrol_register_list(make_gateway: MakeGateway, make_runner: MakeR
         "glob",
         "grep",
         "shell",
+        "put_file",
+        "get_file",
         "noop",
     }
     assert info.version

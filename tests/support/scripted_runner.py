@@ -37,6 +37,8 @@ class Reply:
     chunks: Sequence[tuple[str, str]] = ()
     result: bytes = b"{}"
     error: str | None = None
+    during: Callable[[ToolExecuteParams], Awaitable[bytes | None]] | None = None
+    """Awaited while the call runs (before the answer); bytes it returns are the result."""
 
 
 async def enroll(gw: GatewayProcess, name: str) -> tuple[str, str]:
@@ -99,9 +101,12 @@ class ScriptedRunner:
             self.client.notify(
                 TOOL_PROGRESS, ToolProgressNote(call_id=p.call_id, stream=stream, text=text)
             )  # type: ignore[arg-type]
+        result = reply.result
+        if reply.during is not None:
+            result = await reply.during(p) or result
         if reply.error is not None:
             raise ToolFailed(reply.error)
-        return ToolOutput(call_id=p.call_id, result=msgspec.Raw(reply.result), duration=0.001)
+        return ToolOutput(call_id=p.call_id, result=msgspec.Raw(result), duration=0.001)
 
     async def aclose(self) -> None:
         if self.client is not None:
