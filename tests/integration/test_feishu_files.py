@@ -139,11 +139,18 @@ def test_a_file_over_the_limit_is_not_fetched_into_the_workspace_and_the_agent_i
     stand_in.seed_resource("om_big", "file_v3_big", big)
     content = {"file_key": "file_v3_big", "file_name": "big.bin"}
     assert push(stand_in, _event("om_big", "file", content), "ev_big").code == 200
-    stand_in.wait_for(lambda: len(runs(home)) == 1, 30 * SCALE)
-    [run] = runs(home)
-    assert "big.bin" in run["input"]
-    assert "over the 65536-byte limit" in run["input"]
-    assert not (home / "ws-box" / ".tether" / "inbox" / "big.bin").exists()
+    # a size the message declares over the limit: not even downloaded
+    stand_in.seed_resource("om_said", "file_v3_said", b"small, but said to be huge")
+    content = {"file_key": "file_v3_said", "file_name": "said.bin", "file_size": 10**8}
+    assert push(stand_in, _event("om_said", "file", content), "ev_said").code == 200
+    stand_in.wait_for(lambda: len(runs(home)) == 2, 30 * SCALE)
+    inputs = sorted(r["input"] for r in runs(home))
+    assert "big.bin" in inputs[0]
+    assert "said.bin" in inputs[1]
+    for text in inputs:
+        assert "over the 65536-byte limit" in text
+    assert not (home / "ws-box" / ".tether" / "inbox").exists()
+    assert _resource_gets(stand_in) == ["/open-apis/im/v1/messages/om_big/resources/file_v3_big"]
 
 
 def test_a_viewers_file_is_never_fetched(

@@ -163,6 +163,8 @@ class ChatFiles:
     ) -> str:
         shown = described(attachment)
         limit = self.config.max_file_bytes
+        if attachment.size is not None and attachment.size > limit:  # said by the platform
+            return f"{shown}: not fetched, over the {limit}-byte limit"
         try:
             content = await channel.fetch(message, attachment, limit)
         except TooLarge:
