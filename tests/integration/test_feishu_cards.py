@@ -170,6 +170,31 @@ def test_an_expired_request_shows_on_its_card(
     assert "allowed once" not in ack.data["toast"]["content"]  # too late: said, not done
 
 
+def test_a_request_a_restart_ends_shows_as_cancelled_on_its_card(
+    home: Path, stand_in: FeishuStandIn, make_gateway: MakeGateway, make_runner: MakeRunner
+) -> None:
+    """The run waiting on the card dies with the gateway (kill -9). After the restart it
+    ends as interrupted, and its request's card, found through the ledger (the channel's
+    memory went with the process), shows it cancelled and loses its buttons."""
+    gw = start_gateway(home, stand_in, make_gateway, make_runner, session_mode="ask")
+    assert push(stand_in, message("!echo after-restart", message_id="om_c6"), "ev_c6").code == 200
+    card_id, card = request_card(stand_in)
+    gw.kill()
+    stand_in.wait_for(lambda: stand_in.connected == 0, 10 * SCALE)
+    gw.start()
+
+    def shown() -> dict[str, Any]:
+        return json.loads(stand_in.messages[card_id]["content"])
+
+    stand_in.wait_for(lambda: not buttons(shown()), 30 * SCALE)
+    assert "cancelled" in texts(shown())
+    assert [r["state"] for r in runs(home)] == ["failed"]
+    assert [mid for mid, c in all_cards(stand_in) if buttons(c)] == []  # no second card
+    ack = click(stand_in, buttons(card)["Allow once"], by="ou_alice", card_id=card_id)
+    assert "allowed once" not in ack.data["toast"]["content"]  # nothing left to allow
+    assert not any("after-restart" in r for r in replies_to(stand_in, "om_c6"))
+
+
 def test_a_question_is_answered_by_a_choice_on_its_card(
     home: Path, stand_in: FeishuStandIn, make_gateway: MakeGateway, make_runner: MakeRunner
 ) -> None:

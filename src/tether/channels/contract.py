@@ -153,6 +153,10 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     edit: str | None = None
     """Edit this platform message in place instead of sending a new one (a run's status,
     on a channel that can edit)."""
+    asked: str | None = None
+    """For a request's outcome (a ``notice`` with ``request``) on a channel with cards:
+    the text of the request as it was shown, in the message ``edit`` names (its card,
+    which can now show the outcome instead)."""
     file: Attachment | None = None
     """A file to send (``/send``): the outbox hands its bytes to
     :meth:`FileChannel.deliver_file`; ``text`` is its caption."""

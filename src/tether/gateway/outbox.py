@@ -121,6 +121,10 @@ class Outbox:
         found = self.channels.get(channel)
         return found is not None and found.capabilities.push and found.capabilities.status
 
+    def shows_cards(self, channel: str) -> bool:
+        found = self.channels.get(channel)
+        return found is not None and found.capabilities.push and found.capabilities.cards
+
     def edit_interval(self, channel: str) -> float | None:
         """Seconds between edits of one message, for a channel that edits; else None."""
         found = self.channels.get(channel)
@@ -223,9 +227,12 @@ class Outbox:
             # the lease runs out and the delivery is tried again
 
     async def _deliver(self, channel: Channel, delivery: Delivery) -> DeliveryResult:
-        """Hand one delivery to its channel: a file's bytes read from its artifact."""
+        """Hand one delivery to its channel: a file's bytes read from its artifact; a
+        request's outcome with the message that showed the request (its card)."""
         file = delivery.file
         if file is None:
+            if delivery.kind == "notice" and delivery.request and channel.capabilities.cards:
+                delivery = await self._with_request_card(delivery)
             return await channel.deliver(delivery)
         if not isinstance(channel, FileChannel) or file.artifact is None:
             return Permanent(reason=f"{delivery.channel} cannot carry files")
@@ -234,6 +241,17 @@ class Outbox:
         except NotFound:
             return Permanent(reason=f"the file {file.name!r} is no longer kept")
         return await channel.deliver_file(delivery, artifact.content)
+
+    async def _with_request_card(self, delivery: Delivery) -> Delivery:
+        """The outcome with ``edit`` and ``asked`` set from the delivered request of the
+        same run and handle (read from the ledger: it holds across restarts)."""
+        if delivery.run_id is None or delivery.edit is not None:
+            return delivery
+        for message_id, content in await self.ledger.deliveries.requests_shown(delivery.run_id):
+            shown = self._decoder.decode(content)
+            if shown.request == delivery.request and shown.conversation == delivery.conversation:
+                return msgspec.structs.replace(delivery, edit=message_id, asked=shown.text)
+        return delivery
 
     async def _send(self, record: DeliveryRecord) -> None:
         ledger = self.ledger

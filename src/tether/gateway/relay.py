@@ -189,6 +189,8 @@ class ChannelRelay:
                 self.streams.follow(conversation, event.run_id, payload.text, reply_to)
             elif event.kind in TERMINAL_EVENTS:
                 self.streams.end(event.run_id)
+        if event.kind in TERMINAL_EVENTS and self.outbox.shows_cards(conversation.channel):
+            await self._close_cards(conversation, event, lang)
         if event.kind not in RENDERED:
             return
         if isinstance(payload, ApprovalResolved | QuestionAnswered) and payload.by:
@@ -214,6 +216,29 @@ class ChannelRelay:
             request=handle,
             choices=choices,
         )
+
+    async def _close_cards(
+        self, conversation: ConversationRecord, event: Event, lang: Lang
+    ) -> None:
+        """A run's end closes the requests it still had open (``run.*`` cancels them,
+        with no event of their own): their cards say so and lose their buttons."""
+        for record in await self.ledger.requests.for_run(event.run_id):
+            closed_by_end = record.state == "cancelled" and (record.decided_by or "").startswith(
+                "run."
+            )
+            if not (record.is_open or closed_by_end):
+                continue
+            text = say(
+                lang, "resolved", handle=record.handle,
+                decision=decision_words("cancelled", lang), by="",
+            )  # fmt: skip
+            await self.outbox.send(
+                conversation,
+                text,
+                key=f"{event.run_id}:closed:{record.id}",
+                run_id=event.run_id,
+                request=record.handle,
+            )
 
     @staticmethod
     def _render(payload: Any, lang: Lang) -> tuple[str, str, str | None, list[str]] | None:

@@ -214,6 +214,23 @@ class DeliveryStore:
             at = (await conn.execute(latest)).scalar()
         return str(message), float(at or 0.0)
 
+    async def requests_shown(self, run_id: str) -> list[tuple[str, str]]:
+        """``(platform message id, content)`` of each request of the run that was
+        delivered (where a channel with cards shows it), oldest first."""
+        query = (
+            select(deliveries.c.platform_message_id, deliveries.c.content)
+            .where(
+                deliveries.c.run_id == run_id,
+                deliveries.c.kind == "request",
+                deliveries.c.state == "delivered",
+                deliveries.c.platform_message_id.is_not(None),
+            )
+            .order_by(deliveries.c.id)
+        )
+        async with self.db.reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
     async def newer_status(self, run_id: str, delivery_id: str) -> bool:
         """Whether a later status of the run waits (this one is then out of date)."""
         query = select(

@@ -249,3 +249,27 @@ async def test_deliveries_are_claimed_head_of_line_per_conversation_and_leases_e
     assert await d.settle(a1, "gw-3", state="dead", error="refused: HTTP 400")
     (next_a,) = await d.claim("gw-3", lease=30, limit=10, now=now + 100)
     assert next_a.id == a2  # a dead delivery does not block its conversation
+
+
+async def test_the_requests_a_run_showed_are_found_with_the_message_that_shows_each(
+    ledger: Ledger,
+) -> None:
+    store = ledger.deliveries
+
+    async def sent(key: str, kind: str, run_id: str, message_id: str | None) -> None:
+        made = await store.enqueue(
+            channel="feishu", conversation_id="k", run_id=run_id, kind=kind,
+            content=f'{{"key":"{key}"}}', idempotency_key=key,
+        )  # fmt: skip
+        assert made is not None
+        (claimed,) = await store.claim("gw", lease=30, limit=10)
+        state = "delivered" if message_id else "dead"
+        assert await store.settle(claimed.id, "gw", state=state, platform_message_id=message_id)
+
+    await sent("a", "request", "run_1", "om_1")
+    await sent("b", "notice", "run_1", "om_2")  # not a request
+    await sent("c", "request", "run_2", "om_3")  # another run's
+    await sent("d", "request", "run_1", None)  # never shown
+    await sent("e", "request", "run_1", "om_4")
+    assert await store.requests_shown("run_1") == [("om_1", '{"key":"a"}'), ("om_4", '{"key":"e"}')]
+    assert await store.requests_shown("run_9") == []

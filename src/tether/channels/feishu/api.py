@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import logging
 import time
@@ -319,33 +320,38 @@ class FeishuApi:
     ) -> DeliveryResult:
         """Upload ``content`` (``im:resource``) and send it as an image or a file message.
         The upload is made again on a retry; the message's ``uuid`` keeps it one message."""
-        import io
-
         im = self._lark.api.im.v1
-        if media_type in IMAGE_TYPES and len(content) <= IMAGE_UPLOAD_BYTES:
+        # each call builds its request anew: the SDK consumes the body (a token retry
+        # makes the call again)
+
+        def image() -> Any:
             body = im.CreateImageRequestBody.builder().image_type("message")
-            image = body.image(io.BytesIO(content)).build()
-            req: Any = im.CreateImageRequest.builder().request_body(image).build()
-            uploaded = await self._upload(lambda: self.client.im.v1.image.create(req), "image_key")
-            if isinstance(uploaded, str):
-                return await self.send_content(
-                    chat_id=chat_id, msg_type="image", key=key, reply_to=reply_to,
-                    content=json.dumps({"image_key": uploaded}),
-                )  # fmt: skip
-            return uploaded
-        if len(content) > FILE_UPLOAD_BYTES:
+            built = body.image(io.BytesIO(content)).build()
+            return self.client.im.v1.image.create(
+                im.CreateImageRequest.builder().request_body(built).build()
+            )
+
+        def file() -> Any:
+            body = im.CreateFileRequestBody.builder().file_name(name)
+            body = body.file_type(_FILE_TYPES.get(media_type, "stream"))
+            built = body.file(io.BytesIO(content)).build()
+            return self.client.im.v1.file.create(
+                im.CreateFileRequest.builder().request_body(built).build()
+            )
+
+        if media_type in IMAGE_TYPES and len(content) <= IMAGE_UPLOAD_BYTES:
+            msg_type, upload = "image", image
+        elif len(content) > FILE_UPLOAD_BYTES:
             return Permanent(reason=f"Feishu takes files up to {FILE_UPLOAD_BYTES} bytes")
-        kind = _FILE_TYPES.get(media_type, "stream")
-        body = im.CreateFileRequestBody.builder().file_type(kind).file_name(name)
-        file = body.file(io.BytesIO(content)).build()
-        req = im.CreateFileRequest.builder().request_body(file).build()
-        uploaded = await self._upload(lambda: self.client.im.v1.file.create(req), "file_key")
-        if isinstance(uploaded, str):
-            return await self.send_content(
-                chat_id=chat_id, msg_type="file", key=key, reply_to=reply_to,
-                content=json.dumps({"file_key": uploaded}),
-            )  # fmt: skip
-        return uploaded
+        else:
+            msg_type, upload = "file", file
+        uploaded = await self._upload(upload, f"{msg_type}_key")
+        if not isinstance(uploaded, str):
+            return uploaded
+        return await self.send_content(
+            chat_id=chat_id, msg_type=msg_type, key=key, reply_to=reply_to,
+            content=json.dumps({f"{msg_type}_key": uploaded}),
+        )  # fmt: skip
 
     async def _upload(self, call: Any, field: str) -> str | DeliveryResult:
         """An upload's image or file key (``field`` of its answer), or why there is none."""

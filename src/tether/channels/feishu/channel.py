@@ -75,7 +75,6 @@ __all__ = ["FeishuChannel"]
 
 log = logging.getLogger(__name__)
 
-_CARDS_KEPT = 10_000
 _STREAMS_KEPT = 1_000
 
 
@@ -126,7 +125,6 @@ class FeishuChannel:
         )
         self._streams: collections.OrderedDict[str, _Stream] = collections.OrderedDict()
         """A run's reply card (CardKit) while it streams, by run id."""
-        self._cards: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
         """A request's handle -> its card's message id and text (to show its outcome)."""
         self.bot_open_id: str | None = None
         self.api: FeishuApi | None = None
@@ -272,19 +270,15 @@ class FeishuChannel:
             return await self._send_card(delivery, content)
         if delivery.kind == "request" and delivery.request:
             card = request_card(delivery.text, delivery.request, delivery.choices, delivery.thread)
-            result = await self._send_card(delivery, as_content(card))
-            if isinstance(result, Delivered) and result.message_id:
-                self._remember(delivery.request, result.message_id, delivery.text)
-            return result
+            return await self._send_card(delivery, as_content(card))
         if delivery.kind == "reply" and (finished := await self._finish_stream(delivery)):
             return finished
-        if delivery.request and delivery.request in self._cards:
+        if delivery.request and delivery.edit and delivery.asked is not None:
             # a request decided, answered or expired: its card shows the outcome
-            message_id, asked = self._cards[delivery.request]
-            result = await api.patch(message_id, as_content(decided_card(asked, delivery.text)))
+            card = decided_card(delivery.asked, delivery.text)
+            result = await api.patch(delivery.edit, as_content(card))
             if not isinstance(result, Permanent):
-                return result
-            self._cards.pop(delivery.request, None)  # (too old to edit): say it instead
+                return result  # (else too old to edit: it is said instead)
         return await api.send(
             chat_id=delivery.chat_id,
             text=delivery.text,
@@ -396,11 +390,6 @@ class FeishuChannel:
             key=delivery.idempotency_key,
             reply_to=delivery.reply_to,
         )
-
-    def _remember(self, handle: str, message_id: str, text: str) -> None:
-        self._cards[handle] = (message_id, text)
-        while len(self._cards) > _CARDS_KEPT:
-            self._cards.popitem(last=False)
 
     async def aclose(self) -> None:
         if self._watch is not None:
