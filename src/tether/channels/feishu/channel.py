@@ -125,7 +125,6 @@ class FeishuChannel:
         )
         self._streams: collections.OrderedDict[str, _Stream] = collections.OrderedDict()
         """A run's reply card (CardKit) while it streams, by run id."""
-        """A request's handle -> its card's message id and text (to show its outcome)."""
         self.bot_open_id: str | None = None
         self.api: FeishuApi | None = None
         self.connection: LongConnection | None = None
