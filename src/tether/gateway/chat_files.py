@@ -16,7 +16,6 @@ artifact and sends it through the outbox, durably, as any reply.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import mimetypes
 import unicodedata
@@ -33,6 +32,7 @@ from tether.gateway.call_gate import CallGate
 from tether.gateway.outbox import Outbox
 from tether.gateway.tools import ToolGateway, Transfer
 from tether.ledger import ConversationRecord, Ledger, Session
+from tether.ledger.events import derived_artifact_id
 from tether.types import new_id
 
 __all__ = ["INBOX_DIR", "ChatFiles", "SendOutcome", "described", "safe_name", "sniffed"]
@@ -163,16 +163,17 @@ class ChatFiles:
     ) -> str:
         shown = described(attachment)
         limit = self.config.max_file_bytes
+        too_large = f"{shown}: not fetched, over the {limit}-byte limit"
         if attachment.size is not None and attachment.size > limit:  # said by the platform
-            return f"{shown}: not fetched, over the {limit}-byte limit"
+            return too_large
         try:
             content = await channel.fetch(message, attachment, limit)
         except TooLarge:
-            return f"{shown}: not fetched, over the {limit}-byte limit"
+            return too_large
         except TetherError as exc:
             return f"{shown}: could not be fetched ({exc.message})"
         if len(content) > limit:
-            return f"{shown}: not fetched, over the {limit}-byte limit"
+            return too_large
         media = attachment.media_type
         found = sniffed(content)
         if found is not None and (media.endswith("/*") or "." not in name):
@@ -182,10 +183,9 @@ class ChatFiles:
             media = "application/octet-stream"
         # the id follows from the message: a message handled again keeps one artifact
         seed = f"{message.channel}\0{message.event_id}\0{index}".encode()
-        artifact_id = "art_" + base64.b32encode(hashlib.sha256(seed).digest()).decode()[:26]
         await self.ledger.events.put_artifact(
             run_id=None, name=name, media_type=media, content=content, ttl=self.ttl,
-            artifact_id=artifact_id,
+            artifact_id=derived_artifact_id(seed),
         )  # fmt: skip
         if session.runner_id is None:
             return f"{shown}: kept by tether, not in a workspace (the session has no runner)"
