@@ -88,6 +88,34 @@ async def test_gateway_info(gateway: GatewayProcess) -> None:
     assert {t.name: t.connections for t in info.transports}["ipc"] == 1
 
 
+async def test_calls_may_follow_hello_without_waiting_for_its_answer(
+    gateway: GatewayProcess, home: Path
+) -> None:
+    """``hello`` is handled before the next frame is read, so a client may send its
+    first calls right behind it (the console does, to save a round trip); behind a
+    refused ``hello`` they are refused too."""
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping", "params": {"payload": "p"}}
+    async with aiohttp.ClientSession() as http:
+        async with await raw_ws(gateway, http) as ws:
+            await ws.send_str(json.dumps(HELLO))
+            await ws.send_str(json.dumps(ping))
+            answers = [json.loads((await asyncio.wait_for(ws.receive(), unit(5))).data)]
+            answers.append(json.loads((await asyncio.wait_for(ws.receive(), unit(5))).data))
+            assert [a["id"] for a in answers] == [1, 2]
+            assert answers[0]["result"]["role"] == "admin"
+            assert answers[1]["result"]["payload"] == "p"
+        token = json.loads(
+            run_cli(home, "--json", "users", "add", "vera", "--role", "viewer").stdout
+        )["token"]
+        async with await raw_ws(gateway, http, token) as ws:
+            await ws.send_str(json.dumps({**HELLO, "params": {"protocol": [1], "role": "runner"}}))
+            await ws.send_str(json.dumps(ping))
+            refused = json.loads((await asyncio.wait_for(ws.receive(), unit(5))).data)
+            assert refused["error"]["data"]["code"] == "forbidden"
+            behind = json.loads((await asyncio.wait_for(ws.receive(), unit(5))).data)
+            assert (behind["id"], behind["error"]["data"]["code"]) == (2, "invalid_request")
+
+
 async def test_protocol_errors_over_websocket(gateway: GatewayProcess) -> None:
     async with aiohttp.ClientSession() as http, await raw_ws(gateway, http) as ws:
         first = await rpc(ws, {"jsonrpc": "2.0", "id": 9, "method": "ping"})

@@ -18,17 +18,21 @@ from tether.protocol import methods as m
 from tether.protocol.runs import (
     ArtifactChunk,
     ArtifactGetParams,
+    EventInfo,
     EventPage,
     RunCancelParams,
     RunCreated,
     RunCreateParams,
     RunEventsParams,
     RunGetParams,
+    RunHistory,
     RunInfo,
     RunListParams,
     RunPage,
     RunSubscribeParams,
     SessionGetParams,
+    SessionHistory,
+    SessionHistoryParams,
     SessionInfo,
     SessionListParams,
     SessionPage,
@@ -38,7 +42,13 @@ from tether.protocol.runs import (
 )
 from tether.protocol.system import Empty
 
-__all__ = ["RunsApi", "owner_filter", "run_info", "session_info"]
+__all__ = ["HISTORY_BYTES", "RunsApi", "owner_filter", "run_info", "session_info"]
+
+HISTORY_BYTES = 384 * 1024
+"""About how much event payload one ``session.history`` answer carries (well inside the
+smallest frame limit a client keeps); the rest is read with ``run.events``."""
+_ENVELOPE = 128
+"""What an event's fields around its payload take in JSON, about."""
 
 
 def run_info(run: Run) -> RunInfo:
@@ -99,6 +109,7 @@ class RunsApi:
         handlers.add(m.RUN_CANCEL, self.cancel)
         handlers.add(m.SESSION_LIST, self.list_sessions)
         handlers.add(m.SESSION_GET, self.get_session)
+        handlers.add(m.SESSION_HISTORY, self.history)
         handlers.add(m.SESSION_UPDATE, self.update_session)
 
     # ---- what a person may see -----------------------------------------------------
@@ -245,6 +256,38 @@ class RunsApi:
 
     async def get_session(self, peer: Peer, p: SessionGetParams) -> SessionInfo:
         return session_info(await self.session_for(peer, p.session_id))
+
+    async def history(self, peer: Peer, p: SessionHistoryParams) -> SessionHistory:
+        """The session, its latest runs and as many of their events as the budget holds
+        (oldest run first; the run the budget cuts short, and any after it, say so)."""
+        ledger = self.ledger
+        session = await self.session_for(peer, p.session_id)
+        newest, cursor = await ledger.runs.list(
+            session_id=p.session_id, limit=p.runs, owner=owner_filter(peer)
+        )
+        runs = newest[::-1]
+        # every event costs at least its envelope, so the budget runs out before the rows do
+        rows = await ledger.events.read_runs(
+            [r.id for r in runs], limit=HISTORY_BYTES // _ENVELOPE + 1
+        )
+        events: dict[str, list[EventInfo]] = {r.id: [] for r in runs}
+        index = {r.id: i for i, r in enumerate(runs)}
+        cut, budget = len(runs), HISTORY_BYTES
+        for row in rows:
+            info = event_info(row)
+            budget -= len(info.payload) + _ENVELOPE
+            if budget < 0:
+                cut = index[row.run_id]
+                break
+            events[row.run_id].append(info)
+        return SessionHistory(
+            session=session_info(session),
+            runs=[
+                RunHistory(run=run_info(r), events=events[r.id], complete=i < cut)
+                for i, r in enumerate(runs)
+            ],
+            earlier=cursor is not None,
+        )
 
     async def update_session(self, peer: Peer, p: SessionUpdateParams) -> SessionInfo:
         await self.session_for(peer, p.session_id)

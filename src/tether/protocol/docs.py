@@ -40,7 +40,9 @@ the gateway's uid and is `admin`.
 
 - The first request on a connection is `hello`; it negotiates the protocol version
   (this build speaks {versions}) and fixes the connection's role. Only the methods whose
-  callers include that role may be called afterwards.
+  callers include that role may be called afterwards. `hello` is handled before the
+  next frame is read, so calls may follow it at once without waiting for its answer
+  (behind a refused `hello` they are refused too).
 - A person's connection (the admin token, the local socket, a login token) also has a
   user role: `owner`, `member` or `viewer`. A method lists the user roles that may call
   it; others get `forbidden`. Members and viewers see only their own runs, sessions and

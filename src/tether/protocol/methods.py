@@ -182,6 +182,15 @@ SESSION_LIST = register(
 SESSION_GET = register(
     Method("session.get", runs.SessionGetParams, runs.SessionInfo, CLIENTS, "One session.")
 )
+SESSION_HISTORY = register(
+    Method(
+        "session.history",
+        runs.SessionHistoryParams,
+        runs.SessionHistory,
+        CLIENTS,
+        "A session with its latest runs and their events, in one answer.",
+    )
+)
 SESSION_UPDATE = register(
     Method(
         "session.update",

@@ -225,6 +225,32 @@ class SessionGetParams(_Params):
     session_id: Id
 
 
+class SessionHistoryParams(_Params):
+    """A session with its latest ``runs`` runs and their events, in one answer: what a
+    view of the session shows first. Follow it with ``run.subscribe`` (``since_run`` the
+    first run here, ``after`` the last seq of each) for what comes next, with no gap."""
+
+    session_id: Id
+    runs: Annotated[int, msgspec.Meta(ge=1, le=100)] = 20
+
+
+class RunHistory(msgspec.Struct, kw_only=True):
+    run: RunInfo
+    events: list[EventInfo]
+    """From the run's first event, in ``seq`` order."""
+    complete: bool
+    """False when the answer's size budget cut this run's events short (the answer stays
+    well inside one frame): read the rest with ``run.events`` after the last seq here."""
+
+
+class SessionHistory(msgspec.Struct, kw_only=True):
+    session: SessionInfo
+    runs: list[RunHistory]
+    """Oldest first."""
+    earlier: bool
+    """The session has runs before these."""
+
+
 class SessionListParams(_Params):
     cursor: Id | None = None
     limit: Limit = 50
