@@ -7,8 +7,10 @@ A real gateway (SQLite); the ``script`` agent fills a session with 10 runs of ab
 events each (streamed text, steps, a Markdown reply). Debian's ``chromium`` through
 Playwright, logged in once; each sample is a fresh page (a new browser context: nothing
 cached) that opens the session's address and is timed from navigation start to the
-moment every run shows its final state and its reply as rendered Markdown (the page's own
-``performance.now()``). Baseline: the same page and measure for a session of one short
+moment every run shows its final state and its reply (the target), and to the moment
+every reply shows as rendered Markdown (the gateway renders it, a round trip later).
+Both are the page's own ``performance.now()``, marked by a ``MutationObserver`` (nothing
+polls the page while it loads). Baseline: the same page and measure for a session of one short
 run (about 5 events), sampled alternately with the big one. Target: <= 300 ms for 1,000
 events.
 
@@ -77,29 +79,41 @@ async def fill(admin: RpcClient, runs: int, text: str | None = None) -> tuple[st
     return session_id, events
 
 
+# marks the first moment each condition holds, from a MutationObserver the page runs
+# itself: exact to the DOM change, and nothing polls the page while it loads
+WATCH = """(runs) => {
+  const marks = (window.__marks = {});
+  const check = () => {
+    if (marks.shown === undefined && document.querySelectorAll(
+        '.run[data-state="succeeded"] .msg.agent[data-final]').length === runs) {
+      marks.shown = performance.now();
+    }
+    if (marks.rendered === undefined &&
+        document.querySelectorAll('.run .msg.agent .text.md').length === runs) {
+      marks.rendered = performance.now();
+    }
+  };
+  new MutationObserver(check).observe(document, {
+    subtree: true, childList: true, attributes: true,
+  });
+}"""
+
+
 async def render_ms(browser: Browser, url: str, storage: Any, runs: int) -> tuple[float, float]:
     """(ms to every run shown in its final state with its reply, ms to the replies
     shown as Markdown), from navigation start."""
     context = await browser.new_context(storage_state=storage)
+    await context.add_init_script(f"({WATCH})({runs})")
     page = await context.new_page()
     try:
         await page.goto(url)
-        shown = await page.wait_for_function(
-            """(runs) => document.querySelectorAll(
-                '.run[data-state="succeeded"] .msg.agent[data-final]').length === runs
-                ? performance.now() : false""",
-            arg=runs,
+        marks = await page.wait_for_function(
+            "() => window.__marks.rendered !== undefined && window.__marks",
             timeout=30_000,
-            polling=1,
+            polling=50,
         )
-        rendered = await page.wait_for_function(
-            """(runs) => document.querySelectorAll('.run .msg.agent .text.md').length === runs
-                ? performance.now() : false""",
-            arg=runs,
-            timeout=30_000,
-            polling=1,
-        )
-        return float(await shown.json_value()), float(await rendered.json_value())
+        found = await marks.json_value()
+        return float(found["shown"]), float(found["rendered"])
     finally:
         await context.close()
 

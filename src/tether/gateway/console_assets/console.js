@@ -295,22 +295,29 @@ function openChat(view) {
 async function subscribe(view) {
   view.subscribing = true;
   try {
-    // one round trip for the session and the names its timeline shows, then the events
+    // one round trip for the session, its latest runs with their events, and the names
+    // its timeline shows; the subscription then starts where these end
     const needNames = isOwner() && Object.keys(state.names).length === 0;
-    const [session, , listed, runs] = await Promise.all([
-      link.call("session.get", { session_id: view.sessionId }),
+    const [got, , listed] = await Promise.all([
+      view.loaded
+        ? link.call("session.get", { session_id: view.sessionId })
+        : link.call("session.history", { session_id: view.sessionId, runs: HISTORY_RUNS }),
       knowRunners(),
       needNames ? link.call("user.list", {}).catch(() => ({ users: [] })) : { users: [] },
-      view.loaded ? null : readHistory(view.sessionId),
     ]);
     for (const u of listed.users) state.names[u.id] = u.name;
     if (state.view !== view) return;
+    const session = view.loaded ? got : got.session;
     view.timeline.agent = session.agent;
     $("chat-meta").textContent = t("session_meta", {
       agent: session.agent, runner: runnerName(session.runner_id),
       workspace: session.workspace ?? "—", mode: session.mode ?? "ask",
     });
-    if (runs) showHistory(view, runs);
+    if (!view.loaded) {
+      await readRest(got.runs);
+      if (state.view !== view) return;
+      showHistory(view, got);
+    }
     const sub = await link.call("run.subscribe", {
       session_id: view.sessionId, after: view.timeline.cursor(),
       since_run: view.timeline.firstRun(),
@@ -328,26 +335,25 @@ async function subscribe(view) {
   }
 }
 
-/** The session's latest runs, each read in pages of events (a few large frames, not
- * one per event); the subscription then starts where these end. */
-async function readHistory(sessionId) {
-  const listed = await link.call("run.list", { session_id: sessionId, limit: HISTORY_RUNS });
-  const runs = listed.runs.slice().reverse(); // oldest first
-  const pages = await Promise.all(runs.map((run) => eventsOf(run.id)));
-  return { pages, more: listed.next_cursor !== null, count: runs.length };
+/** The events the history's size budget left out, read in pages. */
+async function readRest(runs) {
+  await Promise.all(runs.filter((r) => !r.complete).map(async (r) => {
+    const last = r.events.length ? r.events[r.events.length - 1].seq : 0;
+    r.events.push(...(await eventsOf(r.run.id, last)));
+  }));
 }
 
-function showHistory(view, { pages, more, count }) {
-  if (more) note(t("earlier_runs", { count }));
-  for (const events of pages) for (const event of events) view.timeline.add(event);
+function showHistory(view, { runs, earlier }) {
+  if (earlier) note(t("earlier_runs", { count: runs.length }));
+  for (const r of runs) for (const event of r.events) view.timeline.add(event);
   view.loaded = true;
   $("timeline-empty").hidden = view.timeline.order.length > 0;
   window.scrollTo({ top: document.body.scrollHeight });
 }
 
-async function eventsOf(runId) {
+async function eventsOf(runId, after = 0) {
   const events = [];
-  for (let after = 0; ;) {
+  for (;;) {
     const page = await link.call("run.events", { run_id: runId, after_seq: after, limit: 500 });
     events.push(...page.events);
     if (page.events.length < 500) return events;

@@ -37,15 +37,19 @@ export class Link {
     const ws = new WebSocket(`${scheme}://${location.host}/ws`);
     this.ws = ws;
     this.helloRole = this.role();
-    ws.addEventListener("open", async () => {
-      try {
-        await this.raw(ws, "hello", { protocol: [1], role: this.helloRole });
-      } catch (err) {
-        console.warn("the gateway refused", err);
-        ws.close();
-        return;
-      }
-      this.retry = 0;
+    ws.addEventListener("open", () => {
+      // the gateway handles ``hello`` before it reads the next frame, so calls follow it
+      // at once (no round trip of its own); if it is refused, they are too and the
+      // connection closes
+      this.raw(ws, "hello", { protocol: [1], role: this.helloRole }).then(
+        () => {
+          if (ws === this.ws) this.retry = 0;
+        },
+        (err) => {
+          console.warn("the gateway refused", err);
+          ws.close();
+        },
+      );
       this.ready = true;
       this.onState("live");
       this.onOpen();
