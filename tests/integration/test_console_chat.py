@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from tests.support import runs as r
 from tests.support.browser import PHONE, browser, logged_in, shoot
-from tests.support.people import OPERATOR, add_user
+from tests.support.people import MEMBERS_MAY_SCRIPT, OPERATOR, add_user, as_user
 from tests.support.process import GatewayProcess, RunnerProcess, run_cli
 from tests.support.webhook import SECRET, SECRET_ENV, WebhookStandIn, config_toml, event, hook, post
+from tether.gateway.runs_api import HISTORY_BYTES
 
 __all__ = ["browser", "hook"]
 
@@ -191,6 +193,32 @@ async def test_a_reload_and_a_gateway_restart_mid_run_resume_with_nothing_twice(
     assert await after.locator(".items > li").count() == await second.locator(".items > li").count()
     lines = (await after.locator(".output pre").first.text_content() or "").splitlines()
     assert len(lines) == len(set(lines))
+
+
+async def test_a_session_larger_than_one_answer_opens_whole(
+    make_gateway: MakeGateway, browser: Browser, home: Path
+) -> None:
+    """A session whose events outweigh ``session.history``'s budget: the page reads on
+    where the answer stopped (in pages, then the subscription from there), so every run
+    shows whole, once."""
+    gw = make_gateway(**MEMBERS_MAY_SCRIPT)
+    alice = await add_user(gw, "alice")
+    size = 16 * 1024
+    async with await as_user(gw, alice) as c:
+        big = await r.start(c, f"events {HISTORY_BYTES // size + 8} {size}\nsay big-done")
+        sid = big.run.session_id
+        after = await r.start(c, "say second-done", session_id=sid, steer=False)
+        for run_id in (big.run.id, after.run.id):
+            await r.wait_state(c, run_id)
+    page = await logged_in(browser, gw.url, alice)
+    await page.goto(f"{gw.url}/#/s/{sid}")
+    runs = page.locator(".run")
+    await expect(runs).to_have_count(2)
+    for i, text in enumerate(["big-done", "second-done"]):
+        await expect(runs.nth(i)).to_have_attribute("data-state", "succeeded")
+        await expect(runs.nth(i).locator(".msg.agent[data-final] .text")).to_have_text(text)
+        assert await runs.nth(i).locator(".msg.agent").count() == 1
+    assert page.problems == []  # type: ignore[attr-defined]
 
 
 async def test_agent_output_that_tries_to_be_html_is_shown_as_text(
