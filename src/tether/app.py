@@ -195,7 +195,13 @@ def _build(
         node=config.runs.node_id or default_node_id(str(config.data_path)),
     )
     system = SystemApi(server)
-    runs_api = RunsApi(ledger, orchestrator, fanout, metrics)
+    runs_api = RunsApi(
+        ledger,
+        orchestrator,
+        fanout,
+        metrics,
+        page_bytes=max(16 * 1024, config.limits.max_frame_bytes * 3 // 8),
+    )
     runners_api = RunnersApi(
         config,
         server=server,

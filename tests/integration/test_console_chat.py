@@ -19,7 +19,7 @@ from tests.support.browser import PHONE, browser, logged_in, shoot
 from tests.support.people import MEMBERS_MAY_SCRIPT, OPERATOR, add_user, as_user
 from tests.support.process import GatewayProcess, RunnerProcess, run_cli
 from tests.support.webhook import SECRET, SECRET_ENV, WebhookStandIn, config_toml, event, hook, post
-from tether.gateway.runs_api import HISTORY_BYTES
+from tether.gateway.runs_api import PAGE_BYTES
 
 __all__ = ["browser", "hook"]
 
@@ -205,7 +205,7 @@ async def test_a_session_larger_than_one_answer_opens_whole(
     alice = await add_user(gw, "alice")
     size = 16 * 1024
     async with await as_user(gw, alice) as c:
-        big = await r.start(c, f"events {HISTORY_BYTES // size + 8} {size}\nsay big-done")
+        big = await r.start(c, f"events {PAGE_BYTES // size + 8} {size}\nsay big-done")
         sid = big.run.session_id
         after = await r.start(c, "say second-done", session_id=sid, steer=False)
         for run_id in (big.run.id, after.run.id):

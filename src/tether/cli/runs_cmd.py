@@ -262,6 +262,8 @@ def events(
         for event in page.events:
             typer.echo(_event_line(event))
         typer.echo(f"state {page.state}, last seq {page.last_seq}")
+        if page.more:
+            typer.echo(f"more: tether runs events {run_id} --after {page.last_seq}")
 
     context.current().emit(page, human)
 

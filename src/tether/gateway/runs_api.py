@@ -42,11 +42,12 @@ from tether.protocol.runs import (
 )
 from tether.protocol.system import Empty
 
-__all__ = ["HISTORY_BYTES", "RunsApi", "owner_filter", "run_info", "session_info"]
+__all__ = ["PAGE_BYTES", "RunsApi", "owner_filter", "run_info", "session_info"]
 
-HISTORY_BYTES = 384 * 1024
-"""About how much event payload one ``session.history`` answer carries (well inside the
-smallest frame limit a client keeps); the rest is read with ``run.events``."""
+PAGE_BYTES = 384 * 1024
+"""About how much event payload one answer of ``run.events`` or ``session.history``
+carries with the default frame limit of 1 MB (3/8 of it; an event's payload may be
+64 KB): a page stops there and says there is more."""
 _ENVELOPE = 128
 """What an event's fields around its payload take in JSON, about."""
 
@@ -89,8 +90,16 @@ class RunsApi:
     Owners see everything."""
 
     def __init__(
-        self, ledger: Ledger, orchestrator: Orchestrator, fanout: Fanout, metrics: GatewayMetrics
+        self,
+        ledger: Ledger,
+        orchestrator: Orchestrator,
+        fanout: Fanout,
+        metrics: GatewayMetrics,
+        *,
+        page_bytes: int = PAGE_BYTES,
     ) -> None:
+        self.page_bytes = page_bytes
+        """How much one page of events carries, about (see :data:`PAGE_BYTES`)."""
         self.ledger = ledger
         self.orchestrator = orchestrator
         self.fanout = fanout
@@ -191,12 +200,18 @@ class RunsApi:
     async def events(self, peer: Peer, p: RunEventsParams) -> EventPage:
         ledger = self.ledger
         run = await self.run_for(peer, p.run_id)
-        events = await ledger.events.read(p.run_id, after_seq=p.after_seq, limit=p.limit)
+        rows = await ledger.events.read(p.run_id, after_seq=p.after_seq, limit=p.limit + 1)
+        events: list[EventInfo] = []
+        budget = self.page_bytes
+        for row in rows[: p.limit]:
+            info = event_info(row)
+            budget -= len(info.payload) + _ENVELOPE
+            if budget < 0 and events:  # (one event always fits a frame)
+                break
+            events.append(info)
         last = events[-1].seq if events else await ledger.events.last_seq(p.run_id)
         return EventPage(
-            events=[event_info(e) for e in events],
-            state=run.state,
-            last_seq=last,
+            events=events, state=run.state, last_seq=last, more=len(rows) > len(events)
         )
 
     async def subscribe(self, peer: Peer, p: RunSubscribeParams) -> Subscribed:
@@ -268,11 +283,11 @@ class RunsApi:
         runs = newest[::-1]
         # every event costs at least its envelope, so the budget runs out before the rows do
         rows = await ledger.events.read_runs(
-            [r.id for r in runs], limit=HISTORY_BYTES // _ENVELOPE + 1
+            [r.id for r in runs], limit=self.page_bytes // _ENVELOPE + 1
         )
         events: dict[str, list[EventInfo]] = {r.id: [] for r in runs}
         index = {r.id: i for i, r in enumerate(runs)}
-        cut, budget = len(runs), HISTORY_BYTES
+        cut, budget = len(runs), self.page_bytes
         for row in rows:
             info = event_info(row)
             budget -= len(info.payload) + _ENVELOPE

@@ -151,6 +151,9 @@ class RunPage(msgspec.Struct, kw_only=True):
 
 
 class RunEventsParams(_Params):
+    """A page of the run's events after ``after_seq``, in ``seq`` order; read on while
+    the page says ``more``."""
+
     run_id: Id
     after_seq: Annotated[int, msgspec.Meta(ge=0)] = 0
     limit: Limit = 500
@@ -183,6 +186,11 @@ class EventPage(msgspec.Struct, kw_only=True):
     events: list[EventInfo]
     state: RunState
     last_seq: int
+    """The last seq in this page (the run's last when the page is empty)."""
+    more: bool
+    """The run has events after this page: ask again after ``last_seq``. A page stops at
+    ``limit`` events or at about 3/8 of the frame limit (384 KB by default), whichever
+    comes first."""
 
 
 class RunSubscribeParams(_Params):

@@ -27,6 +27,7 @@ from tether.errors import (
     Overloaded,
     RequestTimeout,
     TetherError,
+    TooLarge,
 )
 from tether.protocol.methods import Method
 from tether.protocol.session import (
@@ -230,7 +231,17 @@ class Connection:
         self._reply(event, result, start)
 
     def _reply(self, event: RequestReceived, result: Any, start: float) -> None:
-        self.send_frame(self.session.result(event.id, result))
+        frame = self.session.result(event.id, result)
+        if len(frame) > self.session.max_frame_bytes:
+            # a peer keeps the same limit: it would drop the answer and wait for it
+            exc = TooLarge(
+                f"the answer to {event.method.name!r} ({len(frame)} bytes) exceeds the frame "
+                f"limit of {self.session.max_frame_bytes} bytes; ask for less",
+                data={"limit": self.session.max_frame_bytes},
+            )
+            self._reply_error(event, exc, start)
+            return
+        self.send_frame(frame)
         if self.observer is not None:
             self.observer(event.method.name, time.perf_counter() - start if start else 0.0, "ok")
 

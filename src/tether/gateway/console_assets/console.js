@@ -356,8 +356,8 @@ async function eventsOf(runId, after = 0) {
   for (;;) {
     const page = await link.call("run.events", { run_id: runId, after_seq: after, limit: 500 });
     events.push(...page.events);
-    if (page.events.length < 500) return events;
-    after = page.events[page.events.length - 1].seq;
+    if (!page.more || !page.events.length) return events;
+    after = page.last_seq;
   }
 }
 

@@ -1,5 +1,6 @@
-"""``session.history``: a session's latest runs with their events in one answer (what the
-web console opens a session with), bounded in size, and only for who may see it."""
+"""Reading what happened: ``run.events`` pages and ``session.history`` (a session's latest
+runs with their events in one answer, what the web console opens a session with), each
+bounded in size so it fits a frame, and only for who may see it."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import pytest
 from tests.support import runs as r
 from tests.support.people import MEMBERS_MAY_SCRIPT, add_user, as_user
 from tests.support.process import GatewayProcess
-from tether.errors import NotFound
-from tether.gateway.runs_api import HISTORY_BYTES
-from tether.protocol.methods import RUN_EVENTS, SESSION_HISTORY
-from tether.protocol.runs import RunEventsParams, SessionHistoryParams
+from tether.errors import NotFound, TooLarge
+from tether.gateway.runs_api import PAGE_BYTES
+from tether.protocol.methods import RUN_CREATE, RUN_EVENTS, SESSION_HISTORY
+from tether.protocol.runs import RunCreateParams, RunEventsParams, SessionHistoryParams
 from tether.transport.client import RpcClient, connect_ipc
 
 MakeGateway = Callable[..., GatewayProcess]
@@ -25,9 +26,60 @@ async def every_event(c: RpcClient, run_id: str, after: int = 0) -> list[tuple[i
     while True:
         page = await c.call(RUN_EVENTS, RunEventsParams(run_id=run_id, after_seq=after))
         out += [(e.seq, e.kind, bytes(e.payload)) for e in page.events]
-        if len(page.events) < 500:
+        if not page.more:
             return out
-        after = page.events[-1].seq
+        after = page.last_seq
+
+
+async def test_pages_of_large_events_stop_inside_a_frame_and_say_there_is_more(
+    make_gateway: MakeGateway,
+) -> None:
+    """Events of 60 KB (just under what an event row holds inline): a page of 500 of them
+    would be 30 MB, which a client refuses (and would wait for); pages stop at the
+    budget instead, and reading on while they say ``more`` gives every event once."""
+    gw = make_gateway()
+    size = 60_000
+    async with await connect_ipc(gw.socket) as c:
+        started = await r.start(c, f"events 40 {size}\nsay done")
+        await r.wait_state(c, started.run.id)
+        pages, after = [], 0
+        while True:
+            page = await c.call(RUN_EVENTS, RunEventsParams(run_id=started.run.id, after_seq=after))
+            pages.append(page)
+            if not page.more:
+                break
+            after = page.last_seq
+        assert len(pages) >= 3
+        for page in pages:
+            assert sum(len(e.payload) for e in page.events) <= PAGE_BYTES
+        seqs = [e.seq for page in pages for e in page.events]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert sum(e.kind == "agent.delta" for page in pages for e in page.events) == 40
+        assert pages[-1].events[-1].kind == "run.succeeded"
+
+        short = await c.call(RUN_EVENTS, RunEventsParams(run_id=started.run.id, limit=3))
+        assert ([e.seq for e in short.events], short.more) == ([1, 2, 3], True)
+        rest = await c.call(RUN_EVENTS, RunEventsParams(run_id=started.run.id, after_seq=seqs[-1]))
+        assert (rest.events, rest.more, rest.last_seq) == ([], False, seqs[-1])
+
+
+async def test_an_answer_over_the_frame_limit_is_refused_at_once_not_lost(
+    make_gateway: MakeGateway,
+) -> None:
+    """With a small frame limit one event can outgrow a frame: the gateway answers
+    ``too_large`` instead of sending what the client would drop (and then wait for)."""
+    limit = 32 * 1024
+    gw = make_gateway(TETHER_LIMITS__MAX_FRAME_BYTES=str(limit))
+    async with await connect_ipc(gw.socket, max_frame_bytes=limit) as c:
+        started = await c.call(RUN_CREATE, RunCreateParams(input="events 1 40000\nsay x"))
+        await r.wait_state(c, started.run.id)
+        first = await c.call(RUN_EVENTS, RunEventsParams(run_id=started.run.id))
+        assert first.more is True, [(e.seq, e.kind, len(e.payload)) for e in first.events]
+        with pytest.raises(TooLarge, match="ask for less"):
+            params = RunEventsParams(run_id=started.run.id, after_seq=first.last_seq)
+            await c.call(RUN_EVENTS, params, timeout=5)
+        small = await c.call(RUN_EVENTS, RunEventsParams(run_id=started.run.id, limit=1))
+        assert small.more is True  # the connection is still good
 
 
 async def test_the_latest_runs_oldest_first_with_every_event(make_gateway: MakeGateway) -> None:
@@ -66,7 +118,7 @@ async def test_a_history_over_its_budget_says_which_runs_to_read_on(
     on from their last seq gives exactly the rest: no gap, no duplicate."""
     gw = make_gateway()
     size = 16 * 1024
-    count = HISTORY_BYTES // size + 8  # one run alone is over the budget
+    count = PAGE_BYTES // size + 8  # one run alone is over the budget
     async with await connect_ipc(gw.socket) as c:
         first = await r.start(c, f"events {count} {size}\nsay big")
         sid = first.run.session_id
@@ -78,7 +130,7 @@ async def test_a_history_over_its_budget_says_which_runs_to_read_on(
         cut, after = history.runs
         assert (cut.complete, after.complete, after.events) == (False, False, [])
         weight = sum(len(e.payload) for e in cut.events)
-        assert 0 < weight <= HISTORY_BYTES
+        assert 0 < weight <= PAGE_BYTES
         for h in (cut, after):
             shown = [(e.seq, e.kind, bytes(e.payload)) for e in h.events]
             last = h.events[-1].seq if h.events else 0
