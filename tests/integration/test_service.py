@@ -122,6 +122,70 @@ def test_install_writes_a_user_unit_and_uninstall_removes_it(home: Path) -> None
     assert "tether-gateway.service is not installed" in twice.stdout
 
 
+def test_secrets_reach_the_service_only_with_env_in_a_file_only_its_user_reads(
+    home: Path,
+) -> None:
+    key = "sk-test-0123456789abcdef"
+    (home / "config").mkdir(exist_ok=True)
+    (home / "config" / "config.toml").write_text('[agents.openai]\nmodel = "m"\n')
+    env = {**stand_ins(home), "OPENAI_API_KEY": key}
+    unit = unit_path(home)
+    secrets = home / "config" / "gateway.env"
+
+    plain = run_cli(home, "--json", "service", "install", "gateway", "--no-start", env=env)
+    assert plain.returncode == 0, plain.stderr
+    said = json.loads(plain.stdout)
+    # the key the config reads is set here, and the service would not have it: said so
+    assert (said["secrets"], said["secrets_not_carried"]) == ([], ["OPENAI_API_KEY"])
+    human = run_cli(home, "service", "install", "gateway", "--no-start", env=env)
+    assert "install again with --env OPENAI_API_KEY" in human.stdout
+    assert not secrets.exists()
+    assert settings(unit.read_text(), "EnvironmentFile") == [f"-{secrets}"]
+
+    carried = run_cli(
+        home, "service", "install", "gateway", "--no-start", "--env", "OPENAI_API_KEY", env=env
+    )
+    assert carried.returncode == 0, carried.stderr
+    assert f"kept OPENAI_API_KEY in {secrets} (mode 0600)" in carried.stdout
+    assert f"unchanged {unit}" in carried.stdout  # the unit only names the file
+    assert secrets.stat().st_mode & 0o777 == 0o600
+    assert f"OPENAI_API_KEY={key}" in secrets.read_text().splitlines()
+    assert key not in unit.read_text() + carried.stdout + carried.stderr
+    if shutil.which("systemd-analyze") is not None:
+        verify(home, unit)
+
+    again = run_cli(home, "--json", "service", "install", "gateway", "--no-start", env=env)
+    assert json.loads(again.stdout)["secrets_not_carried"] == []  # kept across installs
+    assert (json.loads(again.stdout)["secrets"], secrets.exists()) == (["OPENAI_API_KEY"], True)
+
+    # a line written by hand in systemd's quoting stays as it is; a new value replaces the old
+    secrets.write_text(secrets.read_text() + 'TETHER_HAND="two words"\n')
+    rotated = {**env, "OPENAI_API_KEY": "sk-rotated"}
+    args = ("service", "install", "gateway", "--no-start", "--env", "OPENAI_API_KEY")
+    assert run_cli(home, *args, env=rotated).returncode == 0
+    held = secrets.read_text().splitlines()
+    assert [line for line in held if "OPENAI_API_KEY=" in line] == ["OPENAI_API_KEY=sk-rotated"]
+    assert 'TETHER_HAND="two words"' in held
+    assert secrets.stat().st_mode & 0o777 == 0o600
+
+    before = secrets.read_text()
+    for name, value, why in (
+        ("NOT_SET_ANYWHERE", None, "is not set in this environment"),
+        ("OPENAI_API_KEY", 'sk-"quoted" $HOME', "cannot carry unambiguously"),
+    ):
+        bad = {**env, "OPENAI_API_KEY": value} if value else env
+        refused = run_cli(
+            home, "service", "install", "gateway", "--no-start", "--env", name, env=bad
+        )
+        assert (refused.returncode, why in refused.stderr) == (2, True), refused.stderr
+        assert secrets.read_text() == before  # nothing written
+
+    gone = run_cli(home, "--json", "service", "uninstall", "gateway", env=env)
+    assert gone.returncode == 0, gone.stderr
+    assert json.loads(gone.stdout)["files"] == [str(unit), str(secrets)]
+    assert not secrets.exists()  # no secret is left behind
+
+
 NO_ANALYZE = "systemd-analyze is not installed here: systemd itself cannot check the unit"
 
 

@@ -25,6 +25,7 @@ from tether.cli.service_units import (
     SERVICES,
     Service,
     ServiceSpec,
+    environment_file_line,
     launchd_label,
     launchd_plist,
     stop_timeout,
@@ -134,6 +135,80 @@ def _environment(config: Config) -> dict[str, str]:
     return env
 
 
+def secret_names(config: Config, service: Service) -> list[str]:
+    """The environment variables ``service`` reads secrets from under ``config``."""
+    names: list[str] = []
+    agents = config.agents
+    if service == "gateway":
+        if agents.openai.model:
+            names.append(agents.openai.api_key_env)
+        names += [w.secret_env for w in config.channels.webhook.values()]
+        feishu = config.channels.feishu
+        if feishu.app_id:
+            names.append(feishu.app_secret_env)
+            if feishu.mode == "webhook":
+                names += [feishu.verification_token_env, feishu.encrypt_key_env]
+    else:
+        from tether.runner.agents.presets import PRESETS
+
+        names += agents.codex.env
+        for preset in PRESETS.values():
+            hosted = agents.preset(preset.id)
+            names += [hosted.key_env or preset.key_env, *hosted.env]
+    return sorted({n for n in names if n})
+
+
+def env_file(config: Config, service: Service) -> Path:
+    """The file of the service's secrets, beside its config (systemd reads it)."""
+    return config.config_path / f"{service}.env"
+
+
+def _assigned(line: str) -> str | None:
+    """The name a line of an environment file assigns (None: a comment or a blank)."""
+    name, sep, _ = line.strip().partition("=")
+    return name.strip() if sep and name and not name.startswith(("#", ";")) else None
+
+
+def _names_in_env_file(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    return {n for n in map(_assigned, path.read_text(encoding="utf-8").splitlines()) if n}
+
+
+def _write_env_file(path: Path, values: dict[str, str]) -> None:
+    """Set ``values`` in the file; every other line stays as it is (a value written there
+    by hand, in systemd's quoting, included)."""
+    old = (
+        path.read_text(encoding="utf-8").splitlines()
+        if path.exists()
+        else [
+            "# Secrets of a tether service, one NAME=value per line (read by systemd:",
+            "# EnvironmentFile=). `tether service install SERVICE --env NAME` sets one.",
+        ]
+    )
+    kept = [line for line in old if _assigned(line) not in values]
+    lines = [*kept, *(environment_file_line(k, v) for k, v in sorted(values.items()))]
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n")
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+def _carried_secrets(names: list[str]) -> dict[str, str]:
+    """The values of ``names`` in this environment (each must be set and writable)."""
+    values: dict[str, str] = {}
+    for name in names:
+        value = os.environ.get(name)
+        if value is None:
+            raise ConfigError(f"--env {name}: {name} is not set in this environment")
+        environment_file_line(name, value)  # refused here, before anything is written
+        values[name] = value
+    return values
+
+
 def _check_runner(config: Config) -> None:
     from tether.runner.identity import IDENTITY_FILE, load_identity
 
@@ -152,21 +227,23 @@ def _check_runner(config: Config) -> None:
         )
 
 
-def _spec(service: Service, config: Config) -> ServiceSpec:
+def _spec(service: Service, config: Config, secrets: dict[str, str]) -> ServiceSpec:
     grace = config.limits.shutdown_grace if service == "gateway" else config.runner.shutdown_grace
     return ServiceSpec(
         service=service,
         python=str(Path(sys.executable).absolute()),
         environment=_environment(config),
         stop_timeout=stop_timeout(grace),
+        environment_file=str(env_file(config, service)),
+        secrets=secrets,
     )
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
-    tmp.chmod(0o644)
+    tmp.chmod(mode)
     tmp.replace(path)
 
 
@@ -200,11 +277,15 @@ def _start(where: Installed) -> str | None:
     "install",
     epilog=examples(
         "tether service install gateway",
+        "tether service install gateway --env OPENAI_API_KEY --env TETHER_FEISHU_APP_SECRET",
         "tether service install runner --no-start",
         "tether --config ~/tether.toml service install gateway --force",
         after="The unit runs this Python (`-m tether gateway` or `runner`) with the config "
         "file and the config, data and runtime directories in effect now, and this PATH; "
-        "other TETHER_* variables are not carried (put settings in the config file). It "
+        "other TETHER_* variables are not carried (put settings in the config file). "
+        "Secrets (the API keys and channel secrets the config names) are carried only with "
+        "--env NAME, into <config dir>/SERVICE.env (mode 0600; kept across installs, removed "
+        "by uninstall); the install names those set here that the service will not have. It "
         "restarts on failure (not after a bad config or a rejected credential) and logs to "
         "the journal. Exit status: 0 when written (and started); 1 when a different unit "
         "is already there (use --force) or the service manager could not start it (the "
@@ -219,6 +300,16 @@ def install(
     force: Annotated[
         bool, typer.Option("--force", help="Replace a different unit file already there.")
     ] = False,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env",
+            metavar="NAME",
+            help="Give the service this variable's value from here (an API key, a channel "
+            "secret), kept in <config dir>/SERVICE.env (mode 0600), not in the unit. "
+            "Repeat for more.",
+        ),
+    ] = None,
 ) -> None:
     """Write the service's unit (a launchd agent on macOS), then enable and start it."""
     cli = context.current()
@@ -227,9 +318,11 @@ def install(
     if which == "runner":
         _check_runner(config)
     where = installed(which)
-    spec = _spec(which, config)
-    log_file = config.data_path / "logs" / f"{which}.log"
     launchd = where.manager == "launchd"
+    given = _carried_secrets(sorted(set(env or [])))
+    secrets_file = env_file(config, which)
+    spec = _spec(which, config, given if launchd else {})
+    log_file = config.data_path / "logs" / f"{which}.log"
     text = launchd_plist(spec, str(log_file)) if launchd else systemd_unit(spec)
     old = where.path.read_text(encoding="utf-8") if where.path.exists() else None
     if old is not None and old != text and not force:
@@ -237,12 +330,22 @@ def install(
             f"{where.path} exists and differs from what would be written: "
             "give --force to replace it (or `tether service uninstall` first)"
         )
+    carried = set(given)
+    if not launchd:
+        if given:
+            _write_env_file(secrets_file, given)
+        carried |= _names_in_env_file(secrets_file)
     if old != text:
         if launchd:
             log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write(where.path, text)
+        _write(where.path, text, 0o600 if given and launchd else 0o644)
     problem = "not started (--no-start)" if no_start else _start(where)
-    not_carried = sorted(k for k in os.environ if k.startswith("TETHER_") and k not in NOT_NOTED)
+    needed = [n for n in secret_names(config, which) if n in os.environ and n not in carried]
+    not_carried = sorted(
+        k
+        for k in os.environ
+        if k.startswith("TETHER_") and k not in NOT_NOTED and k not in carried and k not in needed
+    )
     logs = "tether logs -f" + ("" if which == "gateway" else " runner")
     data: dict[str, Any] = {
         "service": which,
@@ -254,6 +357,9 @@ def install(
         "problem": None if no_start else problem,
         "commands": _manual(where) if problem is not None else [],
         "not_carried": not_carried,
+        "env_file": None if launchd else str(secrets_file),
+        "secrets": sorted(carried),
+        "secrets_not_carried": needed,
     }
 
     def human() -> None:
@@ -266,6 +372,14 @@ def install(
                 lines.append(f"could not start it: {problem}")
             lines.append("start it with:")
             lines += [f"  {c}" for c in _manual(where)]
+        if given:
+            where_kept = where.path if launchd else f"{secrets_file} (mode 0600)"
+            lines.append(f"kept {', '.join(sorted(given))} in {where_kept}")
+        if needed:
+            lines.append(
+                f"note: the service will not have {', '.join(needed)} (set here, read by the "
+                "config): install again with " + " ".join(f"--env {n}" for n in needed)
+            )
         if not_carried:
             lines.append(
                 "note: not written to the unit (put them in the config file): "
@@ -289,8 +403,8 @@ def install(
     epilog=examples(
         "tether service uninstall gateway",
         "tether service uninstall runner --json",
-        after="Stops and disables the service and removes its unit file; nothing installed "
-        "is not an error. Exit status: 0 when it is gone (or was never there); 2 for a bad "
+        after="Stops and disables the service and removes its unit file, and its file of "
+        "secrets (<config dir>/SERVICE.env); nothing installed is not an error. Exit status: 0 when it is gone (or was never there); 2 for a bad "
         "argument.",
     ),
 )
@@ -317,13 +431,24 @@ def uninstall(service: ServiceArg) -> None:
             detail = (done.stderr or done.stdout).strip().splitlines()
             warnings.append(f"`{' '.join(argv)}` failed: {detail[-1] if detail else ''}")
     where.path.unlink(missing_ok=True)
+    removed = [str(where.path)]
     if where.manager == "systemd":
         done = _run("systemctl", "--user", "daemon-reload")
         if done is not None and done.returncode != 0:
             warnings.append("`systemctl --user daemon-reload` failed")
+        secrets = env_file(cli.config(), which)  # it holds secrets: nothing is left behind
+        if secrets.exists():
+            secrets.unlink()
+            removed.append(str(secrets))
     cli.emit(
-        {"service": which, "path": str(where.path), "removed": True, "warnings": warnings},
-        "\n".join([f"removed {where.path}", *(f"warning: {w}" for w in warnings)]),
+        {
+            "service": which,
+            "path": str(where.path),
+            "removed": True,
+            "files": removed,
+            "warnings": warnings,
+        },
+        "\n".join([*(f"removed {f}" for f in removed), *(f"warning: {w}" for w in warnings)]),
     )
 
 

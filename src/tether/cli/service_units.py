@@ -10,6 +10,11 @@ systemd rules applied (systemd.service(5), systemd.exec(5), systemd.unit(5)):
   ``%%``; ``$`` has no meaning there and stays as it is.
 - A value with a newline, a carriage return or a NUL cannot be written in a unit line at
   all: it is refused (:class:`~tether.errors.ConfigError`), never silently changed.
+- ``EnvironmentFile=-PATH``: the service's secrets, kept out of the unit (which is
+  world-readable) in a file only its user reads; ``%`` in the path becomes ``%%``. Each
+  line of that file is ``NAME=value`` with the value unquoted, so only values every
+  systemd reads the same way are written: letters, digits and ``_@%+=:,./~^-`` (API keys,
+  hex, base64). Anything else is refused, never quoted in the hope it parses.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ __all__ = [
     "SERVICES",
     "Service",
     "ServiceSpec",
+    "environment_file_line",
     "environment_line",
     "exec_word",
     "launchd_label",
@@ -41,6 +47,7 @@ SERVICES: tuple[Service, ...] = ("gateway", "runner")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./$-]+\Z")
 _UNWRITABLE = {"\n": "newline", "\r": "carriage return", "\x00": "NUL"}
+_FILE_VALUE = re.compile(r"[A-Za-z0-9_@%+=:,./~^-]+\Z")
 
 # Exit statuses after which restarting cannot help (see `tether gateway --help` and
 # `tether runner --help`): a bad config, a rejected credential, a credential in use.
@@ -57,6 +64,10 @@ class ServiceSpec:
     environment: Mapping[str, str] = field(default_factory=dict)
     stop_timeout: int = 15
     """Seconds the service manager waits after SIGTERM before it kills the process."""
+    environment_file: str | None = None
+    """systemd: the file of the service's secrets (it may be missing)."""
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    """launchd: the secrets themselves (it has no environment file; the agent is 0600)."""
 
     @property
     def argv(self) -> list[str]:
@@ -104,6 +115,20 @@ def environment_line(name: str, value: str) -> str:
     return f'Environment="{text}"'
 
 
+def environment_file_line(name: str, value: str) -> str:
+    """``NAME=value``, one line of an environment file, for a value systemd cannot read
+    two ways (see the module docstring); anything else is refused."""
+    if not _ENV_NAME.match(name):
+        raise ConfigError(f"{name!r} is not a valid environment variable name")
+    if not _FILE_VALUE.match(value):
+        raise ConfigError(
+            f"the value of {name} is empty or has characters (spaces, quotes, $, \\ …) an "
+            "environment file cannot carry unambiguously; write it into the file yourself "
+            "in systemd's quoting, or use a value of letters, digits and _@%+=:,./~^-"
+        )
+    return f"{name}={value}"
+
+
 def systemd_unit(spec: ServiceSpec) -> str:
     """The ``tether-<service>.service`` user unit."""
     service = spec.service
@@ -117,6 +142,7 @@ def systemd_unit(spec: ServiceSpec) -> str:
         "Type=simple",
         "ExecStart=" + " ".join(exec_word(w) for w in spec.argv),
         *(environment_line(k, v) for k, v in spec.environment.items()),
+        *_environment_file(spec.environment_file),
         "Restart=on-failure",
         "RestartSec=2",
         f"RestartPreventExitStatus={_NO_RESTART[service]}",
@@ -135,17 +161,25 @@ def systemd_unit(spec: ServiceSpec) -> str:
     return "\n".join(lines)
 
 
+def _environment_file(path: str | None) -> list[str]:
+    if path is None:
+        return []
+    _check(f"the path {path!r}", path)
+    return ["EnvironmentFile=-" + path.replace("%", "%%")]
+
+
 def launchd_plist(spec: ServiceSpec, log_file: str) -> str:
     """The ``dev.tether.<service>.plist`` launchd agent (restarted when it fails, output
     appended to ``log_file``)."""
     import plistlib
 
-    for name, value in spec.environment.items():
+    environment = {**spec.environment, **spec.secrets}
+    for name, value in environment.items():
         _check(f"the value of {name}", value)
     data = {
         "Label": launchd_label(spec.service),
         "ProgramArguments": spec.argv,
-        "EnvironmentVariables": dict(spec.environment),
+        "EnvironmentVariables": environment,
         "RunAtLoad": True,
         "KeepAlive": {"SuccessfulExit": False},
         "ExitTimeOut": spec.stop_timeout,

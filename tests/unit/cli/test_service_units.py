@@ -9,6 +9,7 @@ import pytest
 
 from tether.cli.service_units import (
     ServiceSpec,
+    environment_file_line,
     environment_line,
     exec_word,
     launchd_plist,
@@ -124,3 +125,38 @@ def test_the_launchd_agent() -> None:
         "StandardErrorPath": "/Users/ann/data/logs/gateway.log",
         "ProcessType": "Background",
     }
+
+
+def test_secrets_stay_out_of_the_unit_in_a_file_it_names() -> None:
+    spec = ServiceSpec("gateway", PYTHON, environment_file="/home/ann/.config/tether/100%.env")
+    text = systemd_unit(spec)
+    assert lines(text, "EnvironmentFile") == [
+        "-/home/ann/.config/tether/100%%.env"
+    ]  # may be missing
+    assert systemd_unit(ServiceSpec("gateway", PYTHON)).count("EnvironmentFile") == 0
+    with pytest.raises(ConfigError, match="cannot hold"):
+        systemd_unit(ServiceSpec("gateway", PYTHON, environment_file="/x\nExecStartPre=/bin/rm"))
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["sk-proj-AbC_123", "0123abcdef", "dGhpcyBpcyBhIHNlY3JldA==", "a+b/c=d:e,f.g~h^i@j%k"],
+)
+def test_a_secret_is_written_unquoted_when_every_systemd_reads_it_one_way(value: str) -> None:
+    assert environment_file_line("OPENAI_API_KEY", value) == f"OPENAI_API_KEY={value}"
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "two words", 'quo"te', "it's", "$HOME", "back\\slash", "a#b", "x\ny", "`id`"]
+)
+def test_a_secret_systemd_could_read_two_ways_is_refused(bad: str) -> None:
+    with pytest.raises(ConfigError, match="cannot carry unambiguously"):
+        environment_file_line("KEY", bad)
+    with pytest.raises(ConfigError, match="not a valid environment variable name"):
+        environment_file_line("A=B", "x")
+
+
+def test_on_macos_secrets_go_into_the_agent_itself() -> None:
+    spec = ServiceSpec("gateway", PYTHON, {"PATH": "/usr/bin"}, secrets={"OPENAI_API_KEY": "k"})
+    data = plistlib.loads(launchd_plist(spec, "/tmp/log").encode())
+    assert data["EnvironmentVariables"] == {"PATH": "/usr/bin", "OPENAI_API_KEY": "k"}
