@@ -686,6 +686,10 @@ class RoutinesConfig(_Section, frozen=True):
                 )
 
 
+_FRAME_MARGIN = 1024
+"""What a frame holds around an event's payload (its ids, kind and times), with room."""
+
+
 class Config(_Section, frozen=True):
     """The whole effective configuration."""
 
@@ -703,6 +707,15 @@ class Config(_Section, frozen=True):
     runner: RunnerConfig = msgspec.field(default_factory=RunnerConfig)
     channels: ChannelsConfig = msgspec.field(default_factory=ChannelsConfig)
     routines: RoutinesConfig = msgspec.field(default_factory=RoutinesConfig)
+
+    def __post_init__(self) -> None:
+        frame, inline = self.limits.max_frame_bytes, self.ledger.inline_payload_bytes
+        if frame < inline + _FRAME_MARGIN:
+            raise ValueError(
+                f"limits.max_frame_bytes ({frame}) must be at least "
+                f"ledger.inline_payload_bytes ({inline}) + {_FRAME_MARGIN}: an event is sent "
+                "whole, in one frame"
+            )
 
     @property
     def data_path(self) -> Path:

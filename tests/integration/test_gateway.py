@@ -156,7 +156,13 @@ async def test_protocol_errors_over_websocket(gateway: GatewayProcess) -> None:
 
 
 async def test_oversized_frames(home: Path) -> None:
-    gw = GatewayProcess(home, env={"TETHER_LIMITS__MAX_FRAME_BYTES": "4096"})
+    gw = GatewayProcess(
+        home,
+        env={
+            "TETHER_LIMITS__MAX_FRAME_BYTES": "4096",
+            "TETHER_LEDGER__INLINE_PAYLOAD_BYTES": "2048",
+        },
+    )
     gw.start()
     try:
         big = {"jsonrpc": "2.0", "id": 2, "method": "ping", "params": {"payload": "x" * 5000}}

@@ -14,8 +14,13 @@ from tests.support.people import MEMBERS_MAY_SCRIPT, add_user, as_user
 from tests.support.process import GatewayProcess
 from tether.errors import NotFound, TooLarge
 from tether.gateway.runs_api import PAGE_BYTES
-from tether.protocol.methods import RUN_CREATE, RUN_EVENTS, SESSION_HISTORY
-from tether.protocol.runs import RunCreateParams, RunEventsParams, SessionHistoryParams
+from tether.protocol.methods import ARTIFACT_GET, RUN_CREATE, RUN_EVENTS, SESSION_HISTORY
+from tether.protocol.runs import (
+    ArtifactGetParams,
+    RunCreateParams,
+    RunEventsParams,
+    SessionHistoryParams,
+)
 from tether.transport.client import RpcClient, connect_ipc
 
 MakeGateway = Callable[..., GatewayProcess]
@@ -66,20 +71,24 @@ async def test_pages_of_large_events_stop_inside_a_frame_and_say_there_is_more(
 async def test_an_answer_over_the_frame_limit_is_refused_at_once_not_lost(
     make_gateway: MakeGateway,
 ) -> None:
-    """With a small frame limit one event can outgrow a frame: the gateway answers
-    ``too_large`` instead of sending what the client would drop (and then wait for)."""
+    """An answer that would outgrow the frame limit (here a slice of an artifact asked
+    for whole): the gateway answers ``too_large`` instead of sending what the client
+    would drop (and then wait for), and the connection goes on."""
     limit = 32 * 1024
-    gw = make_gateway(TETHER_LIMITS__MAX_FRAME_BYTES=str(limit))
+    gw = make_gateway(
+        TETHER_LIMITS__MAX_FRAME_BYTES=str(limit), TETHER_LEDGER__INLINE_PAYLOAD_BYTES="8192"
+    )
     async with await connect_ipc(gw.socket, max_frame_bytes=limit) as c:
         started = await c.call(RUN_CREATE, RunCreateParams(input="events 1 40000\nsay x"))
         await r.wait_state(c, started.run.id)
-        first = await c.call(RUN_EVENTS, RunEventsParams(run_id=started.run.id))
-        assert first.more is True  # the page stopped before the big event
-        params = RunEventsParams(run_id=started.run.id, after_seq=first.last_seq)
+        page = await c.call(RUN_EVENTS, RunEventsParams(run_id=started.run.id))
+        (ref,) = [json.loads(bytes(e.payload)) for e in page.events if e.kind == "agent.delta"]
+        whole = ArtifactGetParams(artifact_id=ref["artifact"], limit=512 * 1024)
         with pytest.raises(TooLarge, match="ask for less"):
-            await c.call(RUN_EVENTS, params, timeout=5)
-        small = await c.call(RUN_EVENTS, RunEventsParams(run_id=started.run.id, limit=1))
-        assert small.more is True  # the connection is still good
+            await c.call(ARTIFACT_GET, whole, timeout=5)
+        piece = ArtifactGetParams(artifact_id=ref["artifact"], limit=16 * 1024)
+        chunk = await c.call(ARTIFACT_GET, piece)
+        assert (len(chunk.data), chunk.size, chunk.eof) == (16 * 1024, ref["size"], False)
 
 
 async def test_the_latest_runs_oldest_first_with_every_event(make_gateway: MakeGateway) -> None:

@@ -558,7 +558,13 @@ async def test_in_a_group_only_a_permitted_person_decides_and_no_one_is_told_uns
 async def test_an_oversized_body_is_refused_before_it_is_read(
     make_gateway: MakeGateway, home: Path, hook: WebhookStandIn
 ) -> None:
-    gw = gateway_with_hook(make_gateway, home, hook, TETHER_LIMITS__MAX_FRAME_BYTES="65536")
+    gw = gateway_with_hook(
+        make_gateway,
+        home,
+        hook,
+        TETHER_LIMITS__MAX_FRAME_BYTES="65536",
+        TETHER_LEDGER__INLINE_PAYLOAD_BYTES="32768",
+    )
     big = event("big", "x" * 70_000)
     status, _ = await post(gw.url, big)
     assert status == 413

@@ -18,16 +18,16 @@ def write(path: Path, text: str) -> Path:
 def test_precedence_flags_env_file_defaults(tmp_path: Path) -> None:
     cfg = write(
         tmp_path / "c.toml",
-        '[gateway]\nlisten = "127.0.0.1:1"\n[limits]\nidle_timeout = 5\nmax_frame_bytes = 10\n',
+        '[gateway]\nlisten = "127.0.0.1:1"\n[limits]\nidle_timeout = 5\nmax_frame_bytes = 200000\n',
     )
     env = {
         "HOME": str(tmp_path),
-        "TETHER_LIMITS__MAX_FRAME_BYTES": "20",
+        "TETHER_LIMITS__MAX_FRAME_BYTES": "300000",
         "TETHER_LIMITS__IDLE_TIMEOUT": "6",
     }
     c = load_config(config_file=cfg, env=env, flags={"limits": {"idle_timeout": 7.0}})
     assert c.gateway.listen == "127.0.0.1:1"  # file
-    assert c.limits.max_frame_bytes == 20  # env over file
+    assert c.limits.max_frame_bytes == 300000  # env over file
     assert c.limits.idle_timeout == 7.0  # flag over env
     assert c.limits.hello_timeout == Config().limits.hello_timeout  # default
 
@@ -96,6 +96,16 @@ def test_bad_file_values(tmp_path: Path) -> None:
         load_config(config_file=broken, env={"HOME": str(tmp_path)})
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(config_file=tmp_path / "missing.toml", env={"HOME": str(tmp_path)})
+
+
+def test_a_frame_too_small_for_an_event_is_refused(tmp_path: Path) -> None:
+    """Every event goes out whole in one frame, so a frame limit below what an event may
+    hold inline would drop events on the wire: refused when the config is read."""
+    small = {"HOME": str(tmp_path), "TETHER_LIMITS__MAX_FRAME_BYTES": "65536"}
+    with pytest.raises(ConfigError, match=r"max_frame_bytes \(65536\) must be at least"):
+        load_config(env=small)
+    fits = load_config(env={**small, "TETHER_LEDGER__INLINE_PAYLOAD_BYTES": "32768"})
+    assert fits.limits.max_frame_bytes == 65536
 
 
 def test_unrelated_env_is_ignored(tmp_path: Path) -> None:
