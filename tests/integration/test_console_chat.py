@@ -246,6 +246,14 @@ async def test_agent_output_that_tries_to_be_html_is_shown_as_text(
     hrefs = await reply.locator("a").evaluate_all("links => links.map(a => a.href)")
     assert not [h for h in hrefs if h.startswith("javascript:")]
     assert await page.evaluate("window.pwned") == 0
+
+    await page.reload()  # from the history now: its Markdown asked for while it is built
+    reply = page.locator(".run").first.locator(".msg.agent .text")
+    await expect(reply).to_have_class(re.compile(r"\bmd\b"))
+    await expect(reply.locator("strong")).to_have_text("bold")
+    await expect(reply).to_contain_text("<img src=x")
+    assert await page.locator("#timeline script, #timeline img, #timeline [onerror]").count() == 0
+    assert await page.evaluate("window.pwned === undefined")  # nothing set it on this load
     assert page.problems == []  # type: ignore[attr-defined]
 
 

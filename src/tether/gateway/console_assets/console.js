@@ -314,6 +314,10 @@ async function subscribe(view) {
       workspace: session.workspace ?? "—", mode: session.mode ?? "ask",
     });
     if (!view.loaded) {
+      // the replies' Markdown is asked for now, while the timeline is being built
+      markdown.warm(got.runs.flatMap((r) => r.events)
+        .filter((e) => e.kind === "agent.message" && typeof e.payload?.text === "string")
+        .map((e) => e.payload.text));
       await readRest(got.runs);
       if (state.view !== view) return;
       showHistory(view, got);
