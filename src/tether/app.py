@@ -159,6 +159,7 @@ def _build(
         public_url=config.gateway.public_url,
         secure_cookie=config.gateway.tls_cert is not None
         or (config.gateway.public_url or "").startswith("https:"),
+        server_url=lambda: server.url,
     )
     for method, path, handler in [*console.routes(), *ConsolePages().routes()]:
         server.add_route(method, path, handler)
@@ -264,7 +265,17 @@ def _build(
     chat_api = ChatApi(ledger, router, runs_api, config.channels.pairing_ttl)
     routines = RoutineScheduler(ledger, router, config.routines)
     routines_api = RoutinesApi(ledger, runs_api, routines, config.routines)
-    apis = (system, runs_api, runners_api, access_api, agents_api, hosted, chat_api, routines_api)
+    apis = (
+        system,
+        runs_api,
+        runners_api,
+        access_api,
+        agents_api,
+        hosted,
+        chat_api,
+        routines_api,
+        console,
+    )
     for api in apis:
         api.install(handlers)
     server.on_peer_closed += [runs_api.peer_closed, runners_api.peer_closed]

@@ -110,6 +110,7 @@ def _register() -> None:
         approvals_cmd,
         chat_cmd,
         config_cmd,
+        console_cmd,
         db_cmd,
         deliveries_cmd,
         feishu_cmd,
@@ -129,6 +130,7 @@ def _register() -> None:
 
     gateway_cmd.register(app)
     up_cmd.register(app)
+    console_cmd.register(app)
     chat_cmd.register(app)
     ping_cmd.register(app)
     status_cmd.register(app)

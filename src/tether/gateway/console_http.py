@@ -11,7 +11,8 @@
   Chinese (:data:`tether.gateway.phrases.EXPLAINED`) and the chat's ``/`` commands, so the
   page says what the terminal and the chats say.
 
-A one-time login link (:meth:`ConsoleHttp.login_link`, what ``tether up`` prints) carries
+A one-time login link (:meth:`ConsoleHttp.login_link`: what ``tether up`` prints, and what
+``console.link`` gives a client, as ``tether console`` asks for one) carries
 a ``ttc_`` key in the URL's fragment, which a browser never sends: the page posts it to
 ``/console/login`` like a token. It logs in once, within its time, as the person it was
 made for, and is kept only in this gateway's memory (as its hash).
@@ -39,10 +40,14 @@ from tether.gateway.auth import Authenticator, Principal
 from tether.gateway.chat_commands import COMMANDS
 from tether.gateway.console_markdown import render
 from tether.gateway.console_session import COOKIE, CSRF_HEADER, ConsoleSession, ConsoleSessions
+from tether.gateway.handlers import MethodHandlers
 from tether.gateway.http_errors import error_response
+from tether.gateway.peer import Peer
 from tether.gateway.phrases import DECISIONS, EXPLAINED
+from tether.protocol.methods import CONSOLE_LINK
+from tether.protocol.system import ConsoleLink, Empty
 
-__all__ = ["LINK_PREFIX", "ConsoleHttp", "same_origin"]
+__all__ = ["LINK_PREFIX", "LINK_TTL", "ConsoleHttp", "same_origin"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,8 @@ _MAX_LOGIN_BYTES = 4096
 _MAX_MARKDOWN_BYTES = 4 * 1024 * 1024
 _MAX_MARKDOWN_TEXTS = 500
 LINK_PREFIX = "ttc_"
+LINK_TTL = 900.0
+"""Seconds a one-time login link stays good."""
 _LINKS_KEPT = 32
 
 
@@ -84,10 +91,13 @@ class ConsoleHttp:
         *,
         public_url: str | None,
         secure_cookie: bool,
+        server_url: Callable[[], str] = lambda: "",
     ) -> None:
         self.sessions = sessions
         self.auth = auth
         self.public_url = public_url
+        self.server_url = server_url
+        """Where the gateway listens, once it does (links use ``public_url`` when set)."""
         self.secure_cookie = secure_cookie
         self._links: dict[bytes, tuple[Principal, float]] = {}
 
@@ -102,13 +112,23 @@ class ConsoleHttp:
             ("GET", "/console/words", self.words),
         ]
 
-    def login_link(self, base_url: str, principal: Principal, *, ttl: float = 900.0) -> str:
+    def login_link(self, base_url: str, principal: Principal, *, ttl: float = LINK_TTL) -> str:
         """A URL that logs a browser in once as ``principal`` within ``ttl`` seconds."""
         key = LINK_PREFIX + secrets.token_urlsafe(32)
         while len(self._links) >= _LINKS_KEPT:  # the oldest unused link goes first
             self._links.pop(next(iter(self._links)))
         self._links[hashlib.sha256(key.encode()).digest()] = (principal, time.time() + ttl)
         return f"{base_url.rstrip('/')}/#token={key}"
+
+    def install(self, handlers: MethodHandlers) -> None:
+        handlers.add(CONSOLE_LINK, self.link)
+
+    def link(self, peer: Peer, params: Empty) -> ConsoleLink:
+        """``console.link``: a one-time link for the caller themselves (no more than their
+        own credential already opens). A runner cannot ask: the method is for clients."""
+        base = (self.public_url or self.server_url()).rstrip("/") + "/"
+        url = self.login_link(base, peer.principal, ttl=LINK_TTL)
+        return ConsoleLink(url=url, expires_at=time.time() + LINK_TTL)
 
     def _redeem(self, key: str) -> Principal | None:
         found = self._links.pop(hashlib.sha256(key.encode()).digest(), None)

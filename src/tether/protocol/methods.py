@@ -15,7 +15,7 @@ import msgspec
 
 from tether.protocol import access, agents, chat, hosted, routines, runners, runs
 from tether.protocol.handshake import HelloParams, HelloResult
-from tether.protocol.system import Empty, GatewayInfo, PingParams, Pong
+from tether.protocol.system import ConsoleLink, Empty, GatewayInfo, PingParams, Pong
 from tether.types import USER_ROLES, Role, UserRole
 
 __all__ = [
@@ -181,6 +181,15 @@ SESSION_LIST = register(
 )
 SESSION_GET = register(
     Method("session.get", runs.SessionGetParams, runs.SessionInfo, CLIENTS, "One session.")
+)
+CONSOLE_LINK = register(
+    Method(
+        "console.link",
+        Empty,
+        ConsoleLink,
+        CLIENTS,
+        "A one-time link (15 minutes) that logs a browser into the web console as the caller.",
+    )
 )
 SESSION_HISTORY = register(
     Method(

@@ -42,3 +42,12 @@ class GatewayInfo(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     transports: list[TransportInfo]
     ledger: str = ""
     """The ledger's engine: ``sqlite`` or ``postgresql`` (empty from an older gateway)."""
+
+
+class ConsoleLink(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A one-time link that logs a browser into the web console as the caller."""
+
+    url: str
+    """The console's address with a ``ttc_`` key in its fragment (never sent to a server)."""
+    expires_at: float
+    """Unix time after which the link no longer logs in; it also works only once."""
