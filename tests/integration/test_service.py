@@ -87,6 +87,7 @@ def test_install_writes_a_user_unit_and_uninstall_removes_it(home: Path) -> None
     assert f"wrote {unit}" in out.stdout
     assert "systemctl --user enable --now tether-gateway.service" in out.stdout
     assert "loginctl enable-linger" in out.stdout
+    assert "tether console --open" in out.stdout  # how to get into a service's console
     assert called(home) == []  # --no-start: the manager is not asked anything
 
     text = unit.read_text()

@@ -386,6 +386,8 @@ def install(
                 + ", ".join(not_carried)
             )
         lines.append(f"see it with: tether status, {logs}")
+        if which == "gateway":
+            lines.append("open its web console with: tether console --open")
         if where.manager == "systemd":
             lines.append(
                 "to keep it running without a login session: "
