@@ -14,11 +14,18 @@ from tests.support.people import MEMBERS_MAY_SCRIPT, add_user, as_user
 from tests.support.process import GatewayProcess
 from tether.errors import NotFound, TooLarge
 from tether.gateway.runs_api import PAGE_BYTES
-from tether.protocol.methods import ARTIFACT_GET, RUN_CREATE, RUN_EVENTS, SESSION_HISTORY
+from tether.protocol.methods import (
+    ARTIFACT_GET,
+    RUN_CREATE,
+    RUN_EVENTS,
+    RUN_LIST,
+    SESSION_HISTORY,
+)
 from tether.protocol.runs import (
     ArtifactGetParams,
     RunCreateParams,
     RunEventsParams,
+    RunListParams,
     SessionHistoryParams,
 )
 from tether.transport.client import RpcClient, connect_ipc
@@ -145,6 +152,37 @@ async def test_a_history_over_its_budget_says_which_runs_to_read_on(
             last = h.events[-1].seq if h.events else 0
             assert shown + await every_event(c, h.run.id, last) == await every_event(c, h.run.id)
         assert json.loads(bytes(cut.events[-1].payload))["text"] == "x" * size
+
+
+async def test_long_runs_count_against_the_budget_and_the_latest_stay(
+    make_gateway: MakeGateway,
+) -> None:
+    """Runs whose input and output are long (here 8 of 300 KB each, twice the frame
+    limit in all): the answer still fits a frame, with the latest runs that fit and
+    ``earlier`` saying there are more; ``run.list`` pages the same way."""
+    gw = make_gateway()
+    text = "y" * (150 * 1024)
+    async with await connect_ipc(gw.socket) as c:
+        first = await r.start(c, f"say {text}")
+        sid, ids = first.run.session_id, [first.run.id]
+        for _ in range(7):
+            ids.append((await r.start(c, f"say {text}", session_id=sid, steer=False)).run.id)
+        for run_id in ids:
+            await r.wait_state(c, run_id)
+        history = await c.call(SESSION_HISTORY, SessionHistoryParams(session_id=sid))
+        shown = [h.run.id for h in history.runs]
+        assert 1 <= len(shown) < len(ids)
+        assert (shown, history.earlier) == (ids[-len(shown) :], True)
+        assert history.runs[-1].run.output == text
+
+        listed: list[str] = []  # run.list pages shrink the same way, and the cursor goes on
+        cursor: str | None = None
+        for _ in range(len(ids)):
+            page = await c.call(RUN_LIST, RunListParams(session_id=sid, cursor=cursor))
+            listed += [run.id for run in page.runs]
+            if (cursor := page.next_cursor) is None:
+                break
+        assert listed == ids[::-1]
 
 
 @pytest.mark.parametrize("role", ["member", "viewer"])

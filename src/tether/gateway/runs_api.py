@@ -50,6 +50,21 @@ carries with the default frame limit of 1 MB (3/8 of it; an event's payload may 
 64 KB): a page stops there and says there is more."""
 _ENVELOPE = 128
 """What an event's fields around its payload take in JSON, about."""
+_RUN_ENVELOPE = 512
+"""What a run's fields besides its input and output take in JSON, about."""
+
+
+def _fitting(runs: list[Run], budget: int) -> tuple[list[Run], int]:
+    """The first of ``runs`` whose inputs and outputs fit ``budget`` (the first always),
+    and what is left of it (below 0 when the first alone is over)."""
+    kept: list[Run] = []
+    for run in runs:
+        weight = len(run.input) + len(run.output or "") + _RUN_ENVELOPE
+        if kept and weight > budget:
+            break
+        budget -= weight
+        kept.append(run)
+    return kept, budget
 
 
 def run_info(run: Run) -> RunInfo:
@@ -171,7 +186,10 @@ class RunsApi:
             limit=p.limit,
             owner=owner_filter(peer),
         )
-        return RunPage(runs=[run_info(r) for r in runs], next_cursor=cursor)
+        kept, _ = _fitting(runs, self.page_bytes)  # long inputs and outputs: a shorter page
+        if len(kept) < len(runs):
+            cursor = kept[-1].id
+        return RunPage(runs=[run_info(r) for r in kept], next_cursor=cursor)
 
     async def artifact(self, peer: Peer, p: ArtifactGetParams) -> ArtifactChunk:
         ledger = self.ledger
@@ -274,20 +292,23 @@ class RunsApi:
 
     async def history(self, peer: Peer, p: SessionHistoryParams) -> SessionHistory:
         """The session, its latest runs and as many of their events as the budget holds
-        (oldest run first; the run the budget cuts short, and any after it, say so)."""
+        (oldest run first; the run the budget cuts short, and any after it, say so). The
+        runs count against the budget too (an input or an output may be long): older
+        runs are left out, the latest one never."""
         ledger = self.ledger
         session = await self.session_for(peer, p.session_id)
         newest, cursor = await ledger.runs.list(
             session_id=p.session_id, limit=p.runs, owner=owner_filter(peer)
         )
-        runs = newest[::-1]
+        kept, budget = _fitting(newest, self.page_bytes)
+        runs = kept[::-1]
         # every event costs at least its envelope, so the budget runs out before the rows do
         rows = await ledger.events.read_runs(
-            [r.id for r in runs], limit=self.page_bytes // _ENVELOPE + 1
+            [r.id for r in runs], limit=max(0, budget) // _ENVELOPE + 1
         )
         events: dict[str, list[EventInfo]] = {r.id: [] for r in runs}
         index = {r.id: i for i, r in enumerate(runs)}
-        cut, budget = len(runs), self.page_bytes
+        cut = len(runs)
         for row in rows:
             info = event_info(row)
             budget -= len(info.payload) + _ENVELOPE
@@ -301,7 +322,7 @@ class RunsApi:
                 RunHistory(run=run_info(r), events=events[r.id], complete=i < cut)
                 for i, r in enumerate(runs)
             ],
-            earlier=cursor is not None,
+            earlier=cursor is not None or len(kept) < len(newest),
         )
 
     async def update_session(self, peer: Peer, p: SessionUpdateParams) -> SessionInfo:

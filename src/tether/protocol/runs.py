@@ -147,7 +147,10 @@ class RunListParams(_Params):
 
 class RunPage(msgspec.Struct, kw_only=True):
     runs: list[RunInfo]
+    """Newest first: at most ``limit``, fewer when their inputs and outputs are long (a
+    page stays well inside a frame)."""
     next_cursor: str | None
+    """Pass as ``cursor`` for the next page; null at the end."""
 
 
 class RunEventsParams(_Params):
