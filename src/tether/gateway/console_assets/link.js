@@ -1,6 +1,8 @@
 // The console's one WebSocket to the gateway: JSON-RPC calls, notifications, and
 // reconnecting with backoff (the cookie authenticates the upgrade; see docs/security.md).
 
+const CLOSED = { message: "the connection closed", data: { code: "connection_closed" } };
+
 export class Link {
   constructor({ onState, onNotify, onOpen, checkSession, role }) {
     this.role = role; // () -> the role to take: owners take "admin"
@@ -47,6 +49,7 @@ export class Link {
         },
         (err) => {
           console.warn("the gateway refused", err);
+          ws.refused = true; // what was sent behind it reads as a lost connection
           ws.close();
         },
       );
@@ -69,7 +72,8 @@ export class Link {
       const waiting = this.calls.get(frame.id);
       if (!waiting) return;
       this.calls.delete(frame.id);
-      if (frame.error) waiting.reject(frame.error);
+      if (ws.refused) waiting.reject(CLOSED);
+      else if (frame.error) waiting.reject(frame.error);
       else waiting.resolve(frame.result);
     } else if (frame.method && frame.id === undefined && ws === this.ws) {
       this.onNotify(frame.method, frame.params);
@@ -80,7 +84,7 @@ export class Link {
     for (const [id, waiting] of this.calls) {
       if (waiting.ws === ws) {
         this.calls.delete(id);
-        waiting.reject({ message: "the connection closed", data: { code: "connection_closed" } });
+        waiting.reject(CLOSED);
       }
     }
     if (this.ws !== ws) return;

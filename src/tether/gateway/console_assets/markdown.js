@@ -43,7 +43,11 @@ export class Markdown {
     const fresh = [...new Set(texts)].filter((text) => !this.asked.has(text));
     for (const batch of batches(fresh, (text) => text)) {
       const answer = this.post(batch);
-      batch.forEach((text, i) => this.asked.set(text, answer.then((html) => html[i])));
+      batch.forEach((text, i) => {
+        const html = answer.then((all) => all[i]);
+        html.catch(() => null); // a text never shown is no unhandled failure
+        this.asked.set(text, html);
+      });
     }
   }
 
