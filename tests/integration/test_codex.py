@@ -20,7 +20,7 @@ from tests.support import runs as r
 from tests.support.agents import MODEL_KEY, codex_config, codex_exec, descendants, escalated
 from tests.support.model_server import ModelServer
 from tests.support.people import free_port, kinds_of, open_request, resolve
-from tests.support.process import GatewayProcess, RunnerProcess, run_cli
+from tests.support.process import SCALE, GatewayProcess, RunnerProcess, run_cli
 from tether.protocol.access import RequestListParams
 from tether.protocol.methods import REQUEST_LIST, RUN_CANCEL
 from tether.protocol.runs import RunCancelParams
@@ -261,6 +261,11 @@ async def test_a_runner_restart_is_told_and_the_next_message_resumes_the_thread(
         failed = await r.wait_state(c, run.id, timeout=20)  # told at once, not after a timeout
         assert (failed.state, failed.reason) == ("failed", "runner_restarted"), failed
         assert "resumes" in (failed.output or "")
+        # the run's end closes its request right after it is recorded (a moment later)
+        for _ in range(int(50 * SCALE)):
+            if not (await c.call(REQUEST_LIST, RequestListParams(run_id=run.id))).requests:
+                break
+            await asyncio.sleep(0.1)
         assert not (await c.call(REQUEST_LIST, RequestListParams(run_id=run.id))).requests
         again = (await r.start(c, "what was the word?", session_id=run.session_id)).run
         done = await r.wait_state(c, again.id, timeout=60)

@@ -93,7 +93,12 @@ async def test_an_oversize_answer_from_a_runner_fails_the_call_once(
     home: Path, factor: float
 ) -> None:
     limit = 64 * 1024
-    gw = GatewayProcess(home, env={"TETHER_LIMITS__MAX_FRAME_BYTES": str(limit)})
+    # (a frame this small holds events of at most 32 KB inline)
+    env = {
+        "TETHER_LIMITS__MAX_FRAME_BYTES": str(limit),
+        "TETHER_LEDGER__INLINE_PAYLOAD_BYTES": "32768",
+    }
+    gw = GatewayProcess(home, env=env)
     gw.start()
     big = json.dumps({"stdout": "x" * int(limit * factor)}).encode()
     runner = ScriptedRunner(gw, replies={"big": Reply(result=big)}, max_frame_bytes=limit * 8)
