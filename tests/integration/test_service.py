@@ -169,6 +169,22 @@ def test_secrets_reach_the_service_only_with_env_in_a_file_only_its_user_reads(
     assert 'TETHER_HAND="two words"' in held
     assert secrets.stat().st_mode & 0o777 == 0o600
 
+    # a running service restarts to take a new secret; with nothing new it is left alone
+    called(home)
+    started = run_cli(home, "service", "install", "gateway", "--env", "OPENAI_API_KEY", env=env)
+    assert started.returncode == 0, started.stderr
+    assert "restarted if it ran" in started.stdout
+    assert called(home) == [
+        "systemctl --user daemon-reload",
+        "systemctl --user try-restart tether-gateway.service",
+        "systemctl --user enable --now tether-gateway.service",
+    ]
+    assert run_cli(home, "service", "install", "gateway", env=env).returncode == 0
+    assert called(home) == [
+        "systemctl --user daemon-reload",
+        "systemctl --user enable --now tether-gateway.service",
+    ]
+
     before = secrets.read_text()
     for name, value, why in (
         ("NOT_SET_ANYWHERE", None, "is not set in this environment"),

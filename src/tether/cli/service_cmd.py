@@ -253,13 +253,15 @@ def _manual(where: Installed) -> list[str]:
     return ["systemctl --user daemon-reload", f"systemctl --user enable --now {where.name}"]
 
 
-def _start(where: Installed) -> str | None:
-    """Enable and start the service; None when done, else why not."""
+def _start(where: Installed, *, restart: bool = False) -> str | None:
+    """Enable and start the service (``restart``: restart it first if it runs, so new
+    settings apply); None when done, else why not."""
     steps = (
         [("launchctl", "load", "-w", str(where.path))]
         if where.manager == "launchd"
         else [
             ("systemctl", "--user", "daemon-reload"),
+            *([("systemctl", "--user", "try-restart", where.name)] if restart else []),
             ("systemctl", "--user", "enable", "--now", where.name),
         ]
     )
@@ -339,7 +341,9 @@ def install(
         if launchd:
             log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         _write(where.path, text, 0o600 if given and launchd else 0o644)
-    problem = "not started (--no-start)" if no_start else _start(where)
+    # a service that may be running with the old unit or secrets is restarted
+    refresh = old is not None and (old != text or bool(given))
+    problem = "not started (--no-start)" if no_start else _start(where, restart=refresh)
     needed = [n for n in secret_names(config, which) if n in os.environ and n not in carried]
     not_carried = sorted(
         k
@@ -366,7 +370,8 @@ def install(
         verb = "wrote" if old != text else "unchanged"
         lines = [f"{verb} {where.path}"]
         if problem is None:
-            lines.append(f"{where.name} is enabled and running")
+            again = " (restarted if it ran: the new settings apply)" if refresh else ""
+            lines.append(f"{where.name} is enabled and running{again}")
         else:
             if not no_start:
                 lines.append(f"could not start it: {problem}")
