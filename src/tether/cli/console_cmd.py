@@ -13,7 +13,7 @@ from tether.cli import context
 from tether.cli.connect import TokenOpt, UrlOpt, request
 from tether.cli.help import examples
 
-__all__ = ["register"]
+__all__ = ["open_link", "register"]
 
 
 def console(
@@ -39,10 +39,16 @@ def console(
         f"Open the console (this link logs in once, within {minutes} minutes):\n  {link.url}",
     )
     if open_browser:
-        import webbrowser
+        open_link(link.url)
 
-        if not webbrowser.open(link.url):
-            sys.stderr.write("no browser could be started: open the link above yourself\n")
+
+def open_link(url: str) -> None:
+    """Open a console link in the person's browser (the standard library's choice, or
+    $BROWSER)."""
+    import webbrowser
+
+    if not webbrowser.open(url):
+        sys.stderr.write("no browser could be started: open the link above yourself\n")
 
 
 def register(app: typer.Typer) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tether.cli import context
+from tether.cli.console_cmd import open_link
 from tether.cli.gateway_cmd import ListenOpt, load_gateway_config
 from tether.cli.help import examples
 from tether.cli.runner_cmd import parse_workspaces
@@ -218,14 +219,6 @@ def _announce(gateway: Gateway, spaces: dict[str, str] | None, console: str, lin
     )
 
 
-def _open(link: str) -> None:
-    """Open the console in the person's browser (the standard library's choice, or $BROWSER)."""
-    import webbrowser
-
-    if not webbrowser.open(link):
-        sys.stderr.write("no browser could be started: open the link above yourself\n")
-
-
 async def _up(
     config: Config, spaces: dict[str, str] | None, signals: StopSignals, open_browser: bool
 ) -> None:
@@ -255,7 +248,7 @@ async def _up(
         link = gateway.parts.console.login_link(console, local_admin())
         _announce(gateway, spaces, console, link)
         if open_browser:
-            _open(link)
+            open_link(link)
         failed = asyncio.create_task(gateway.wait_failed(), name="up:gateway")
         woken = asyncio.create_task(wake.wait(), name="up:signal")
         try:
